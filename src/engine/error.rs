@@ -1,0 +1,118 @@
+//! The engine's one error type. Each error says what kind of failure it is (which
+//! the network layer maps to an HTTP status or wire code) and whether the same
+//! request may succeed if retried later.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::types::{TaskId, TaskState};
+
+/// The four kinds of failure a caller has to tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong; retrying it unchanged fails again.
+    InvalidArgument,
+    /// The task or queue does not exist (never did, or was purged).
+    NotFound,
+    /// The request is well-formed but conflicts with the current state
+    /// (stale lease, task already finished, queue still holds tasks).
+    Conflict,
+    /// A capacity bound is reached; the same request may succeed later.
+    Unavailable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// A field is malformed or out of range. `field` is the path a client sent
+    /// (`priority`, `tasks[3].depends_on`), `reason` says what is wrong.
+    Invalid {
+        field: Cow<'static, str>,
+        reason: Cow<'static, str>,
+    },
+    TaskNotFound(TaskId),
+    QueueNotFound(String),
+    /// The task is leased, but under another lease token (a stale holder, or a
+    /// wrong token).
+    LeaseMismatch(TaskId),
+    /// The lease token is right but the lease ran out; the task will be retried
+    /// (or buried) by the next tick, and the old holder may no longer finish it.
+    LeaseExpired(TaskId),
+    /// Complete, fail or extend on a task that is not leased.
+    NotLeased { id: TaskId, state: TaskState },
+    /// Cancel of a task that already finished.
+    TaskFinished { id: TaskId, state: TaskState },
+    /// Delete of a queue that still holds unfinished tasks, without `force`.
+    QueueNotEmpty { queue: String, unfinished_count: u64 },
+    /// An engine-wide bound (`tasks`, `queues`) is reached.
+    CapacityExceeded { what: &'static str, limit: usize },
+}
+
+impl EngineError {
+    pub(crate) fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+        EngineError::Invalid { field: field.into(), reason: reason.into() }
+    }
+
+    /// Prefixes the field of an `Invalid` error with the batch position it came from.
+    pub(crate) fn in_batch(self, index: usize) -> Self {
+        match self {
+            EngineError::Invalid { field, reason } => {
+                EngineError::Invalid { field: format!("tasks[{index}].{field}").into(), reason }
+            }
+            other => other,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Invalid { .. } => ErrorKind::InvalidArgument,
+            EngineError::TaskNotFound(_) | EngineError::QueueNotFound(_) => ErrorKind::NotFound,
+            EngineError::LeaseMismatch(_)
+            | EngineError::LeaseExpired(_)
+            | EngineError::NotLeased { .. }
+            | EngineError::TaskFinished { .. }
+            | EngineError::QueueNotEmpty { .. } => ErrorKind::Conflict,
+            EngineError::CapacityExceeded { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// Whether the same request may succeed later without being changed.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Unavailable)
+    }
+
+    /// A stable, machine-readable code, shared by the HTTP API's `error.code` and
+    /// the wire protocol's error codes.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Invalid { .. } => "invalid_argument",
+            EngineError::TaskNotFound(_) => "task_not_found",
+            EngineError::QueueNotFound(_) => "queue_not_found",
+            EngineError::LeaseMismatch(_) => "lease_mismatch",
+            EngineError::LeaseExpired(_) => "lease_expired",
+            EngineError::NotLeased { .. } => "not_leased",
+            EngineError::TaskFinished { .. } => "task_finished",
+            EngineError::QueueNotEmpty { .. } => "queue_not_empty",
+            EngineError::CapacityExceeded { .. } => "capacity_exceeded",
+        }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Invalid { field, reason } => write!(f, "invalid {field}: {reason}"),
+            EngineError::TaskNotFound(id) => write!(f, "task {id} not found"),
+            EngineError::QueueNotFound(q) => write!(f, "queue {q:?} not found"),
+            EngineError::LeaseMismatch(id) => write!(f, "task {id} is leased under another lease token"),
+            EngineError::LeaseExpired(id) => write!(f, "the lease on task {id} has expired"),
+            EngineError::NotLeased { id, state } => write!(f, "task {id} is not leased (it is {})", state.as_str()),
+            EngineError::TaskFinished { id, state } => write!(f, "task {id} has already finished ({})", state.as_str()),
+            EngineError::QueueNotEmpty { queue, unfinished_count } => {
+                write!(f, "queue {queue:?} holds {unfinished_count} unfinished tasks; delete with force to cancel them")
+            }
+            EngineError::CapacityExceeded { what, limit } => write!(f, "the server holds its maximum of {limit} {what}; retry later"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}

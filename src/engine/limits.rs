@@ -1,0 +1,54 @@
+//! Every bound the engine enforces, in one place, with its unit in its name.
+//!
+//! A request that exceeds a bound gets `EngineError::Invalid` naming the field (or
+//! `CapacityExceeded` for the engine-wide counts, which the caller may retry later);
+//! nothing grows without bound because a client asked it to.
+
+/// Queue names appear in URLs and logs, so they are short and URL-safe
+/// (`[A-Za-z0-9_.:-]`).
+pub const QUEUE_NAME_BYTES_MAX: usize = 128;
+/// Group keys are client strings held once per live group of a queue.
+pub const GROUP_NAME_BYTES_MAX: usize = 128;
+/// Idempotency keys are held for the lifetime of their task (until purged).
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Payloads are held in memory until purged; 1 MiB matches the HTTP body limit.
+pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
+/// A completed task's result is held until its retention ends.
+pub const RESULT_BYTES_MAX: usize = 1 << 20;
+/// A failure's error message (also the reason a dependent was cancelled).
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 4 << 10;
+/// Dependencies of one task. Completing a task costs O(its dependents), and each
+/// dependent pays for this list once, so this bounds the work a single enqueue adds.
+pub const DEPENDS_ON_COUNT_MAX: usize = 1024;
+/// Tasks in one atomic batch: the batch is validated in full before it is applied,
+/// so this bounds the latency one request can add to everyone behind it.
+pub const BATCH_TASKS_COUNT_MAX: usize = 10_000;
+/// Tasks one dequeue may lease.
+pub const DEQUEUE_TASKS_COUNT_MAX: usize = 1_000;
+/// Queues one dequeue may name.
+pub const DEQUEUE_QUEUES_COUNT_MAX: usize = 64;
+/// Leases run from 1 ms to 24 h; a longer job extends its lease.
+pub const LEASE_MS_MIN: u64 = 1;
+pub const LEASE_MS_MAX: u64 = 24 * 3_600_000;
+/// Delays up to 366 days.
+pub const DELAY_MS_MAX: u64 = 366 * 24 * 3_600_000;
+/// Attempts per task.
+pub const MAX_ATTEMPTS_MAX: u32 = 1_000;
+/// Retry backoff base and cap.
+pub const BACKOFF_MS_MAX: u64 = 24 * 3_600_000;
+/// How long finished tasks (and their idempotency keys) are kept: up to 30 days.
+pub const RETENTION_MS_MAX: u64 = 30 * 24 * 3_600_000;
+/// `group_concurrency`, when set.
+pub const GROUP_CONCURRENCY_MAX: u32 = 1_000_000;
+
+/// Engine-wide default for the number of queues (each costs a few hundred bytes).
+pub const QUEUES_COUNT_MAX_DEFAULT: usize = 10_000;
+/// Engine-wide default for the number of tasks held in memory, in any state
+/// (roughly 150-250 bytes each plus payload; 50 M is ~10 GiB before payloads).
+pub const TASKS_COUNT_MAX_DEFAULT: usize = 50_000_000;
+
+const _: () = assert!(LEASE_MS_MIN >= 1 && LEASE_MS_MIN <= LEASE_MS_MAX);
+const _: () = assert!(DEQUEUE_TASKS_COUNT_MAX <= BATCH_TASKS_COUNT_MAX);
+// Timer keys pack `due_ms` into 64 bits; every `now + x` is computed with
+// saturating adds, and these bounds keep real sums far from saturation.
+const _: () = assert!(DELAY_MS_MAX < (1 << 40) && RETENTION_MS_MAX < (1 << 40));

@@ -1,0 +1,323 @@
+//! One queue: its settings, per-state counts, groups, idempotency keys, and the
+//! ready index that decides which task a dequeue gets.
+//!
+//! The ready index has two shapes, chosen from the queue's settings:
+//!
+//! - **flat**: one ordered set of ready keys. Used by `fifo`, `lifo` and
+//!   `priority` without `group_concurrency`, where groups cannot change the order.
+//!   A dequeue is one `pop_first`.
+//! - **grouped**: each group keeps its own ordered set of ready keys, and the queue
+//!   keeps an ordered set of *eligible* groups (ready tasks, and a free slot under
+//!   `group_concurrency`). A group's place in that set is its best ready key, or
+//!   under `round_robin` (when it was last served, its oldest ready id), so the
+//!   least recently served group goes next. A dequeue pops the best group, pops its
+//!   best task, then puts the group back under its new key.
+//!
+//! Both are O(log n) per insert, removal and dequeue. A ready key is a u128 whose
+//! order is the serving order: the high 64 bits hold the priority rank (0 unless
+//! `priority`), the low 64 bits the id (bit-inverted for `lifo`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::types::{Discipline, QueueConfig, TaskId};
+
+pub(crate) type QueueIx = u32;
+pub(crate) type GroupIx = u32;
+
+/// Tasks without a group share the group with this (otherwise invalid) name.
+pub(crate) const UNGROUPED: &str = "";
+
+pub(crate) struct Group {
+    /// `UNGROUPED` for tasks without a group.
+    pub(crate) name: Arc<str>,
+    /// Ready keys of this group (grouped shape only).
+    ready: BTreeSet<u128>,
+    /// Tasks of this group that are leased or waiting out a retry backoff.
+    pub(crate) slot_holders: u32,
+    /// Tasks (in any state) that name this group; at 0 the group is freed.
+    task_refs: u32,
+    /// Value of the queue's serve clock when this group was last served (0: never).
+    last_served: u64,
+    /// This group's key in the eligible set, if it is in it.
+    eligible_key: Option<u128>,
+}
+
+pub(crate) struct Queue {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: QueueConfig,
+    pub(crate) counts: [u64; 7],
+    pub(crate) groups: Slab<Group>,
+    group_by_name: HashMap<Arc<str>, GroupIx>,
+    /// Idempotency keys of live tasks.
+    pub(crate) keys: HashMap<Box<str>, TaskId>,
+    /// Counts leases handed out; orders groups under `round_robin`.
+    serve_clock: u64,
+    grouped: bool,
+    flat: BTreeSet<u128>,
+    eligible: BTreeSet<(u128, GroupIx)>,
+}
+
+fn uses_groups(config: &QueueConfig) -> bool {
+    config.discipline == Discipline::RoundRobin || config.group_concurrency.is_some()
+}
+
+/// Higher priority gives a smaller rank; i32::MAX has rank 0.
+fn priority_rank(priority: i32) -> u64 {
+    (i64::from(i32::MAX) - i64::from(priority)) as u64
+}
+
+impl Queue {
+    pub(crate) fn new(name: Arc<str>, config: QueueConfig) -> Queue {
+        Queue {
+            name,
+            grouped: uses_groups(&config),
+            config,
+            counts: [0; 7],
+            groups: Slab::new(),
+            group_by_name: HashMap::new(),
+            keys: HashMap::new(),
+            serve_clock: 0,
+            flat: BTreeSet::new(),
+            eligible: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn ready_key(&self, priority: i32, id: TaskId) -> u128 {
+        match self.config.discipline {
+            Discipline::Fifo | Discipline::RoundRobin => u128::from(id),
+            Discipline::Lifo => u128::from(!id),
+            Discipline::Priority => (u128::from(priority_rank(priority)) << 64) | u128::from(id),
+        }
+    }
+
+    pub(crate) fn id_of_key(&self, key: u128) -> TaskId {
+        let low = key as u64;
+        match self.config.discipline {
+            Discipline::Lifo => !low,
+            _ => low,
+        }
+    }
+
+    /// Finds or creates the group named `name` and counts one more task in it.
+    pub(crate) fn group_acquire(&mut self, name: &str) -> GroupIx {
+        if let Some(&g) = self.group_by_name.get(name) {
+            self.groups[g as usize].task_refs += 1;
+            return g;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let g = self.groups.insert(Group {
+            name: name.clone(),
+            ready: BTreeSet::new(),
+            slot_holders: 0,
+            task_refs: 1,
+            last_served: 0,
+            eligible_key: None,
+        }) as GroupIx;
+        self.group_by_name.insert(name, g);
+        g
+    }
+
+    /// Counts one task fewer in group `g`, and frees the group when none is left,
+    /// so that client-chosen group keys cannot accumulate.
+    pub(crate) fn group_release(&mut self, g: GroupIx) {
+        let group = &mut self.groups[g as usize];
+        group.task_refs -= 1;
+        if group.task_refs == 0 {
+            assert!(group.ready.is_empty() && group.slot_holders == 0 && group.eligible_key.is_none());
+            let group = self.groups.remove(g as usize);
+            self.group_by_name.remove(&group.name);
+        }
+    }
+
+    pub(crate) fn group_name(&self, g: GroupIx) -> Option<Arc<str>> {
+        let name = &self.groups[g as usize].name;
+        if name.is_empty() {
+            None
+        } else {
+            Some(name.clone())
+        }
+    }
+
+    pub(crate) fn ready_insert(&mut self, g: GroupIx, key: u128) {
+        if self.grouped {
+            let inserted = self.groups[g as usize].ready.insert(key);
+            assert!(inserted);
+            self.refresh(g);
+        } else {
+            let inserted = self.flat.insert(key);
+            assert!(inserted);
+        }
+    }
+
+    pub(crate) fn ready_remove(&mut self, g: GroupIx, key: u128) {
+        if self.grouped {
+            let removed = self.groups[g as usize].ready.remove(&key);
+            assert!(removed);
+            self.refresh(g);
+        } else {
+            let removed = self.flat.remove(&key);
+            assert!(removed);
+        }
+    }
+
+    /// Removes and returns the key of the task to serve next. The caller must then
+    /// call [`Queue::on_leased`] for the task's group.
+    pub(crate) fn ready_pop(&mut self) -> Option<u128> {
+        if self.grouped {
+            let (_, g) = self.eligible.pop_first()?;
+            let group = &mut self.groups[g as usize];
+            group.eligible_key = None;
+            let key = group.ready.pop_first();
+            assert!(key.is_some(), "an eligible group has a ready task");
+            key
+        } else {
+            self.flat.pop_first()
+        }
+    }
+
+    /// A task of group `g` was leased: it takes a slot, and the group was served.
+    pub(crate) fn on_leased(&mut self, g: GroupIx) {
+        self.serve_clock += 1;
+        let group = &mut self.groups[g as usize];
+        group.slot_holders += 1;
+        group.last_served = self.serve_clock;
+        self.refresh(g);
+    }
+
+    pub(crate) fn slot_acquire(&mut self, g: GroupIx) {
+        self.groups[g as usize].slot_holders += 1;
+        self.refresh(g);
+    }
+
+    pub(crate) fn slot_release(&mut self, g: GroupIx) {
+        let group = &mut self.groups[g as usize];
+        assert!(group.slot_holders > 0);
+        group.slot_holders -= 1;
+        self.refresh(g);
+    }
+
+    /// Recomputes group `g`'s place in the eligible set (grouped shape only).
+    fn refresh(&mut self, g: GroupIx) {
+        if !self.grouped {
+            return;
+        }
+        let group = &self.groups[g as usize];
+        let limited = match self.config.group_concurrency {
+            Some(limit) => !group.name.is_empty() && group.slot_holders >= limit,
+            None => false,
+        };
+        let key = match group.ready.first() {
+            Some(&head) if !limited => Some(match self.config.discipline {
+                Discipline::RoundRobin => (u128::from(group.last_served) << 64) | head,
+                _ => head,
+            }),
+            _ => None,
+        };
+        if key == group.eligible_key {
+            return;
+        }
+        if let Some(old) = group.eligible_key {
+            self.eligible.remove(&(old, g));
+        }
+        if let Some(new) = key {
+            self.eligible.insert((new, g));
+        }
+        self.groups[g as usize].eligible_key = key;
+    }
+
+    /// Ids of all ready tasks, in no particular order.
+    pub(crate) fn ready_ids(&self) -> Vec<TaskId> {
+        if self.grouped {
+            self.groups.iter().flat_map(|(_, g)| g.ready.iter()).map(|&k| self.id_of_key(k)).collect()
+        } else {
+            self.flat.iter().map(|&k| self.id_of_key(k)).collect()
+        }
+    }
+
+    /// Empties the ready index and adopts `config`; the caller re-inserts every
+    /// ready task under the new keys.
+    pub(crate) fn reset_ready(&mut self, config: QueueConfig) {
+        self.flat.clear();
+        self.eligible.clear();
+        for (_, group) in self.groups.iter_mut() {
+            group.ready.clear();
+            group.eligible_key = None;
+        }
+        self.grouped = uses_groups(&config);
+        self.config = config;
+    }
+
+    /// Checks the ready index against the tasks the engine says are ready
+    /// (`(group, key)` pairs). For tests and debugging; O(n).
+    pub(crate) fn check_ready_index(&self, mut expected: Vec<(GroupIx, u128)>) -> Result<(), String> {
+        expected.sort_unstable();
+        if self.grouped {
+            if !self.flat.is_empty() {
+                return Err(format!("queue {}: flat set used in grouped shape", self.name));
+            }
+            let mut actual: Vec<(GroupIx, u128)> = self
+                .groups
+                .iter()
+                .flat_map(|(g, group)| group.ready.iter().map(move |&k| (g as GroupIx, k)))
+                .collect();
+            actual.sort_unstable();
+            if actual != expected {
+                return Err(format!("queue {}: ready index differs from the ready tasks", self.name));
+            }
+        } else {
+            if !self.eligible.is_empty() || self.groups.iter().any(|(_, g)| !g.ready.is_empty()) {
+                return Err(format!("queue {}: grouped sets used in flat shape", self.name));
+            }
+            let mut want: Vec<u128> = expected.iter().map(|&(_, k)| k).collect();
+            want.sort_unstable();
+            if !self.flat.iter().copied().eq(want) {
+                return Err(format!("queue {}: ready index differs from the ready tasks", self.name));
+            }
+        }
+        if self.grouped {
+            for (g, group) in self.groups.iter() {
+                let g = g as GroupIx;
+                let stored = group.eligible_key;
+                let in_set = stored.is_some_and(|k| self.eligible.contains(&(k, g)));
+                if stored.is_some() != in_set {
+                    return Err(format!("queue {}: group {:?} eligible key not in the set", self.name, group.name));
+                }
+            }
+            let eligible_groups = self.groups.iter().filter(|(_, g)| g.eligible_key.is_some()).count();
+            if eligible_groups != self.eligible.len() {
+                return Err(format!("queue {}: stray entries in the eligible set", self.name));
+            }
+            // Recompute each group's key from scratch and compare.
+            for (g, group) in self.groups.iter() {
+                let limited = match self.config.group_concurrency {
+                    Some(limit) => !group.name.is_empty() && group.slot_holders >= limit,
+                    None => false,
+                };
+                let want = match group.ready.first() {
+                    Some(&head) if !limited => Some(match self.config.discipline {
+                        Discipline::RoundRobin => (u128::from(group.last_served) << 64) | head,
+                        _ => head,
+                    }),
+                    _ => None,
+                };
+                if want != group.eligible_key {
+                    return Err(format!("queue {}: group {} has a stale eligible key", self.name, g));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tasks referring to group `g`, and tasks holding a slot, as the queue counts them.
+    pub(crate) fn group_counters(&self, g: GroupIx) -> (u32, u32) {
+        let group = &self.groups[g as usize];
+        (group.task_refs, group.slot_holders)
+    }
+
+    pub(crate) fn group_by_name(&self, name: &str) -> Option<GroupIx> {
+        self.group_by_name.get(name).copied()
+    }
+}

@@ -1,0 +1,6 @@
+//! TaskQueueX: a durable, low-latency task-queue server.
+//!
+//! See `docs/architecture.md` for the map. Today the crate holds the engine;
+//! the network server, the write-ahead log and the metrics arrive with later issues.
+
+pub mod engine;
