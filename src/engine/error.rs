@@ -38,13 +38,25 @@ pub enum EngineError {
     /// (or buried) by the next tick, and the old holder may no longer finish it.
     LeaseExpired(TaskId),
     /// Complete, fail or extend on a task that is not leased.
-    NotLeased { id: TaskId, state: TaskState },
+    NotLeased {
+        id: TaskId,
+        state: TaskState,
+    },
     /// Cancel of a task that already finished.
-    TaskFinished { id: TaskId, state: TaskState },
+    TaskFinished {
+        id: TaskId,
+        state: TaskState,
+    },
     /// Delete of a queue that still holds unfinished tasks, without `force`.
-    QueueNotEmpty { queue: String, unfinished_count: u64 },
+    QueueNotEmpty {
+        queue: String,
+        unfinished_count: u64,
+    },
     /// An engine-wide bound (`tasks`, `queues`) is reached.
-    CapacityExceeded { what: &'static str, limit: usize },
+    CapacityExceeded {
+        what: &'static str,
+        limit: usize,
+    },
 }
 
 impl EngineError {
@@ -110,7 +122,9 @@ impl fmt::Display for EngineError {
             EngineError::QueueNotEmpty { queue, unfinished_count } => {
                 write!(f, "queue {queue:?} holds {unfinished_count} unfinished tasks; delete with force to cancel them")
             }
-            EngineError::CapacityExceeded { what, limit } => write!(f, "the server holds its maximum of {limit} {what}; retry later"),
+            EngineError::CapacityExceeded { what, limit } => {
+                write!(f, "the server holds its maximum of {limit} {what}; retry later")
+            }
         }
     }
 }

@@ -213,7 +213,12 @@ impl Engine {
     /// the settings of an existing one. Changing the discipline or the group
     /// limit re-sorts the queue's ready tasks (O(ready tasks)). Defaults for
     /// attempts and retention apply to tasks enqueued (finished) from now on.
-    pub fn configure_queue(&mut self, name: &str, patch: &QueueConfigPatch, now_ms: u64) -> Result<QueueConfig, EngineError> {
+    pub fn configure_queue(
+        &mut self,
+        name: &str,
+        patch: &QueueConfigPatch,
+        now_ms: u64,
+    ) -> Result<QueueConfig, EngineError> {
         self.advance_clock(now_ms);
         validate_queue_name(name, "queue")?;
         let existing = self.queue_by_name.get(name).copied();
@@ -340,7 +345,10 @@ impl Engine {
 
     fn validate_task(&self, task: &NewTask, position: Option<usize>) -> Result<(), EngineError> {
         if task.payload.len() > PAYLOAD_BYTES_MAX {
-            return Err(EngineError::invalid("payload", format!("is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", task.payload.len())));
+            return Err(EngineError::invalid(
+                "payload",
+                format!("is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", task.payload.len()),
+            ));
         }
         if let Some(group) = &task.group {
             validate_text("group", group, GROUP_NAME_BYTES_MAX)?;
@@ -367,7 +375,12 @@ impl Engine {
                 }
                 DepRef::Batch(k) => match position {
                     Some(position) if k < position => {}
-                    Some(_) => return Err(EngineError::invalid("depends_on", format!("#{k} must name an earlier task of the same batch"))),
+                    Some(_) => {
+                        return Err(EngineError::invalid(
+                            "depends_on",
+                            format!("#{k} must name an earlier task of the same batch"),
+                        ))
+                    }
                     None => return Err(EngineError::invalid("depends_on", "#k references are only valid in a batch")),
                 },
             }
@@ -419,7 +432,12 @@ impl Engine {
     /// capacity checked for all of them) before the first is applied. Entries
     /// whose key is already held return the original task; `#k` dependencies name
     /// the k-th entry's task, whichever it is.
-    pub fn enqueue_batch(&mut self, queue: &str, tasks: Vec<NewTask>, now_ms: u64) -> Result<Vec<Enqueued>, EngineError> {
+    pub fn enqueue_batch(
+        &mut self,
+        queue: &str,
+        tasks: Vec<NewTask>,
+        now_ms: u64,
+    ) -> Result<Vec<Enqueued>, EngineError> {
         let now = self.advance_clock(now_ms);
         validate_queue_name(queue, "queue")?;
         if tasks.is_empty() || tasks.len() > BATCH_TASKS_COUNT_MAX {
@@ -504,7 +522,13 @@ impl Engine {
         let extra = if deps.is_empty() && key.is_none() && error.is_none() {
             None
         } else {
-            Some(Box::new(TaskExtra { depends_on: deps.into_boxed_slice(), dependents: Vec::new(), key, result: None, error }))
+            Some(Box::new(TaskExtra {
+                depends_on: deps.into_boxed_slice(),
+                dependents: Vec::new(),
+                key,
+                result: None,
+                error,
+            }))
         };
         let slot = self.tasks.insert(Task {
             id,
@@ -663,7 +687,8 @@ impl Engine {
         let task = &self.tasks[slot];
         if retry && task.attempts < task.max_attempts {
             let config = &self.queues[task.queue as usize].config;
-            let delay_ms = backoff_delay_ms(config.backoff_ms, config.backoff_max_ms, self.config.seed, task.id, task.attempts);
+            let delay_ms =
+                backoff_delay_ms(config.backoff_ms, config.backoff_max_ms, self.config.seed, task.id, task.attempts);
             self.tasks[slot].extra_mut().error = Some(error);
             if delay_ms == 0 {
                 self.set_state(slot, TaskState::Ready, NO_TIMER);
@@ -763,11 +788,20 @@ impl Engine {
     }
 
     /// Completes a leased task with an optional result.
-    pub fn complete(&mut self, id: TaskId, lease: LeaseToken, result: Option<Bytes>, now_ms: u64) -> Result<(), EngineError> {
+    pub fn complete(
+        &mut self,
+        id: TaskId,
+        lease: LeaseToken,
+        result: Option<Bytes>,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
         let now = self.advance_clock(now_ms);
         if let Some(result) = &result {
             if result.len() > RESULT_BYTES_MAX {
-                return Err(EngineError::invalid("result", format!("is {} bytes; the limit is {RESULT_BYTES_MAX}", result.len())));
+                return Err(EngineError::invalid(
+                    "result",
+                    format!("is {} bytes; the limit is {RESULT_BYTES_MAX}", result.len()),
+                ));
             }
         }
         let slot = self.leased_slot(id, lease, now)?;
@@ -780,7 +814,14 @@ impl Engine {
 
     /// Fails a leased task's attempt. With `retry` and attempts left it is retried
     /// after the backoff; otherwise it is dead. Returns the new state.
-    pub fn fail(&mut self, id: TaskId, lease: LeaseToken, error: &str, retry: bool, now_ms: u64) -> Result<TaskState, EngineError> {
+    pub fn fail(
+        &mut self,
+        id: TaskId,
+        lease: LeaseToken,
+        error: &str,
+        retry: bool,
+        now_ms: u64,
+    ) -> Result<TaskState, EngineError> {
         let now = self.advance_clock(now_ms);
         if error.len() > ERROR_MESSAGE_BYTES_MAX {
             return Err(EngineError::invalid("error", format!("at most {ERROR_MESSAGE_BYTES_MAX} bytes")));
@@ -943,7 +984,13 @@ impl Engine {
             for (g, group) in queue.groups.iter() {
                 let want = group_refs.get(&(q, g as GroupIx)).copied().unwrap_or_default();
                 if queue.group_counters(g as GroupIx) != want || want.0 == 0 {
-                    return Err(format!("queue {} group {:?}: counters {:?}, tasks say {:?}", queue.name, group.name, queue.group_counters(g as GroupIx), want));
+                    return Err(format!(
+                        "queue {} group {:?}: counters {:?}, tasks say {:?}",
+                        queue.name,
+                        group.name,
+                        queue.group_counters(g as GroupIx),
+                        want
+                    ));
                 }
                 if queue.group_by_name(&group.name) != Some(g as GroupIx) {
                     return Err(format!("queue {} group {:?} not found by name", queue.name, group.name));

@@ -258,11 +258,8 @@ impl Queue {
             if !self.flat.is_empty() {
                 return Err(format!("queue {}: flat set used in grouped shape", self.name));
             }
-            let mut actual: Vec<(GroupIx, u128)> = self
-                .groups
-                .iter()
-                .flat_map(|(g, group)| group.ready.iter().map(move |&k| (g as GroupIx, k)))
-                .collect();
+            let mut actual: Vec<(GroupIx, u128)> =
+                self.groups.iter().flat_map(|(g, group)| group.ready.iter().map(move |&k| (g as GroupIx, k))).collect();
             actual.sort_unstable();
             if actual != expected {
                 return Err(format!("queue {}: ready index differs from the ready tasks", self.name));

@@ -224,7 +224,11 @@ fn group_concurrency_applies_under_priority() {
     configure(
         &mut e,
         "q",
-        QueueConfigPatch { discipline: Some(Discipline::Priority), group_concurrency: Some(Some(2)), ..Default::default() },
+        QueueConfigPatch {
+            discipline: Some(Discipline::Priority),
+            group_concurrency: Some(Some(2)),
+            ..Default::default()
+        },
     );
     let g = |p: i32| NewTask { group: Some("g".into()), priority: p, ..task("x") };
     let _low = enqueue(&mut e, "q", g(1), 0);
@@ -352,7 +356,11 @@ fn extend_moves_the_expiry_and_keeps_the_token() {
 #[test]
 fn lease_expiry_counts_as_a_failed_attempt() {
     let mut e = engine();
-    configure(&mut e, "q", QueueConfigPatch { max_attempts: Some(2), backoff_ms: Some(0), lease_ms: Some(10), ..Default::default() });
+    configure(
+        &mut e,
+        "q",
+        QueueConfigPatch { max_attempts: Some(2), backoff_ms: Some(0), lease_ms: Some(10), ..Default::default() },
+    );
     let a = enqueue(&mut e, "q", task("a"), 0);
     dequeue(&mut e, &["q"], 1, 0);
     assert_eq!(e.tick(10, usize::MAX).expired, 1);
@@ -369,7 +377,16 @@ fn lease_expiry_counts_as_a_failed_attempt() {
 #[test]
 fn failed_attempt_is_retried_after_exponential_backoff() {
     let mut e = engine();
-    configure(&mut e, "q", QueueConfigPatch { max_attempts: Some(4), backoff_ms: Some(100), backoff_max_ms: Some(150), ..Default::default() });
+    configure(
+        &mut e,
+        "q",
+        QueueConfigPatch {
+            max_attempts: Some(4),
+            backoff_ms: Some(100),
+            backoff_max_ms: Some(150),
+            ..Default::default()
+        },
+    );
     let a = enqueue(&mut e, "q", task("a"), 0);
     let mut now = 0;
     for attempt in 1..=3u32 {
@@ -378,7 +395,11 @@ fn failed_attempt_is_retried_after_exponential_backoff() {
         assert_eq!(e.fail(a, l[0].lease, "try again", true, now).unwrap(), TaskState::Delayed);
         let not_before = e.task(a).unwrap().not_before_ms.unwrap();
         let full = (100u64 << (attempt - 1)).min(150);
-        assert!(not_before - now >= full / 2 && not_before - now <= full, "attempt {attempt}: waited {}", not_before - now);
+        assert!(
+            not_before - now >= full / 2 && not_before - now <= full,
+            "attempt {attempt}: waited {}",
+            not_before - now
+        );
         assert!(dequeue(&mut e, &["q"], 1, not_before - 1).is_empty(), "not served during backoff");
         e.tick(not_before - 1, usize::MAX);
         assert_eq!(state(&e, a), TaskState::Delayed);
@@ -607,7 +628,12 @@ fn dependent_waits_until_all_dependencies_complete() {
     let mut e = engine();
     let a = enqueue(&mut e, "q", task("a"), 0);
     let b = enqueue(&mut e, "other", task("b"), 0);
-    let c = enqueue(&mut e, "q", NewTask { depends_on: vec![DepRef::Task(a), DepRef::Task(b), DepRef::Task(a)], ..task("c") }, 0);
+    let c = enqueue(
+        &mut e,
+        "q",
+        NewTask { depends_on: vec![DepRef::Task(a), DepRef::Task(b), DepRef::Task(a)], ..task("c") },
+        0,
+    );
     assert_eq!(state(&e, c), TaskState::Waiting);
     assert_eq!(e.task(c).unwrap().depends_on, [a, b]);
     let la = dequeue(&mut e, &["q"], 10, 1);
@@ -693,7 +719,8 @@ fn cancelling_a_dependency_cancels_its_dependents() {
 fn completing_a_task_releases_ten_thousand_dependents() {
     let mut e = engine();
     let parent = enqueue(&mut e, "q", task("p"), 0);
-    let children: Vec<NewTask> = (0..10_000).map(|_| NewTask { depends_on: vec![DepRef::Task(parent)], ..task("c") }).collect();
+    let children: Vec<NewTask> =
+        (0..10_000).map(|_| NewTask { depends_on: vec![DepRef::Task(parent)], ..task("c") }).collect();
     e.enqueue_batch("kids", children, 0).unwrap();
     assert_eq!(e.queue("kids").unwrap().counts.get(TaskState::Waiting), 10_000);
     let l = dequeue(&mut e, &["q"], 1, 1);
