@@ -85,11 +85,9 @@ struct Task {
     queue: QueueIx,
     group: GroupIx,
     priority: i32,
-    /// Leases granted so far.
-    attempts: u32,
-    max_attempts: u32,
-    /// Dependencies not yet completed (while `waiting`).
-    deps_pending: u32,
+    /// Leases granted so far (u16: `MAX_ATTEMPTS_MAX` fits, and the record stays small).
+    attempts: u16,
+    max_attempts: u16,
     state: TaskState,
     extra: Option<Box<TaskExtra>>,
 }
@@ -97,6 +95,8 @@ struct Task {
 #[derive(Default)]
 struct TaskExtra {
     depends_on: Box<[TaskId]>,
+    /// Dependencies not yet completed (while `waiting`).
+    deps_pending: u32,
     /// Tasks that were waiting on this one when they were enqueued, in id order.
     dependents: Vec<TaskId>,
     key: Option<Box<str>>,
@@ -122,12 +122,18 @@ fn timer_armed(state: TaskState, due_ms: u64) -> bool {
 /// Whether a task in `state` occupies one of its group's `group_concurrency`
 /// slots. A task waiting out a retry backoff keeps its slot, so that with a
 /// limit of 1 the next task of the group cannot overtake it.
-fn holds_slot(state: TaskState, attempts: u32) -> bool {
+fn holds_slot(state: TaskState, attempts: u16) -> bool {
     match state {
         TaskState::Leased => true,
         TaskState::Delayed => attempts > 0,
         _ => false,
     }
+}
+
+/// Attempts are validated against `MAX_ATTEMPTS_MAX` before they get here.
+fn max_attempts_u16(max_attempts: u32) -> u16 {
+    const _: () = assert!(MAX_ATTEMPTS_MAX <= u16::MAX as u32);
+    u16::try_from(max_attempts).unwrap_or(u16::MAX)
 }
 
 fn timer_key(due_ms: u64, id: TaskId) -> u128 {
@@ -524,6 +530,7 @@ impl Engine {
         } else {
             Some(Box::new(TaskExtra {
                 depends_on: deps.into_boxed_slice(),
+                deps_pending,
                 dependents: Vec::new(),
                 key,
                 result: None,
@@ -540,8 +547,7 @@ impl Engine {
             group,
             priority: task.priority,
             attempts: 0,
-            max_attempts: task.max_attempts.unwrap_or(queue.config.max_attempts),
-            deps_pending,
+            max_attempts: max_attempts_u16(task.max_attempts.unwrap_or(queue.config.max_attempts)),
             state,
             extra,
         });
@@ -632,9 +638,10 @@ impl Engine {
                 }
                 if state == TaskState::Completed {
                     let task = &mut self.tasks[d];
-                    task.deps_pending -= 1;
-                    if task.deps_pending == 0 {
-                        let not_before = task.due_ms;
+                    let not_before = task.due_ms;
+                    let extra = task.extra_mut();
+                    extra.deps_pending -= 1;
+                    if extra.deps_pending == 0 {
                         if not_before > self.now_ms {
                             self.set_state(d, TaskState::Delayed, not_before);
                         } else {
@@ -687,8 +694,13 @@ impl Engine {
         let task = &self.tasks[slot];
         if retry && task.attempts < task.max_attempts {
             let config = &self.queues[task.queue as usize].config;
-            let delay_ms =
-                backoff_delay_ms(config.backoff_ms, config.backoff_max_ms, self.config.seed, task.id, task.attempts);
+            let delay_ms = backoff_delay_ms(
+                config.backoff_ms,
+                config.backoff_max_ms,
+                self.config.seed,
+                task.id,
+                task.attempts.into(),
+            );
             self.tasks[slot].extra_mut().error = Some(error);
             if delay_ms == 0 {
                 self.set_state(slot, TaskState::Ready, NO_TIMER);
@@ -765,8 +777,8 @@ impl Engine {
             payload: task.payload.clone(),
             priority: task.priority,
             group: queue.group_name(task.group),
-            attempt: task.attempts,
-            lease: lease_token(self.config.seed, id, task.attempts),
+            attempt: task.attempts.into(),
+            lease: lease_token(self.config.seed, id, task.attempts.into()),
             lease_expires_at_ms: task.due_ms,
         })
     }
@@ -778,7 +790,7 @@ impl Engine {
         if task.state != TaskState::Leased {
             return Err(EngineError::NotLeased { id, state: task.state });
         }
-        if lease_token(self.config.seed, id, task.attempts) != lease {
+        if lease_token(self.config.seed, id, task.attempts.into()) != lease {
             return Err(EngineError::LeaseMismatch(id));
         }
         if now >= task.due_ms {
@@ -912,8 +924,8 @@ impl Engine {
             group: queue.group_name(task.group),
             depends_on: extra.map(|e| e.depends_on.to_vec()).unwrap_or_default(),
             key: extra.and_then(|e| e.key.as_deref()).map(str::to_owned),
-            attempts: task.attempts,
-            max_attempts: task.max_attempts,
+            attempts: task.attempts.into(),
+            max_attempts: task.max_attempts.into(),
             result: extra.and_then(|e| e.result.clone()),
             error: extra.and_then(|e| e.error.as_deref()).map(str::to_owned),
             created_at_ms: task.created_ms,
@@ -961,8 +973,9 @@ impl Engine {
                         .filter(|d| self.live_slot(**d).is_some_and(|s| self.tasks[s].state != TaskState::Completed))
                         .count()
                 });
-                if pending as u32 != task.deps_pending || pending == 0 {
-                    return Err(format!("task {} waits on {} deps, counted {}", task.id, pending, task.deps_pending));
+                let counted = task.extra.as_ref().map_or(0, |e| e.deps_pending);
+                if pending as u32 != counted || pending == 0 {
+                    return Err(format!("task {} waits on {} deps, counted {}", task.id, pending, counted));
                 }
             }
             if task.attempts > task.max_attempts {
