@@ -327,7 +327,7 @@ impl Engine {
             }
         }
         let queue = self.queues.remove(q as usize);
-        assert!(queue.counts.iter().all(|&c| c == 0) && queue.groups.is_empty() && queue.keys.is_empty());
+        assert!(queue.counts.iter().all(|&c| c == 0) && queue.groups_released() && queue.keys.is_empty());
         self.queue_by_name.remove(name);
         self.queue_names.remove(name);
         Ok(())
@@ -996,7 +996,8 @@ impl Engine {
             queue.check_ready_index(ready.remove(&q).unwrap_or_default())?;
             for (g, group) in queue.groups.iter() {
                 let want = group_refs.get(&(q, g as GroupIx)).copied().unwrap_or_default();
-                if queue.group_counters(g as GroupIx) != want || want.0 == 0 {
+                let unused = want.0 == 0 && !group.name.is_empty();
+                if queue.group_counters(g as GroupIx) != want || unused {
                     return Err(format!(
                         "queue {} group {:?}: counters {:?}, tasks say {:?}",
                         queue.name,
