@@ -130,6 +130,13 @@ fn holds_slot(state: TaskState, attempts: u16) -> bool {
     }
 }
 
+/// `now + duration_ms` for a timer, kept below `NO_TIMER`: times are not expected
+/// anywhere near 2^64 ms, but a caller passing such a `now` must not turn a
+/// retention into "purge at once".
+fn deadline(now_ms: u64, duration_ms: u64) -> u64 {
+    now_ms.saturating_add(duration_ms).min(NO_TIMER - 1)
+}
+
 /// Attempts are validated against `MAX_ATTEMPTS_MAX` before they get here.
 fn max_attempts_u16(max_attempts: u32) -> u16 {
     const _: () = assert!(MAX_ATTEMPTS_MAX <= u16::MAX as u32);
@@ -509,10 +516,10 @@ impl Engine {
 
         let queue = &mut self.queues[q as usize];
         let group = queue.group_acquire(task.group.as_deref().unwrap_or(UNGROUPED));
-        let not_before = now.saturating_add(task.delay_ms);
+        let not_before = deadline(now, task.delay_ms);
         let retention_ms = queue.config.retention_ms;
         let (state, due_ms, error) = if let Some((dep, dep_state)) = doomed_by {
-            let due = if retention_ms == 0 { NO_TIMER } else { now.saturating_add(retention_ms) };
+            let due = if retention_ms == 0 { NO_TIMER } else { deadline(now, retention_ms) };
             (TaskState::Cancelled, due, Some(format!("dependency {dep} is {}", dep_state.as_str()).into_boxed_str()))
         } else if deps_pending > 0 {
             (TaskState::Waiting, not_before, None)
@@ -670,7 +677,7 @@ impl Engine {
             self.tasks[slot].extra_mut().error = Some(error);
         }
         let retention_ms = self.queues[self.tasks[slot].queue as usize].config.retention_ms;
-        let due = if retention_ms == 0 { NO_TIMER } else { self.now_ms.saturating_add(retention_ms) };
+        let due = if retention_ms == 0 { NO_TIMER } else { deadline(self.now_ms, retention_ms) };
         self.set_state(slot, state, due);
     }
 
@@ -706,7 +713,7 @@ impl Engine {
                 self.set_state(slot, TaskState::Ready, NO_TIMER);
                 TaskState::Ready
             } else {
-                self.set_state(slot, TaskState::Delayed, self.now_ms.saturating_add(delay_ms));
+                self.set_state(slot, TaskState::Delayed, deadline(self.now_ms, delay_ms));
                 TaskState::Delayed
             }
         } else {
@@ -764,7 +771,7 @@ impl Engine {
         assert_eq!(task.state, TaskState::Ready);
         task.attempts += 1;
         task.state = TaskState::Leased;
-        task.due_ms = now.saturating_add(lease_ms);
+        task.due_ms = deadline(now, lease_ms);
         task.updated_ms = now;
         queue.counts[TaskState::Ready as usize] -= 1;
         queue.counts[TaskState::Leased as usize] += 1;
@@ -847,8 +854,11 @@ impl Engine {
         let now = self.advance_clock(now_ms);
         validate_range("lease_ms", lease_ms, LEASE_MS_MIN, LEASE_MS_MAX)?;
         let slot = self.leased_slot(id, lease, now)?;
-        let expires_at_ms = now.saturating_add(lease_ms);
+        let expires_at_ms = deadline(now, lease_ms);
+        // Same state, new timer; `updated_at_ms` keeps the time of the last state change.
+        let updated_ms = self.tasks[slot].updated_ms;
         self.set_state(slot, TaskState::Leased, expires_at_ms);
+        self.tasks[slot].updated_ms = updated_ms;
         Ok(expires_at_ms)
     }
 

@@ -788,3 +788,27 @@ fn task_record_stays_small() {
     // its payload; the slab record is the largest part of that.
     assert!(std::mem::size_of::<Task>() <= 96, "Task is {} bytes", std::mem::size_of::<Task>());
 }
+
+#[test]
+fn extend_does_not_change_updated_at() {
+    // Regression: extend went through a leased -> leased state change and stamped
+    // `updated_at_ms`, which is the time of the last state change (found by the
+    // property test).
+    let mut e = engine();
+    let a = enqueue(&mut e, "q", task("a"), 0);
+    let l = dequeue(&mut e, &["q"], 1, 3);
+    e.extend(a, l[0].lease, 5, 4).unwrap();
+    assert_eq!(e.task(a).unwrap().updated_at_ms, 3);
+}
+
+#[test]
+fn times_near_the_end_of_u64_keep_their_retention() {
+    let mut e = engine();
+    let now = u64::MAX - 10;
+    let a = enqueue(&mut e, "q", task("a"), now);
+    let l = dequeue(&mut e, &["q"], 1, now);
+    assert_eq!(l[0].lease_expires_at_ms, u64::MAX - 1);
+    e.complete(a, l[0].lease, None, now).unwrap();
+    assert_eq!(e.task(a).unwrap().purge_at_ms, Some(u64::MAX - 1));
+    checked(&e);
+}
