@@ -222,27 +222,33 @@ impl Queue {
         self.refresh(g);
     }
 
+    /// Where group `g` belongs in the eligible set now, or `None` if it has no
+    /// ready task or no free slot under `group_concurrency`.
+    fn eligible_key_now(&self, g: GroupIx) -> Option<u128> {
+        let group = &self.groups[g as usize];
+        let head = *group.ready.first()?;
+        if let Some(limit) = self.config.group_concurrency {
+            if !group.name.is_empty() && group.slot_holders >= limit {
+                return None;
+            }
+        }
+        Some(match self.config.discipline {
+            Discipline::RoundRobin => (u128::from(group.last_served) << 64) | head,
+            _ => head,
+        })
+    }
+
     /// Recomputes group `g`'s place in the eligible set (grouped shape only).
     fn refresh(&mut self, g: GroupIx) {
         if !self.grouped {
             return;
         }
-        let group = &self.groups[g as usize];
-        let limited = match self.config.group_concurrency {
-            Some(limit) => !group.name.is_empty() && group.slot_holders >= limit,
-            None => false,
-        };
-        let key = match group.ready.first() {
-            Some(&head) if !limited => Some(match self.config.discipline {
-                Discipline::RoundRobin => (u128::from(group.last_served) << 64) | head,
-                _ => head,
-            }),
-            _ => None,
-        };
-        if key == group.eligible_key {
+        let key = self.eligible_key_now(g);
+        let stored = self.groups[g as usize].eligible_key;
+        if key == stored {
             return;
         }
-        if let Some(old) = group.eligible_key {
+        if let Some(old) = stored {
             self.eligible.remove(&(old, g));
         }
         if let Some(new) = key {
@@ -310,20 +316,8 @@ impl Queue {
             if eligible_groups != self.eligible.len() {
                 return Err(format!("queue {}: stray entries in the eligible set", self.name));
             }
-            // Recompute each group's key from scratch and compare.
             for (g, group) in self.groups.iter() {
-                let limited = match self.config.group_concurrency {
-                    Some(limit) => !group.name.is_empty() && group.slot_holders >= limit,
-                    None => false,
-                };
-                let want = match group.ready.first() {
-                    Some(&head) if !limited => Some(match self.config.discipline {
-                        Discipline::RoundRobin => (u128::from(group.last_served) << 64) | head,
-                        _ => head,
-                    }),
-                    _ => None,
-                };
-                if want != group.eligible_key {
+                if self.eligible_key_now(g as GroupIx) != group.eligible_key {
                     return Err(format!("queue {}: group {} has a stale eligible key", self.name, g));
                 }
             }
