@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use crate::engine::{
-    Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState,
+    validate_queue_name, Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState,
     TaskView,
 };
 
@@ -67,7 +67,8 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
             .configure_queue(&queue, &patch, now_ms)
             .map(|_| Reply::Queue(engine.queue(&queue).expect("just configured"))),
         Command::ListQueues => Ok(Reply::Queues(engine.queues())),
-        Command::GetQueue { queue } => engine.queue(&queue).map(Reply::Queue).ok_or(EngineError::QueueNotFound(queue)),
+        Command::GetQueue { queue } => validate_queue_name(&queue, "queue")
+            .and_then(|()| engine.queue(&queue).map(Reply::Queue).ok_or(EngineError::QueueNotFound(queue))),
         Command::DeleteQueue { queue, force } => {
             engine.delete_queue(&queue, force, now_ms).map(|()| Reply::QueueDeleted { queue })
         }

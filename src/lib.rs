@@ -3,5 +3,8 @@
 //! See `docs/architecture.md` for the map. Today the crate holds the engine;
 //! the network server, the write-ahead log and the metrics arrive with later issues.
 
+pub mod client;
 pub mod command;
 pub mod engine;
+pub mod http;
+pub mod server;

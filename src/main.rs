@@ -1,33 +1,504 @@
 //! `tqx`: the TaskQueueX command line.
 //!
-//! Today it can only show the engine at work (`tqx demo`); the network server
-//! (`tqx serve`) and the client subcommands arrive with the server issue.
+//! `tqx serve` (the default when no subcommand is given) runs the server; the
+//! client subcommands (`enqueue`, `dequeue`, `complete`, ...) talk to a running
+//! server over its HTTP/JSON API (docs/http-api.md) and print its JSON replies;
+//! `tqx demo` shows the engine at work on a simulated clock.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use taskqueuex::client::{self, ClientError, ServerUrl};
 use taskqueuex::engine::{DepRef, Discipline, Engine, EngineConfig, EngineError, NewTask, QueueConfigPatch, TaskState};
+use taskqueuex::server::{self, ServeConfig};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+/// How much longer than its `wait_ms` a dequeue waits for the reply.
+const DEQUEUE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
-#[command(name = "tqx", version, about = "TaskQueueX: a durable, low-latency task queue")]
+#[command(
+    name = "tqx",
+    version,
+    about = "TaskQueueX: a durable, low-latency task queue",
+    long_about = "TaskQueueX: a durable, low-latency task queue.\n\n\
+        Without a subcommand, runs the server (`tqx serve`) with the options below. \
+        The client subcommands talk to a running server over HTTP (--server URL, or \
+        the TQX_SERVER environment variable; default http://127.0.0.1:7700), print its \
+        JSON reply, and exit 0 on success, 1 when the server answers an error, 2 when \
+        it cannot be reached.",
+    args_conflicts_with_subcommands = true,
+    subcommand_precedence_over_arg = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server (the default subcommand); Ctrl-C or SIGTERM stops it cleanly.
+    Serve(ServeArgs),
+    /// Add a task to a queue (created with defaults if it does not exist).
+    Enqueue(EnqueueArgs),
+    /// Lease tasks from one or more queues, taken in the order given.
+    Dequeue(DequeueArgs),
+    /// Complete a leased task.
+    Complete(CompleteArgs),
+    /// Fail a leased task: it is retried with backoff, or dead once out of attempts.
+    Fail(FailArgs),
+    /// Extend a task's lease.
+    Extend(ExtendArgs),
+    /// Cancel a task (and, transitively, the tasks that depend on it).
+    Cancel(TaskArgs),
+    /// Show a task.
+    Task(TaskArgs),
+    /// List the queues with their settings and counts.
+    Queues(ServerOpt),
+    /// Show one queue's settings and counts.
+    Queue(QueueArgs),
     /// Run a scripted tour of the queue engine on a simulated clock and print each step.
     Demo,
 }
 
-fn main() {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on for HTTP (IP:PORT; port 0 picks a free port, printed as `listening http=IP:PORT`).
+    #[arg(long = "http", value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    http: SocketAddr,
+    /// Directory for durable state (created if missing).
+    #[arg(long = "data", value_name = "DIR", default_value = "./tqx-data")]
+    data: PathBuf,
+    /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
+    #[arg(long, value_name = "N", default_value_t = default_reactors(),
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    reactors: u32,
+    /// Worker threads executing commands against the engine (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    /// Pin reactor and worker threads to cores (default: on when the machine has 2 or more cores).
+    #[arg(long, overrides_with = "no_pin")]
+    pin: bool,
+    /// Do not pin threads to cores.
+    #[arg(long, overrides_with = "pin")]
+    no_pin: bool,
+    /// Requests waiting for a worker; past it the server answers 503 overloaded.
+    #[arg(long, value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    queue_capacity: u32,
+    /// Largest request body accepted, in bytes (413 past it).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_body_bytes: u64,
+    /// Log format on stderr: human-readable text, or JSON lines.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace, or directives such as
+    /// `info,taskqueuex::server=debug`); RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Args, Debug)]
+struct ServerOpt {
+    /// Server URL [env: TQX_SERVER] [default: http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct EnqueueArgs {
+    /// Queue name (A-Z a-z 0-9 _ - . :).
+    queue: String,
+    /// The task's payload as JSON, e.g. '{"to":"a@b.c"}'; text that is not JSON is sent as a JSON string.
+    #[arg(allow_negative_numbers = true)]
+    payload: String,
+    /// Priority (higher first, in `priority` queues).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Group key (for round-robin queues and group concurrency limits).
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
+    /// Hold the task this long before it is ready.
+    #[arg(long, value_name = "MS")]
+    delay_ms: Option<u64>,
+    /// Attempts before the task is dead (default: the queue's).
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// Wait for this task to complete first (repeat, or separate ids with commas).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    depends_on: Vec<u64>,
+    /// Idempotency key: enqueueing the same key again returns the original task.
+    #[arg(long, value_name = "K")]
+    key: Option<String>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct DequeueArgs {
+    /// Queues to take from, in order (1 to 64).
+    #[arg(required = true, value_name = "QUEUE")]
+    queues: Vec<String>,
+    /// Most tasks to lease (1 to 1000; server default 1).
+    #[arg(long, value_name = "N")]
+    max: Option<u32>,
+    /// Lease length (default: each queue's).
+    #[arg(long, value_name = "MS")]
+    lease_ms: Option<u64>,
+    /// Wait up to this long for a task when none is ready (at most 60000).
+    #[arg(long, value_name = "MS")]
+    wait_ms: Option<u64>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct CompleteArgs {
+    /// Task id.
+    id: u64,
+    /// Lease token from the dequeue.
+    lease: u64,
+    /// Result as JSON; text that is not JSON is sent as a JSON string.
+    #[arg(long, value_name = "JSON", allow_negative_numbers = true)]
+    result: Option<String>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct FailArgs {
+    /// Task id.
+    id: u64,
+    /// Lease token from the dequeue.
+    lease: u64,
+    /// Error message, kept with the task.
+    error: String,
+    /// Do not retry: the task is dead at once.
+    #[arg(long)]
+    no_retry: bool,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct ExtendArgs {
+    /// Task id.
+    id: u64,
+    /// Lease token from the dequeue.
+    lease: u64,
+    /// New lease length, counted from now.
+    lease_ms: u64,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct TaskArgs {
+    /// Task id.
+    id: u64,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Args, Debug)]
+struct QueueArgs {
+    /// Queue name.
+    name: String,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn default_reactors() -> u32 {
+    u32::try_from((cores() / 2).max(1)).unwrap_or(1)
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Demo) {
+    let call = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => return serve(args),
         Command::Demo => {
-            if let Err(error) = demo() {
-                eprintln!("tqx demo: {error} ({})", error.code());
-                std::process::exit(1);
+            return match demo() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("tqx demo: {error} ({})", error.code());
+                    ExitCode::FAILURE
+                }
             }
+        }
+        Command::Enqueue(a) => enqueue_call(a),
+        Command::Dequeue(a) => dequeue_call(a),
+        Command::Complete(a) => {
+            let body = CompleteBody { lease: a.lease.to_string(), result: a.result.as_deref().map(json_or_string) };
+            task_call("complete", a.server, "POST", a.id, "/complete", to_body(&body))
+        }
+        Command::Fail(a) => {
+            let body = FailBody { lease: a.lease.to_string(), error: a.error, retry: !a.no_retry };
+            task_call("fail", a.server, "POST", a.id, "/fail", to_body(&body))
+        }
+        Command::Extend(a) => {
+            let body = ExtendBody { lease: a.lease.to_string(), lease_ms: a.lease_ms };
+            task_call("extend", a.server, "POST", a.id, "/extend", to_body(&body))
+        }
+        Command::Cancel(a) => task_call("cancel", a.server, "DELETE", a.id, "", None),
+        Command::Task(a) => task_call("task", a.server, "GET", a.id, "", None),
+        Command::Queues(s) => Call::get("queues", s, "/v1/queues".to_string()),
+        Command::Queue(a) => {
+            Call::get("queue", a.server, format!("/v1/queues/{}", client::encode_path_segment(&a.name)))
+        }
+    };
+    call.run()
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(message) = init_logging(args.log_format, &args.log_level) {
+        eprintln!("tqx serve: {message}");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = std::fs::create_dir_all(&args.data) {
+        eprintln!("tqx serve: cannot create the data directory {}: {error}", args.data.display());
+        return ExitCode::FAILURE;
+    }
+    let pin_threads = if args.pin {
+        true
+    } else if args.no_pin {
+        false
+    } else {
+        cores() >= 2
+    };
+    let config = ServeConfig {
+        http_addr: args.http,
+        data_dir: args.data,
+        reactor_threads: args.reactors as usize,
+        worker_threads: args.workers as usize,
+        pin_threads,
+        request_queue_capacity: args.queue_capacity as usize,
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+    };
+    tracing::debug!(?config, "starting");
+    match server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            eprintln!("tqx serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the `listening` line scripts wait for):
+/// text by default (colored on a terminal), JSON lines with `--log-format json`.
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// One HTTP call a client subcommand makes.
+struct Call {
+    name: &'static str,
+    server: Option<String>,
+    method: &'static str,
+    path: String,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+#[derive(Serialize)]
+struct EnqueueBody {
+    payload: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DequeueBody {
+    queues: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CompleteBody {
+    lease: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct FailBody {
+    lease: String,
+    error: String,
+    retry: bool,
+}
+
+#[derive(Serialize)]
+struct ExtendBody {
+    lease: String,
+    lease_ms: u64,
+}
+
+/// `text` as a JSON value, kept byte for byte when it is JSON, else as a JSON string.
+fn json_or_string(text: &str) -> Box<RawValue> {
+    match serde_json::from_str::<Box<RawValue>>(text) {
+        Ok(raw) => raw,
+        Err(_) => {
+            let quoted = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string());
+            RawValue::from_string(quoted).unwrap_or_else(|_| json_null())
+        }
+    }
+}
+
+fn json_null() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).unwrap_or_default()
+}
+
+fn to_body(value: &impl Serialize) -> Option<Vec<u8>> {
+    // Serializing these plain structs cannot fail (string keys, no maps).
+    Some(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn enqueue_call(a: EnqueueArgs) -> Call {
+    let body = EnqueueBody {
+        payload: json_or_string(&a.payload),
+        priority: a.priority,
+        group: a.group,
+        delay_ms: a.delay_ms,
+        max_attempts: a.max_attempts,
+        depends_on: a.depends_on.iter().map(u64::to_string).collect(),
+        key: a.key,
+    };
+    Call {
+        name: "enqueue",
+        server: a.server.server,
+        method: "POST",
+        path: format!("/v1/queues/{}/tasks", client::encode_path_segment(&a.queue)),
+        body: to_body(&body),
+        timeout: client::REQUEST_TIMEOUT,
+    }
+}
+
+fn dequeue_call(a: DequeueArgs) -> Call {
+    // The server holds the request up to wait_ms; allow for that and then some.
+    let timeout = Duration::from_millis(a.wait_ms.unwrap_or(0)).saturating_add(DEQUEUE_GRACE);
+    let body = DequeueBody { queues: a.queues, max: a.max, lease_ms: a.lease_ms, wait_ms: a.wait_ms };
+    Call {
+        name: "dequeue",
+        server: a.server.server,
+        method: "POST",
+        path: "/v1/dequeue".to_string(),
+        body: to_body(&body),
+        timeout,
+    }
+}
+
+fn task_call(
+    name: &'static str,
+    server: ServerOpt,
+    method: &'static str,
+    id: u64,
+    action: &str,
+    body: Option<Vec<u8>>,
+) -> Call {
+    Call {
+        name,
+        server: server.server,
+        method,
+        path: format!("/v1/tasks/{id}{action}"),
+        body,
+        timeout: client::REQUEST_TIMEOUT,
+    }
+}
+
+impl Call {
+    fn get(name: &'static str, server: ServerOpt, path: String) -> Call {
+        Call { name, server: server.server, method: "GET", path, body: None, timeout: client::REQUEST_TIMEOUT }
+    }
+
+    /// Sends the request and prints the reply: the JSON body on stdout and exit 0
+    /// for 2xx; the body on stderr and exit 1 for an error reply; a message and
+    /// exit 2 when the server cannot be reached or does not speak HTTP.
+    fn run(self) -> ExitCode {
+        let name = self.name;
+        let server = self
+            .server
+            .or_else(|| std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        let url = match ServerUrl::parse(&server) {
+            Ok(url) => url,
+            Err(error) => {
+                eprintln!("tqx {name}: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        let response = match client::request_url(&url, self.method, &self.path, self.body.as_deref(), self.timeout) {
+            Ok(response) => response,
+            Err(error) => {
+                let hint = if matches!(error, ClientError::BadResponse { .. }) {
+                    " (is that a TaskQueueX server?)"
+                } else {
+                    ""
+                };
+                eprintln!("tqx {name}: {error}{hint}");
+                return ExitCode::from(2);
+            }
+        };
+        let body = client::pretty_json(&response.body)
+            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim_end().to_string());
+        if response.is_success() {
+            println!("{body}");
+            ExitCode::SUCCESS
+        } else {
+            let retry = response.header("retry-after").map(|s| format!(", retry after {s} s")).unwrap_or_default();
+            eprintln!("tqx {name}: the server answered {}{retry}:", response.status);
+            eprintln!("{body}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -147,7 +147,8 @@ fn timer_key(due_ms: u64, id: TaskId) -> u128 {
     (u128::from(due_ms) << 64) | u128::from(id)
 }
 
-fn validate_queue_name(name: &str, field: &'static str) -> Result<(), EngineError> {
+/// Checks that `name` can be a queue name (`field` names it in the error).
+pub fn validate_queue_name(name: &str, field: &'static str) -> Result<(), EngineError> {
     if name.is_empty() || name.len() > QUEUE_NAME_BYTES_MAX {
         return Err(EngineError::invalid(field, format!("queue names are 1 to {QUEUE_NAME_BYTES_MAX} bytes")));
     }

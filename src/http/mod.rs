@@ -1,0 +1,432 @@
+//! The HTTP/1.1 protocol (docs/http-api.md), as pure functions over bytes: no
+//! sockets, no threads, no clock. The reactor hands [`next_request`] the start of a
+//! connection's receive buffer and gets back what to do: read more, execute a
+//! [`Command`], answer at once, or answer and close. Replies are rendered with
+//! [`render_reply`] and friends, appended to the connection's output buffer.
+//!
+//! Framing rules (what makes a connection safe to keep):
+//! - a request's head (request line and headers) is at most `head_bytes_max`
+//!   bytes and `headers_count_max` headers, else `431` and close;
+//! - a body is only framed by `Content-Length`; `Transfer-Encoding` is refused with
+//!   `411` and close; a `Content-Length` over `body_bytes_max` is refused with
+//!   `413` and close as soon as the head is read, before any of the body arrives;
+//! - so the receive buffer never has to hold more than
+//!   `head_bytes_max + body_bytes_max` bytes (plus one read) to make progress.
+//!
+//! Errors that leave the framing intact (unknown path, wrong method, a body that is
+//! not JSON or has a wrong field) are answered with the connection kept.
+
+mod body;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+pub use render::{render_health, render_overloaded, render_reply, render_shutting_down};
+
+use crate::command::Command;
+use crate::engine::TaskId;
+
+/// Request line and headers together, in bytes.
+pub const HEAD_BYTES_MAX_DEFAULT: usize = 16 << 10;
+/// Headers per request; the parser's header array has this many slots.
+pub const HEADERS_COUNT_MAX: usize = 64;
+/// Body bytes (`--max-body-bytes`).
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// The longest a dequeue may ask to be held (`wait_ms`).
+pub const WAIT_MS_MAX: u64 = 60_000;
+
+/// Bounds on what one request may make the server buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line and headers, in bytes (431 past it).
+    pub head_bytes_max: usize,
+    /// Headers per request (431 past it); at most [`HEADERS_COUNT_MAX`].
+    pub headers_count_max: usize,
+    /// Body bytes (413 past it).
+    pub body_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head_bytes_max: HEAD_BYTES_MAX_DEFAULT,
+            headers_count_max: HEADERS_COUNT_MAX,
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// What the reactor should do with the start of a connection's receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Not a whole request yet: read more. (If the buffer already holds more than
+    /// `head_bytes_max` without a complete head, that is `Fatal` 431 instead, so the
+    /// buffer stays bounded by `head_bytes_max + body_bytes_max`.)
+    Incomplete,
+    /// A complete request of `consumed` bytes at the start of the buffer.
+    Request { action: Action, keep_alive: bool, consumed: usize },
+    /// The bytes cannot be read as a request: send `response` (already rendered,
+    /// with `Connection: close`) and close the connection.
+    Fatal { response: Vec<u8> },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send to a worker; render its `Reply` with [`render_reply`].
+    Execute(Command),
+    /// `GET /healthz`: the reactor answers (render with [`render_health`]).
+    Health,
+    /// Answer at once with this already-rendered response (404, 405, a 400 that
+    /// names the field, ...), carrying `Connection: close` if `keep_alive` is false.
+    Respond(Vec<u8>),
+}
+
+/// Reads one request from the start of `buf`. Never panics, whatever the bytes.
+pub fn next_request(buf: &[u8], limits: &Limits) -> Next {
+    // Only the first head_bytes_max bytes may hold the head: the parser never
+    // scans further, and a head that does not end within them is refused.
+    let window = &buf[..buf.len().min(limits.head_bytes_max)];
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+    let headers_count_max = limits.headers_count_max.min(HEADERS_COUNT_MAX);
+    let mut request = httparse::Request::new(&mut headers[..headers_count_max]);
+    let head_len = match request.parse(window) {
+        Ok(httparse::Status::Complete(head_len)) => head_len,
+        Ok(httparse::Status::Partial) if buf.len() > limits.head_bytes_max => {
+            let message = format!("the request line and headers exceed {} bytes", limits.head_bytes_max);
+            return fatal(render::HEADERS_TOO_LARGE, "headers_too_large", &message);
+        }
+        Ok(httparse::Status::Partial) => return Next::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => {
+            let message = format!("more than {headers_count_max} headers");
+            return fatal(render::HEADERS_TOO_LARGE, "headers_too_large", &message);
+        }
+        Err(error) => {
+            let message = format!("not an HTTP/1.1 request ({error})");
+            return fatal(render::BAD_REQUEST, "malformed_request", &message);
+        }
+    };
+    let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+        // A complete parse always sets them; stay total anyway.
+        return fatal(render::BAD_REQUEST, "malformed_request", "incomplete request line");
+    };
+
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(length) = parse_content_length(header.value) else {
+                return fatal(render::BAD_REQUEST, "malformed_request", "invalid Content-Length header");
+            };
+            if content_length.is_some_and(|known| known != length) {
+                return fatal(render::BAD_REQUEST, "malformed_request", "conflicting Content-Length headers");
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in header.value.split(|&b| b == b',') {
+                let token = trim_ows(token);
+                if token.eq_ignore_ascii_case(b"close") {
+                    connection_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    connection_keep_alive = true;
+                }
+            }
+        }
+    }
+    if transfer_encoding {
+        return fatal(
+            render::LENGTH_REQUIRED,
+            "length_required",
+            "Transfer-Encoding is not accepted; send the body with a Content-Length header",
+        );
+    }
+    if let Some(length) = content_length {
+        if length > limits.body_bytes_max as u64 {
+            let message = format!("the body is {length} bytes; the limit is {}", limits.body_bytes_max);
+            return fatal(render::PAYLOAD_TOO_LARGE, "payload_too_large", &message);
+        }
+    }
+    let keep_alive = match version {
+        0 => connection_keep_alive && !connection_close,
+        _ => !connection_close,
+    };
+
+    let (path, query) = split_target(target);
+    let route = route(method, path);
+    if content_length.is_none() && matches!(route, Ok(ref route) if route.needs_body()) {
+        return fatal(
+            render::LENGTH_REQUIRED,
+            "length_required",
+            "this request needs a body with a Content-Length header",
+        );
+    }
+    // Bounded by body_bytes_max above, so the conversion and the sum cannot fail;
+    // stay total anyway.
+    let body_len = usize::try_from(content_length.unwrap_or(0)).unwrap_or(usize::MAX);
+    let Some(consumed) = head_len.checked_add(body_len) else {
+        return fatal(render::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large");
+    };
+    let Some(body) = buf.get(head_len..consumed) else {
+        return Next::Incomplete;
+    };
+
+    let head_only = method == "HEAD";
+    let action = match route {
+        Ok(route) => match act(route, query, body) {
+            Ok(action) => action,
+            Err(refused) => Action::Respond(refused.render(keep_alive, head_only)),
+        },
+        Err(refusal) => Action::Respond(refusal.render(method, path, keep_alive, head_only)),
+    };
+    Next::Request { action, keep_alive, consumed }
+}
+
+fn fatal(status: render::Status, code: &str, message: &str) -> Next {
+    let mut response = Vec::with_capacity(256);
+    render::error(&mut response, status, code, message, false, "");
+    Next::Fatal { response }
+}
+
+/// `Content-Length: 1*DIGIT`, also as a list of equal values (`5, 5`), which
+/// RFC 9110 lets a recipient accept. A number past u64::MAX reads as u64::MAX (it
+/// is then refused as too large, not as malformed). Anything else (a sign, a space
+/// inside, differing values) is refused.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for item in value.split(|&b| b == b',') {
+        let item = trim_ows(item);
+        if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let item = parse_decimal_u64(item).unwrap_or(u64::MAX);
+        if length.is_some_and(|known| known != item) {
+            return None;
+        }
+        length = Some(item);
+    }
+    length
+}
+
+/// 1 or more ASCII digits, no sign, no whitespace, at most u64::MAX.
+pub(crate) fn parse_decimal_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Splits a request target into path and query. The absolute form
+/// (`http://host/path`), which servers must accept, is reduced to its path; the
+/// asterisk and authority forms yield a path no route matches.
+fn split_target(target: &str) -> (&str, &str) {
+    let mut path = target;
+    for scheme in ["http://", "https://"] {
+        if path.len() >= scheme.len() && path.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes()) {
+            let rest = &path[scheme.len()..];
+            path = rest.find('/').map_or("/", |slash| &rest[slash..]);
+            break;
+        }
+    }
+    match path.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (path, ""),
+    }
+}
+
+/// The endpoints of docs/http-api.md, with the raw path segments they name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    ListQueues,
+    ConfigureQueue(&'a str),
+    GetQueue(&'a str),
+    DeleteQueue(&'a str),
+    Enqueue(&'a str),
+    EnqueueBatch(&'a str),
+    Dequeue,
+    GetTask(&'a str),
+    Cancel(&'a str),
+    Complete(&'a str),
+    Fail(&'a str),
+    Extend(&'a str),
+}
+
+impl Route<'_> {
+    /// Requests whose body carries required fields: without `Content-Length` they
+    /// are refused with 411. (`PUT /v1/queues/{queue}` may have no body.)
+    fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            Route::Enqueue(_)
+                | Route::EnqueueBatch(_)
+                | Route::Dequeue
+                | Route::Complete(_)
+                | Route::Fail(_)
+                | Route::Extend(_)
+        )
+    }
+}
+
+/// Why a request matched no endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    NotFound,
+    /// The path exists; these are its methods (the `Allow` header).
+    MethodNotAllowed(&'static str),
+}
+
+impl Refusal {
+    fn render(self, method: &str, path: &str, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        let mut response = Vec::with_capacity(256);
+        match self {
+            Refusal::NotFound => {
+                let message = format!("no such path: {}", truncated(path, 256));
+                render::error_response(
+                    &mut response,
+                    render::NOT_FOUND,
+                    "not_found",
+                    &message,
+                    keep_alive,
+                    "",
+                    head_only,
+                );
+            }
+            Refusal::MethodNotAllowed(allow) => {
+                let message = format!("method {} is not allowed here; allowed: {allow}", truncated(method, 32));
+                let header = format!("Allow: {allow}\r\n");
+                render::error_response(
+                    &mut response,
+                    render::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    &message,
+                    keep_alive,
+                    &header,
+                    head_only,
+                );
+            }
+        }
+        response
+    }
+}
+
+/// At most `bytes_max` bytes of `text`, cut at a character boundary.
+pub(crate) fn truncated(text: &str, bytes_max: usize) -> Cow<'_, str> {
+    if text.len() <= bytes_max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = bytes_max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &text[..end]))
+}
+
+const ALLOW_GET: &str = "GET";
+const ALLOW_POST: &str = "POST";
+const ALLOW_QUEUE: &str = "GET, PUT, DELETE";
+const ALLOW_TASK: &str = "GET, DELETE";
+
+fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
+    use Refusal::{MethodNotAllowed, NotFound};
+    if path == "/healthz" {
+        return if method == "GET" { Ok(Route::Health) } else { Err(MethodNotAllowed(ALLOW_GET)) };
+    }
+    let rest = path.strip_prefix("/v1/").ok_or(NotFound)?;
+    let mut segments = [""; 4];
+    let mut count = 0;
+    for segment in rest.split('/') {
+        // Empty segments (`//`, a trailing slash) match nothing.
+        if count == segments.len() || segment.is_empty() {
+            return Err(NotFound);
+        }
+        segments[count] = segment;
+        count += 1;
+    }
+    match (&segments[..count], method) {
+        (["queues"], "GET") => Ok(Route::ListQueues),
+        (["queues"], _) => Err(MethodNotAllowed(ALLOW_GET)),
+        (["queues", queue], "GET") => Ok(Route::GetQueue(queue)),
+        (["queues", queue], "PUT") => Ok(Route::ConfigureQueue(queue)),
+        (["queues", queue], "DELETE") => Ok(Route::DeleteQueue(queue)),
+        (["queues", _], _) => Err(MethodNotAllowed(ALLOW_QUEUE)),
+        (["queues", queue, "tasks"], "POST") => Ok(Route::Enqueue(queue)),
+        (["queues", queue, "tasks", "batch"], "POST") => Ok(Route::EnqueueBatch(queue)),
+        (["queues", _, "tasks"] | ["queues", _, "tasks", "batch"], _) => Err(MethodNotAllowed(ALLOW_POST)),
+        (["dequeue"], "POST") => Ok(Route::Dequeue),
+        (["dequeue"], _) => Err(MethodNotAllowed(ALLOW_POST)),
+        (["tasks", id], "GET") => Ok(Route::GetTask(id)),
+        (["tasks", id], "DELETE") => Ok(Route::Cancel(id)),
+        (["tasks", _], _) => Err(MethodNotAllowed(ALLOW_TASK)),
+        (["tasks", id, "complete"], "POST") => Ok(Route::Complete(id)),
+        (["tasks", id, "fail"], "POST") => Ok(Route::Fail(id)),
+        (["tasks", id, "extend"], "POST") => Ok(Route::Extend(id)),
+        (["tasks", _, "complete" | "fail" | "extend"], _) => Err(MethodNotAllowed(ALLOW_POST)),
+        _ => Err(NotFound),
+    }
+}
+
+/// Turns a routed request into what the reactor does with it.
+fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refused> {
+    let command = match route {
+        Route::Health => return Ok(Action::Health),
+        Route::ListQueues => Command::ListQueues,
+        Route::GetQueue(queue) => Command::GetQueue { queue: queue.to_owned() },
+        Route::ConfigureQueue(queue) => body::configure_queue(queue, body)?,
+        Route::DeleteQueue(queue) => Command::DeleteQueue { queue: queue.to_owned(), force: force(query)? },
+        Route::Enqueue(queue) => body::enqueue(queue, body)?,
+        Route::EnqueueBatch(queue) => body::enqueue_batch(queue, body)?,
+        Route::Dequeue => body::dequeue(body)?,
+        Route::GetTask(id) => Command::GetTask { id: path_id(id)? },
+        Route::Cancel(id) => Command::Cancel { id: path_id(id)? },
+        Route::Complete(id) => body::complete(path_id(id)?, body)?,
+        Route::Fail(id) => body::fail(path_id(id)?, body)?,
+        Route::Extend(id) => body::extend(path_id(id)?, body)?,
+    };
+    Ok(Action::Execute(command))
+}
+
+/// A task id in a path: decimal digits of a u64 (else 400 naming `id`).
+fn path_id(segment: &str) -> Result<TaskId, body::Refused> {
+    parse_decimal_u64(segment.as_bytes())
+        .ok_or_else(|| body::Refused::invalid("id", "expected a task id: a decimal integer from 0 to 2^64-1"))
+}
+
+/// `force=true|false` in the query of `DELETE /v1/queues/{queue}`; other
+/// parameters are ignored, and the last `force` counts.
+fn force(query: &str) -> Result<bool, body::Refused> {
+    let mut force = false;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "force" {
+            force = match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(body::Refused::invalid("force", "expected true or false")),
+            };
+        }
+    }
+    Ok(force)
+}

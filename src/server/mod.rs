@@ -1,0 +1,278 @@
+//! The network server: io_uring reactors, a bounded request queue, pinned workers.
+//!
+//! ```text
+//!  reactor threads (tokio-uring, one ring each,        worker threads (pinned)
+//!  SO_REUSEPORT listener each, pinned)
+//!  accept -> read -> http::next_request --Job--> [ArrayQueue] --pop--> execute(engine)
+//!          <- write <- render_reply <----oneshot reply (wakes the reactor)----'
+//! ```
+//!
+//! - Reactors parse and answer; they never touch the engine. When the queue is
+//!   full they answer `503 overloaded` at once: overload degrades, it does not
+//!   queue without bound.
+//! - Workers own engine state (see `worker.rs`); a reply wakes the reactor task
+//!   that waits for it, so neither side polls.
+//! - Stop: SIGINT/SIGTERM -> listeners and idle connections are shut down for
+//!   reading (pending io_uring reads and accepts complete, none is dropped in
+//!   flight), connections finish the requests they hold, reactors exit, then the
+//!   workers drain the queue and exit.
+
+mod os;
+mod reactor;
+mod worker;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::http;
+use worker::{EngineState, Job};
+
+/// Everything `tqx serve` can be told. Defaults suit this machine kind (2 cores).
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub http_addr: SocketAddr,
+    /// Where durable state will live (the write-ahead log arrives with the
+    /// durability issue; today the directory is only created).
+    pub data_dir: PathBuf,
+    /// Threads running an io_uring reactor each (accept, parse, reply).
+    pub reactor_threads: usize,
+    /// Threads executing commands against the engine.
+    pub worker_threads: usize,
+    /// Pin reactor and worker threads to cores (`sched_setaffinity`).
+    pub pin_threads: bool,
+    /// Commands waiting for a worker; when full, requests get `503 overloaded`.
+    pub request_queue_capacity: usize,
+    /// Largest request body accepted (`413` past it).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug)]
+pub enum ServeError {
+    /// io_uring cannot be set up here (old kernel, or blocked by seccomp or
+    /// `kernel.io_uring_disabled`).
+    IoUringUnavailable(std::io::Error),
+    Bind(SocketAddr, std::io::Error),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::IoUringUnavailable(e) => write!(
+                f,
+                "io_uring is not available on this system ({e}). TaskQueueX needs Linux 5.11 or newer with io_uring \
+                 enabled: check `sysctl kernel.io_uring_disabled` (must be 0), and in a container allow the \
+                 io_uring_setup, io_uring_enter and io_uring_register system calls (for Docker: a seccomp profile \
+                 that permits them, or --security-opt seccomp=unconfined)"
+            ),
+            ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServeError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Parks idle workers and wakes one when a job arrives, without a lock on the
+/// busy path: a bit per sleeping worker.
+pub(crate) struct Sleepers {
+    threads: Vec<OnceLock<Thread>>,
+    sleeping: AtomicU64,
+}
+
+impl Sleepers {
+    fn new(count: usize) -> Sleepers {
+        assert!(count <= 64, "one bit per worker");
+        Sleepers { threads: (0..count).map(|_| OnceLock::new()).collect(), sleeping: AtomicU64::new(0) }
+    }
+
+    /// Sleeps up to `timeout` unless `still_idle` turns false after announcing
+    /// the sleep (so a job pushed in between is never missed: its pusher sees our
+    /// bit and unparks us, and an unpark before the park makes the park return).
+    pub(crate) fn sleep(&self, index: usize, timeout: Duration, still_idle: impl Fn() -> bool) {
+        let _ = self.threads[index].set(thread::current());
+        let bit = 1u64 << index;
+        self.sleeping.fetch_or(bit, Ordering::SeqCst);
+        if still_idle() {
+            thread::park_timeout(timeout);
+        }
+        self.sleeping.fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// Wakes one sleeping worker, if any.
+    pub(crate) fn wake_one(&self) {
+        let mut sleeping = self.sleeping.load(Ordering::SeqCst);
+        while sleeping != 0 {
+            let bit = sleeping & sleeping.wrapping_neg();
+            let before = self.sleeping.fetch_and(!bit, Ordering::SeqCst);
+            if before & bit != 0 {
+                if let Some(thread) = self.threads[bit.trailing_zeros() as usize].get() {
+                    thread.unpark();
+                }
+                return;
+            }
+            sleeping = self.sleeping.load(Ordering::SeqCst);
+        }
+    }
+
+    fn wake_all(&self) {
+        for thread in self.threads.iter().filter_map(OnceLock::get) {
+            thread.unpark();
+        }
+    }
+}
+
+/// What reactors and workers share.
+pub(crate) struct Shared {
+    pub(crate) jobs: ArrayQueue<Box<Job>>,
+    pub(crate) sleepers: Sleepers,
+    pub(crate) engine: Mutex<EngineState>,
+    pub(crate) limits: http::Limits,
+    /// Set by the stop signal: reactors stop accepting and close connections
+    /// once their requests are answered.
+    pub(crate) stopping: AtomicBool,
+    /// Set once every reactor has exited: workers drain the queue and exit.
+    pub(crate) workers_stop: AtomicBool,
+    /// Listener and connection sockets, so the stop signal can shut them down.
+    pub(crate) sockets: Mutex<HashSet<RawFd>>,
+}
+
+impl Shared {
+    /// Hands a job to the workers; gives it back if the queue is full.
+    pub(crate) fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
+        self.jobs.push(job)?;
+        self.sleepers.wake_one();
+        Ok(())
+    }
+
+    pub(crate) fn track_socket(&self, fd: RawFd) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(fd);
+    }
+
+    pub(crate) fn untrack_socket(&self, fd: RawFd) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&fd);
+    }
+
+    fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for &fd in self.sockets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            os::shutdown_read(fd);
+        }
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then stops accepting, finishes the
+/// requests in flight and returns.
+pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
+    std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Io)?;
+    // Before any thread exists, so every thread inherits the mask and only the
+    // signal thread below receives SIGINT and SIGTERM.
+    os::block_stop_signals().map_err(ServeError::Io)?;
+
+    let first = os::listen_reuseport(config.http_addr).map_err(|e| ServeError::Bind(config.http_addr, e))?;
+    let bound = first.local_addr().map_err(ServeError::Io)?;
+    let mut listeners = vec![first];
+    for _ in 1..config.reactor_threads {
+        // Port 0 was resolved by the first bind; the others join that port.
+        listeners.push(os::listen_reuseport(bound).map_err(|e| ServeError::Bind(bound, e))?);
+    }
+
+    let shared = Arc::new(Shared {
+        jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
+        sleepers: Sleepers::new(config.worker_threads),
+        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig { seed: seed(), ..EngineConfig::default() }))),
+        limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
+        stopping: AtomicBool::new(false),
+        workers_stop: AtomicBool::new(false),
+        sockets: Mutex::new(listeners.iter().map(|l| l.as_raw_fd()).collect()),
+    });
+
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let core_of = |i: usize| config.pin_threads.then_some(i % cores);
+
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let mut reactors = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let started = started_tx.clone();
+        let core = core_of(i);
+        let handle = thread::Builder::new()
+            .name(format!("tqx-reactor-{i}"))
+            .spawn(move || reactor::run(listener, shared, core, started))
+            .map_err(ServeError::Io)?;
+        reactors.push(handle);
+    }
+    drop(started_tx);
+    for _ in 0..reactors.len() {
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                shared.begin_stop();
+                return Err(ServeError::IoUringUnavailable(error));
+            }
+            Err(_) => return Err(ServeError::Io(std::io::Error::other("a reactor thread died while starting"))),
+        }
+    }
+
+    let mut workers = Vec::new();
+    for i in 0..config.worker_threads {
+        let shared = shared.clone();
+        let core = core_of(config.reactor_threads + i);
+        let handle = thread::Builder::new()
+            .name(format!("tqx-worker-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if let Err(error) = os::pin_current_thread(core) {
+                        tracing::warn!(%error, core, "could not pin worker thread");
+                    }
+                }
+                worker::run(shared, i)
+            })
+            .map_err(ServeError::Io)?;
+        workers.push(handle);
+    }
+
+    tracing::info!(http = %bound, reactors = config.reactor_threads, workers = config.worker_threads, "listening");
+    // The contract with scripts and tests: one line on stdout, flushed.
+    println!("listening http={bound}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    let signal = os::wait_for_stop_signal();
+    tracing::info!(signal, "stopping: no new connections; finishing requests in flight");
+    shared.begin_stop();
+    for handle in reactors {
+        let _ = handle.join();
+    }
+    shared.workers_stop.store(true, Ordering::SeqCst);
+    shared.sleepers.wake_all();
+    for handle in workers {
+        let _ = handle.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A fresh seed per start for lease tokens and retry jitter, from the kernel's
+/// random source (the engine itself takes it as an argument and stays
+/// deterministic). Unpredictable seeds make lease tokens hard to guess.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        worker::now_ms().rotate_left(17) ^ u64::from(std::process::id())
+    }
+}

@@ -1,0 +1,130 @@
+//! What the server asks of the operating system directly (`libc`): listening
+//! sockets with explicit options, CPU pinning, and signal delivery to one thread.
+
+use std::io;
+use std::mem;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, RawFd};
+
+fn check(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// Pending connections the kernel queues per listener before refusing more.
+const LISTEN_BACKLOG_COUNT: libc::c_int = 4096;
+
+/// A listening TCP socket on `addr` with SO_REUSEADDR (restart without waiting
+/// out TIME_WAIT) and SO_REUSEPORT (every reactor binds its own socket to the same
+/// address and the kernel spreads connections across them), set explicitly rather
+/// than left to a library's defaults.
+pub(crate) fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain system calls on a descriptor we own; on error it is closed.
+    unsafe {
+        let fd = check(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?;
+        let listener = TcpListener::from_raw_fd(fd); // closes fd on every early return
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+        }
+        let (storage, length) = sockaddr_of(addr);
+        check(libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), length))?;
+        check(libc::listen(fd, LISTEN_BACKLOG_COUNT))?;
+        Ok(listener)
+    }
+}
+
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let length = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, length as libc::socklen_t)
+}
+
+/// Stops reads on a socket: a pending or later read returns 0 (end of stream).
+/// Used to end accept loops and idle connections at shutdown without dropping an
+/// in-flight io_uring operation (which would leak it in the kernel).
+pub(crate) fn shutdown_read(fd: RawFd) {
+    // SAFETY: shutdown on a descriptor number; at worst it fails with ENOTSOCK/EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+}
+
+/// Pins the calling thread to `core`. Failure (a cpuset that excludes the core)
+/// is reported, not fatal: an unpinned server still serves.
+pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        check(libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set))?;
+    }
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns
+/// afterwards, so that only [`wait_for_stop_signal`] receives them.
+pub(crate) fn block_stop_signals() -> io::Result<()> {
+    // SAFETY: sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let result = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if result != 0 {
+            return Err(io::Error::from_raw_os_error(result));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM (blocked beforehand by [`block_stop_signals`]).
+pub(crate) fn wait_for_stop_signal() -> libc::c_int {
+    // SAFETY: sigwait on a local set of blocked signals.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut signal: libc::c_int = 0;
+        loop {
+            if libc::sigwait(&set, &mut signal) == 0 {
+                return signal;
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Worker threads: the only code that touches engine state.
+//!
+//! A worker pops jobs from the request queue in batches, executes each against
+//! the engine under one lock acquisition, and sends each reply to the reactor task
+//! that waits for it (a oneshot channel, whose send wakes that reactor's runtime).
+//! With one worker (the default) the lock is never contended; with several it
+//! serialises engine access, which is still correct.
+//!
+//! Long polls (`dequeue` with `wait_ms`) that find nothing are held here, in
+//! arrival order, and retried after every batch that may have made tasks ready and
+//! after every tick; they are answered with an empty list at their deadline.
+//!
+//! Time: the worker reads the wall clock (milliseconds since the Unix epoch) and
+//! passes it to the engine. It sleeps until the next job, the engine's next timer,
+//! or the next long-poll deadline, whichever comes first.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::Shared;
+use crate::command::{execute, Command, Reply};
+use crate::engine::{Engine, EngineError};
+
+/// A request handed from a reactor to a worker.
+pub(crate) struct Job {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+/// Jobs a worker takes per lock acquisition: amortises the lock and the clock
+/// read, while bounding how long other workers wait for the engine.
+const JOBS_PER_BATCH_MAX: usize = 256;
+/// Timers a worker handles per tick, so that a burst of expiries cannot stall
+/// requests for long; the rest are handled on the next loop.
+const TICK_WORK_MAX: usize = 10_000;
+/// Longest sleep: a backstop so a worker notices shutdown and clock jumps.
+const IDLE_SLEEP_MS_MAX: u64 = 100;
+/// Long polls held at once; past it a long poll gets `503 capacity_exceeded`.
+pub(crate) const LONG_POLLS_COUNT_MAX: usize = 10_000;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+struct LongPoll {
+    queues: Vec<String>,
+    max: usize,
+    lease_ms: Option<u64>,
+    deadline_ms: u64,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Engine state shared by the workers, behind one lock.
+pub(crate) struct EngineState {
+    pub(crate) engine: Engine,
+    long_polls: VecDeque<LongPoll>,
+}
+
+impl EngineState {
+    pub(crate) fn new(engine: Engine) -> EngineState {
+        EngineState { engine, long_polls: VecDeque::new() }
+    }
+
+    fn run(&mut self, job: Job, now: u64) -> bool {
+        let may_ready = job.command.may_ready_tasks();
+        match job.command {
+            Command::Dequeue { queues, max, lease_ms, wait_ms } if wait_ms > 0 => {
+                let mut out = Vec::new();
+                let reply = match self.engine.dequeue(&queues, max, lease_ms, now, &mut out) {
+                    Err(error) => Reply::Error(error),
+                    Ok(0) if self.long_polls.len() >= LONG_POLLS_COUNT_MAX => {
+                        Reply::Error(EngineError::CapacityExceeded { what: "long polls", limit: LONG_POLLS_COUNT_MAX })
+                    }
+                    Ok(0) => {
+                        let deadline_ms = now.saturating_add(wait_ms);
+                        self.long_polls.push_back(LongPoll { queues, max, lease_ms, deadline_ms, reply: job.reply });
+                        return may_ready;
+                    }
+                    Ok(_) => Reply::Leased(out),
+                };
+                let _ = job.reply.send(reply);
+            }
+            command => {
+                // The receiver may be gone (client hung up): normal, nothing to do.
+                let _ = job.reply.send(execute(&mut self.engine, command, now));
+            }
+        }
+        may_ready
+    }
+
+    /// Answers the long polls that can be answered: with tasks if some are ready
+    /// now (oldest poll first), empty at their deadline. Drops those whose client
+    /// is gone, so they cannot take tasks nobody will receive.
+    fn settle_long_polls(&mut self, now: u64, try_dequeue: bool) {
+        let mut kept = VecDeque::with_capacity(self.long_polls.len());
+        while let Some(poll) = self.long_polls.pop_front() {
+            if poll.reply.is_closed() {
+                continue;
+            }
+            if try_dequeue {
+                let mut out = Vec::new();
+                if let Ok(count) = self.engine.dequeue(&poll.queues, poll.max, poll.lease_ms, now, &mut out) {
+                    if count > 0 {
+                        if poll.reply.send(Reply::Leased(out)).is_err() {
+                            // The client left between the check and the send: the leases
+                            // run out and the tasks are delivered again.
+                            tracing::debug!(count, "long poll closed after leasing; leases will expire");
+                        }
+                        continue;
+                    }
+                }
+            }
+            if now >= poll.deadline_ms {
+                let _ = poll.reply.send(Reply::Leased(Vec::new()));
+                continue;
+            }
+            kept.push_back(poll);
+        }
+        self.long_polls = kept;
+    }
+
+    fn next_wake_ms(&self) -> Option<u64> {
+        let poll_deadline = self.long_polls.iter().map(|p| p.deadline_ms).min();
+        match (self.engine.next_due_ms(), poll_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// At shutdown: every held long poll is answered (empty) so its connection can end.
+    fn release_long_polls(&mut self) {
+        for poll in self.long_polls.drain(..) {
+            let _ = poll.reply.send(Reply::Leased(Vec::new()));
+        }
+    }
+}
+
+/// The worker loop. Returns when the server stops and the queue is empty.
+pub(crate) fn run(shared: Arc<Shared>, index: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(JOBS_PER_BATCH_MAX);
+    loop {
+        while batch.len() < JOBS_PER_BATCH_MAX {
+            match shared.jobs.pop() {
+                Some(job) => batch.push(*job),
+                None => break,
+            }
+        }
+        let stopping = shared.workers_stop.load(Ordering::Acquire);
+        let now = now_ms();
+        let wake_ms = {
+            let mut state = shared.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut may_ready = false;
+            for job in batch.drain(..) {
+                may_ready |= state.run(job, now);
+            }
+            let tick = state.engine.tick(now, TICK_WORK_MAX);
+            may_ready |= tick.promoted > 0 || tick.expired > 0;
+            if stopping {
+                state.release_long_polls();
+            } else {
+                state.settle_long_polls(now, may_ready);
+            }
+            if tick.more_due {
+                Some(now)
+            } else {
+                state.next_wake_ms()
+            }
+        };
+        if stopping && shared.jobs.is_empty() {
+            return;
+        }
+        if !shared.jobs.is_empty() {
+            continue;
+        }
+        let sleep_ms = wake_ms.map_or(IDLE_SLEEP_MS_MAX, |t| t.saturating_sub(now).min(IDLE_SLEEP_MS_MAX));
+        if sleep_ms > 0 {
+            shared.sleepers.sleep(index, Duration::from_millis(sleep_ms), || shared.jobs.is_empty());
+        }
+    }
+}
