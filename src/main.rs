@@ -281,6 +281,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("tqx serve: cannot create the data directory {}: {error}", args.data.display());
         return ExitCode::FAILURE;
     }
+    let log_json = args.log_format == LogFormat::Json;
     let pin_threads = if args.pin {
         true
     } else if args.no_pin {
@@ -301,7 +302,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     match server::serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "server failed");
+            if log_json {
+                // Also as a log line, for whoever collects the JSON logs.
+                tracing::error!(%error, "server failed");
+            }
             eprintln!("tqx serve: {error}");
             ExitCode::FAILURE
         }
@@ -390,13 +394,10 @@ fn json_or_string(text: &str) -> Box<RawValue> {
         Ok(raw) => raw,
         Err(_) => {
             let quoted = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string());
-            RawValue::from_string(quoted).unwrap_or_else(|_| json_null())
+            // A serialized string is valid JSON; the default (`null`) is unreachable.
+            RawValue::from_string(quoted).unwrap_or_default()
         }
     }
-}
-
-fn json_null() -> Box<RawValue> {
-    RawValue::from_string("null".to_string()).unwrap_or_default()
 }
 
 fn to_body(value: &impl Serialize) -> Option<Vec<u8>> {

@@ -141,6 +141,7 @@ pub(crate) struct Shared {
     /// once their requests are answered.
     pub(crate) stopping: AtomicBool,
     /// Set once every reactor has exited: workers drain the queue and exit.
+    /// (While only `stopping`, workers still execute jobs but hold no long poll.)
     pub(crate) workers_stop: AtomicBool,
     /// Listener and connection sockets, so the stop signal can shut them down.
     pub(crate) sockets: Mutex<HashSet<RawFd>>,
@@ -164,6 +165,8 @@ impl Shared {
 
     fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Workers answer the long polls they hold, so those connections can end.
+        self.sleepers.wake_all();
         for &fd in self.sockets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             os::shutdown_read(fd);
         }

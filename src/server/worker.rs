@@ -65,10 +65,12 @@ impl EngineState {
         EngineState { engine, long_polls: VecDeque::new() }
     }
 
-    fn run(&mut self, job: Job, now: u64) -> bool {
+    /// Executes one job. A long poll that finds nothing is held, unless the
+    /// server is stopping (`hold` false), when it is answered empty at once.
+    fn run(&mut self, job: Job, now: u64, hold: bool) -> bool {
         let may_ready = job.command.may_ready_tasks();
         match job.command {
-            Command::Dequeue { queues, max, lease_ms, wait_ms } if wait_ms > 0 => {
+            Command::Dequeue { queues, max, lease_ms, wait_ms } if wait_ms > 0 && hold => {
                 let mut out = Vec::new();
                 let reply = match self.engine.dequeue(&queues, max, lease_ms, now, &mut out) {
                     Err(error) => Reply::Error(error),
@@ -149,13 +151,17 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
                 None => break,
             }
         }
-        let stopping = shared.workers_stop.load(Ordering::Acquire);
+        // Stopping begins when the signal arrives (reactors then finish what they
+        // hold, which includes answering long polls at once); the workers exit
+        // once every reactor has exited and the queue is drained.
+        let stopping = shared.stopping.load(Ordering::Acquire);
+        let exiting = shared.workers_stop.load(Ordering::Acquire);
         let now = now_ms();
         let wake_ms = {
             let mut state = shared.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut may_ready = false;
             for job in batch.drain(..) {
-                may_ready |= state.run(job, now);
+                may_ready |= state.run(job, now, !stopping);
             }
             let tick = state.engine.tick(now, TICK_WORK_MAX);
             may_ready |= tick.promoted > 0 || tick.expired > 0;
@@ -170,7 +176,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
                 state.next_wake_ms()
             }
         };
-        if stopping && shared.jobs.is_empty() {
+        if exiting && shared.jobs.is_empty() {
             return;
         }
         if !shared.jobs.is_empty() {
