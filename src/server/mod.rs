@@ -182,11 +182,12 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     // signal thread below receives SIGINT and SIGTERM.
     os::block_stop_signals().map_err(ServeError::Io)?;
 
-    let first = os::listen_reuseport(config.http_addr).map_err(|e| ServeError::Bind(config.http_addr, e))?;
-    let bound = first.local_addr().map_err(ServeError::Io)?;
-    let mut listeners = vec![first];
-    for _ in 1..config.reactor_threads {
-        // Port 0 was resolved by the first bind; the others join that port.
+    // SO_REUSEPORT would let this server silently join the port of another
+    // running server (splitting clients between two engines). A plain bind first
+    // fails with "address in use" if anything listens there, and resolves port 0.
+    let bound = os::probe_exclusive(config.http_addr).map_err(|e| ServeError::Bind(config.http_addr, e))?;
+    let mut listeners = Vec::with_capacity(config.reactor_threads);
+    for _ in 0..config.reactor_threads {
         listeners.push(os::listen_reuseport(bound).map_err(|e| ServeError::Bind(bound, e))?);
     }
 

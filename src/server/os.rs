@@ -17,6 +17,15 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 /// Pending connections the kernel queues per listener before refusing more.
 const LISTEN_BACKLOG_COUNT: libc::c_int = 4096;
 
+/// Binds `addr` without SO_REUSEPORT and releases it at once: fails with
+/// "address in use" if any socket listens there (even one with SO_REUSEPORT), and
+/// returns the address with port 0 resolved. The reuseport listeners bind the
+/// returned address right after; the window between the two is microseconds.
+pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = TcpListener::bind(addr)?;
+    probe.local_addr()
+}
+
 /// A listening TCP socket on `addr` with SO_REUSEADDR (restart without waiting
 /// out TIME_WAIT) and SO_REUSEPORT (every reactor binds its own socket to the same
 /// address and the kernel spreads connections across them), set explicitly rather
