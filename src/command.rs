@@ -46,16 +46,18 @@ pub enum Reply {
 }
 
 impl Command {
-    /// Whether this command may make tasks ready, so that workers should retry
-    /// the long polls they hold.
+    /// Whether this command may let a held long poll be served, so that workers
+    /// should retry them: anything that changes state except leasing and
+    /// extending. (Cancel and delete count too: a cancelled leased task frees its
+    /// group's slot under `group_concurrency`.)
     pub fn may_ready_tasks(&self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Command::Enqueue { .. }
-                | Command::EnqueueBatch { .. }
-                | Command::Complete { .. }
-                | Command::Fail { .. }
-                | Command::ConfigureQueue { .. }
+            Command::ListQueues
+                | Command::GetQueue { .. }
+                | Command::GetTask { .. }
+                | Command::Dequeue { .. }
+                | Command::Extend { .. }
         )
     }
 }

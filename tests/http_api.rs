@@ -1121,6 +1121,82 @@ fn long_poll_times_out_with_no_tasks() {
 }
 
 #[test]
+fn abandoned_long_poll_does_not_take_tasks() {
+    // A client that long-polls and then hangs up must not be handed the next task
+    // (it would sit leased to nobody until its lease expires). src/server/worker.rs
+    // states this intent: held polls "whose client is gone" are dropped "so they
+    // cannot take tasks nobody will receive".
+    let server = Server::start(&[]);
+    let mut gone = server.client();
+    gone.send_raw(&json_request("POST", "/v1/dequeue", &json!({"queues": ["lp"], "wait_ms": 3000})));
+    thread::sleep(Duration::from_millis(100));
+    drop(gone);
+    thread::sleep(Duration::from_millis(100));
+    let mut client = server.client();
+    let id = client.enqueue("lp", json!({"payload": "for a live consumer"}));
+    let response = client.post("/v1/dequeue", json!({"queues": ["lp"], "wait_ms": 1000}));
+    let tasks = response.body["tasks"].as_array().unwrap();
+    assert_eq!(ids(tasks), vec![id.clone()], "the task went to the client that hung up: {}", client.task(&id));
+}
+
+#[test]
+fn long_poll_is_woken_when_a_cancel_frees_a_group_slot() {
+    // With group_concurrency 1, cancelling the leased task of a group makes the
+    // group's next task ready: a held long poll gets it.
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.create_queue("gc", json!({"group_concurrency": 1}));
+    let first = client.enqueue("gc", json!({"payload": "first", "group": "g"}));
+    let second = client.enqueue("gc", json!({"payload": "second", "group": "g"}));
+    assert_eq!(ids(&client.dequeue(&["gc"], 10)), vec![first.clone()]);
+    let addr = server.addr;
+    let waiter = thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        let start = Instant::now();
+        let response = client.post("/v1/dequeue", json!({"queues": ["gc"], "wait_ms": 3000}));
+        (response, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(client.delete(&format!("/v1/tasks/{first}")).status, 200);
+    let (response, elapsed) = waiter.join().unwrap();
+    assert_eq!(ids(response.body["tasks"].as_array().unwrap()), vec![second], "{response:?}");
+    assert!(elapsed < Duration::from_millis(2500), "the long poll waited its full time: {elapsed:?}");
+}
+
+#[test]
+fn long_poll_is_woken_when_a_dependency_completes() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let parent = client.enqueue("parents", json!({"payload": "parent"}));
+    let child = client.enqueue("children", json!({"payload": "child", "depends_on": [parent]}));
+    let (_, lease) = lease_one(&mut client, "parents");
+    let addr = server.addr;
+    let waiter = thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        let start = Instant::now();
+        let response = client.post("/v1/dequeue", json!({"queues": ["children"], "wait_ms": 3000}));
+        (response, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(client.post(&format!("/v1/tasks/{parent}/complete"), json!({"lease": lease})).status, 200);
+    let (response, elapsed) = waiter.join().unwrap();
+    assert_eq!(ids(response.body["tasks"].as_array().unwrap()), vec![child], "{response:?}");
+    assert!(elapsed < Duration::from_millis(2500), "the long poll waited its full time: {elapsed:?}");
+}
+
+#[test]
+fn long_poll_is_woken_when_a_delay_ends() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let id = client.enqueue("later", json!({"payload": 1, "delay_ms": 300}));
+    let start = Instant::now();
+    let response = client.post("/v1/dequeue", json!({"queues": ["later"], "wait_ms": 3000}));
+    let elapsed = start.elapsed();
+    assert_eq!(ids(response.body["tasks"].as_array().unwrap()), vec![id], "{response:?}");
+    assert!(elapsed < Duration::from_millis(2500), "the long poll waited its full time: {elapsed:?}");
+}
+
+#[test]
 fn long_poll_does_not_block_its_connection_peers() {
     // Requests on other connections are served while one is held.
     let server = Server::start(&[]);

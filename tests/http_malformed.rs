@@ -461,6 +461,7 @@ fn non_http_bytes_get_400_or_close() {
         ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()),
         ("SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
         ("lone CR", b"GET /healthz HTTP/1.1\rHost: x\r\r".to_vec()),
+        ("bytes over 0x7f in the path", b"GET /v1/queues/\xff\xfe HTTP/1.1\r\n\r\n".to_vec()),
     ];
     for (case, bytes) in cases {
         let mut client = server.client();
@@ -663,4 +664,21 @@ fn odd_but_valid_json_does_not_break_the_server() {
         }
         server.assert_healthy();
     }
+}
+
+#[test]
+fn a_body_on_a_get_is_framed_by_its_content_length() {
+    // The body of a request that takes none is skipped, not read as the next request.
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let mut bytes =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\n\r\nGET /nope HTTP/1.1\r\n\r\n\r\n".to_vec();
+    bytes.extend(request_bytes("DELETE", "/v1/queues/none", Some(b"GET /x HTTP/1.1\r\n\r\n")));
+    bytes.extend(request_bytes("GET", "/v1/queues", None));
+    client.send_raw(&bytes);
+    assert_eq!(client.read_response().expect("healthz").body, json!({"status": "ok"}));
+    client.read_response().expect("delete").assert_error(404, "queue_not_found");
+    assert_eq!(client.read_response().expect("list").body, json!({"queues": []}));
+    assert_connection_usable(&mut client);
+    server.assert_healthy();
 }

@@ -16,7 +16,7 @@
 //! longer than `head_bytes_max` and a body longer than `body_bytes_max`, so the
 //! buffer never holds more than one maximal request plus one read.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
@@ -26,13 +26,12 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-use tokio_uring::buf::BoundedBuf;
+use tokio::sync::{oneshot, Notify};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::worker::Job;
 use super::{os, Shared};
-use crate::command::Reply;
+use crate::command::{Command, Reply};
 use crate::http::{self, Action, Next};
 
 /// Submission queue entries per ring (the completion queue gets twice as many).
@@ -101,6 +100,7 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
                 shared.track_socket(fd);
                 live.set(live.get() + 1);
                 let (shared, live) = (shared.clone(), live.clone());
+                let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
                     serve_connection(&stream, &shared).await;
                     shared.untrack_socket(fd);
@@ -129,61 +129,115 @@ enum Pending {
     Health { keep_alive: bool },
     Overloaded { keep_alive: bool },
     ShuttingDown,
-    Worker { reply: oneshot::Receiver<Reply>, keep_alive: bool },
+    Worker { reply: oneshot::Receiver<Reply>, keep_alive: bool, long_poll: bool },
 }
 
-async fn serve_connection(stream: &TcpStream, shared: &Shared) {
-    let mut input: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
-    let mut output: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+/// Bytes the reader has received and the processor has not yet consumed, and
+/// whether the peer's side has ended.
+#[derive(Default)]
+struct Inbox {
+    bytes: Vec<u8>,
+    ended: bool,
+}
+
+/// One connection = two tasks sharing the socket: a reader that always has
+/// exactly one read in flight (so the end of the peer's stream is seen even while
+/// a long poll waits, and no read is ever dropped half-way), and the processor
+/// below, which parses, submits, awaits replies in order and writes.
+async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared) {
+    let inbox = Rc::new(RefCell::new(Inbox::default()));
+    let wake_processor = Rc::new(Notify::new());
+    let wake_reader = Rc::new(Notify::new());
+    // The reader stops reading while this much is buffered, so a client that
+    // pipelines without reading replies cannot grow the buffer without bound.
+    let buffered_bytes_max = shared.limits.head_bytes_max + shared.limits.body_bytes_max;
+    let reader = tokio_uring::spawn(read_loop(
+        stream.clone(),
+        inbox.clone(),
+        wake_processor.clone(),
+        wake_reader.clone(),
+        buffered_bytes_max,
+    ));
+    process(stream, shared, &inbox, &wake_processor, &wake_reader).await;
+    // Ends the reader's pending read (it completes with end-of-stream), then waits
+    // for it: the socket is never dropped with a read in flight.
+    let _ = stream.shutdown(Shutdown::Both);
+    wake_reader.notify_one();
+    let _ = reader.await;
+}
+
+async fn read_loop(
+    stream: Rc<TcpStream>,
+    inbox: Rc<RefCell<Inbox>>,
+    wake_processor: Rc<Notify>,
+    wake_reader: Rc<Notify>,
+    buffered_bytes_max: usize,
+) {
+    let mut chunk: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
     loop {
-        if input.len() == input.capacity() {
-            input.reserve(input.capacity().max(READ_BUFFER_BYTES_INITIAL));
+        while inbox.borrow().bytes.len() >= buffered_bytes_max {
+            wake_reader.notified().await;
+            if inbox.borrow().ended {
+                return;
+            }
         }
-        let start = input.len();
-        let (result, slice) = stream.read(input.slice(start..)).await;
-        input = slice.into_inner();
-        match result {
-            Ok(0) => break, // end of stream: the peer closed, or the server is stopping
-            Ok(_) => {}
+        chunk.clear();
+        let (result, buffer) = stream.read(chunk).await;
+        chunk = buffer;
+        let ended = match result {
+            Ok(0) => true, // end of stream: the peer closed, or the socket was shut down
+            Ok(_) => false,
             Err(error) => {
                 // A client resetting its connection is normal, not worth a warning.
                 tracing::debug!(%error, "read failed");
-                break;
+                true
             }
+        };
+        {
+            let mut inbox = inbox.borrow_mut();
+            inbox.bytes.extend_from_slice(&chunk);
+            inbox.ended |= ended;
         }
+        wake_processor.notify_one();
+        if ended {
+            return;
+        }
+    }
+}
 
+async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wake: &Notify, wake_reader: &Notify) {
+    let mut output: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    loop {
         let mut close = false;
-        let mut consumed_total = 0;
-        while !close {
-            match http::next_request(&input[consumed_total..], &shared.limits) {
-                Next::Incomplete => break,
-                Next::Fatal { response } => {
-                    pending.push_back(Pending::Rendered(response));
-                    close = true;
-                }
-                Next::Request { action, keep_alive, consumed } => {
-                    consumed_total += consumed;
-                    close = !keep_alive;
-                    pending.push_back(match action {
-                        Action::Respond(response) => Pending::Rendered(response),
-                        Action::Health => Pending::Health { keep_alive },
-                        Action::Execute(_) if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
-                            close = true;
-                            Pending::ShuttingDown
-                        }
-                        Action::Execute(command) => {
-                            let (reply, receiver) = oneshot::channel();
-                            match shared.submit(Box::new(Job { command, reply })) {
-                                Ok(()) => Pending::Worker { reply: receiver, keep_alive },
-                                Err(_) => Pending::Overloaded { keep_alive },
-                            }
-                        }
-                    });
+        let ended = {
+            let mut inbox = inbox.borrow_mut();
+            let mut consumed_total = 0;
+            while !close {
+                match http::next_request(&inbox.bytes[consumed_total..], &shared.limits) {
+                    Next::Incomplete => break,
+                    Next::Fatal { response } => {
+                        pending.push_back(Pending::Rendered(response));
+                        close = true;
+                    }
+                    Next::Request { action, keep_alive, consumed } => {
+                        consumed_total += consumed;
+                        close = !keep_alive;
+                        pending.push_back(dispatch(action, keep_alive, shared, &mut close));
+                    }
                 }
             }
+            inbox.bytes.drain(..consumed_total);
+            inbox.ended
+        };
+        wake_reader.notify_one();
+        if pending.is_empty() {
+            if ended || close {
+                return;
+            }
+            wake.notified().await;
+            continue;
         }
-        input.drain(..consumed_total);
 
         // Answer in request order, whatever order the workers finish in.
         for waiting in pending.drain(..) {
@@ -192,30 +246,79 @@ async fn serve_connection(stream: &TcpStream, shared: &Shared) {
                 Pending::Health { keep_alive } => http::render_health(keep_alive, &mut output),
                 Pending::Overloaded { keep_alive } => http::render_overloaded(keep_alive, &mut output),
                 Pending::ShuttingDown => http::render_shutting_down(&mut output),
-                Pending::Worker { reply, keep_alive } => match reply.await {
-                    Ok(reply) => http::render_reply(&reply, keep_alive, &mut output),
-                    Err(_) => {
-                        // The worker side is gone: only happens while stopping.
-                        http::render_shutting_down(&mut output);
-                        close = true;
+                Pending::Worker { reply, keep_alive, long_poll } => {
+                    match await_reply(reply, long_poll, inbox, wake, shared).await {
+                        Some(reply) => http::render_reply(&reply, keep_alive, &mut output),
+                        None => {
+                            // Peer gone during a long poll, or workers gone while stopping.
+                            close = true;
+                            if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                                http::render_shutting_down(&mut output);
+                            }
+                            break;
+                        }
                     }
-                },
+                }
             }
         }
+        pending.clear();
         if !output.is_empty() {
             let (result, buffer) = stream.write_all(output).await;
             output = buffer;
             output.clear();
             if let Err(error) = result {
                 tracing::debug!(%error, "write failed");
-                break;
+                return;
             }
         }
         if close {
-            break;
+            return;
         }
     }
-    // Half-close first so a client still sending gets our last response rather
-    // than a reset; the descriptor closes when the stream is dropped.
-    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Hands an executable request to the workers, or answers it at once.
+fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool) -> Pending {
+    match action {
+        Action::Respond(response) => Pending::Rendered(response),
+        Action::Health => Pending::Health { keep_alive },
+        Action::Execute(_) if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+            *close = true;
+            Pending::ShuttingDown
+        }
+        Action::Execute(command) => {
+            let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
+            let (reply, receiver) = oneshot::channel();
+            match shared.submit(Box::new(Job { command, reply })) {
+                Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
+                Err(_) => Pending::Overloaded { keep_alive },
+            }
+        }
+    }
+}
+
+/// Waits for a worker's reply. A long poll is abandoned (`None`, and the dropped
+/// receiver tells the worker not to lease tasks for it) when the peer's stream
+/// ends while it waits, unless the server is stopping (then the worker answers it).
+async fn await_reply(
+    mut reply: oneshot::Receiver<Reply>,
+    long_poll: bool,
+    inbox: &RefCell<Inbox>,
+    wake: &Notify,
+    shared: &Shared,
+) -> Option<Reply> {
+    if !long_poll {
+        return reply.await.ok();
+    }
+    loop {
+        let peer_gone =
+            inbox.borrow().ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        if peer_gone {
+            return None;
+        }
+        tokio::select! {
+            result = &mut reply => return result.ok(),
+            () = wake.notified() => {}
+        }
+    }
 }
