@@ -7,26 +7,62 @@
 use bytes::Bytes;
 
 use crate::engine::{
-    validate_queue_name, Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState,
-    TaskView,
+    validate_queue_name, Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo,
+    TaskId, TaskState, TaskView,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    ConfigureQueue { queue: String, patch: QueueConfigPatch },
+    ConfigureQueue {
+        queue: String,
+        patch: QueueConfigPatch,
+    },
     ListQueues,
-    GetQueue { queue: String },
-    DeleteQueue { queue: String, force: bool },
-    Enqueue { queue: String, task: NewTask },
-    EnqueueBatch { queue: String, tasks: Vec<NewTask> },
+    GetQueue {
+        queue: String,
+    },
+    DeleteQueue {
+        queue: String,
+        force: bool,
+    },
+    Enqueue {
+        queue: String,
+        task: NewTask,
+    },
+    EnqueueBatch {
+        queue: String,
+        tasks: Vec<NewTask>,
+    },
     /// `wait_ms` > 0 asks the worker to hold the request until a task is ready
     /// or the time is up (long poll); `execute` itself never waits.
-    Dequeue { queues: Vec<String>, max: usize, lease_ms: Option<u64>, wait_ms: u64 },
-    GetTask { id: TaskId },
-    Complete { id: TaskId, lease: LeaseToken, result: Option<Bytes> },
-    Fail { id: TaskId, lease: LeaseToken, error: String, retry: bool },
-    Extend { id: TaskId, lease: LeaseToken, lease_ms: u64 },
-    Cancel { id: TaskId },
+    Dequeue {
+        queues: Vec<String>,
+        max: usize,
+        lease_ms: Option<u64>,
+        wait_ms: u64,
+    },
+    GetTask {
+        id: TaskId,
+    },
+    Complete {
+        id: TaskId,
+        lease: LeaseToken,
+        result: Option<Bytes>,
+    },
+    Fail {
+        id: TaskId,
+        lease: LeaseToken,
+        error: String,
+        retry: bool,
+    },
+    Extend {
+        id: TaskId,
+        lease: LeaseToken,
+        lease_ms: u64,
+    },
+    Cancel {
+        id: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,14 +70,22 @@ pub enum Reply {
     /// Configure and get: the queue's settings and counts.
     Queue(QueueInfo),
     Queues(Vec<QueueInfo>),
-    QueueDeleted { queue: String },
+    QueueDeleted {
+        queue: String,
+    },
     Enqueued(Enqueued),
     EnqueuedBatch(Vec<Enqueued>),
     Leased(Vec<LeasedTask>),
     Task(TaskView),
     /// Complete, fail and cancel: the task's state afterwards.
-    TaskState { id: TaskId, state: TaskState },
-    Extended { id: TaskId, lease_expires_at_ms: u64 },
+    TaskState {
+        id: TaskId,
+        state: TaskState,
+    },
+    Extended {
+        id: TaskId,
+        lease_expires_at_ms: u64,
+    },
     Error(EngineError),
 }
 

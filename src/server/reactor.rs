@@ -311,8 +311,7 @@ async fn await_reply(
         return reply.await.ok();
     }
     loop {
-        let peer_gone =
-            inbox.borrow().ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let peer_gone = inbox.borrow().ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst);
         if peer_gone {
             return None;
         }
