@@ -108,6 +108,11 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     max_body_bytes: u64,
+    /// Registered (fixed) receive buffers per reactor ring, 16 KiB each; 0 reads
+    /// into ordinary buffers. Connections beyond the pool read into ordinary ones.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    fixed_buffers: u16,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -297,6 +302,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         pin_threads,
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        fixed_buffers_count: args.fixed_buffers.into(),
     };
     tracing::debug!(?config, "starting");
     match server::serve(config) {

@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub request_queue_capacity: usize,
     /// Largest request body accepted (`413` past it).
     pub max_body_bytes: usize,
+    /// Registered receive buffers per reactor ring (0: none); see `reactor.rs`.
+    pub fixed_buffers_count: usize,
 }
 
 #[derive(Debug)]
@@ -210,9 +212,10 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         let shared = shared.clone();
         let started = started_tx.clone();
         let core = core_of(i);
+        let config_fixed_buffers = config.fixed_buffers_count;
         let handle = thread::Builder::new()
             .name(format!("tqx-reactor-{i}"))
-            .spawn(move || reactor::run(listener, shared, core, started))
+            .spawn(move || reactor::run(listener, shared, core, config_fixed_buffers, started))
             .map_err(ServeError::Io)?;
         reactors.push(handle);
     }

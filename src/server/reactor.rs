@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
+use tokio_uring::buf::fixed::FixedBufPool;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::worker::Job;
@@ -38,6 +39,8 @@ use crate::http::{self, Action, Next};
 const RING_ENTRIES_COUNT: u32 = 1024;
 /// A new connection's receive buffer; it grows (doubling) only for larger requests.
 const READ_BUFFER_BYTES_INITIAL: usize = 4096;
+/// Size of each registered receive buffer (`--fixed-buffers`).
+const FIXED_BUFFER_BYTES: usize = 16 << 10;
 /// How long a stopping reactor waits for its connections to finish their requests.
 const STOP_GRACE_MS: u64 = 10_000;
 /// Pause after a failed accept (for example EMFILE) so the loop does not spin.
@@ -65,6 +68,7 @@ pub(crate) fn run(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     core: Option<usize>,
+    fixed_buffers_count: usize,
     started: Sender<io::Result<()>>,
 ) {
     if let Some(core) = core {
@@ -80,10 +84,24 @@ pub(crate) fn run(
         }
     };
     let _ = started.send(Ok(()));
-    runtime.block_on(accept_loop(listener, shared));
+    runtime.block_on(async move {
+        let pool = (fixed_buffers_count > 0).then(|| {
+            // Created with `with_capacity`: a cloned Vec loses its capacity and the
+            // kernel rejects it (measured). Registered before any I/O on the ring.
+            let pool = FixedBufPool::new((0..fixed_buffers_count).map(|_| Vec::with_capacity(FIXED_BUFFER_BYTES)));
+            match pool.register() {
+                Ok(()) => Some(pool),
+                Err(error) => {
+                    tracing::warn!(%error, "could not register fixed buffers; reading into ordinary ones");
+                    None
+                }
+            }
+        });
+        accept_loop(listener, shared, pool.flatten()).await
+    });
 }
 
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, pool: Option<FixedBufPool<Vec<u8>>>) {
     let listener = TcpListener::from_std(listener);
     let live = Rc::new(Cell::new(0usize));
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -99,10 +117,10 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>) {
                 let fd = stream.as_raw_fd();
                 shared.track_socket(fd);
                 live.set(live.get() + 1);
-                let (shared, live) = (shared.clone(), live.clone());
+                let (shared, live, pool) = (shared.clone(), live.clone(), pool.clone());
                 let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
-                    serve_connection(&stream, &shared).await;
+                    serve_connection(&stream, &shared, pool).await;
                     shared.untrack_socket(fd);
                     live.set(live.get() - 1);
                 });
@@ -144,7 +162,7 @@ struct Inbox {
 /// exactly one read in flight (so the end of the peer's stream is seen even while
 /// a long poll waits, and no read is ever dropped half-way), and the processor
 /// below, which parses, submits, awaits replies in order and writes.
-async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared) {
+async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared, pool: Option<FixedBufPool<Vec<u8>>>) {
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -153,6 +171,7 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared) {
     let buffered_bytes_max = shared.limits.head_bytes_max + shared.limits.body_bytes_max;
     let reader = tokio_uring::spawn(read_loop(
         stream.clone(),
+        pool,
         inbox.clone(),
         wake_processor.clone(),
         wake_reader.clone(),
@@ -168,6 +187,7 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared) {
 
 async fn read_loop(
     stream: Rc<TcpStream>,
+    pool: Option<FixedBufPool<Vec<u8>>>,
     inbox: Rc<RefCell<Inbox>>,
     wake_processor: Rc<Notify>,
     wake_reader: Rc<Notify>,
@@ -181,9 +201,23 @@ async fn read_loop(
                 return;
             }
         }
-        chunk.clear();
-        let (result, buffer) = stream.read(chunk).await;
-        chunk = buffer;
+        let fixed = pool.as_ref().and_then(|pool| pool.try_next(FIXED_BUFFER_BYTES));
+        let result = match fixed {
+            Some(buffer) => {
+                // A registered buffer: the kernel skips mapping it per read. Its
+                // bytes are copied to the inbox and it goes back to the pool.
+                let (result, buffer) = stream.read_fixed(buffer).await;
+                chunk.clear();
+                chunk.extend_from_slice(&buffer[..]);
+                result
+            }
+            None => {
+                chunk.clear();
+                let (result, buffer) = stream.read(chunk).await;
+                chunk = buffer;
+                result
+            }
+        };
         let ended = match result {
             Ok(0) => true, // end of stream: the peer closed, or the socket was shut down
             Ok(_) => false,
