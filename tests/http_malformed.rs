@@ -682,3 +682,23 @@ fn a_body_on_a_get_is_framed_by_its_content_length() {
     assert_connection_usable(&mut client);
     server.assert_healthy();
 }
+
+#[test]
+fn closing_while_the_reader_is_paused_on_a_full_buffer_does_not_hang_the_stop() {
+    // Regression: a connection closed by the server (here `Connection: close`)
+    // while its reader was paused on a full receive buffer left the reader
+    // waiting forever, so the server then needed its whole 10 s stop grace.
+    let mut server = Server::start(&["--max-body-bytes", "1024"]);
+    let mut client = server.client();
+    let mut bytes = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 200 * 1024)); // far more than the 17 KiB the reader buffers
+    let _ = client.send_raw_lossy(&bytes);
+    let response = client.read_response().expect("the health answer");
+    assert_eq!(response.status, 200);
+    server.assert_healthy();
+    server.signal(libc::SIGTERM);
+    let started = std::time::Instant::now();
+    let status = server.wait_exit(Duration::from_secs(15)).expect("the server exits after SIGTERM");
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+}

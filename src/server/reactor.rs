@@ -178,8 +178,10 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared, pool: Option<
         buffered_bytes_max,
     ));
     process(stream, shared, &inbox, &wake_processor, &wake_reader).await;
-    // Ends the reader's pending read (it completes with end-of-stream), then waits
-    // for it: the socket is never dropped with a read in flight.
+    // Ends the reader: a pending read completes with end-of-stream once the socket
+    // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
+    // for it, so the socket is never dropped with a read in flight.
+    inbox.borrow_mut().ended = true;
     let _ = stream.shutdown(Shutdown::Both);
     wake_reader.notify_one();
     let _ = reader.await;
