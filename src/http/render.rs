@@ -36,12 +36,7 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
         }
         Reply::Queues(queues) => {
             out.extend_from_slice(b"{\"queues\":[");
-            for (i, info) in queues.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                queue(out, info);
-            }
+            comma_separated(out, queues, queue);
             out.extend_from_slice(b"]}");
             OK
         }
@@ -66,12 +61,7 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
         Reply::Leased(tasks) => {
             out.reserve(tasks.iter().map(|task| task.payload.len() + 192).sum());
             out.extend_from_slice(b"{\"tasks\":[");
-            for (i, task) in tasks.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                leased_task(out, task);
-            }
+            comma_separated(out, tasks, leased_task);
             out.extend_from_slice(b"]}");
             OK
         }
@@ -265,19 +255,9 @@ fn id_and_state(out: &mut Vec<u8>, id: TaskId, task_state: TaskState) {
 fn batch(out: &mut Vec<u8>, entries: &[Enqueued]) {
     out.reserve(entries.len() * 24 + 24);
     out.extend_from_slice(b"{\"ids\":[");
-    for (i, entry) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        id_string(out, entry.id);
-    }
+    comma_separated(out, entries, |out, entry| id_string(out, entry.id));
     out.extend_from_slice(b"],\"states\":[");
-    for (i, entry) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        state(out, entry.state);
-    }
+    comma_separated(out, entries, |out, entry| state(out, entry.state));
     out.extend_from_slice(b"]}");
 }
 
@@ -346,12 +326,7 @@ fn task(out: &mut Vec<u8>, view: &TaskView) {
     out.extend_from_slice(b",\"group\":");
     optional_string(out, view.group.as_deref());
     out.extend_from_slice(b",\"depends_on\":[");
-    for (i, id) in view.depends_on.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        id_string(out, *id);
-    }
+    comma_separated(out, &view.depends_on, |out, id| id_string(out, *id));
     out.extend_from_slice(b"],\"key\":");
     optional_string(out, view.key.as_deref());
     out.extend_from_slice(b",\"attempts\":");
@@ -376,4 +351,14 @@ fn task(out: &mut Vec<u8>, view: &TaskView) {
     out.extend_from_slice(b",\"purge_at_ms\":");
     optional_u64(out, view.purge_at_ms);
     out.push(b'}');
+}
+
+/// Writes `items` one after another, separated by commas (a JSON array's inside).
+fn comma_separated<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
 }
