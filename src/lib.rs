@@ -8,3 +8,4 @@ pub mod command;
 pub mod engine;
 pub mod http;
 pub mod server;
+pub mod wal;
