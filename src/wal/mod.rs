@@ -1,7 +1,13 @@
 //! The write-ahead log (being built for the durability issue; not wired into the
-//! server yet). `format` is the on-disk layout and its checks, as pure functions.
+//! server yet): `format` is the on-disk layout and its checks, as pure functions;
+//! `storage` the seam to the disk (real files, and a simulated disk that injects
+//! faults); `log` the fail-stop writer and recovery.
 
 pub mod format;
+pub mod log;
+pub mod storage;
 
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;
