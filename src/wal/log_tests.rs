@@ -161,7 +161,7 @@ fn real_files_round_trip_through_reopen() {
     {
         let (mut log, recovered) = Log::open(DirStorage::new(dir.clone()).unwrap(), SEGMENT_BYTES, salts()).unwrap();
         assert!(recovered.records.is_empty());
-        for i in 0..100u64 {
+        for i in 0..400u64 {
             let lsns = log.append(&[record(i)]).unwrap();
             acknowledged.extend(lsns.zip([record(i)]));
         }
