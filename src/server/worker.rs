@@ -58,11 +58,15 @@ struct LongPoll {
 pub(crate) struct EngineState {
     pub(crate) engine: Engine,
     long_polls: VecDeque<LongPoll>,
+    /// Earliest deadline among `long_polls` (`u64::MAX` if none), so that a
+    /// worker need not walk them after every batch: only when something may
+    /// have become ready, or a deadline has passed.
+    long_poll_deadline_min_ms: u64,
 }
 
 impl EngineState {
     pub(crate) fn new(engine: Engine) -> EngineState {
-        EngineState { engine, long_polls: VecDeque::new() }
+        EngineState { engine, long_polls: VecDeque::new(), long_poll_deadline_min_ms: u64::MAX }
     }
 
     /// Executes one job. A long poll that finds nothing is held, unless the
@@ -79,6 +83,7 @@ impl EngineState {
                     }
                     Ok(0) => {
                         let deadline_ms = now.saturating_add(wait_ms);
+                        self.long_poll_deadline_min_ms = self.long_poll_deadline_min_ms.min(deadline_ms);
                         self.long_polls.push_back(LongPoll { queues, max, lease_ms, deadline_ms, reply: job.reply });
                         return may_ready;
                     }
@@ -98,6 +103,10 @@ impl EngineState {
     /// now (oldest poll first), empty at their deadline. Drops those whose client
     /// is gone, so they cannot take tasks nobody will receive.
     fn settle_long_polls(&mut self, now: u64, try_dequeue: bool) {
+        if !try_dequeue && now < self.long_poll_deadline_min_ms {
+            return;
+        }
+        let mut deadline_min_ms = u64::MAX;
         let mut kept = VecDeque::with_capacity(self.long_polls.len());
         while let Some(poll) = self.long_polls.pop_front() {
             if poll.reply.is_closed() {
@@ -120,13 +129,15 @@ impl EngineState {
                 let _ = poll.reply.send(Reply::Leased(Vec::new()));
                 continue;
             }
+            deadline_min_ms = deadline_min_ms.min(poll.deadline_ms);
             kept.push_back(poll);
         }
         self.long_polls = kept;
+        self.long_poll_deadline_min_ms = deadline_min_ms;
     }
 
     fn next_wake_ms(&self) -> Option<u64> {
-        let poll_deadline = self.long_polls.iter().map(|p| p.deadline_ms).min();
+        let poll_deadline = (self.long_poll_deadline_min_ms != u64::MAX).then_some(self.long_poll_deadline_min_ms);
         match (self.engine.next_due_ms(), poll_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -138,6 +149,7 @@ impl EngineState {
         for poll in self.long_polls.drain(..) {
             let _ = poll.reply.send(Reply::Leased(Vec::new()));
         }
+        self.long_poll_deadline_min_ms = u64::MAX;
     }
 }
 
