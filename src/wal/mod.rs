@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod log;
+pub mod record;
 pub mod storage;
 
 #[cfg(test)]
