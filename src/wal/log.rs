@@ -70,7 +70,7 @@ pub struct Log<S: Storage> {
     next_batch_seq: u64,
     poisoned: bool,
     /// Salts for new segments (random in production, seeded in tests).
-    salt: Box<dyn FnMut() -> u64>,
+    salt: Box<dyn FnMut() -> u64 + Send>,
     buffer: Vec<u8>,
 }
 
@@ -83,7 +83,7 @@ impl<S: Storage> Log<S> {
     pub fn open(
         mut storage: S,
         segment_bytes: usize,
-        salt: Box<dyn FnMut() -> u64>,
+        salt: Box<dyn FnMut() -> u64 + Send>,
     ) -> Result<(Self, Recovered), WalError> {
         let io_error = |operation, segment, error| WalError::Io { operation, segment, error };
         let ids = storage.list().map_err(|e| io_error("list", 0, e))?;

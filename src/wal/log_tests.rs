@@ -4,9 +4,9 @@
 use super::log::{Log, Recovered, WalError};
 use super::storage::{SimStorage, Storage};
 
-const SEGMENT_BYTES: usize = 16 << 10;
+pub(super) const SEGMENT_BYTES: usize = 16 << 10;
 
-fn salts() -> Box<dyn FnMut() -> u64> {
+pub(super) fn salts() -> Box<dyn FnMut() -> u64 + Send> {
     let mut next = 0x9e37_79b9_7f4a_7c15u64;
     Box::new(move || {
         next = next.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -42,9 +42,9 @@ fn synced_batches_survive_a_crash_across_several_segments() {
     let (mut log, recovered) = open(&storage).unwrap();
     assert!(recovered.records.is_empty());
     let acknowledged = write(&mut log, 0, 600);
-    assert!(storage.disk.borrow().segment_ids().len() > 3, "the test should roll segments");
+    assert!(storage.disk().segment_ids().len() > 3, "the test should roll segments");
     drop(log);
-    storage.disk.borrow_mut().crash(|_, _| false);
+    storage.disk().crash(|_, _| false);
     let (log, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
     assert!(!recovered.torn_tail);
@@ -57,13 +57,13 @@ fn a_batch_torn_by_a_crash_is_dropped_and_the_log_continues() {
     let (mut log, _) = open(&storage).unwrap();
     let mut acknowledged = write(&mut log, 0, 30);
     // The last batch is written but its sync fails: not acknowledged.
-    storage.disk.borrow_mut().syncs_until_failure = Some(0);
+    storage.disk().syncs_until_failure = Some(0);
     assert!(matches!(log.append(&[record(99), record(100)]), Err(WalError::Io { operation: "sync", .. })));
     assert!(matches!(log.append(&[record(101)]), Err(WalError::Poisoned)), "fail-stop: no later append");
     drop(log);
-    storage.disk.borrow_mut().syncs_until_failure = None;
+    storage.disk().syncs_until_failure = None;
     let mut page = 0;
-    storage.disk.borrow_mut().crash(|_, _| {
+    storage.disk().crash(|_, _| {
         page += 1;
         page % 2 == 0 // half the unsynced pages reach the disk
     });
@@ -72,7 +72,7 @@ fn a_batch_torn_by_a_crash_is_dropped_and_the_log_continues() {
     // New batches go where the torn one was, and a second recovery reads them.
     acknowledged.extend(write(&mut log, 1000, 10));
     drop(log);
-    storage.disk.borrow_mut().crash(|_, _| false);
+    storage.disk().crash(|_, _| false);
     let (_, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
     assert!(!recovered.torn_tail);
@@ -83,13 +83,13 @@ fn a_full_disk_stops_the_log_without_acknowledging() {
     let storage = SimStorage::default();
     let (mut log, _) = open(&storage).unwrap();
     let acknowledged = write(&mut log, 0, 9);
-    storage.disk.borrow_mut().bytes_until_full = Some(100);
+    storage.disk().bytes_until_full = Some(100);
     let error = log.append(&[vec![7u8; 500]]).unwrap_err();
     assert!(matches!(&error, WalError::Io { error, .. } if error.raw_os_error() == Some(libc::ENOSPC)), "{error}");
     assert!(matches!(log.append(&[b"x"]), Err(WalError::Poisoned)));
     drop(log);
-    storage.disk.borrow_mut().bytes_until_full = None;
-    storage.disk.borrow_mut().crash(|_, _| true);
+    storage.disk().bytes_until_full = None;
+    storage.disk().crash(|_, _| true);
     let (_, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
 }
@@ -99,10 +99,10 @@ fn a_short_write_stops_the_log_without_acknowledging() {
     let storage = SimStorage::default();
     let (mut log, _) = open(&storage).unwrap();
     let acknowledged = write(&mut log, 0, 6);
-    storage.disk.borrow_mut().short_write_bytes = Some(20);
+    storage.disk().short_write_bytes = Some(20);
     assert!(matches!(log.append(&[vec![1u8; 300]]), Err(WalError::Io { operation: "write", .. })));
     drop(log);
-    storage.disk.borrow_mut().crash(|_, _| true);
+    storage.disk().crash(|_, _| true);
     let (_, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
 }
@@ -113,8 +113,8 @@ fn a_bit_flip_in_committed_history_refuses_to_start_naming_file_and_offset() {
     let (mut log, _) = open(&storage).unwrap();
     write(&mut log, 0, 60);
     drop(log);
-    let first = storage.disk.borrow().segment_ids()[0];
-    storage.disk.borrow_mut().flip_bit(first, 200, 3);
+    let first = storage.disk().segment_ids()[0];
+    storage.disk().flip_bit(first, 200, 3);
     match open(&storage) {
         Err(WalError::Corruption { segment, offset, .. }) => {
             assert_eq!(segment, first);
@@ -131,7 +131,7 @@ fn a_segment_whose_creation_was_interrupted_is_removed() {
     let acknowledged = write(&mut log, 0, 12);
     drop(log);
     // A crash while creating the next segment: the file exists, all zeros.
-    let next = storage.disk.borrow().segment_ids().last().unwrap() + 1;
+    let next = storage.disk().segment_ids().last().unwrap() + 1;
     {
         let mut storage = storage.clone();
         let mut file = storage.create(next, 4096, &[0u8; 0]).unwrap();
@@ -139,7 +139,7 @@ fn a_segment_whose_creation_was_interrupted_is_removed() {
     }
     let (mut log, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
-    assert!(!storage.disk.borrow().segment_ids().contains(&next));
+    assert!(!storage.disk().segment_ids().contains(&next));
     write(&mut log, 100, 3);
 }
 

@@ -1,14 +1,16 @@
 //! The write-ahead log (being built for the durability issue; not wired into the
 //! server yet): `format` is the on-disk layout and its checks, as pure functions;
 //! `storage` the seam to the disk (real files, and a simulated disk that injects
-//! faults); `log` the fail-stop writer and recovery.
+//! faults); `log` the fail-stop writer and recovery; `committer` the group-commit
+//! thread; `record` what a record holds.
 
+pub mod committer;
 pub mod format;
 pub mod log;
 pub mod record;
 pub mod storage;
 
 #[cfg(test)]
-mod log_tests;
+pub(crate) mod log_tests;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,13 @@
 //! the unsynced pages, as a real disk may) and inject sync errors, short writes
 //! and a full disk.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What the log needs of one segment file.
 pub trait SegmentFile {
@@ -134,6 +134,10 @@ pub struct SimDisk {
     pub bytes_until_full: Option<usize>,
     /// The next write stores only this many bytes, then reports an error.
     pub short_write_bytes: Option<usize>,
+    /// When set, each sync announces itself on the sender, then waits for a
+    /// token on the receiver before it completes: lets a test hold a sync open
+    /// and observe what waits for it, without sleeping.
+    pub sync_gate: Option<(Sender<()>, Arc<Mutex<Receiver<()>>>)>,
 }
 
 impl SimDisk {
@@ -169,11 +173,18 @@ impl SimDisk {
 
 #[derive(Clone, Default)]
 pub struct SimStorage {
-    pub disk: Rc<RefCell<SimDisk>>,
+    pub disk: Arc<Mutex<SimDisk>>,
+}
+
+impl SimStorage {
+    /// The simulated disk (a poisoned lock only means a test already failed).
+    pub fn disk(&self) -> MutexGuard<'_, SimDisk> {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct SimFile {
-    disk: Rc<RefCell<SimDisk>>,
+    storage: SimStorage,
     id: u64,
 }
 
@@ -183,11 +194,11 @@ fn no_space() -> io::Error {
 
 impl SegmentFile for SimFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        Ok(self.disk.borrow().visible.get(&self.id).cloned().unwrap_or_default())
+        Ok(self.storage.disk().visible.get(&self.id).cloned().unwrap_or_default())
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
+        let mut disk = self.storage.disk();
         let mut length = bytes.len();
         let mut error = None;
         if let Some(short) = disk.short_write_bytes.take() {
@@ -211,7 +222,12 @@ impl SegmentFile for SimFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
+        let gate = self.storage.disk().sync_gate.clone();
+        if let Some((entered, open)) = gate {
+            let _ = entered.send(());
+            let _ = open.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        }
+        let mut disk = self.storage.disk();
         match disk.syncs_until_failure {
             Some(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Some(n) => disk.syncs_until_failure = Some(n - 1),
@@ -227,11 +243,11 @@ impl Storage for SimStorage {
     type File = SimFile;
 
     fn list(&mut self) -> io::Result<Vec<u64>> {
-        Ok(self.disk.borrow().segment_ids())
+        Ok(self.disk().segment_ids())
     }
 
     fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<SimFile> {
-        let mut file = SimFile { disk: self.disk.clone(), id };
+        let mut file = SimFile { storage: self.clone(), id };
         file.write_at(0, &vec![0u8; bytes])?;
         file.write_at(0, header)?;
         file.sync()?;
@@ -239,14 +255,14 @@ impl Storage for SimStorage {
     }
 
     fn open(&mut self, id: u64) -> io::Result<SimFile> {
-        if !self.disk.borrow().visible.contains_key(&id) {
+        if !self.disk().visible.contains_key(&id) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
-        Ok(SimFile { disk: self.disk.clone(), id })
+        Ok(SimFile { storage: self.clone(), id })
     }
 
     fn remove(&mut self, id: u64) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
+        let mut disk = self.disk();
         disk.visible.remove(&id);
         disk.durable.remove(&id);
         Ok(())
