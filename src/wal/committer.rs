@@ -142,7 +142,7 @@ mod tests {
 
     use super::*;
     use crate::wal::log_tests::{salts, SEGMENT_BYTES};
-    use crate::wal::storage::SimStorage;
+    use crate::wal::storage::{SimStorage, SyncGate};
 
     fn completion() -> (Completion, Receiver<Result<u64, CommitError>>) {
         let (tx, rx) = channel();
@@ -168,7 +168,7 @@ mod tests {
         let log = started_log(&storage);
         let (entered_tx, entered) = channel();
         let (open, open_rx) = channel();
-        storage.disk().sync_gate = Some((entered_tx, Arc::new(Mutex::new(open_rx))));
+        storage.disk().sync_gate = Some(SyncGate { entered: entered_tx, open: Arc::new(Mutex::new(open_rx)) });
         let committer = Committer::start(log).unwrap();
 
         let (done, a) = completion();

@@ -134,10 +134,16 @@ pub struct SimDisk {
     pub bytes_until_full: Option<usize>,
     /// The next write stores only this many bytes, then reports an error.
     pub short_write_bytes: Option<usize>,
-    /// When set, each sync announces itself on the sender, then waits for a
-    /// token on the receiver before it completes: lets a test hold a sync open
-    /// and observe what waits for it, without sleeping.
-    pub sync_gate: Option<(Sender<()>, Arc<Mutex<Receiver<()>>>)>,
+    /// When set, every sync waits at this gate (see [`SyncGate`]).
+    pub sync_gate: Option<SyncGate>,
+}
+
+/// Lets a test hold a sync open and observe what waits for it, without
+/// sleeping: each sync sends on `entered`, then waits for a token on `open`.
+#[derive(Clone)]
+pub struct SyncGate {
+    pub entered: Sender<()>,
+    pub open: Arc<Mutex<Receiver<()>>>,
 }
 
 impl SimDisk {
@@ -223,9 +229,9 @@ impl SegmentFile for SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         let gate = self.storage.disk().sync_gate.clone();
-        if let Some((entered, open)) = gate {
-            let _ = entered.send(());
-            let _ = open.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        if let Some(gate) = gate {
+            let _ = gate.entered.send(());
+            let _ = gate.open.lock().unwrap_or_else(|e| e.into_inner()).recv();
         }
         let mut disk = self.storage.disk();
         match disk.syncs_until_failure {
