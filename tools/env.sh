@@ -12,9 +12,9 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/taskqueuex/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-# Debian packages the build needs. Empty while the build is pure Rust; the
-# storage issue adds libclang-dev (RocksDB's bindings run bindgen).
-TQX_APT_PACKAGES=()
+# Debian packages the build needs: libclang for the bindgen run of RocksDB's
+# bindings (librocksdb-sys).
+TQX_APT_PACKAGES=(libclang-dev)
 
 ensure_build_deps() {
     local missing=()
