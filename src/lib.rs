@@ -8,4 +8,5 @@ pub mod command;
 pub mod engine;
 pub mod http;
 pub mod server;
+pub mod store;
 pub mod wal;
