@@ -19,13 +19,21 @@
 //!
 //! The clock is monotonic by construction: a `now_ms` lower than one seen before
 //! is taken as the one seen before.
+//!
+//! **Snapshots.** With change tracking on, the engine records which queues and
+//! tasks changed; `take_changes` hands them out as rows for a checkpoint and
+//! `restore` rebuilds an engine from such rows that behaves identically from then
+//! on (see `snapshot.rs` and docs/engine.md, "Snapshots and change tracking").
 
 mod error;
 mod jitter;
 pub mod limits;
 mod queue;
+mod snapshot;
 mod types;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +46,7 @@ use slab::Slab;
 
 pub use error::{EngineError, ErrorKind};
 pub use jitter::backoff_delay_ms;
+pub use snapshot::{Changes, SnapshotError};
 pub use types::{
     DepRef, Discipline, EngineConfig, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfig, QueueConfigPatch,
     QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,
@@ -46,6 +55,7 @@ pub use types::{
 use jitter::lease_token;
 use limits::*;
 use queue::{GroupIx, Queue, QueueIx, UNGROUPED};
+use snapshot::{Tracker, TRACK_NEW};
 
 /// `due_ms` of a task that has no timer armed.
 const NO_TIMER: u64 = u64::MAX;
@@ -89,6 +99,8 @@ struct Task {
     attempts: u16,
     max_attempts: u16,
     state: TaskState,
+    /// Change-tracking bits (`snapshot::TRACK_*`); read only while tracking is on.
+    track: u8,
     extra: Option<Box<TaskExtra>>,
 }
 
@@ -187,6 +199,8 @@ pub struct Engine {
     /// Scratch space for dependency cascades, kept to avoid allocating per call.
     cascade: VecDeque<usize>,
     finished: Vec<usize>,
+    /// What changed since the last `take_changes`, while change tracking is on.
+    changes: Tracker,
 }
 
 impl Engine {
@@ -203,6 +217,24 @@ impl Engine {
             now_ms: 0,
             cascade: VecDeque::new(),
             finished: Vec::new(),
+            changes: Tracker::default(),
+        }
+    }
+
+    /// Records that the task at `slot` changed. With tracking off this is one
+    /// predictable branch; with it on, O(1) (a flag, and a push the first time).
+    #[inline]
+    fn touch_task(&mut self, slot: usize) {
+        if self.changes.on {
+            self.changes.task_changed(&mut self.tasks[slot]);
+        }
+    }
+
+    /// Records that queue `q`'s row (settings or serving history) changed.
+    #[inline]
+    fn touch_queue(&mut self, q: QueueIx) {
+        if self.changes.on {
+            self.changes.queue_changed(&mut self.queues[q as usize]);
         }
     }
 
@@ -291,6 +323,7 @@ impl Engine {
                 } else {
                     queue.config = config.clone();
                 }
+                self.touch_queue(q);
             }
         }
         Ok(config)
@@ -304,6 +337,7 @@ impl Engine {
         let q = self.queues.insert(Queue::new(name.clone(), config)) as QueueIx;
         self.queue_by_name.insert(name.clone(), q);
         self.queue_names.insert(name, q);
+        self.touch_queue(q);
         Ok(q)
     }
 
@@ -338,6 +372,9 @@ impl Engine {
         assert!(queue.counts.iter().all(|&c| c == 0) && queue.groups_released() && queue.keys.is_empty());
         self.queue_by_name.remove(name);
         self.queue_names.remove(name);
+        if self.changes.on {
+            self.changes.queue_deleted(queue.name);
+        }
         Ok(())
     }
 
@@ -557,9 +594,11 @@ impl Engine {
             attempts: 0,
             max_attempts: max_attempts_u16(task.max_attempts.unwrap_or(queue.config.max_attempts)),
             state,
+            track: TRACK_NEW,
             extra,
         });
         self.slot_by_id.insert(id, slot as u32);
+        self.touch_task(slot);
         self.enter_state(slot);
         if state == TaskState::Cancelled && due_ms == NO_TIMER {
             self.purge(slot);
@@ -612,6 +651,7 @@ impl Engine {
         task.due_ms = due_ms;
         task.updated_ms = self.now_ms;
         self.enter_state(slot);
+        self.touch_task(slot);
     }
 
     fn live_slot(&self, id: TaskId) -> Option<usize> {
@@ -688,12 +728,30 @@ impl Engine {
         self.leave_state(slot);
         let task = self.tasks.remove(slot);
         self.slot_by_id.remove(&task.id);
+        if self.changes.on {
+            self.track_purge(&task);
+        }
         let queue = &mut self.queues[task.queue as usize];
         if let Some(key) = task.extra.and_then(|e| e.key) {
             let removed = queue.keys.remove(&key);
             assert_eq!(removed, Some(task.id));
         }
         queue.group_release(task.group);
+    }
+
+    /// Records that `task` is being purged (before its group is released). Out of
+    /// line: with tracking off, `purge` stays as small as it was.
+    #[inline(never)]
+    fn track_purge(&mut self, task: &Task) {
+        self.changes.task_purged(task.id, task.track);
+        let queue = &mut self.queues[task.queue as usize];
+        if queue.release_forgets_history(task.group) {
+            self.changes.queue_changed(queue);
+        }
+        if self.changes.needs_compaction() {
+            let slot_by_id = &self.slot_by_id;
+            self.changes.compact(|id| slot_by_id.contains_key(&id));
+        }
     }
 
     /// A leased task's attempt failed (or its lease expired): retry it after the
@@ -779,6 +837,11 @@ impl Engine {
         queue.on_leased(task.group);
         let inserted = self.timers.insert(timer_key(task.due_ms, id));
         assert!(inserted);
+        if self.changes.on {
+            // The task changed, and so did the queue's serving history.
+            self.changes.task_changed(task);
+            self.changes.queue_changed(queue);
+        }
         Some(LeasedTask {
             id,
             queue: queue.name.clone(),

@@ -60,6 +60,9 @@ pub(crate) struct Queue {
     pub(crate) keys: HashMap<Box<str>, TaskId>,
     /// Counts leases handed out; orders groups under `round_robin`.
     serve_clock: u64,
+    /// Whether the queue's snapshot row changed since the last `take_changes`
+    /// (change tracking only; see `snapshot`).
+    pub(crate) dirty: bool,
     grouped: bool,
     flat: BTreeSet<u128>,
     eligible: BTreeSet<(u128, GroupIx)>,
@@ -95,6 +98,7 @@ impl Queue {
             group_by_name: HashMap::new(),
             keys: HashMap::new(),
             serve_clock: 0,
+            dirty: false,
             flat: BTreeSet::new(),
             eligible: BTreeSet::new(),
         }
@@ -153,6 +157,47 @@ impl Queue {
             let group = self.groups.remove(g as usize);
             self.group_by_name.remove(&group.name);
         }
+    }
+
+    /// Whether releasing one task of group `g` forgets serving history (the
+    /// group's last task goes, and it had been served), which is part of the
+    /// queue's snapshot row.
+    pub(crate) fn release_forgets_history(&self, g: GroupIx) -> bool {
+        let group = &self.groups[g as usize];
+        group.task_refs == 1 && group.last_served != 0
+    }
+
+    /// The serving history that cannot be derived from the tasks: the serve clock,
+    /// when the ungrouped tasks were last served, and `(name, last served)` of every
+    /// named group that has been served, in name order (so that the encoded row
+    /// does not depend on slab slots). O(groups log groups).
+    pub(crate) fn history(&self) -> (u64, u64, Vec<(&str, u64)>) {
+        let mut served: Vec<(&str, u64)> = self
+            .groups
+            .iter()
+            .filter(|&(g, group)| g as GroupIx != self.ungrouped && group.last_served != 0)
+            .map(|(_, group)| (&*group.name, group.last_served))
+            .collect();
+        served.sort_unstable();
+        (self.serve_clock, self.groups[self.ungrouped as usize].last_served, served)
+    }
+
+    /// Sets the serve clock (restore, before any group exists).
+    pub(crate) fn set_serve_clock(&mut self, serve_clock: u64) {
+        self.serve_clock = serve_clock;
+    }
+
+    /// Sets when group `name` (`UNGROUPED` for tasks without one) was last served,
+    /// for a restore: after the tasks have acquired their groups, before any of
+    /// them enters the ready index. `None` if no task names the group.
+    pub(crate) fn set_last_served(&mut self, name: &str, last_served: u64) -> Option<()> {
+        let g = self.group_by_name(name)?;
+        let group = &mut self.groups[g as usize];
+        if group.task_refs == 0 {
+            return None;
+        }
+        group.last_served = last_served;
+        Some(())
     }
 
     pub(crate) fn group_name(&self, g: GroupIx) -> Option<Arc<str>> {
