@@ -87,6 +87,10 @@ pub enum Reply {
         lease_expires_at_ms: u64,
     },
     Error(EngineError),
+    /// Storage failed (the message says how): the write-ahead log before this
+    /// command's record was durable (the outcome is unknown and the server is
+    /// stopping), or a read of a payload kept in the store.
+    StorageFailed(std::sync::Arc<str>),
 }
 
 impl Command {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use taskqueuex::client::{self, ClientError, ServerUrl};
 use taskqueuex::engine::{DepRef, Discipline, Engine, EngineConfig, EngineError, NewTask, QueueConfigPatch, TaskState};
-use taskqueuex::server::{self, ServeConfig};
+use taskqueuex::server::{self, DurabilityMode, ServeConfig};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -87,6 +87,17 @@ struct ServeArgs {
     /// Directory for durable state (created if missing).
     #[arg(long = "data", value_name = "DIR", default_value = "./tqx-data")]
     data: PathBuf,
+    /// What an acknowledged reply means: `sync` (after fdatasync of its record),
+    /// `interval:<ms>` (at once; synced at least every <ms>), `memory` (no log).
+    #[arg(long, value_name = "MODE", default_value = "sync")]
+    durability: DurabilityMode,
+    /// Payload bytes kept in memory (e.g. 4GiB, 512MiB); past it, payloads of checkpointed tasks live
+    /// only in RocksDB and are read back when leased or looked up. Not used with `--durability memory`.
+    #[arg(long, value_name = "BYTES", default_value = "4GiB", value_parser = server::parse_bytes)]
+    memory_limit: u64,
+    /// Test hook: read one byte from this FIFO before each WAL sync (holds syncs open).
+    #[arg(long, value_name = "FIFO", hide = true)]
+    debug_wal_sync_gate: Option<PathBuf>,
     /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
     #[arg(long, value_name = "N", default_value_t = default_reactors(),
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -297,6 +308,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     let config = ServeConfig {
         http_addr: args.http,
         data_dir: args.data,
+        durability: args.durability,
+        wal_sync_gate: args.debug_wal_sync_gate,
+        memory_limit_bytes: args.memory_limit,
         reactor_threads: args.reactors as usize,
         worker_threads: args.workers as usize,
         pin_threads,

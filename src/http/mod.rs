@@ -23,7 +23,9 @@ mod tests;
 
 use std::borrow::Cow;
 
-pub use render::{render_health, render_overloaded, render_reply, render_shutting_down};
+pub use render::{
+    render_health, render_health_recovering, render_overloaded, render_recovering, render_reply, render_shutting_down,
+};
 
 use crate::command::Command;
 use crate::engine::TaskId;

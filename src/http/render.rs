@@ -24,6 +24,7 @@ pub(super) const CONFLICT: Status = Status(409, "Conflict");
 pub(super) const LENGTH_REQUIRED: Status = Status(411, "Length Required");
 pub(super) const PAYLOAD_TOO_LARGE: Status = Status(413, "Payload Too Large");
 pub(super) const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
+pub(super) const INTERNAL_SERVER_ERROR: Status = Status(500, "Internal Server Error");
 pub(super) const SERVICE_UNAVAILABLE: Status = Status(503, "Service Unavailable");
 
 /// Appends the full HTTP/1.1 response for a worker's `reply`.
@@ -85,6 +86,10 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
             error_body(out, error.code(), &error.to_string());
             status_of(error)
         }
+        Reply::StorageFailed(reason) => {
+            error_body(out, "storage_failed", reason);
+            INTERNAL_SERVER_ERROR
+        }
     };
     finish(out, start, status, keep_alive, "");
 }
@@ -94,6 +99,19 @@ pub fn render_health(keep_alive: bool, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(b"{\"status\":\"ok\"}");
     finish(out, start, OK, keep_alive, "");
+}
+
+/// `GET /healthz` while the server replays its log: `503 {"status":"recovering"}`.
+pub fn render_health_recovering(keep_alive: bool, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"status\":\"recovering\"}");
+    finish(out, start, SERVICE_UNAVAILABLE, keep_alive, "Retry-After: 1\r\n");
+}
+
+/// A command arrived before recovery finished: `503 recovering`, `Retry-After: 1`.
+pub fn render_recovering(keep_alive: bool, out: &mut Vec<u8>) {
+    let message = "the server is recovering its state from disk; retry after 1 second";
+    error(out, SERVICE_UNAVAILABLE, "recovering", message, keep_alive, "Retry-After: 1\r\n");
 }
 
 /// The request queue to the workers is full: `503 overloaded`, `Retry-After: 1`.

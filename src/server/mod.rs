@@ -17,9 +17,15 @@
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
 
+mod checkpoint;
+mod durability;
 mod os;
 mod reactor;
+mod tiering;
 mod worker;
+
+pub use durability::{DurabilityMode, INTERVAL_MS_MAX, WAL_SEGMENT_BYTES};
+pub use tiering::{parse_bytes, MEMORY_LIMIT_BYTES_DEFAULT};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -34,15 +40,24 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::http;
+use crate::wal::log::WalError;
+use durability::Journal;
 use worker::{EngineState, Job};
 
 /// Everything `tqx serve` can be told. Defaults suit this machine kind (2 cores).
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub http_addr: SocketAddr,
-    /// Where durable state will live (the write-ahead log arrives with the
-    /// durability issue; today the directory is only created).
+    /// Where durable state lives: the write-ahead log in `wal/`.
     pub data_dir: PathBuf,
+    /// What an acknowledged reply means (`--durability`).
+    pub durability: DurabilityMode,
+    /// Test hook (`--debug-wal-sync-gate`): a FIFO each WAL sync reads a byte
+    /// from first, so a test can hold syncs open (docs/durability.md).
+    pub wal_sync_gate: Option<PathBuf>,
+    /// Payload bytes kept in memory; past it, payloads live in RocksDB only
+    /// and are read back when needed (`--memory-limit`).
+    pub memory_limit_bytes: u64,
     /// Threads running an io_uring reactor each (accept, parse, reply).
     pub reactor_threads: usize,
     /// Threads executing commands against the engine.
@@ -64,6 +79,20 @@ pub enum ServeError {
     IoUringUnavailable(std::io::Error),
     Bind(SocketAddr, std::io::Error),
     Io(std::io::Error),
+    /// The log in this directory cannot be opened or is corrupt: the server
+    /// refuses to start rather than serve a shorter history.
+    Wal(String, WalError),
+    /// A record that checksums correctly does not replay (a bug or a log
+    /// written by an incompatible version).
+    Replay {
+        lsn: u64,
+        reason: String,
+    },
+    /// A write or sync of the log failed while serving; the server stopped
+    /// (fail-stop: it never retries a failed `fdatasync`).
+    Storage(Arc<str>),
+    /// The RocksDB checkpoint store in this directory cannot be opened or read.
+    Store(String, String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -78,6 +107,14 @@ impl std::fmt::Display for ServeError {
             ),
             ServeError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServeError::Io(e) => write!(f, "{e}"),
+            ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
+            ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
+            ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
+            ServeError::Storage(reason) => write!(
+                f,
+                "stopped because the write-ahead log failed: {reason}. Nothing after the failure was acknowledged; \
+                 fix the disk and restart to recover"
+            ),
         }
     }
 }
@@ -139,6 +176,11 @@ pub(crate) struct Shared {
     pub(crate) sleepers: Sleepers,
     pub(crate) engine: Mutex<EngineState>,
     pub(crate) limits: http::Limits,
+    /// Set once recovery has rebuilt the engine: until then `/healthz` answers
+    /// 503 and commands get `503 recovering`.
+    pub(crate) recovered: AtomicBool,
+    /// Why the write-ahead log stopped, if it did (the server then stops).
+    pub(crate) storage_failure: Mutex<Option<Arc<str>>>,
     /// Set by the stop signal: reactors stop accepting and close connections
     /// once their requests are answered.
     pub(crate) stopping: AtomicBool,
@@ -196,8 +238,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let shared = Arc::new(Shared {
         jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
         sleepers: Sleepers::new(config.worker_threads),
-        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig { seed: seed(), ..EngineConfig::default() }))),
+        // Replaced by the recovered engine before any worker starts.
+        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(), 0)),
         limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
+        recovered: AtomicBool::new(false),
+        storage_failure: Mutex::new(None),
         stopping: AtomicBool::new(false),
         workers_stop: AtomicBool::new(false),
         sockets: Mutex::new(listeners.iter().map(|l| l.as_raw_fd()).collect()),
@@ -231,6 +276,56 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     }
 
+    tracing::info!(http = %bound, reactors = config.reactor_threads, workers = config.worker_threads, "listening");
+    // The contract with scripts and tests: one line on stdout, flushed. It comes
+    // before recovery: `/healthz` answers 503 until recovery is done.
+    println!("listening http={bound}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    let failure_shared = shared.clone();
+    let on_failure = Box::new(move |error: &crate::wal::committer::CommitError| {
+        *failure_shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.0.clone());
+        os::signal_stop();
+    });
+    let recovered = match durability::recover(
+        &config.data_dir,
+        config.durability,
+        config.wal_sync_gate.as_deref(),
+        config.memory_limit_bytes,
+        on_failure,
+    ) {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            shared.begin_stop();
+            for handle in reactors {
+                let _ = handle.join();
+            }
+            return Err(error);
+        }
+    };
+    let mut journal = recovered.journal;
+    let checkpoint_signals = recovered.checkpointing.as_ref().map(|_| {
+        // One pending nudge is enough; more would say nothing new.
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        journal.nudge = Some(sender.clone());
+        (sender, receiver)
+    });
+    *shared.engine.lock().unwrap_or_else(|e| e.into_inner()) =
+        EngineState::new(recovered.engine, journal, recovered.clock_ms);
+    shared.recovered.store(true, Ordering::Release);
+    let checkpointer = match (recovered.checkpointing, checkpoint_signals) {
+        (Some((store, committer)), Some((stop, stop_rx))) => {
+            let shared = shared.clone();
+            let handle = thread::Builder::new()
+                .name("tqx-checkpoint".into())
+                .spawn(move || checkpoint::run(shared, store, committer, stop_rx))
+                .map_err(ServeError::Io)?;
+            Some((stop, handle))
+        }
+        _ => None,
+    };
+
     let mut workers = Vec::new();
     for i in 0..config.worker_threads {
         let shared = shared.clone();
@@ -249,11 +344,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         workers.push(handle);
     }
 
-    tracing::info!(http = %bound, reactors = config.reactor_threads, workers = config.worker_threads, "listening");
-    // The contract with scripts and tests: one line on stdout, flushed.
-    println!("listening http={bound}");
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
+    tracing::info!(durability = %config.durability, "ready");
 
     let signal = os::wait_for_stop_signal();
     tracing::info!(signal, "stopping: no new connections; finishing requests in flight");
@@ -266,20 +357,15 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     for handle in workers {
         let _ = handle.join();
     }
+    // A last checkpoint, so the next start replays little; then the log stops.
+    if let Some((stop, handle)) = checkpointer {
+        let _ = stop.send(durability::CheckpointSignal::Stop);
+        let _ = handle.join();
+    }
+    shared.engine.lock().unwrap_or_else(|e| e.into_inner()).journal.stop();
+    if let Some(reason) = shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(ServeError::Storage(reason));
+    }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// A fresh seed per start for lease tokens and retry jitter, from the kernel's
-/// random source (the engine itself takes it as an argument and stays
-/// deterministic). Unpredictable seeds make lease tokens hard to guess.
-fn seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if filled == bytes.len() as isize {
-        u64::from_ne_bytes(bytes)
-    } else {
-        worker::now_ms().rotate_left(17) ^ u64::from(std::process::id())
-    }
 }

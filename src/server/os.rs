@@ -137,3 +137,26 @@ pub(crate) fn wait_for_stop_signal() -> libc::c_int {
         }
     }
 }
+
+/// A random `u64` from the kernel (engine seeds, WAL segment salts): fresh per
+/// start, so lease tokens are hard to guess.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        (now as u64).rotate_left(17) ^ u64::from(std::process::id())
+    }
+}
+
+/// Asks the signal thread to stop the server, as SIGTERM would (the WAL thread
+/// does this when the log fails).
+pub(crate) fn signal_stop() {
+    // SAFETY: sends a signal to this process; no memory is involved.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+}

@@ -146,6 +146,7 @@ enum Pending {
     Rendered(Vec<u8>),
     Health { keep_alive: bool },
     Overloaded { keep_alive: bool },
+    Recovering { keep_alive: bool },
     ShuttingDown,
     Worker { reply: oneshot::Receiver<Reply>, keep_alive: bool, long_poll: bool },
 }
@@ -279,7 +280,11 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
         for waiting in pending.drain(..) {
             match waiting {
                 Pending::Rendered(response) => output.extend_from_slice(&response),
-                Pending::Health { keep_alive } => http::render_health(keep_alive, &mut output),
+                Pending::Health { keep_alive } if shared.recovered.load(std::sync::atomic::Ordering::Acquire) => {
+                    http::render_health(keep_alive, &mut output)
+                }
+                Pending::Health { keep_alive } => http::render_health_recovering(keep_alive, &mut output),
+                Pending::Recovering { keep_alive } => http::render_recovering(keep_alive, &mut output),
                 Pending::Overloaded { keep_alive } => http::render_overloaded(keep_alive, &mut output),
                 Pending::ShuttingDown => http::render_shutting_down(&mut output),
                 Pending::Worker { reply, keep_alive, long_poll } => {
@@ -321,6 +326,9 @@ fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool)
         Action::Execute(_) if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
             *close = true;
             Pending::ShuttingDown
+        }
+        Action::Execute(_) if !shared.recovered.load(std::sync::atomic::Ordering::Acquire) => {
+            Pending::Recovering { keep_alive }
         }
         Action::Execute(command) => {
             let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);

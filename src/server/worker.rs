@@ -21,9 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
+use super::durability::{encode_entry, Journal};
 use super::Shared;
-use crate::command::{execute, Command, Reply};
+use crate::command::{Command, Reply};
 use crate::engine::{Engine, EngineError};
+use crate::wal::record::Entry;
 
 /// A request handed from a reactor to a worker.
 pub(crate) struct Job {
@@ -57,6 +59,11 @@ struct LongPoll {
 /// Engine state shared by the workers, behind one lock.
 pub(crate) struct EngineState {
     pub(crate) engine: Engine,
+    /// Where executed state changes are logged (nowhere in `memory` mode).
+    pub(crate) journal: Journal,
+    /// The latest time passed to the engine. Never goes back, so that a tick
+    /// that fired nothing (and is not logged) cannot make replay differ.
+    clock_ms: u64,
     long_polls: VecDeque<LongPoll>,
     /// Earliest deadline among `long_polls` (`u64::MAX` if none), so that a
     /// worker need not walk them after every batch: only when something may
@@ -65,8 +72,22 @@ pub(crate) struct EngineState {
 }
 
 impl EngineState {
-    pub(crate) fn new(engine: Engine) -> EngineState {
-        EngineState { engine, long_polls: VecDeque::new(), long_poll_deadline_min_ms: u64::MAX }
+    pub(crate) fn new(engine: Engine, journal: Journal, clock_ms: u64) -> EngineState {
+        EngineState { engine, journal, clock_ms, long_polls: VecDeque::new(), long_poll_deadline_min_ms: u64::MAX }
+    }
+
+    /// The wall clock, made monotonic.
+    fn advance_clock(&mut self, wall_ms: u64) -> u64 {
+        self.clock_ms = self.clock_ms.max(wall_ms);
+        self.clock_ms
+    }
+
+    /// Logs a dequeue the worker made on its own (for a held long poll).
+    fn log_lease(&self, now: u64, queues: &[String], max: usize, lease_ms: Option<u64>) {
+        if self.journal.is_on() {
+            let command = Command::Dequeue { queues: queues.to_vec(), max, lease_ms, wait_ms: 0 };
+            self.journal.log(encode_entry(now, Entry::Command(command)));
+        }
     }
 
     /// Executes one job. A long poll that finds nothing is held, unless the
@@ -87,14 +108,16 @@ impl EngineState {
                         self.long_polls.push_back(LongPoll { queues, max, lease_ms, deadline_ms, reply: job.reply });
                         return may_ready;
                     }
-                    Ok(_) => Reply::Leased(out),
+                    Ok(_) => {
+                        self.log_lease(now, &queues, max, lease_ms);
+                        Reply::Leased(out)
+                    }
                 };
+                let mut reply = reply;
+                self.journal.warm(&self.engine, &mut reply);
                 let _ = job.reply.send(reply);
             }
-            command => {
-                // The receiver may be gone (client hung up): normal, nothing to do.
-                let _ = job.reply.send(execute(&mut self.engine, command, now));
-            }
+            command => self.journal.execute(&mut self.engine, command, now, job.reply),
         }
         may_ready
     }
@@ -116,7 +139,10 @@ impl EngineState {
                 let mut out = Vec::new();
                 if let Ok(count) = self.engine.dequeue(&poll.queues, poll.max, poll.lease_ms, now, &mut out) {
                     if count > 0 {
-                        if poll.reply.send(Reply::Leased(out)).is_err() {
+                        self.log_lease(now, &poll.queues, poll.max, poll.lease_ms);
+                        let mut reply = Reply::Leased(out);
+                        self.journal.warm(&self.engine, &mut reply);
+                        if poll.reply.send(reply).is_err() {
                             // The client left between the check and the send: the leases
                             // run out and the tasks are delivered again.
                             tracing::debug!(count, "long poll closed after leasing; leases will expire");
@@ -168,25 +194,28 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         // once every reactor has exited and the queue is drained.
         let stopping = shared.stopping.load(Ordering::Acquire);
         let exiting = shared.workers_stop.load(Ordering::Acquire);
-        let now = now_ms();
-        let wake_ms = {
+        let wall_ms = now_ms();
+        let (now, wake_ms) = {
             let mut state = shared.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = state.advance_clock(wall_ms);
             let mut may_ready = false;
             for job in batch.drain(..) {
                 may_ready |= state.run(job, now, !stopping);
             }
+            if state.journal.is_on() && state.engine.next_due_ms().is_some_and(|due_ms| due_ms <= now) {
+                // Only ticks that fire timers change state, so only those are logged.
+                state.journal.log(encode_entry(now, Entry::Tick { work_max: TICK_WORK_MAX as u32 }));
+            }
             let tick = state.engine.tick(now, TICK_WORK_MAX);
+            state.journal.check_budget(&state.engine);
             may_ready |= tick.promoted > 0 || tick.expired > 0;
             if stopping {
                 state.release_long_polls();
             } else {
                 state.settle_long_polls(now, may_ready);
             }
-            if tick.more_due {
-                Some(now)
-            } else {
-                state.next_wake_ms()
-            }
+            let wake_ms = if tick.more_due { Some(now) } else { state.next_wake_ms() };
+            (now, wake_ms)
         };
         if exiting && shared.jobs.is_empty() {
             return;

@@ -262,6 +262,14 @@ impl Store {
     /// Reads all families from one snapshot, so a concurrent `write` cannot mix two
     /// checkpoints. Startup only: it scans every row.
     pub fn load(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.load_with_payload_budget(u64::MAX)
+    }
+
+    /// Like [`Store::load`], but loads payloads only while their total stays
+    /// within `payload_bytes_max`, lowest task ids first (in FIFO order they are
+    /// delivered first); the tasks whose payloads are left out start cold
+    /// (tiered storage: read back with [`Store::payload`] when needed).
+    pub fn load_with_payload_budget(&self, payload_bytes_max: u64) -> Result<Option<Checkpoint>, StoreError> {
         let snapshot = self.db.snapshot();
         let get_meta = |key: &[u8]| {
             snapshot.get_cf(self.cf(CF_META)?, key).map_err(|e| StoreError::rocksdb(&meta_context(key), e))
@@ -314,8 +322,13 @@ impl Store {
             tasks.push((decode_id(CF_TASKS, &key)?, value.into_vec()));
         }
         let mut payloads = Vec::new();
+        let mut payload_bytes = 0u64;
         for item in scan(CF_PAYLOADS, &ID_KEY_LOWER, &ID_KEY_UPPER)? {
             let (key, value) = item?;
+            payload_bytes += value.len() as u64;
+            if payload_bytes > payload_bytes_max {
+                break;
+            }
             payloads.push((decode_id(CF_PAYLOADS, &key)?, Bytes::from(value)));
         }
         Ok(Some(Checkpoint { applied_lsn, meta, queues, tasks, payloads }))

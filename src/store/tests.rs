@@ -321,3 +321,20 @@ fn a_checkpoint_of_100k_tasks_and_payloads_round_trips() {
     assert_eq!(loaded.payloads[ROWS as usize - 1], (ROWS, Bytes::from(row(ROWS, b'p'))));
     assert_eq!(store.payload(777).unwrap(), Some(Bytes::from(row(777, b'p'))));
 }
+
+#[test]
+fn a_payload_budget_loads_the_lowest_ids_first_and_leaves_the_rest_in_the_store() {
+    let dir = TestDir::new("payload-budget");
+    let store = Store::open(dir.path()).unwrap();
+    let rows = first_rows();
+    store.write(&rows.batch()).unwrap();
+    store.flush().unwrap();
+    // payloads in id order: 0 (9 bytes), 2 (9), 256 (11), u64::MAX (...): a budget
+    // of 20 bytes holds the first two only.
+    let loaded = store.load_with_payload_budget(20).unwrap().unwrap();
+    let ids: Vec<u64> = loaded.payloads.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [0, 2]);
+    assert_eq!(loaded.tasks, expected_first().tasks, "tasks load whole whatever the budget");
+    assert_eq!(store.payload(256).unwrap(), Some(Bytes::from("payload-256")), "the rest stay readable one by one");
+    assert_eq!(store.load_with_payload_budget(u64::MAX).unwrap(), Some(expected_first()));
+}

@@ -10,8 +10,10 @@
 //! Fail-stop: if a write or sync fails, every record of that batch and every
 //! record submitted afterwards completes with an error, and nothing is retried.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::format::{BATCH_BODY_BYTES_MAX, RECORD_HEADER_BYTES};
 use super::log::Log;
@@ -20,6 +22,9 @@ use super::storage::Storage;
 /// Called once a record is durable (with its LSN) or can never be.
 pub type Completion = Box<dyn FnOnce(Result<u64, CommitError>) + Send>;
 
+/// Called once when the log fails (see [`CommitterOptions::on_failure`]).
+pub type FailureHook = Box<dyn FnOnce(&CommitError) + Send>;
+
 /// The log stopped (fail-stop); the message says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitError(pub Arc<str>);
@@ -27,20 +32,46 @@ pub struct CommitError(pub Arc<str>);
 /// Records in one batch at most: bounds the latency the last of them adds.
 const BATCH_RECORDS_MAX: usize = 4096;
 
-#[derive(Default)]
 struct Inbox {
     pending: Vec<(Vec<u8>, Completion)>,
+    /// When the oldest of `pending` arrived (for the linger of interval mode).
+    oldest_pending_at: Option<Instant>,
+    /// LSN the next submitted record will get: records are written in
+    /// submission order, so it is known at submission.
+    next_lsn: u64,
     stopping: bool,
     failed: Option<CommitError>,
+    /// A checkpoint covers every record up to this LSN: remove the segments
+    /// wholly below it (done on the WAL thread, which owns the log).
+    remove_through: Option<u64>,
+}
+
+/// How the thread batches. The default is `sync` mode: write as soon as
+/// anything is waiting.
+#[derive(Default)]
+pub struct CommitterOptions {
+    /// Wait this long after the oldest waiting record arrived before writing, to
+    /// gather more (the `interval:<ms>` mode, whose replies do not wait).
+    pub linger: Duration,
+    /// Called once, on the WAL thread, when a write or sync fails (fail-stop:
+    /// the server stops).
+    pub on_failure: Option<FailureHook>,
 }
 
 pub struct Committer {
-    shared: Arc<(Mutex<Inbox>, Condvar)>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-fn lock(shared: &(Mutex<Inbox>, Condvar)) -> std::sync::MutexGuard<'_, Inbox> {
-    shared.0.lock().unwrap_or_else(|e| e.into_inner())
+struct Shared {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+    /// Every record with an LSN up to this one is durable.
+    durable_lsn: AtomicU64,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inbox> {
+    shared.inbox.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Committer {
@@ -49,23 +80,71 @@ impl Committer {
         S: Storage + Send + 'static,
         S::File: Send,
     {
-        let shared = Arc::new((Mutex::new(Inbox::default()), Condvar::new()));
+        Committer::start_with(log, CommitterOptions::default())
+    }
+
+    pub fn start_with<S>(log: Log<S>, options: CommitterOptions) -> std::io::Result<Committer>
+    where
+        S: Storage + Send + 'static,
+        S::File: Send,
+    {
+        let next_lsn = log.next_lsn();
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox {
+                pending: Vec::new(),
+                oldest_pending_at: None,
+                next_lsn,
+                stopping: false,
+                failed: None,
+                remove_through: None,
+            }),
+            wake: Condvar::new(),
+            durable_lsn: AtomicU64::new(next_lsn - 1),
+        });
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new().name("tqx-wal".into()).spawn(move || run(log, &thread_shared))?;
+        let thread =
+            std::thread::Builder::new().name("tqx-wal".into()).spawn(move || run(log, &thread_shared, options))?;
         Ok(Committer { shared, thread: Some(thread) })
     }
 
-    /// Queues `record`; `done` is called once it is durable, or with an error.
-    pub fn submit(&self, record: Vec<u8>, done: Completion) {
+    /// Queues `record` and returns the LSN it will have; `done` is called once
+    /// it is durable, or with an error (then the LSN is never used).
+    pub fn submit(&self, record: Vec<u8>, done: Completion) -> u64 {
         let mut inbox = lock(&self.shared);
         if let Some(error) = inbox.failed.clone() {
+            let lsn = inbox.next_lsn;
             drop(inbox);
             done(Err(error));
-            return;
+            return lsn;
+        }
+        let lsn = inbox.next_lsn;
+        inbox.next_lsn += 1;
+        if inbox.pending.is_empty() {
+            inbox.oldest_pending_at = Some(Instant::now());
         }
         inbox.pending.push((record, done));
         drop(inbox);
-        self.shared.1.notify_one();
+        self.shared.wake.notify_one();
+        lsn
+    }
+
+    /// Asks the WAL thread to remove the segments whose records all have LSNs up
+    /// to `lsn`, between two batches.
+    pub fn remove_through(&self, lsn: u64) {
+        let mut inbox = lock(&self.shared);
+        inbox.remove_through = Some(inbox.remove_through.map_or(lsn, |old| old.max(lsn)));
+        drop(inbox);
+        self.shared.wake.notify_one();
+    }
+
+    /// The LSN of the last record submitted so far (0 if none ever was).
+    pub fn last_submitted_lsn(&self) -> u64 {
+        lock(&self.shared).next_lsn - 1
+    }
+
+    /// Every record with an LSN up to this one is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable_lsn.load(Ordering::Acquire)
     }
 
     /// Writes what is queued, then stops the thread.
@@ -75,7 +154,7 @@ impl Committer {
 
     fn shutdown(&mut self) {
         lock(&self.shared).stopping = true;
-        self.shared.1.notify_one();
+        self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -88,16 +167,33 @@ impl Drop for Committer {
     }
 }
 
-fn run<S: Storage>(mut log: Log<S>, shared: &(Mutex<Inbox>, Condvar)) {
+fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptions) {
     let mut batch: Vec<(Vec<u8>, Completion)> = Vec::new();
     loop {
         {
             let mut inbox = lock(shared);
-            while inbox.pending.is_empty() && !inbox.stopping {
-                inbox = shared.1.wait(inbox).unwrap_or_else(|e| e.into_inner());
+            while inbox.pending.is_empty() && !inbox.stopping && inbox.remove_through.is_none() {
+                inbox = shared.wake.wait(inbox).unwrap_or_else(|e| e.into_inner());
+            }
+            if let Some(lsn) = inbox.remove_through.take() {
+                drop(inbox);
+                match log.remove_through(lsn) {
+                    Ok(0) => {}
+                    Ok(removed) => {
+                        tracing::debug!(removed, through_lsn = lsn, "removed WAL segments below the checkpoint")
+                    }
+                    Err(error) => tracing::warn!(%error, "could not remove a WAL segment below the checkpoint; kept"),
+                }
+                continue;
             }
             if inbox.pending.is_empty() {
                 return;
+            }
+            // Interval mode: let records gather until the oldest has waited `linger`.
+            while !inbox.stopping {
+                let waited = inbox.oldest_pending_at.map_or(options.linger, |t| t.elapsed());
+                let Some(left) = options.linger.checked_sub(waited).filter(|d| !d.is_zero()) else { break };
+                inbox = shared.wake.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0;
             }
             // Take records in arrival order while they fit one batch.
             let mut body_bytes = 0;
@@ -111,10 +207,12 @@ fn run<S: Storage>(mut log: Log<S>, shared: &(Mutex<Inbox>, Condvar)) {
                 take += 1;
             }
             batch.extend(inbox.pending.drain(..take));
+            inbox.oldest_pending_at = (!inbox.pending.is_empty()).then(Instant::now);
         }
         let records: Vec<&[u8]> = batch.iter().map(|(record, _)| record.as_slice()).collect();
         match log.append(&records) {
             Ok(lsns) => {
+                shared.durable_lsn.store(lsns.end - 1, Ordering::Release);
                 for ((_, done), lsn) in batch.drain(..).zip(lsns) {
                     done(Ok(lsn));
                 }
@@ -129,6 +227,9 @@ fn run<S: Storage>(mut log: Log<S>, shared: &(Mutex<Inbox>, Condvar)) {
                 };
                 for (_, done) in batch.drain(..).chain(rest) {
                     done(Err(error.clone()));
+                }
+                if let Some(on_failure) = options.on_failure.take() {
+                    on_failure(&error);
                 }
             }
         }

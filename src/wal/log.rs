@@ -65,6 +65,8 @@ pub struct Log<S: Storage> {
     storage: S,
     segment_bytes: usize,
     current: Option<(S::File, SegmentHeader)>,
+    /// `(segment id, first LSN)` of every segment present, oldest first.
+    segments: Vec<(u64, u64)>,
     end_offset: usize,
     next_lsn: u64,
     next_batch_seq: u64,
@@ -92,6 +94,7 @@ impl<S: Storage> Log<S> {
             storage,
             segment_bytes,
             current: None,
+            segments: Vec::new(),
             end_offset: 0,
             next_lsn: 1,
             next_batch_seq: 1,
@@ -130,6 +133,7 @@ impl<S: Storage> Log<S> {
             if scan.torn_tail && !last {
                 return Err(corruption(id, scan.end_offset, "a damaged batch in a segment that later segments follow"));
             }
+            log.segments.push((id, header.first_lsn));
             recovered.records.extend(scan.records.iter().map(|r| (r.lsn, r.payload.to_vec())));
             recovered.torn_tail |= scan.torn_tail;
             log.next_lsn = scan.next_lsn;
@@ -150,6 +154,27 @@ impl<S: Storage> Log<S> {
     /// LSN the next record will get.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// The lowest LSN the segments present may hold (`next_lsn` if there are none).
+    pub fn first_lsn(&self) -> u64 {
+        self.segments.first().map_or(self.next_lsn, |&(_, first_lsn)| first_lsn)
+    }
+
+    /// Removes the segments whose records all have LSNs up to `lsn` (a
+    /// checkpoint holds their effects), oldest first; never the segment being
+    /// written. Returns how many were removed. A failed removal leaves the log
+    /// consistent (the segment is simply kept), so it does not poison the log.
+    pub fn remove_through(&mut self, lsn: u64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        // Segment i holds LSNs below the first LSN of segment i + 1.
+        while self.segments.len() >= 2 && self.segments[1].1 <= lsn.saturating_add(1) {
+            let (id, _) = self.segments[0];
+            self.storage.remove(id).map_err(|error| WalError::Io { operation: "remove", segment: id, error })?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Writes `payloads` as one batch and syncs it. Returns their LSNs; only then
@@ -206,6 +231,7 @@ impl<S: Storage> Log<S> {
         debug_assert_eq!(decode_segment_header(&bytes).ok(), Some(header));
         match self.storage.create(id, self.segment_bytes, &bytes) {
             Ok(file) => {
+                self.segments.push((id, header.first_lsn));
                 self.current = Some((file, header));
                 self.end_offset = SEGMENT_HEADER_BYTES;
                 Ok(())

@@ -172,3 +172,31 @@ fn real_files_round_trip_through_reopen() {
     assert_eq!(recovered.records, acknowledged);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn segments_below_a_checkpoint_are_removed_and_the_rest_still_recovers() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    let written = write(&mut log, 0, 300);
+    let segments_before = storage.disk().segment_ids().len();
+    assert!(segments_before >= 4, "the test needs several segments, got {segments_before}");
+    assert_eq!(log.first_lsn(), 1);
+
+    let checkpoint_lsn = 150;
+    let removed = log.remove_through(checkpoint_lsn).unwrap();
+    assert!(removed >= 1);
+    assert!(log.first_lsn() <= checkpoint_lsn + 1, "a record after the checkpoint was removed");
+    assert_eq!(storage.disk().segment_ids().len(), segments_before - removed);
+    // The segment being written is never removed, even when the checkpoint covers it all.
+    log.remove_through(u64::MAX).unwrap();
+    assert_eq!(storage.disk().segment_ids().len(), 1);
+    let more = write(&mut log, 300, 10);
+
+    storage.disk().crash(|_, _| false);
+    let (log, recovered) = open(&storage).unwrap();
+    let first = recovered.records.first().map(|(lsn, _)| *lsn).unwrap();
+    assert_eq!(first, log.first_lsn());
+    let expected: Vec<_> = written.into_iter().chain(more).filter(|(lsn, _)| *lsn >= first).collect();
+    assert_eq!(recovered.records, expected, "every record from the first kept segment on");
+    assert_eq!(log.next_lsn(), 311);
+}

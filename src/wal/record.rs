@@ -140,83 +140,96 @@ fn discipline_code(d: Discipline) -> u8 {
 /// Panics on a command the log must not hold (a read): callers log only what
 /// [`is_logged`] accepts.
 pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
+    match &record.entry {
+        Entry::Command(command) => encode_command(record.now_ms, command, out),
+        Entry::Tick { work_max } => {
+            let mut w = Writer(out);
+            w.u8(kind::TICK);
+            w.u64(record.now_ms);
+            w.u32(*work_max);
+        }
+        Entry::Seed(seed) => {
+            let mut w = Writer(out);
+            w.u8(kind::SEED);
+            w.u64(record.now_ms);
+            w.u64(*seed);
+        }
+    }
+}
+
+/// Appends the record of `command` executed at `now_ms` (the same bytes as
+/// [`encode`] of `Entry::Command`), without moving the command into a
+/// [`LogRecord`]: workers encode a command just before executing it.
+///
+/// Panics on a read, which the log must not hold (see [`is_logged`]).
+pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
     let mut w = Writer(out);
-    let kind = match &record.entry {
-        Entry::Tick { .. } => kind::TICK,
-        Entry::Seed(_) => kind::SEED,
-        Entry::Command(command) => match command {
-            Command::ConfigureQueue { .. } => kind::CONFIGURE_QUEUE,
-            Command::DeleteQueue { .. } => kind::DELETE_QUEUE,
-            Command::Enqueue { .. } => kind::ENQUEUE,
-            Command::EnqueueBatch { .. } => kind::ENQUEUE_BATCH,
-            Command::Dequeue { .. } => kind::DEQUEUE,
-            Command::Complete { .. } => kind::COMPLETE,
-            Command::Fail { .. } => kind::FAIL,
-            Command::Extend { .. } => kind::EXTEND,
-            Command::Cancel { .. } => kind::CANCEL,
-            Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => {
-                panic!("reads are not logged")
-            }
-        },
+    let kind = match command {
+        Command::ConfigureQueue { .. } => kind::CONFIGURE_QUEUE,
+        Command::DeleteQueue { .. } => kind::DELETE_QUEUE,
+        Command::Enqueue { .. } => kind::ENQUEUE,
+        Command::EnqueueBatch { .. } => kind::ENQUEUE_BATCH,
+        Command::Dequeue { .. } => kind::DEQUEUE,
+        Command::Complete { .. } => kind::COMPLETE,
+        Command::Fail { .. } => kind::FAIL,
+        Command::Extend { .. } => kind::EXTEND,
+        Command::Cancel { .. } => kind::CANCEL,
+        Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => panic!("reads are not logged"),
     };
     w.u8(kind);
-    w.u64(record.now_ms);
-    match &record.entry {
-        Entry::Tick { work_max } => w.u32(*work_max),
-        Entry::Seed(seed) => w.u64(*seed),
-        Entry::Command(command) => match command {
-            Command::ConfigureQueue { queue, patch } => {
-                w.string(queue);
-                w.option(&patch.discipline, |w, d| w.u8(discipline_code(*d)));
-                w.option(&patch.lease_ms, |w, v| w.u64(*v));
-                w.option(&patch.max_attempts, |w, v| w.u32(*v));
-                w.option(&patch.backoff_ms, |w, v| w.u64(*v));
-                w.option(&patch.backoff_max_ms, |w, v| w.u64(*v));
-                w.option(&patch.retention_ms, |w, v| w.u64(*v));
-                w.option(&patch.group_concurrency, |w, limit| w.option(limit, |w, v| w.u32(*v)));
-            }
-            Command::DeleteQueue { queue, force } => {
-                w.string(queue);
-                w.bool(*force);
-            }
-            Command::Enqueue { queue, task } => {
-                w.string(queue);
+    w.u64(now_ms);
+    match command {
+        Command::ConfigureQueue { queue, patch } => {
+            w.string(queue);
+            w.option(&patch.discipline, |w, d| w.u8(discipline_code(*d)));
+            w.option(&patch.lease_ms, |w, v| w.u64(*v));
+            w.option(&patch.max_attempts, |w, v| w.u32(*v));
+            w.option(&patch.backoff_ms, |w, v| w.u64(*v));
+            w.option(&patch.backoff_max_ms, |w, v| w.u64(*v));
+            w.option(&patch.retention_ms, |w, v| w.u64(*v));
+            w.option(&patch.group_concurrency, |w, limit| w.option(limit, |w, v| w.u32(*v)));
+        }
+        Command::DeleteQueue { queue, force } => {
+            w.string(queue);
+            w.bool(*force);
+        }
+        Command::Enqueue { queue, task } => {
+            w.string(queue);
+            w.task(task);
+        }
+        Command::EnqueueBatch { queue, tasks } => {
+            w.string(queue);
+            w.u32(tasks.len() as u32);
+            for task in tasks {
                 w.task(task);
             }
-            Command::EnqueueBatch { queue, tasks } => {
+        }
+        Command::Dequeue { queues, max, lease_ms, wait_ms: _ } => {
+            w.u32(queues.len() as u32);
+            for queue in queues {
                 w.string(queue);
-                w.u32(tasks.len() as u32);
-                for task in tasks {
-                    w.task(task);
-                }
             }
-            Command::Dequeue { queues, max, lease_ms, wait_ms: _ } => {
-                w.u32(queues.len() as u32);
-                for queue in queues {
-                    w.string(queue);
-                }
-                w.u32(*max as u32);
-                w.option(lease_ms, |w, v| w.u64(*v));
-            }
-            Command::Complete { id, lease, result } => {
-                w.u64(*id);
-                w.u64(*lease);
-                w.option(result, |w, r| w.bytes(r));
-            }
-            Command::Fail { id, lease, error, retry } => {
-                w.u64(*id);
-                w.u64(*lease);
-                w.string(error);
-                w.bool(*retry);
-            }
-            Command::Extend { id, lease, lease_ms } => {
-                w.u64(*id);
-                w.u64(*lease);
-                w.u64(*lease_ms);
-            }
-            Command::Cancel { id } => w.u64(*id),
-            Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => unreachable!("checked above"),
-        },
+            w.u32(*max as u32);
+            w.option(lease_ms, |w, v| w.u64(*v));
+        }
+        Command::Complete { id, lease, result } => {
+            w.u64(*id);
+            w.u64(*lease);
+            w.option(result, |w, r| w.bytes(r));
+        }
+        Command::Fail { id, lease, error, retry } => {
+            w.u64(*id);
+            w.u64(*lease);
+            w.string(error);
+            w.bool(*retry);
+        }
+        Command::Extend { id, lease, lease_ms } => {
+            w.u64(*id);
+            w.u64(*lease);
+            w.u64(*lease_ms);
+        }
+        Command::Cancel { id } => w.u64(*id),
+        Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => unreachable!("checked above"),
     }
 }
 

@@ -38,12 +38,32 @@ pub trait Storage {
 /// Segments as files `<id, 20 digits>.wal` in a directory.
 pub struct DirStorage {
     dir: PathBuf,
+    sync_gate: Option<Arc<Mutex<File>>>,
+}
+
+/// A segment file of [`DirStorage`].
+pub struct DirFile {
+    file: File,
+    sync_gate: Option<Arc<Mutex<File>>>,
 }
 
 impl DirStorage {
     pub fn new(dir: PathBuf) -> io::Result<DirStorage> {
         fs::create_dir_all(&dir)?;
-        Ok(DirStorage { dir })
+        Ok(DirStorage { dir, sync_gate: None })
+    }
+
+    /// A test hook for the whole server (`tqx serve --debug-wal-sync-gate`):
+    /// before each `fdatasync` of a batch, read one byte from `gate` (a FIFO the
+    /// test holds), so a test can hold a sync open and see replies wait for it.
+    pub fn with_sync_gate(dir: PathBuf, gate: &std::path::Path) -> io::Result<DirStorage> {
+        let mut storage = DirStorage::new(dir)?;
+        storage.sync_gate = Some(Arc::new(Mutex::new(File::open(gate)?)));
+        Ok(storage)
+    }
+
+    fn file(&self, file: File) -> DirFile {
+        DirFile { file, sync_gate: self.sync_gate.clone() }
     }
 
     fn path(&self, id: u64) -> PathBuf {
@@ -55,20 +75,24 @@ impl DirStorage {
     }
 }
 
-impl SegmentFile for File {
+impl SegmentFile for DirFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        self.seek(SeekFrom::Start(0))?;
-        self.read_to_end(&mut bytes)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        FileExt::write_all_at(self, bytes, offset)
+        FileExt::write_all_at(&self.file, bytes, offset)
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
+        if let Some(gate) = &self.sync_gate {
+            let mut byte = [0u8; 1];
+            gate.lock().unwrap_or_else(|e| e.into_inner()).read_exact(&mut byte)?;
+        }
+        self.file.sync_data()
     }
 }
 
@@ -78,7 +102,7 @@ impl SegmentFile for File {
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
 impl Storage for DirStorage {
-    type File = File;
+    type File = DirFile;
 
     fn list(&mut self) -> io::Result<Vec<u64>> {
         let mut ids = Vec::new();
@@ -93,7 +117,7 @@ impl Storage for DirStorage {
         Ok(ids)
     }
 
-    fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<File> {
+    fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<DirFile> {
         let mut file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(id))?;
         let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(bytes)];
         let mut written = 0;
@@ -105,11 +129,11 @@ impl Storage for DirStorage {
         FileExt::write_all_at(&file, header, 0)?;
         file.sync_all()?;
         self.sync_dir()?;
-        Ok(file)
+        Ok(self.file(file))
     }
 
-    fn open(&mut self, id: u64) -> io::Result<File> {
-        OpenOptions::new().read(true).write(true).open(self.path(id))
+    fn open(&mut self, id: u64) -> io::Result<DirFile> {
+        Ok(self.file(OpenOptions::new().read(true).write(true).open(self.path(id))?))
     }
 
     fn remove(&mut self, id: u64) -> io::Result<()> {

@@ -32,19 +32,58 @@ pub struct Server {
 
 static SERVER_COUNT: AtomicU64 = AtomicU64::new(0);
 
+/// A new, empty directory for one server's data and logs.
+pub fn fresh_dir() -> PathBuf {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!(
+        "tqx-http-test-{}-{}-{nanos}",
+        std::process::id(),
+        SERVER_COUNT.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
 impl Server {
-    /// `tqx serve --http 127.0.0.1:0 --data <fresh dir> --reactors 1 --workers 1 --no-pin <extra_args>`.
+    /// `tqx serve --http 127.0.0.1:0 --data <fresh dir> --reactors 1 --workers 1 --no-pin <extra_args>`,
+    /// once `/healthz` answers 200.
     pub fn start(extra_args: &[&str]) -> Server {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "tqx-http-test-{}-{}-{nanos}",
-            std::process::id(),
-            SERVER_COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let server = Server::launch(fresh_dir(), extra_args);
+        server.wait_healthy();
+        server
+    }
+
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or closed
+    /// cleanly) and starts a new one on the same data directory.
+    pub fn crash_and_restart(mut self, extra_args: &[&str]) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let server = Server::launch(std::mem::take(&mut self.dir), extra_args);
+        server.wait_healthy();
+        server
+    }
+
+    /// Stops the server with SIGTERM, waits for it to exit, and starts a new one
+    /// on the same data directory.
+    pub fn stop_and_restart(mut self, extra_args: &[&str]) -> Server {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(START_TIMEOUT);
+        assert!(status.is_some_and(|s| s.success()), "clean stop: {status:?}; stderr:\n{}", self.stderr());
+        let server = Server::launch(std::mem::take(&mut self.dir), extra_args);
+        server.wait_healthy();
+        server
+    }
+
+    /// The server's data directory (`--data`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts `tqx serve` in `dir` (data in `dir/data`, stderr in `dir/stderr.log`)
+    /// and waits for its `listening` line only: it may still be recovering.
+    pub fn launch(dir: PathBuf, extra_args: &[&str]) -> Server {
         std::fs::create_dir_all(&dir).expect("create test directory");
         let data = dir.join("data");
         let stderr_path = dir.join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).expect("stderr log");
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
         command.arg("serve").arg("--http").arg("127.0.0.1:0").arg("--data").arg(&data);
@@ -80,12 +119,10 @@ impl Server {
                 panic!("tqx serve did not print `listening http=IP:PORT` (exit: {status:?}); stderr:\n{log}");
             }
         };
-        let server = Server { child, addr, dir };
-        server.wait_healthy();
-        server
+        Server { child, addr, dir }
     }
 
-    fn wait_healthy(&self) {
+    pub fn wait_healthy(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(mut client) = Client::try_connect(self.addr) {

@@ -1,0 +1,338 @@
+//! Durability: the mode the server runs in, recovery of the engine from the
+//! write-ahead log at start, and the [`Journal`] workers log commands to.
+//!
+//! The log is a command log (docs/durability.md): each record is a
+//! state-changing command as a worker executed it, with the `now_ms` it passed
+//! the engine, or a tick that fired timers, or (first) the engine's seed.
+//! Replaying the records through the same `execute` rebuilds the same state,
+//! including lease tokens, because the engine is deterministic.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::tiering::Tiering;
+use super::ServeError;
+use crate::command::{execute, Command, Reply};
+use crate::engine::{Engine, EngineConfig};
+use crate::store::Store;
+use crate::wal::committer::{CommitError, Committer, CommitterOptions, FailureHook};
+use crate::wal::log::Log;
+use crate::wal::record::{self, Entry, LogRecord};
+use crate::wal::storage::DirStorage;
+
+/// Size of each preallocated, zero-filled WAL segment file. Rolling to a new
+/// one writes this many zeros and syncs them on the WAL thread.
+pub const WAL_SEGMENT_BYTES: usize = 32 << 20;
+/// Longest accepted `interval:<ms>`.
+pub const INTERVAL_MS_MAX: u64 = 60_000;
+/// How often replay reports progress once it has run for a second.
+const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What an acknowledged reply means (docs/durability.md, "Guarantees").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// Replies to state changes wait for the `fdatasync` covering their record.
+    Sync,
+    /// Replies go at once; the log is written and synced at least every `ms`.
+    Interval { ms: u64 },
+    /// No log: state lives in memory only and is lost when the process ends.
+    Memory,
+}
+
+impl FromStr for DurabilityMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(DurabilityMode::Sync),
+            "memory" => Ok(DurabilityMode::Memory),
+            _ => {
+                let ms = s
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| (1..=INTERVAL_MS_MAX).contains(ms))
+                    .ok_or_else(|| {
+                        format!("expected sync, memory or interval:<1..={INTERVAL_MS_MAX} ms>, got {s:?}")
+                    })?;
+                Ok(DurabilityMode::Interval { ms })
+            }
+        }
+    }
+}
+
+impl fmt::Display for DurabilityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurabilityMode::Sync => write!(f, "sync"),
+            DurabilityMode::Interval { ms } => write!(f, "interval:{ms}"),
+            DurabilityMode::Memory => write!(f, "memory"),
+        }
+    }
+}
+
+/// Where workers log what they execute. Owned by the engine state, so records
+/// are submitted in execution order under the engine lock.
+pub(crate) struct Journal {
+    committer: Option<Arc<Committer>>,
+    /// `sync` mode: replies to state changes wait for their record's sync.
+    replies_wait: bool,
+    /// Payloads past the memory budget live in the store (not in `memory` mode).
+    pub(crate) tiering: Option<Tiering>,
+    /// Wakes the checkpointer early (when payloads exceed the budget).
+    pub(crate) nudge: Option<SyncSender<CheckpointSignal>>,
+}
+
+/// What the checkpointer is told besides its timer.
+pub(crate) enum CheckpointSignal {
+    /// Take a checkpoint now (payloads are over the memory budget).
+    Nudge,
+    /// Take a last checkpoint and exit.
+    Stop,
+}
+
+/// A completion that needs nothing: the reply went out already, or there is none.
+fn ignore(_: Result<u64, CommitError>) {}
+
+impl Journal {
+    pub(crate) fn memory() -> Journal {
+        Journal { committer: None, replies_wait: false, tiering: None, nudge: None }
+    }
+
+    /// Fills in payloads that live only in the store (tiered storage).
+    pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
+        if let Some(tiering) = &self.tiering {
+            tiering.warm(engine, reply);
+        }
+    }
+
+    /// After a batch: if payloads exceed the memory budget, wake the
+    /// checkpointer, which moves some to the store once they are checkpointed.
+    pub(crate) fn check_budget(&self, engine: &Engine) {
+        if let (Some(tiering), Some(nudge)) = (&self.tiering, &self.nudge) {
+            if tiering.over_budget(engine) {
+                // Full means a nudge is already pending: nothing to add.
+                let _ = nudge.try_send(CheckpointSignal::Nudge);
+            }
+        }
+    }
+
+    /// Whether commands must be logged at all.
+    pub(crate) fn is_on(&self) -> bool {
+        self.committer.is_some()
+    }
+
+    /// Logs `record` without anyone waiting for it (ticks, leases).
+    pub(crate) fn log(&self, record: Vec<u8>) {
+        if let Some(committer) = &self.committer {
+            committer.submit(record, Box::new(ignore));
+        }
+    }
+
+    /// Executes `command` at `now_ms`, logging it first if it changes state, and
+    /// sends the reply: after its record is durable in `sync` mode (except a
+    /// lease or an extension, which never wait: losing one only means the task
+    /// is delivered again), at once otherwise.
+    pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: oneshot::Sender<Reply>) {
+        let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
+            let mut result = execute(engine, command, now_ms);
+            self.warm(engine, &mut result);
+            let _ = reply.send(result);
+            return;
+        };
+        let mut bytes = Vec::with_capacity(64);
+        record::encode_command(now_ms, &command, &mut bytes);
+        let waits = self.replies_wait && !matches!(command, Command::Dequeue { .. } | Command::Extend { .. });
+        let mut result = execute(engine, command, now_ms);
+        self.warm(engine, &mut result);
+        if matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
+            // An empty dequeue changed nothing: no record.
+            let _ = reply.send(result);
+        } else if waits {
+            committer.submit(
+                bytes,
+                Box::new(move |durable| {
+                    // The receiver may be gone (client hung up): nothing to do.
+                    let _ = reply.send(match durable {
+                        Ok(_) => result,
+                        Err(CommitError(reason)) => Reply::StorageFailed(Arc::from(format!(
+                            "the write-ahead log failed ({reason}); the server is stopping and this request may or \
+                             may not have been recorded"
+                        ))),
+                    });
+                }),
+            );
+        } else {
+            committer.submit(bytes, Box::new(ignore));
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Writes what is queued and stops the WAL thread (once the checkpointer,
+    /// which shares it, has stopped).
+    pub(crate) fn stop(&mut self) {
+        if let Some(committer) = self.committer.take() {
+            match Arc::try_unwrap(committer) {
+                Ok(committer) => committer.stop(),
+                Err(_) => tracing::warn!("the WAL thread is still shared at stop; it stops when released"),
+            }
+        }
+    }
+}
+
+/// Encodes a record that is not a client's command (a tick, a long poll's lease).
+pub(crate) fn encode_entry(now_ms: u64, entry: Entry) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32);
+    record::encode(&LogRecord { now_ms, entry }, &mut bytes);
+    bytes
+}
+
+/// The engine as recovery left it, and the journal to continue with.
+pub(crate) struct Recovered {
+    pub(crate) engine: Engine,
+    pub(crate) journal: Journal,
+    /// The checkpoint store and the WAL thread, for the checkpointer (not in
+    /// `memory` mode).
+    pub(crate) checkpointing: Option<(Arc<Store>, Arc<Committer>)>,
+    /// The latest `now_ms` in the log: the worker's clock never goes below it,
+    /// so replay sees the same times the engine saw.
+    pub(crate) clock_ms: u64,
+}
+
+/// Opens the log in `data_dir/wal`, replays it into a fresh engine and starts
+/// the WAL thread. In `memory` mode there is no log; a fresh engine starts.
+pub(crate) fn recover(
+    data_dir: &Path,
+    mode: DurabilityMode,
+    sync_gate: Option<&Path>,
+    memory_limit_bytes: u64,
+    on_failure: FailureHook,
+) -> Result<Recovered, ServeError> {
+    let wal_dir = data_dir.join("wal");
+    if mode == DurabilityMode::Memory {
+        if wal_dir.exists() {
+            tracing::warn!(dir = %wal_dir.display(), "durability is memory: the write-ahead log there is ignored");
+        }
+        let engine = Engine::new(EngineConfig { seed: super::os::random_u64(), ..EngineConfig::default() });
+        return Ok(Recovered { engine, journal: Journal::memory(), checkpointing: None, clock_ms: 0 });
+    }
+
+    let started = Instant::now();
+    let store_dir = data_dir.join("store");
+    let store =
+        Store::open(&store_dir).map_err(|e| ServeError::Store(store_dir.display().to_string(), e.to_string()))?;
+    // Payloads past the budget stay in the store (cold) from the start.
+    let checkpoint = store
+        .load_with_payload_budget(memory_limit_bytes)
+        .map_err(|e| ServeError::Store(store_dir.display().to_string(), e.to_string()))?;
+    let storage = match sync_gate {
+        None => DirStorage::new(wal_dir.clone()),
+        Some(gate) => DirStorage::with_sync_gate(wal_dir.clone(), gate),
+    }
+    .map_err(ServeError::Io)?;
+    let wal_error = |error| ServeError::Wal(wal_dir.display().to_string(), error);
+    let (mut log, recovered) =
+        Log::open(storage, WAL_SEGMENT_BYTES, Box::new(super::os::random_u64)).map_err(wal_error)?;
+    if recovered.torn_tail {
+        tracing::warn!("the log ended in a torn batch (a crash during a write); it was dropped, never acknowledged");
+    }
+
+    let (mut engine, applied_lsn) = match checkpoint {
+        Some(checkpoint) => {
+            let restored = Engine::restore(
+                EngineConfig::default(),
+                &checkpoint.meta,
+                checkpoint.queues,
+                checkpoint.tasks,
+                checkpoint.payloads,
+            )
+            .map_err(|e| ServeError::Store(store_dir.display().to_string(), e.to_string()))?;
+            (Some(restored), checkpoint.applied_lsn)
+        }
+        None => (None, 0),
+    };
+    // The log must hold every record after the checkpoint.
+    if log.first_lsn() > applied_lsn + 1 || log.next_lsn() <= applied_lsn {
+        return Err(ServeError::Replay {
+            lsn: applied_lsn,
+            reason: format!(
+                "the log holds LSNs {}..{} but the checkpoint in {} needs every record after {applied_lsn}",
+                log.first_lsn(),
+                log.next_lsn(),
+                store_dir.display()
+            ),
+        });
+    }
+    let records: Vec<_> = recovered.records.into_iter().filter(|(lsn, _)| *lsn > applied_lsn).collect();
+    let records_count = records.len();
+    let bytes_count: usize = records.iter().map(|(_, r)| r.len()).sum();
+    let mut clock_ms = 0;
+    let mut last_progress = started;
+    for (i, (lsn, bytes)) in records.into_iter().enumerate() {
+        let replay_error = |reason: String| ServeError::Replay { lsn, reason };
+        let LogRecord { now_ms, entry } = record::decode(&bytes).map_err(|e| replay_error(e.0))?;
+        clock_ms = clock_ms.max(now_ms);
+        match (entry, engine.as_mut()) {
+            (Entry::Seed(seed), None) => engine = Some(Engine::new(EngineConfig { seed, ..EngineConfig::default() })),
+            (Entry::Command(command), Some(engine)) => {
+                execute(engine, command, now_ms);
+            }
+            (Entry::Tick { work_max }, Some(engine)) => {
+                engine.tick(now_ms, work_max as usize);
+            }
+            (Entry::Seed(_), Some(_)) => return Err(replay_error("a second seed record".into())),
+            (_, None) => return Err(replay_error("the log does not begin with the engine's seed".into())),
+        }
+        if last_progress.elapsed() >= REPLAY_PROGRESS_EVERY {
+            last_progress = Instant::now();
+            tracing::info!(replayed = i + 1, of = records_count, "replaying the write-ahead log");
+        }
+    }
+    let mut engine = match engine {
+        Some(engine) => engine,
+        None => {
+            // A new log: its first record is the seed, synced before anything else.
+            let seed = super::os::random_u64();
+            log.append(&[encode_entry(0, Entry::Seed(seed))]).map_err(wal_error)?;
+            Engine::new(EngineConfig { seed, ..EngineConfig::default() })
+        }
+    };
+    if let Err(reason) = engine.check_invariants() {
+        return Err(ServeError::Replay { lsn: log.next_lsn().saturating_sub(1), reason });
+    }
+    // From now on every change is tracked for the checkpointer (switching it on
+    // marks everything, so the first checkpoint of a replayed log is complete).
+    engine.set_change_tracking(true);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        checkpoint_lsn = applied_lsn,
+        records = records_count,
+        bytes = bytes_count,
+        tasks = engine.tasks_count(),
+        elapsed_ms,
+        %mode,
+        "recovered"
+    );
+
+    let linger = match mode {
+        DurabilityMode::Interval { ms } => Duration::from_millis(ms),
+        _ => Duration::ZERO,
+    };
+    let committer = Arc::new(
+        Committer::start_with(log, CommitterOptions { linger, on_failure: Some(on_failure) })
+            .map_err(ServeError::Io)?,
+    );
+    let store = Arc::new(store);
+    let journal = Journal {
+        committer: Some(committer.clone()),
+        replies_wait: mode == DurabilityMode::Sync,
+        tiering: Some(Tiering { store: store.clone(), budget_bytes: memory_limit_bytes }),
+        nudge: None, // set when the checkpointer starts
+    };
+    Ok(Recovered { engine, journal, checkpointing: Some((store, committer)), clock_ms })
+}

@@ -1,0 +1,255 @@
+//! Durability through the real server: replies wait for the sync of their record,
+//! acknowledged state survives `kill -9`, recovery gates `/healthz`, corruption
+//! refuses to start. Real `tqx serve` processes, real files, real fsync.
+//!
+//! Syncs are held open with the server's test hook `--debug-wal-sync-gate FIFO`:
+//! each WAL sync first reads one byte from the FIFO, which the test holds open.
+
+mod support;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{fresh_dir, request_bytes, ReadError, Server};
+
+/// How long a reply that must wait is watched for arriving too early. It cannot
+/// make the test fail wrongly: while the gate is closed the reply cannot come.
+const HELD_WATCH: Duration = Duration::from_millis(300);
+
+/// A FIFO the server's WAL syncs read from; each `release` lets one sync run.
+struct SyncGate {
+    path: PathBuf,
+    writer: File,
+}
+
+impl SyncGate {
+    fn new(dir: &Path) -> SyncGate {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("sync-gate");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Read-write, so neither side's open blocks waiting for the other.
+        let writer = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        SyncGate { path, writer }
+    }
+
+    fn arg(&self) -> String {
+        self.path.to_str().unwrap().to_string()
+    }
+
+    fn release(&mut self, syncs: usize) {
+        self.writer.write_all(&vec![0u8; syncs]).unwrap();
+    }
+}
+
+#[test]
+fn a_default_mode_reply_waits_for_the_sync_that_covers_its_record() {
+    let dir = fresh_dir();
+    let mut gate = SyncGate::new(&dir);
+    gate.release(1); // the new log's first record (the engine seed)
+    let gate_arg = gate.arg();
+    let server = Server::launch(dir, &["--debug-wal-sync-gate", &gate_arg]);
+    server.wait_healthy();
+
+    let mut producer = server.client();
+    let body = serde_json::to_vec(&json!({"payload": "order-1"})).unwrap();
+    producer.send_raw(&request_bytes("POST", "/v1/queues/orders/tasks", Some(&body)));
+
+    // The enqueue has executed (a read, which never waits, sees the task)...
+    let mut reader = server.client();
+    let task = reader.task("1");
+    assert_eq!(task["state"], "ready", "{task}");
+    // ...and a lease does not wait for the sync either...
+    let leased = reader.dequeue(&["orders"], 1);
+    assert_eq!(leased.len(), 1);
+    // ...but the enqueue's reply waits while its sync is held.
+    producer.set_read_timeout(HELD_WATCH);
+    assert!(
+        matches!(producer.read_response(), Err(ReadError::TimedOut)),
+        "the enqueue was acknowledged before its record was synced"
+    );
+    gate.release(1);
+    producer.set_read_timeout(support::READ_TIMEOUT);
+    let reply = producer.read_response().expect("the reply after the sync");
+    assert_eq!(reply.status, 201, "{reply:?}");
+    assert_eq!(reply.body, json!({"id": "1", "state": "ready"}));
+    // Let any later syncs (the lease's record) through so the server stops cleanly.
+    gate.release(16);
+}
+
+#[test]
+fn health_and_commands_answer_503_recovering_until_recovery_is_done() {
+    let dir = fresh_dir();
+    let mut gate = SyncGate::new(&dir);
+    let gate_arg = gate.arg();
+    // Recovery of a new log syncs its first record; the gate holds it there.
+    let server = Server::launch(dir, &["--debug-wal-sync-gate", &gate_arg]);
+    let mut client = server.client();
+    let health = client.get("/healthz");
+    assert_eq!((health.status, health.body.clone()), (503, json!({"status": "recovering"})), "{health:?}");
+    let enqueue = client.post("/v1/queues/q/tasks", json!({"payload": 1}));
+    assert_eq!(enqueue.status, 503, "{enqueue:?}");
+    assert_eq!(enqueue.body["error"]["code"], "recovering");
+    assert_eq!(enqueue.header("retry-after"), Some("1"));
+    gate.release(1);
+    server.wait_healthy();
+    gate.release(16);
+    assert_eq!(client.post("/v1/queues/q/tasks", json!({"payload": 1})).status, 201);
+}
+
+/// Everything observable about the tasks `ids` and all queues.
+fn state(client: &mut support::Client, ids: &[String]) -> Value {
+    let tasks: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let response = client.get(&format!("/v1/tasks/{id}"));
+            json!({"status": response.status, "body": response.body})
+        })
+        .collect();
+    json!({"tasks": tasks, "queues": client.get("/v1/queues").body})
+}
+
+#[test]
+fn acknowledged_state_is_the_same_after_kill_9_and_restart() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.create_queue("prio", json!({"discipline": "priority", "lease_ms": 600_000, "max_attempts": 3}));
+    client.create_queue("rr", json!({"discipline": "round_robin", "group_concurrency": 1}));
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(client.enqueue("prio", json!({"payload": {"n": i}, "priority": i % 3, "key": format!("k{i}")})));
+    }
+    for group in ["a", "b", "a", "c"] {
+        ids.push(client.enqueue("rr", json!({"payload": group, "group": group})));
+    }
+    ids.push(client.enqueue("prio", json!({"payload": "later", "delay_ms": 3_600_000})));
+    let parent = ids[0].clone();
+    ids.push(client.enqueue("other", json!({"payload": "child", "depends_on": [parent]})));
+    let batch = client.post(
+        "/v1/queues/other/tasks/batch",
+        json!({"tasks": [{"payload": "x"}, {"payload": "y", "depends_on": ["#0"]}]}),
+    );
+    assert_eq!(batch.status, 201, "{batch:?}");
+    ids.extend(batch.body["ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_string()));
+
+    let leased = client.dequeue(&["prio"], 3);
+    assert_eq!(leased.len(), 3);
+    let lease = |task: &Value| task["lease"].as_str().unwrap().to_string();
+    let (first, second, third) = (&leased[0], &leased[1], &leased[2]);
+    let done = client.post(
+        &format!("/v1/tasks/{}/complete", first["id"].as_str().unwrap()),
+        json!({"lease": lease(first), "result": {"ok": true}}),
+    );
+    assert_eq!(done.status, 200, "{done:?}");
+    let failed = client.post(
+        &format!("/v1/tasks/{}/fail", second["id"].as_str().unwrap()),
+        json!({"lease": lease(second), "error": "boom", "retry": false}),
+    );
+    assert_eq!(failed.status, 200, "{failed:?}");
+    assert_eq!(client.delete(&format!("/v1/tasks/{}", ids[4])).status, 200);
+    assert_eq!(client.dequeue(&["rr"], 10).len(), 3, "one per group under group_concurrency 1");
+    let before = state(&mut client, &ids);
+
+    let server = server.crash_and_restart(&[]);
+    let mut client = server.client();
+    assert_eq!(state(&mut client, &ids), before);
+    // The lease taken before the crash is still valid: tokens replay identically.
+    let done =
+        client.post(&format!("/v1/tasks/{}/complete", third["id"].as_str().unwrap()), json!({"lease": lease(third)}));
+    assert_eq!(done.status, 200, "{done:?}");
+    // New ids continue after the old ones; idempotency keys are remembered.
+    let again = client.post("/v1/queues/prio/tasks", json!({"payload": "dup", "key": "k5"}));
+    assert_eq!((again.status, again.body["id"].clone()), (200, json!(ids[5])), "{again:?}");
+    let next = client.enqueue("prio", json!({"payload": "new"}));
+    assert_eq!(next.parse::<u64>().unwrap(), ids.len() as u64 + 1);
+    server.assert_healthy();
+}
+
+#[test]
+fn interval_mode_keeps_what_a_clean_stop_flushed_and_memory_mode_keeps_nothing() {
+    let server = Server::start(&["--durability", "interval:50"]);
+    let mut client = server.client();
+    let id = client.enqueue("q", json!({"payload": "kept"}));
+    let server = server.stop_and_restart(&["--durability", "interval:50"]);
+    assert_eq!(server.client().task(&id)["payload"], "kept");
+
+    let server = server.stop_and_restart(&["--durability", "memory"]);
+    let mut client = server.client();
+    assert_eq!(client.get(&format!("/v1/tasks/{id}")).status, 404, "memory mode ignores the log");
+    client.enqueue("q", json!({"payload": "lost"}));
+    // Back to sync: the log still holds what interval mode wrote, nothing of memory mode.
+    let server = server.stop_and_restart(&[]);
+    let mut client = server.client();
+    assert_eq!(client.task(&id)["payload"], "kept");
+    assert_eq!(client.get("/v1/tasks/2").status, 404);
+}
+
+#[test]
+fn a_damaged_record_before_the_end_refuses_to_start_naming_the_file_and_offset() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    for i in 0..5 {
+        client.enqueue("q", json!({"payload": format!("task {i}")}));
+    }
+    let data = server.data_dir();
+    let mut server = server;
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+
+    // Damage the second batch (the first enqueue): later batches follow it, so
+    // this is corruption, not a torn tail.
+    let segment = std::fs::read_dir(data.join("wal")).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&segment).unwrap();
+    let needle = b"task 0";
+    let offset = bytes.windows(needle.len()).position(|w| w == needle).expect("the payload is in the log");
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(b"T", offset as u64).unwrap();
+    drop(file);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .args(["serve", "--http", "127.0.0.1:0", "--reactors", "1", "--workers", "1", "--no-pin", "--data"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started on a corrupt log; stderr:\n{stderr}");
+    let file_name = segment.file_name().unwrap().to_str().unwrap();
+    assert!(stderr.contains(file_name) && stderr.contains("offset"), "names file and offset:\n{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+}
+
+#[test]
+fn state_after_a_checkpoint_and_more_writes_survives_kill_9() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.create_queue("jobs", json!({"lease_ms": 600_000, "retention_ms": 3_600_000}));
+    let mut ids: Vec<String> = (0..20).map(|i| client.enqueue("jobs", json!({"payload": i}))).collect();
+    let leased = client.dequeue(&["jobs"], 4);
+    // A clean stop takes a last checkpoint into RocksDB and removes the log below it.
+    let server = server.stop_and_restart(&[]);
+    let recovered_line = server.stderr().lines().rev().find(|l| l.contains("recovered")).unwrap().to_string();
+    assert!(!recovered_line.contains("checkpoint_lsn=0"), "the restart used a checkpoint: {recovered_line}");
+
+    // Writes after the checkpoint live only in the log until the next one.
+    let mut client = server.client();
+    let lease = leased[0]["lease"].as_str().unwrap();
+    let done =
+        client.post(&format!("/v1/tasks/{}/complete", leased[0]["id"].as_str().unwrap()), json!({"lease": lease}));
+    assert_eq!(done.status, 200, "a lease from before the checkpoint is valid after it: {done:?}");
+    ids.extend((20..30).map(|i| client.enqueue("jobs", json!({"payload": i}))));
+    assert_eq!(client.delete(&format!("/v1/tasks/{}", ids[10])).status, 200);
+    client.dequeue(&["jobs"], 3);
+    let before = state(&mut client, &ids);
+
+    let server = server.crash_and_restart(&[]);
+    let mut client = server.client();
+    assert_eq!(state(&mut client, &ids), before);
+    server.assert_healthy();
+}
