@@ -30,6 +30,7 @@ mod jitter;
 pub mod limits;
 mod queue;
 mod snapshot;
+mod tiering;
 mod types;
 
 #[cfg(test)]
@@ -101,6 +102,9 @@ struct Task {
     state: TaskState,
     /// Change-tracking bits (`snapshot::TRACK_*`); read only while tracking is on.
     track: u8,
+    /// The payload lives only in the checkpoint store (tiered storage):
+    /// `payload` is empty and the driver reads it back (see `tiering.rs`).
+    cold: bool,
     extra: Option<Box<TaskExtra>>,
 }
 
@@ -201,6 +205,10 @@ pub struct Engine {
     finished: Vec<usize>,
     /// What changed since the last `take_changes`, while change tracking is on.
     changes: Tracker,
+    /// Payload bytes held in memory (cold payloads excluded).
+    payload_bytes_resident: u64,
+    /// Ids of tasks whose payload is in memory, while tiered storage is on.
+    resident_ids: Option<BTreeSet<TaskId>>,
 }
 
 impl Engine {
@@ -218,6 +226,8 @@ impl Engine {
             cascade: VecDeque::new(),
             finished: Vec::new(),
             changes: Tracker::default(),
+            payload_bytes_resident: 0,
+            resident_ids: None,
         }
     }
 
@@ -595,9 +605,11 @@ impl Engine {
             max_attempts: max_attempts_u16(task.max_attempts.unwrap_or(queue.config.max_attempts)),
             state,
             track: TRACK_NEW,
+            cold: false,
             extra,
         });
         self.slot_by_id.insert(id, slot as u32);
+        self.payload_resident(slot);
         self.touch_task(slot);
         self.enter_state(slot);
         if state == TaskState::Cancelled && due_ms == NO_TIMER {
@@ -728,6 +740,7 @@ impl Engine {
         self.leave_state(slot);
         let task = self.tasks.remove(slot);
         self.slot_by_id.remove(&task.id);
+        self.payload_forgotten(&task);
         if self.changes.on {
             self.track_purge(&task);
         }
@@ -1013,6 +1026,7 @@ impl Engine {
     /// Checks every index against the tasks. O(tasks); for tests and debugging.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_payload_accounting()?;
         let mut counts: HashMap<QueueIx, [u64; 7]> = HashMap::new();
         let mut ready: HashMap<QueueIx, Vec<(GroupIx, u128)>> = HashMap::new();
         let mut group_refs: HashMap<(QueueIx, GroupIx), (u32, u32)> = HashMap::new();

@@ -91,6 +91,10 @@ pub struct Changes {
     /// (task id, Some(payload)) when a task is created, (id, None) when it is purged.
     /// Payloads never change, so each is written once.
     pub payloads: Vec<(TaskId, Option<Bytes>)>,
+    /// Every task with a lower id has had its payload in this or an earlier
+    /// `Changes` (0 with tracking off): once those are durable in the store, the
+    /// payloads may leave memory (`Engine::evict_payloads`).
+    pub next_id: TaskId,
 }
 
 impl Changes {
@@ -212,6 +216,7 @@ impl Engine {
         if !self.changes.on {
             return changes;
         }
+        changes.next_id = self.next_id;
         for name in std::mem::take(&mut self.changes.queues) {
             let row = self.queue_by_name.get(&name).map(|&q| {
                 let queue = &mut self.queues[q as usize];
@@ -228,7 +233,8 @@ impl Engine {
             task.track = TRACK_STORED;
             let task = &self.tasks[slot];
             changes.tasks.push((id, Some(encode_task(task, &self.queues[task.queue as usize]))));
-            if track & TRACK_PAYLOAD != 0 {
+            // A cold payload is already in the store, and `payload` is empty.
+            if track & TRACK_PAYLOAD != 0 && !task.cold {
                 changes.payloads.push((id, Some(task.payload.clone())));
             }
         }
@@ -328,9 +334,11 @@ impl Engine {
             let Some(&q) = engine.queue_by_name.get(decoded.queue) else {
                 return Err(err(row_name(), format!("in queue {:?}, which has no row", decoded.queue)));
             };
-            let Some(payload) = payload_by_id.remove(&id) else {
-                return Err(err(row_name(), "no payload row".into()));
-            };
+            // No payload given: it stays in the store (tiered storage, a load
+            // within a memory budget) and is read back when needed.
+            let payload = payload_by_id.remove(&id);
+            let cold = payload.is_none();
+            let payload = payload.unwrap_or_default();
             let queue = &mut engine.queues[q as usize];
             let key = decoded.key.map(Box::<str>::from);
             if let Some(key) = &key {
@@ -366,9 +374,11 @@ impl Engine {
                 max_attempts: decoded.max_attempts,
                 state: decoded.state,
                 track: TRACK_STORED,
+                cold,
                 extra,
             });
             engine.slot_by_id.insert(id, slot as u32);
+            engine.payload_resident(slot);
             slots.push((id, slot));
         }
         if let Some(id) = payload_by_id.keys().min() {

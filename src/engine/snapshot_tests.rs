@@ -396,10 +396,6 @@ fn inconsistent_rows_are_refused_naming_the_row() {
     let first = *store.tasks.keys().next().unwrap();
 
     let mut s = store.clone();
-    s.payloads.remove(&first);
-    assert_eq!(restore_err(&s), format!("task {first}: no payload row"));
-
-    let mut s = store.clone();
     s.payloads.insert(1_000, Bytes::new());
     assert_eq!(restore_err(&s), "payload of task 1000: no task row");
 
@@ -828,4 +824,71 @@ proptest! {
             return Err(TestCaseError::fail(msg));
         }
     }
+}
+
+// ---- tiered payloads --------------------------------------------------------------
+
+fn payload_of(e: &Engine, id: TaskId) -> Bytes {
+    e.task(id).unwrap().payload
+}
+
+#[test]
+fn eviction_drops_checkpointed_payloads_newest_first_and_never_sends_an_empty_one() {
+    let mut e = Engine::new(config(1));
+    e.set_change_tracking(true);
+    e.set_payload_tiering(true);
+    let ids: Vec<TaskId> = (0..10).map(|_| enqueue(&mut e, "q", task("0123456789"), 1)).collect();
+    assert_eq!(e.resident_payload_bytes(), 100);
+    let mut rows = Rows::default();
+    let changes = e.take_changes();
+    let checkpointed_below = changes.next_id;
+    rows.apply(changes);
+    let late = enqueue(&mut e, "q", task("late"), 2); // not in any checkpoint yet
+
+    // Newest first, only below the checkpoint's bound, until enough is freed.
+    assert_eq!(e.evict_payloads(checkpointed_below, 25), (3, 30));
+    assert_eq!(e.resident_payload_bytes(), 74);
+    assert!(ids[7..].iter().all(|&id| e.payload_is_cold(id)) && !e.payload_is_cold(ids[6]));
+    assert!(!e.payload_is_cold(late), "a payload not yet checkpointed stays");
+    assert_eq!(payload_of(&e, ids[9]), Bytes::new(), "the driver fills cold payloads in");
+    assert_eq!(e.evict_payloads(checkpointed_below, u64::MAX), (7, 70));
+    assert_eq!(e.evict_payloads(checkpointed_below, u64::MAX), (0, 0), "nothing left below the bound");
+    e.check_invariants().unwrap();
+
+    // Changing a cold task re-sends its row, never an empty payload over the stored one.
+    let leased = dequeue(&mut e, &["q"], 1, 3);
+    assert_eq!((leased[0].id, leased[0].payload.clone()), (ids[0], Bytes::new()));
+    e.set_change_tracking(true); // even a forced full snapshot
+    let changes = e.take_changes();
+    assert!(changes.tasks.iter().any(|(id, _)| *id == ids[0]));
+    assert_eq!(changes.payloads.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [late]);
+    rows.apply(changes);
+
+    // Purging a cold task keeps the accounting right.
+    e.cancel(ids[5], 4).unwrap();
+    e.check_invariants().unwrap();
+    assert_eq!(e.resident_payload_bytes(), 4);
+}
+
+#[test]
+fn a_restore_without_some_payloads_makes_those_tasks_cold() {
+    let (mut e, max_id) = populated();
+    let mut store = full_store(&mut e);
+    let dropped: Vec<TaskId> = store.payloads.keys().copied().filter(|id| id % 2 == 0).collect();
+    for id in &dropped {
+        store.payloads.remove(id);
+    }
+    let restored = store.restore(EngineConfig::default()).unwrap();
+    restored.check_invariants().unwrap();
+    for id in 1..=max_id {
+        if e.task(id).is_none() {
+            continue;
+        }
+        assert_eq!(restored.payload_is_cold(id), dropped.contains(&id), "task {id}");
+        if !dropped.contains(&id) {
+            assert_eq!(payload_of(&restored, id), payload_of(&e, id));
+        }
+    }
+    let in_memory: u64 = store.payloads.values().map(|p| p.len() as u64).sum();
+    assert_eq!(restored.resident_payload_bytes(), in_memory);
 }

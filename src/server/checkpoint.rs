@@ -76,7 +76,7 @@ fn checkpoint(
     };
     // Every task below this id has its payload row in `changes` or an earlier
     // checkpoint; once flushed, those payloads may leave memory.
-    let checkpointed_below: crate::engine::TaskId = 0; // placeholder until `Changes` says (being added)
+    let checkpointed_below = changes.next_id;
     while committer.durable_lsn() < upto {
         if shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
             return Ok(None);

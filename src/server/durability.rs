@@ -252,6 +252,10 @@ pub(crate) fn recover(
                 checkpoint.payloads,
             )
             .map_err(|e| ServeError::Store(store_dir.display().to_string(), e.to_string()))?;
+            // Tracked from here on (restore leaves tracking on), so the records
+            // replayed below reach the next checkpoint.
+            let mut restored = restored;
+            restored.set_payload_tiering(true);
             (Some(restored), checkpoint.applied_lsn)
         }
         None => (None, 0),
@@ -305,9 +309,12 @@ pub(crate) fn recover(
     if let Err(reason) = engine.check_invariants() {
         return Err(ServeError::Replay { lsn: log.next_lsn().saturating_sub(1), reason });
     }
-    // From now on every change is tracked for the checkpointer (switching it on
-    // marks everything, so the first checkpoint of a replayed log is complete).
-    engine.set_change_tracking(true);
+    if applied_lsn == 0 {
+        // Built from the log alone: switching tracking on marks everything, so
+        // the first checkpoint is complete.
+        engine.set_change_tracking(true);
+        engine.set_payload_tiering(true);
+    }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         checkpoint_lsn = applied_lsn,

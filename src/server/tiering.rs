@@ -39,26 +39,6 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| format!("{s:?} is out of range"))
 }
 
-/// Placeholder until the engine tracks resident payloads (being added): nothing
-/// is ever over budget, so nothing is evicted and nothing is cold.
-trait PayloadTiers {
-    fn resident_payload_bytes(&self) -> u64;
-    fn evict_payloads(&mut self, below_id: TaskId, bytes: u64) -> (usize, u64);
-    fn payload_is_cold(&self, id: TaskId) -> bool;
-}
-
-impl PayloadTiers for Engine {
-    fn resident_payload_bytes(&self) -> u64 {
-        0
-    }
-    fn evict_payloads(&mut self, _below_id: TaskId, _bytes: u64) -> (usize, u64) {
-        (0, 0)
-    }
-    fn payload_is_cold(&self, _id: TaskId) -> bool {
-        false
-    }
-}
-
 /// The budget and where cold payloads live.
 pub(crate) struct Tiering {
     pub(crate) store: Arc<Store>,

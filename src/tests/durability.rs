@@ -253,3 +253,42 @@ fn state_after_a_checkpoint_and_more_writes_survives_kill_9() {
     assert_eq!(state(&mut client, &ids), before);
     server.assert_healthy();
 }
+
+/// Waits (up to 20 s) until the server's log has a line containing `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.stderr().contains(needle) {
+        assert!(std::time::Instant::now() < deadline, "no log line {needle:?}; stderr:\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn payloads_past_the_memory_limit_are_read_back_from_the_store_also_after_a_crash() {
+    // 200 payloads of ~5 KiB (1 MiB) against a 64 KiB budget: 16 times over.
+    let args = ["--memory-limit", "64KiB"];
+    let server = Server::start(&args);
+    let mut client = server.client();
+    let payload = |i: usize| format!("{i:04}-{}", "x".repeat(5_000));
+    let ids: Vec<String> = (0..200).map(|i| client.enqueue("big", json!({"payload": payload(i)}))).collect();
+    wait_for_log(&server, "payloads moved to the store");
+
+    for (i, id) in ids.iter().enumerate().step_by(7) {
+        assert_eq!(client.task(id)["payload"], json!(payload(i)), "GET of task {id}");
+    }
+    let first: Vec<Value> = client.dequeue(&["big"], 100);
+    for (i, task) in first.iter().enumerate() {
+        assert_eq!(task["payload"], json!(payload(i)), "leased task {i}");
+    }
+
+    // After a crash, recovery loads payloads only up to the budget; the rest
+    // stay in the store and still come back whole.
+    let server = server.crash_and_restart(&args);
+    let mut client = server.client();
+    let rest: Vec<Value> = client.dequeue(&["big"], 1000);
+    assert_eq!(rest.len(), 100);
+    for (i, task) in rest.iter().enumerate() {
+        assert_eq!(task["payload"], json!(payload(100 + i)), "leased task {} after the restart", 100 + i);
+    }
+    server.assert_healthy();
+}
