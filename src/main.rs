@@ -95,6 +95,10 @@ struct ServeArgs {
     /// only in RocksDB and are read back when leased or looked up. Not used with `--durability memory`.
     #[arg(long, value_name = "BYTES", default_value = "4GiB", value_parser = server::parse_bytes)]
     memory_limit: u64,
+    /// Time between checkpoints of the state into RocksDB (after which the log below them is deleted).
+    #[arg(long, value_name = "MS", default_value_t = server::CHECKPOINT_INTERVAL_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    checkpoint_interval_ms: u64,
     /// Test hook: read one byte from this FIFO before each WAL sync (holds syncs open).
     #[arg(long, value_name = "FIFO", hide = true)]
     debug_wal_sync_gate: Option<PathBuf>,
@@ -311,6 +315,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         durability: args.durability,
         wal_sync_gate: args.debug_wal_sync_gate,
         memory_limit_bytes: args.memory_limit,
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
         reactor_threads: args.reactors as usize,
         worker_threads: args.workers as usize,
         pin_threads,

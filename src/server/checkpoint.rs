@@ -2,7 +2,8 @@
 //! RocksDB, so that the write-ahead log can be truncated and recovery replays
 //! only what came after the last checkpoint.
 //!
-//! One round, every [`CHECKPOINT_INTERVAL`] (and once more at a clean stop):
+//! One round every `--checkpoint-interval-ms` (and when payloads exceed the
+//! memory budget, and once more at a clean stop):
 //! 1. under the engine lock: the rows that changed since the last round
 //!    (`Engine::take_changes`) and the LSN of the last record submitted — the
 //!    rows are exactly the effect of the records up to that LSN, because records
@@ -25,22 +26,23 @@ use super::Shared;
 use crate::store::{CheckpointBatch, Store};
 use crate::wal::committer::Committer;
 
-/// Time between checkpoints while anything changes.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// `--checkpoint-interval-ms` default: time between checkpoints while anything changes.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5_000;
 /// Poll period while waiting for the log to become durable up to a checkpoint.
 const DURABLE_POLL: Duration = Duration::from_millis(1);
 
-/// Runs a round every [`CHECKPOINT_INTERVAL`] or when nudged, until told to
+/// Runs a round every `interval` or when nudged, until told to
 /// stop (or the channel closes); then takes one last checkpoint.
 pub(crate) fn run(
     shared: Arc<Shared>,
     store: Arc<Store>,
     committer: Arc<Committer>,
     signals: Receiver<CheckpointSignal>,
+    interval: Duration,
 ) {
     let mut applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
     loop {
-        let last = match signals.recv_timeout(CHECKPOINT_INTERVAL) {
+        let last = match signals.recv_timeout(interval) {
             Ok(CheckpointSignal::Nudge) | Err(RecvTimeoutError::Timeout) => false,
             Ok(CheckpointSignal::Stop) | Err(RecvTimeoutError::Disconnected) => true,
         };

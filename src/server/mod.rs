@@ -24,6 +24,7 @@ mod reactor;
 mod tiering;
 mod worker;
 
+pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
 pub use durability::{DurabilityMode, INTERVAL_MS_MAX, WAL_SEGMENT_BYTES};
 pub use tiering::{parse_bytes, MEMORY_LIMIT_BYTES_DEFAULT};
 
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     /// Payload bytes kept in memory; past it, payloads live in RocksDB only
     /// and are read back when needed (`--memory-limit`).
     pub memory_limit_bytes: u64,
+    /// Time between checkpoints into RocksDB while anything changes.
+    pub checkpoint_interval_ms: u64,
     /// Threads running an io_uring reactor each (accept, parse, reply).
     pub reactor_threads: usize,
     /// Threads executing commands against the engine.
@@ -317,9 +320,10 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let checkpointer = match (recovered.checkpointing, checkpoint_signals) {
         (Some((store, committer)), Some((stop, stop_rx))) => {
             let shared = shared.clone();
+            let interval = Duration::from_millis(config.checkpoint_interval_ms);
             let handle = thread::Builder::new()
                 .name("tqx-checkpoint".into())
-                .spawn(move || checkpoint::run(shared, store, committer, stop_rx))
+                .spawn(move || checkpoint::run(shared, store, committer, stop_rx, interval))
                 .map_err(ServeError::Io)?;
             Some((stop, handle))
         }

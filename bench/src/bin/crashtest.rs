@@ -110,6 +110,14 @@ struct Args {
     /// Durability mode passed to `tqx serve`: sync, interval:<ms> or memory.
     #[arg(long, value_name = "MODE", default_value = "sync")]
     durability: Mode,
+    /// `tqx serve --checkpoint-interval-ms`: short, so that kills land before,
+    /// during and after checkpoints into RocksDB and log truncations.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    checkpoint_interval_ms: u64,
+    /// `tqx serve --memory-limit`: small, so that most payloads live only in
+    /// RocksDB and are read back (tiered storage) when checked.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB")]
+    memory_limit: String,
     /// Older ids re-checked at random after each restart (besides the new ones).
     #[arg(long, default_value_t = 256)]
     sample: u64,
@@ -404,6 +412,8 @@ impl Server {
         let mut child = Command::new(&args.tqx)
             .arg("serve")
             .args(["--http", "127.0.0.1:0", "--durability", &args.durability.to_string(), "--no-pin"])
+            .args(["--checkpoint-interval-ms", &args.checkpoint_interval_ms.to_string()])
+            .args(["--memory-limit", &args.memory_limit])
             .arg("--data")
             .arg(data)
             .stdin(Stdio::null())
@@ -1130,7 +1140,7 @@ fn main() -> ExitCode {
     let run = Run { args: &args, seed, data: &data, log_path: &log_path };
     let replay = format!(
         "replay: tools/crashtest --seed {seed} --cycles {} --producers {} --consumers {} --queues {} --max-run-ms {} \
-         --enqueue-rate {} --sample {} --durability {}",
+         --enqueue-rate {} --sample {} --durability {} --checkpoint-interval-ms {} --memory-limit {}",
         args.cycles,
         args.producers,
         args.consumers,
@@ -1138,7 +1148,9 @@ fn main() -> ExitCode {
         args.max_run_ms,
         args.enqueue_rate,
         args.sample,
-        args.durability
+        args.durability,
+        args.checkpoint_interval_ms,
+        args.memory_limit
     );
     match run.run() {
         Ok(model) => {
