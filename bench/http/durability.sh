@@ -4,8 +4,7 @@
 #   bench/http/durability.sh [RUNS] [SECONDS]
 # Two servers run side by side (1 reactor, 1 worker each, not pinned, so they
 # share the 2 cores the same way); only the one being measured gets load.
-# Prints one line per run, the medians and the ratio memory / sync, and the mean
-# number of records per fdatasync from the sync server's WAL.
+# Prints one line per run, then the medians and the ratio memory / sync.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tools/env.sh

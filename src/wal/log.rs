@@ -139,14 +139,16 @@ impl<S: Storage> Log<S> {
             log.next_lsn = scan.next_lsn;
             log.next_batch_seq = scan.next_batch_seq;
             log.end_offset = scan.end_offset;
-            if last {
-                if scan.torn_tail {
-                    let zeros = vec![0u8; bytes.len() - scan.end_offset];
-                    file.write_at(scan.end_offset as u64, &zeros).map_err(|e| io_error("zero torn tail", id, e))?;
-                    file.sync().map_err(|e| io_error("sync", id, e))?;
-                }
-                log.current = Some((file, header));
+            if scan.torn_tail {
+                // Only the last segment gets here (checked above).
+                let zeros = vec![0u8; bytes.len() - scan.end_offset];
+                file.write_at(scan.end_offset as u64, &zeros).map_err(|e| io_error("zero torn tail", id, e))?;
+                file.sync().map_err(|e| io_error("sync", id, e))?;
             }
+            // Every segment becomes current in turn, so that when the last file
+            // turns out to be an interrupted creation (removed above), the one
+            // before it is written on and the next roll reuses the removed id.
+            log.current = Some((file, header));
         }
         Ok((log, recovered))
     }

@@ -140,7 +140,16 @@ fn a_segment_whose_creation_was_interrupted_is_removed() {
     let (mut log, recovered) = open(&storage).unwrap();
     assert_eq!(recovered.records, acknowledged);
     assert!(!storage.disk().segment_ids().contains(&next));
-    write(&mut log, 100, 3);
+    // The log goes on in the segment before it, and rolls to the removed id
+    // (the crash test once found it re-creating segment 1 instead).
+    let mut acknowledged = acknowledged;
+    acknowledged.extend(write(&mut log, 100, 300));
+    let ids = storage.disk().segment_ids();
+    assert!(ids.contains(&next) && ids.windows(2).all(|w| w[1] == w[0] + 1), "rolled on from the removed id: {ids:?}");
+    drop(log);
+    storage.disk().crash(|_, _| false);
+    let (_, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records, acknowledged);
 }
 
 #[test]

@@ -277,6 +277,10 @@ impl Storage for SimStorage {
     }
 
     fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<SimFile> {
+        // Like `DirStorage` (create_new): a segment is never created twice.
+        if self.disk().visible.contains_key(&id) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
         let mut file = SimFile { storage: self.clone(), id };
         file.write_at(0, &vec![0u8; bytes])?;
         file.write_at(0, header)?;
