@@ -1,4 +1,29 @@
-//! The TaskQueueX binary wire protocol.
+//! The TaskQueueX binary wire protocol: frames, opcodes, message bodies and
+//! their codecs. `docs/wire.md` is the byte-exact specification; this crate is
+//! its reference implementation and holds the golden vectors (`wire/golden/`).
 //!
-//! Empty for now: the frame layout, codecs and golden vectors arrive with the
-//! wire-protocol issue. See `wire/README.md`.
+//! A frame is a fixed 24-byte little-endian [`Header`] followed by `body_len`
+//! body bytes. Each body is a fixed-layout part (declared with `zerocopy`, read
+//! in place from the receive buffer) followed by variable parts whose lengths
+//! the fixed part gives. Payloads and results decode to `Bytes` slices of the
+//! frame's buffer: no second copy.
+//!
+//! The decoder is total: any input gives a value or a typed error, never a
+//! panic, a loop, or an allocation larger than the frame (counts are checked
+//! against the bytes actually present before anything is reserved).
+
+mod codec;
+mod error;
+mod frame;
+mod message;
+
+pub use error::{DecodeError, ErrorCode};
+pub use frame::{peek_frame, FrameError, Header, FLAG_REPLY, HEADER_BYTES, MAGIC, VERSION};
+pub use message::{
+    CompleteItem, CompleteOutcome, Dep, Discipline, Enqueued, LeasedTask, Opcode, QueueInfo, QueuePatch, Request,
+    Response, TaskSpec, TaskState, TaskView,
+};
+
+/// Largest body a peer may send unless the server says otherwise in its hello
+/// reply (the server uses its `--max-body-bytes`, also 1 MiB by default).
+pub const FRAME_BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;

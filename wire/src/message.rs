@@ -1,0 +1,328 @@
+//! What requests and replies say, independent of their bytes (see `codec.rs`
+//! for the layouts, and `docs/wire.md`).
+
+use bytes::Bytes;
+
+use crate::error::{DecodeError, ErrorCode};
+
+/// Operation codes. A reply carries the opcode of its request (with
+/// [`crate::FLAG_REPLY`] set in `flags`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Opcode {
+    Hello = 0x01,
+    Ping = 0x02,
+    ConfigureQueue = 0x10,
+    ListQueues = 0x11,
+    GetQueue = 0x12,
+    DeleteQueue = 0x13,
+    Enqueue = 0x20,
+    EnqueueBatch = 0x21,
+    Dequeue = 0x30,
+    GetTask = 0x40,
+    Complete = 0x41,
+    Fail = 0x42,
+    Extend = 0x43,
+    Cancel = 0x44,
+    CompleteBatch = 0x45,
+}
+
+impl Opcode {
+    pub const ALL: [Opcode; 15] = [
+        Opcode::Hello,
+        Opcode::Ping,
+        Opcode::ConfigureQueue,
+        Opcode::ListQueues,
+        Opcode::GetQueue,
+        Opcode::DeleteQueue,
+        Opcode::Enqueue,
+        Opcode::EnqueueBatch,
+        Opcode::Dequeue,
+        Opcode::GetTask,
+        Opcode::Complete,
+        Opcode::Fail,
+        Opcode::Extend,
+        Opcode::Cancel,
+        Opcode::CompleteBatch,
+    ];
+
+    pub fn from_u8(value: u8) -> Option<Opcode> {
+        Opcode::ALL.iter().copied().find(|o| *o as u8 == value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TaskState {
+    Waiting = 0,
+    Delayed = 1,
+    Ready = 2,
+    Leased = 3,
+    Completed = 4,
+    Dead = 5,
+    Cancelled = 6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Discipline {
+    Fifo = 0,
+    Lifo = 1,
+    Priority = 2,
+    RoundRobin = 3,
+}
+
+/// A partial update of a queue's settings: `None` leaves a field unchanged.
+/// `group_concurrency: Some(None)` removes the limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueuePatch {
+    pub discipline: Option<Discipline>,
+    pub lease_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub group_concurrency: Option<Option<u32>>,
+}
+
+/// A dependency of a new task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dep {
+    /// An existing task.
+    Task(u64),
+    /// The k-th task (from 0) of the same batch (it must come earlier in it).
+    Batch(u32),
+}
+
+/// A task to enqueue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// Opaque bytes.
+    pub payload: Bytes,
+    pub priority: i32,
+    pub group: Option<String>,
+    pub delay_ms: u64,
+    /// `None`: the queue's default.
+    pub max_attempts: Option<u32>,
+    pub depends_on: Vec<Dep>,
+    /// Idempotency key.
+    pub key: Option<String>,
+}
+
+/// One item of a batch complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompleteItem {
+    pub id: u64,
+    pub lease: u64,
+    pub result: Option<Bytes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Must be a connection's first frame; `version_min..=version_max` are the
+    /// versions the client speaks.
+    Hello {
+        version_min: u8,
+        version_max: u8,
+    },
+    /// Liveness and readiness (the binary `GET /healthz`).
+    Ping,
+    ConfigureQueue {
+        queue: String,
+        patch: QueuePatch,
+    },
+    ListQueues,
+    GetQueue {
+        queue: String,
+    },
+    DeleteQueue {
+        queue: String,
+        force: bool,
+    },
+    Enqueue {
+        queue: String,
+        task: TaskSpec,
+    },
+    /// All or nothing, like `POST /v1/queues/{queue}/tasks/batch`.
+    EnqueueBatch {
+        queue: String,
+        tasks: Vec<TaskSpec>,
+    },
+    Dequeue {
+        queues: Vec<String>,
+        max: u16,
+        lease_ms: Option<u64>,
+        wait_ms: u64,
+    },
+    GetTask {
+        id: u64,
+    },
+    Complete {
+        id: u64,
+        lease: u64,
+        result: Option<Bytes>,
+    },
+    Fail {
+        id: u64,
+        lease: u64,
+        error: String,
+        retry: bool,
+    },
+    Extend {
+        id: u64,
+        lease: u64,
+        lease_ms: u64,
+    },
+    Cancel {
+        id: u64,
+    },
+    /// Each item completes on its own (not all or nothing); the reply has one
+    /// outcome per item, in order.
+    CompleteBatch {
+        items: Vec<CompleteItem>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: u64,
+    pub state: TaskState,
+    /// False when the idempotency key had been seen: `id` is the original task.
+    pub created: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedTask {
+    pub id: u64,
+    pub queue: String,
+    pub payload: Bytes,
+    pub priority: i32,
+    pub group: Option<String>,
+    pub attempt: u32,
+    pub lease: u64,
+    pub lease_expires_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskView {
+    pub id: u64,
+    pub queue: String,
+    pub state: TaskState,
+    pub payload: Bytes,
+    pub priority: i32,
+    pub group: Option<String>,
+    pub depends_on: Vec<u64>,
+    pub key: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub result: Option<Bytes>,
+    pub error: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub not_before_ms: Option<u64>,
+    pub lease_expires_at_ms: Option<u64>,
+    pub purge_at_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub discipline: Discipline,
+    pub lease_ms: u64,
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+    pub retention_ms: u64,
+    pub group_concurrency: Option<u32>,
+    /// Tasks per state, indexed by `TaskState as usize`.
+    pub counts: [u64; 7],
+}
+
+/// The outcome of one item of a batch complete: `Ok` is the task's state
+/// afterwards (`completed`), `Err` the error code the single complete would get.
+pub type CompleteOutcome = Result<TaskState, ErrorCode>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// `version`: the version chosen; `frame_body_bytes_max`: the largest body
+    /// the server accepts.
+    Hello {
+        version: u8,
+        frame_body_bytes_max: u32,
+    },
+    /// `ready` is false while the server recovers its state (every other request
+    /// gets `recovering` until then).
+    Pong {
+        ready: bool,
+    },
+    /// Configure and get queue.
+    Queue(QueueInfo),
+    Queues(Vec<QueueInfo>),
+    QueueDeleted,
+    Enqueued(Enqueued),
+    EnqueuedBatch(Vec<Enqueued>),
+    Leased(Vec<LeasedTask>),
+    Task(TaskView),
+    /// Complete, fail and cancel: the task's state afterwards.
+    TaskState {
+        id: u64,
+        state: TaskState,
+    },
+    Extended {
+        id: u64,
+        lease_expires_at_ms: u64,
+    },
+    CompletedBatch(Vec<(u64, CompleteOutcome)>),
+    /// Any request's failure: the frame's `status` is `code`.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Request {
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Request::Hello { .. } => Opcode::Hello,
+            Request::Ping => Opcode::Ping,
+            Request::ConfigureQueue { .. } => Opcode::ConfigureQueue,
+            Request::ListQueues => Opcode::ListQueues,
+            Request::GetQueue { .. } => Opcode::GetQueue,
+            Request::DeleteQueue { .. } => Opcode::DeleteQueue,
+            Request::Enqueue { .. } => Opcode::Enqueue,
+            Request::EnqueueBatch { .. } => Opcode::EnqueueBatch,
+            Request::Dequeue { .. } => Opcode::Dequeue,
+            Request::GetTask { .. } => Opcode::GetTask,
+            Request::Complete { .. } => Opcode::Complete,
+            Request::Fail { .. } => Opcode::Fail,
+            Request::Extend { .. } => Opcode::Extend,
+            Request::Cancel { .. } => Opcode::Cancel,
+            Request::CompleteBatch { .. } => Opcode::CompleteBatch,
+        }
+    }
+
+    /// Appends the whole frame (header and body) to `out`.
+    pub fn encode(&self, request_id: u64, out: &mut Vec<u8>) {
+        crate::codec::encode_request(self, request_id, out)
+    }
+
+    /// Decodes the body of a frame whose header is `header` (checked by
+    /// [`crate::peek_frame`]); `body` is exactly `header.body_len` bytes, and
+    /// payloads come back as slices of it.
+    pub fn decode(header: &crate::Header, body: Bytes) -> Result<Request, DecodeError> {
+        crate::codec::decode_request(header, body)
+    }
+}
+
+impl Response {
+    /// Appends the whole reply frame to `out`. `opcode` is the request's (for an
+    /// unknown opcode, the byte the request carried).
+    pub fn encode(&self, opcode: u8, request_id: u64, out: &mut Vec<u8>) {
+        crate::codec::encode_response(self, opcode, request_id, out)
+    }
+
+    /// Decodes a reply frame's body (the client side).
+    pub fn decode(header: &crate::Header, body: Bytes) -> Result<Response, DecodeError> {
+        crate::codec::decode_response(header, body)
+    }
+}
