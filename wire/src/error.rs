@@ -84,7 +84,7 @@ impl ErrorCode {
         }
     }
 
-    pub fn from_str(code: &str) -> Option<ErrorCode> {
+    pub fn from_code(code: &str) -> Option<ErrorCode> {
         ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
     }
 
