@@ -7,6 +7,8 @@ pub mod client;
 pub mod command;
 pub mod engine;
 pub mod http;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod store;
 pub mod wal;
