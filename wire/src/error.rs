@@ -133,3 +133,23 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// Why a value cannot be put into a frame: a length or count is over what its
+/// field holds (a string over 65,535 bytes where the length is a U16, a body
+/// over 4 GiB), or a value has no encoding (an empty group or key in a task
+/// spec, where length 0 means "none"; a task id with bit 63 set as a
+/// dependency). Every such value is also far outside the engine's limits, so the
+/// server would refuse it anyway; a client reports it without sending anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeError {
+    /// Names the field and the bound (`task.key is 70000 bytes, at most 65535 fit`).
+    pub message: String,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot encode: {}", self.message)
+    }
+}
+
+impl std::error::Error for EncodeError {}

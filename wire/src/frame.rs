@@ -1,6 +1,7 @@
 //! The frame header and the framing step: where a frame ends, before any body
 //! is decoded.
 
+use bytes::{Bytes, BytesMut};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -104,4 +105,18 @@ pub fn peek_frame(buffer: &[u8], body_bytes_max: usize) -> Result<Option<Header>
         return Ok(None);
     }
     Ok(Some(header))
+}
+
+/// [`peek_frame`], then, when a whole frame is there, splits it off the front of
+/// `buffer`: the header, and the body as `Bytes` (no copy), ready for
+/// [`crate::Request::decode`] or [`crate::Response::decode`].
+pub fn take_frame(buffer: &mut BytesMut, body_bytes_max: usize) -> Result<Option<(Header, Bytes)>, FrameError> {
+    let Some(header) = peek_frame(buffer, body_bytes_max)? else {
+        return Ok(None);
+    };
+    // `peek_frame` returned a header only because the whole frame is present.
+    let frame_bytes = HEADER_BYTES + header.body_len.get() as usize;
+    let mut frame = buffer.split_to(frame_bytes);
+    let body = frame.split_off(HEADER_BYTES).freeze();
+    Ok(Some((header, body)))
 }

@@ -17,8 +17,8 @@ mod error;
 mod frame;
 mod message;
 
-pub use error::{DecodeError, ErrorCode};
-pub use frame::{peek_frame, FrameError, Header, FLAG_REPLY, HEADER_BYTES, MAGIC, VERSION};
+pub use error::{DecodeError, EncodeError, ErrorCode};
+pub use frame::{peek_frame, take_frame, FrameError, Header, FLAG_REPLY, HEADER_BYTES, MAGIC, VERSION};
 pub use message::{
     CompleteItem, CompleteOutcome, Dep, Discipline, Enqueued, LeasedTask, Opcode, QueueInfo, QueuePatch, Request,
     Response, TaskSpec, TaskState, TaskView,

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::error::{DecodeError, ErrorCode};
+use crate::error::{DecodeError, EncodeError, ErrorCode};
 
 /// Operation codes. A reply carries the opcode of its request (with
 /// [`crate::FLAG_REPLY`] set in `flags`).
@@ -49,6 +49,28 @@ impl Opcode {
     pub fn from_u8(value: u8) -> Option<Opcode> {
         Opcode::ALL.iter().copied().find(|o| *o as u8 == value)
     }
+
+    /// The operation's name in `snake_case`, as in `docs/wire.md` and in decode
+    /// error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Opcode::Hello => "hello",
+            Opcode::Ping => "ping",
+            Opcode::ConfigureQueue => "configure_queue",
+            Opcode::ListQueues => "list_queues",
+            Opcode::GetQueue => "get_queue",
+            Opcode::DeleteQueue => "delete_queue",
+            Opcode::Enqueue => "enqueue",
+            Opcode::EnqueueBatch => "enqueue_batch",
+            Opcode::Dequeue => "dequeue",
+            Opcode::GetTask => "get_task",
+            Opcode::Complete => "complete",
+            Opcode::Fail => "fail",
+            Opcode::Extend => "extend",
+            Opcode::Cancel => "cancel",
+            Opcode::CompleteBatch => "complete_batch",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +85,22 @@ pub enum TaskState {
     Cancelled = 6,
 }
 
+impl TaskState {
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Waiting,
+        TaskState::Delayed,
+        TaskState::Ready,
+        TaskState::Leased,
+        TaskState::Completed,
+        TaskState::Dead,
+        TaskState::Cancelled,
+    ];
+
+    pub fn from_u8(value: u8) -> Option<TaskState> {
+        TaskState::ALL.get(usize::from(value)).copied()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Discipline {
@@ -70,6 +108,14 @@ pub enum Discipline {
     Lifo = 1,
     Priority = 2,
     RoundRobin = 3,
+}
+
+impl Discipline {
+    pub const ALL: [Discipline; 4] = [Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin];
+
+    pub fn from_u8(value: u8) -> Option<Discipline> {
+        Discipline::ALL.get(usize::from(value)).copied()
+    }
 }
 
 /// A partial update of a queue's settings: `None` leaves a field unchanged.
@@ -302,7 +348,22 @@ impl Request {
     }
 
     /// Appends the whole frame (header and body) to `out`.
+    ///
+    /// # Panics
+    ///
+    /// If the request has no encoding (see [`EncodeError`]: a string longer than
+    /// its length field holds, an empty group or key, `max_attempts: Some(0)`,
+    /// `Dep::Task` with bit 63 set). Every such value is far outside the engine's
+    /// limits; use [`Request::try_encode`] where values come from users.
     pub fn encode(&self, request_id: u64, out: &mut Vec<u8>) {
+        if let Err(e) = self.try_encode(request_id, out) {
+            panic!("{e}");
+        }
+    }
+
+    /// Appends the whole frame to `out`, or appends nothing and says which field
+    /// has no encoding.
+    pub fn try_encode(&self, request_id: u64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         crate::codec::encode_request(self, request_id, out)
     }
 
@@ -315,9 +376,32 @@ impl Request {
 }
 
 impl Response {
+    /// An error reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
+
     /// Appends the whole reply frame to `out`. `opcode` is the request's (for an
-    /// unknown opcode, the byte the request carried).
+    /// unknown opcode, the byte the request carried; 0 after a framing error).
+    /// The variant must be the one `opcode`'s reply decodes to (or `Error`).
+    ///
+    /// An error message longer than 65,535 bytes is cut at the last character
+    /// boundary that fits: a message is for people, and a reply must go out.
+    ///
+    /// # Panics
+    ///
+    /// If the reply has no encoding (see [`Response::try_encode`]); the engine's
+    /// limits keep every reply the server builds from its state encodable.
     pub fn encode(&self, opcode: u8, request_id: u64, out: &mut Vec<u8>) {
+        if let Err(e) = self.try_encode(opcode, request_id, out) {
+            panic!("{e}");
+        }
+    }
+
+    /// Appends the whole reply frame to `out`, or appends nothing and says why
+    /// not: a length over its field, an empty group in a leased task, an
+    /// `Error` (or a batch outcome `Err`) with code `Ok`.
+    pub fn try_encode(&self, opcode: u8, request_id: u64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         crate::codec::encode_response(self, opcode, request_id, out)
     }
 
