@@ -109,7 +109,7 @@ impl Client {
     pub async fn configure_queue(&self, queue: &str, patch: &QueuePatch) -> Result<QueueInfo, ClientError> {
         let request = Request::ConfigureQueue { queue: queue.to_string(), patch: patch.clone() };
         match self.call(request, Resend::Unsafe, 0).await? {
-            Response::Queue(info) => Ok(info),
+            Response::Queue(info) if info.name == queue => Ok(info),
             other => Err(unexpected("configure_queue", other)),
         }
     }
@@ -125,7 +125,7 @@ impl Client {
     /// One queue's settings and counts. Resent after a drop.
     pub async fn get_queue(&self, queue: &str) -> Result<QueueInfo, ClientError> {
         match self.call(Request::GetQueue { queue: queue.to_string() }, Resend::Safe, 0).await? {
-            Response::Queue(info) => Ok(info),
+            Response::Queue(info) if info.name == queue => Ok(info),
             other => Err(unexpected("get_queue", other)),
         }
     }
@@ -182,33 +182,33 @@ impl Client {
     /// Every field of a task. Resent after a drop.
     pub async fn get_task(&self, id: u64) -> Result<TaskView, ClientError> {
         match self.call(Request::GetTask { id }, Resend::Safe, 0).await? {
-            Response::Task(view) => Ok(view),
+            Response::Task(view) if view.id == id => Ok(view),
             other => Err(unexpected("get_task", other)),
         }
     }
 
     /// Completes a leased task, with an optional result; its state afterwards.
     pub async fn complete(&self, id: u64, lease: u64, result: Option<Bytes>) -> Result<TaskState, ClientError> {
-        self.task_state("complete", Request::Complete { id, lease, result }).await
+        self.task_state("complete", id, Request::Complete { id, lease, result }).await
     }
 
     /// Fails a leased task: retried with backoff if `retry` and attempts are
     /// left (`delayed` or `ready`), else `dead`.
     pub async fn fail(&self, id: u64, lease: u64, error: &str, retry: bool) -> Result<TaskState, ClientError> {
-        self.task_state("fail", Request::Fail { id, lease, error: error.to_string(), retry }).await
+        self.task_state("fail", id, Request::Fail { id, lease, error: error.to_string(), retry }).await
     }
 
     /// Extends a lease to `lease_ms` from now; the new expiry (ms since the epoch).
     pub async fn extend(&self, id: u64, lease: u64, lease_ms: u64) -> Result<u64, ClientError> {
         match self.call(Request::Extend { id, lease, lease_ms }, Resend::Unsafe, 0).await? {
-            Response::Extended { lease_expires_at_ms, .. } => Ok(lease_expires_at_ms),
+            Response::Extended { id: reply_id, lease_expires_at_ms } if reply_id == id => Ok(lease_expires_at_ms),
             other => Err(unexpected("extend", other)),
         }
     }
 
     /// Cancels a task that has not finished, and transitively its dependents.
     pub async fn cancel(&self, id: u64) -> Result<TaskState, ClientError> {
-        self.task_state("cancel", Request::Cancel { id }).await
+        self.task_state("cancel", id, Request::Cancel { id }).await
     }
 
     /// Completes each item on its own (not all or nothing): one outcome per
@@ -221,9 +221,10 @@ impl Client {
         }
     }
 
-    async fn task_state(&self, name: &str, request: Request) -> Result<TaskState, ClientError> {
+    async fn task_state(&self, name: &str, id: u64, request: Request) -> Result<TaskState, ClientError> {
         match self.call(request, Resend::Unsafe, 0).await? {
-            Response::TaskState { state, .. } => Ok(state),
+            // The id in the reply is a cheap check that replies are matched right.
+            Response::TaskState { id: reply_id, state } if reply_id == id => Ok(state),
             other => Err(unexpected(name, other)),
         }
     }
@@ -236,7 +237,11 @@ impl Client {
     async fn call(&self, request: Request, resend: Resend, extra_wait_ms: u64) -> Result<Response, ClientError> {
         let resend_safe = resend == Resend::Safe;
         let mut frame = Vec::new();
-        request.encode(CONNECTION_REQUEST_ID, &mut frame);
+        // Values no frame can carry (an empty key, a 70 KB queue name) are refused
+        // here, before anything is sent.
+        if let Err(error) = request.try_encode(CONNECTION_REQUEST_ID, &mut frame) {
+            return Err(ClientError::InvalidRequest { reason: error.message });
+        }
         let body_bytes = frame.len() - HEADER_BYTES;
         let timeout_ms = self.inner.options.request_timeout_ms.saturating_add(extra_wait_ms);
         // Each round either gets a fresh connection or fails; bound the rounds

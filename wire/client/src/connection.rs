@@ -11,7 +11,7 @@
 //!    bounded channel of frames: it takes every frame already queued (up to
 //!    [`WRITE_BATCH_BYTES_MAX`]) and writes them with one `write_all`, so many
 //!    callers pipelining cost one system call, not one each. The **reader** task
-//!    owns the read half: it cuts frames with `peek_frame`, decodes each reply
+//!    owns the read half: it cuts frames with `take_frame`, decodes each reply
 //!    and completes the oneshot registered under its `request_id` (replies may
 //!    come in any order).
 //! 3. A caller registers its request id *before* its frame enters the channel,
@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tqx_wire::{peek_frame, Header, Request, Response, HEADER_BYTES, VERSION};
+use tqx_wire::{take_frame, Header, Request, Response, HEADER_BYTES, VERSION};
 
 use crate::error::ClientError;
 use crate::options::ClientOptions;
@@ -248,14 +248,12 @@ async fn exchange(
 ) -> Result<Response, AttemptError> {
     let transient = AttemptError::Transient;
     let mut frame = Vec::with_capacity(64);
+    // Hello and ping always encode.
     request.encode(request_id, &mut frame);
     stream.write_all(&frame).await.map_err(|e| transient(format!("sending the {:?}: {e}", request.opcode())))?;
     let (header, body) = loop {
-        match peek_frame(buffer, options.reply_body_bytes_max) {
-            Ok(Some(header)) => {
-                let frame = buffer.split_to(HEADER_BYTES + header.body_len.get() as usize).freeze();
-                break (header, frame.slice(HEADER_BYTES..));
-            }
+        match take_frame(buffer, options.reply_body_bytes_max) {
+            Ok(Some(frame)) => break frame,
             Ok(None) => {}
             Err(error) => {
                 let reason = format!("the server's reply to the {:?} is not a frame: {error}", request.opcode());
@@ -338,10 +336,9 @@ async fn read_loop(
 ) {
     let reason = 'connection: loop {
         loop {
-            match peek_frame(&buffer, reply_body_bytes_max) {
-                Ok(Some(header)) => {
-                    let frame = buffer.split_to(HEADER_BYTES + header.body_len.get() as usize).freeze();
-                    if let Err(reason) = dispatch(&shared, header, frame.slice(HEADER_BYTES..)) {
+            match take_frame(&mut buffer, reply_body_bytes_max) {
+                Ok(Some((header, body))) => {
+                    if let Err(reason) = dispatch(&shared, header, body) {
                         break 'connection reason;
                     }
                 }

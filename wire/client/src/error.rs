@@ -27,6 +27,10 @@ pub enum ClientError {
     /// the same request may succeed later; `storage_failed` leaves the outcome
     /// unknown.
     Server { code: ErrorCode, message: String },
+    /// The request holds a value no frame can carry (an empty idempotency key
+    /// or group, a string over 65,535 bytes, `max_attempts: Some(0)`); the
+    /// server's limits are far below these anyway. Nothing was sent.
+    InvalidRequest { reason: String },
     /// The request's frame body is larger than the server accepts (its hello
     /// reply's `frame_body_bytes_max`). Nothing was sent.
     RequestTooLarge { body_bytes: usize, limit_bytes: usize },
@@ -46,7 +50,9 @@ impl ClientError {
             ClientError::Connect { .. } => true,
             ClientError::ConnectionLost { resend_safe, .. } | ClientError::Timeout { resend_safe, .. } => *resend_safe,
             ClientError::Server { code, .. } => code.retryable(),
-            ClientError::RequestTooLarge { .. } | ClientError::Protocol { .. } => false,
+            ClientError::InvalidRequest { .. } | ClientError::RequestTooLarge { .. } | ClientError::Protocol { .. } => {
+                false
+            }
         }
     }
 
@@ -57,7 +63,9 @@ impl ClientError {
         match self {
             ClientError::ConnectionLost { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. } => true,
             ClientError::Server { code, .. } => *code == ErrorCode::StorageFailed,
-            ClientError::Connect { .. } | ClientError::RequestTooLarge { .. } => false,
+            ClientError::Connect { .. } | ClientError::InvalidRequest { .. } | ClientError::RequestTooLarge { .. } => {
+                false
+            }
         }
     }
 
@@ -87,6 +95,7 @@ impl fmt::Display for ClientError {
                 write!(f, "no reply within {timeout_ms} ms, so the outcome is unknown")
             }
             ClientError::Server { code, message } => write!(f, "{code}: {message}"),
+            ClientError::InvalidRequest { reason } => write!(f, "invalid request, not sent: {reason}"),
             ClientError::RequestTooLarge { body_bytes, limit_bytes } => write!(
                 f,
                 "the request is {body_bytes} bytes, over the server's limit of {limit_bytes} bytes per frame body"
