@@ -6,10 +6,23 @@
 
 use bytes::Bytes;
 
+use crate::engine::limits::BATCH_TASKS_COUNT_MAX;
 use crate::engine::{
     validate_queue_name, Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo,
     TaskId, TaskState, TaskView,
 };
+
+/// Items one batch complete may hold: the same bound as an enqueue batch, for
+/// the same reason (the latency one request adds to everyone behind it).
+pub const COMPLETE_BATCH_ITEMS_COUNT_MAX: usize = BATCH_TASKS_COUNT_MAX;
+
+/// One item of [`Command::CompleteBatch`]: what a single complete carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompleteItem {
+    pub id: TaskId,
+    pub lease: LeaseToken,
+    pub result: Option<Bytes>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -63,6 +76,13 @@ pub enum Command {
     Cancel {
         id: TaskId,
     },
+    /// Completes each item on its own, in order, as if each were a separate
+    /// `Complete` (not all or nothing: a stale lease fails only its item).
+    /// 1 to [`COMPLETE_BATCH_ITEMS_COUNT_MAX`] items, else `invalid_argument`
+    /// for the whole batch.
+    CompleteBatch {
+        items: Vec<CompleteItem>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +106,9 @@ pub enum Reply {
         id: TaskId,
         lease_expires_at_ms: u64,
     },
+    /// A batch complete: per item, in order, its id and the task's state
+    /// afterwards (`completed`) or the error a single complete would get.
+    CompletedBatch(Vec<(TaskId, Result<TaskState, EngineError>)>),
     Error(EngineError),
     /// Storage failed (the message says how): the write-ahead log before this
     /// command's record was durable (the outcome is unknown and the server is
@@ -141,8 +164,34 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
         Command::Cancel { id } => {
             engine.cancel(id, now_ms).map(|()| Reply::TaskState { id, state: TaskState::Cancelled })
         }
+        Command::CompleteBatch { items } => complete_batch(engine, items, now_ms),
     };
     result.unwrap_or_else(Reply::Error)
+}
+
+/// Checks the size of a batch complete (the same check for every protocol).
+pub fn validate_complete_batch(items_count: usize) -> Result<(), EngineError> {
+    if items_count == 0 || items_count > COMPLETE_BATCH_ITEMS_COUNT_MAX {
+        return Err(EngineError::invalid(
+            "items",
+            format!("a batch complete holds 1 to {COMPLETE_BATCH_ITEMS_COUNT_MAX} items"),
+        ));
+    }
+    Ok(())
+}
+
+/// Each item goes through `Engine::complete` on its own, at the same `now_ms`:
+/// the engine stays the one place that decides what a complete does, and
+/// replaying the record repeats exactly these calls.
+fn complete_batch(engine: &mut Engine, items: Vec<CompleteItem>, now_ms: u64) -> Result<Reply, EngineError> {
+    validate_complete_batch(items.len())?;
+    let outcomes = items
+        .into_iter()
+        .map(|CompleteItem { id, lease, result }| {
+            (id, engine.complete(id, lease, result, now_ms).map(|()| TaskState::Completed))
+        })
+        .collect();
+    Ok(Reply::CompletedBatch(outcomes))
 }
 
 #[cfg(test)]
@@ -164,5 +213,59 @@ mod tests {
             Reply::TaskState { id: 1, state: TaskState::Cancelled } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_complete_settles_each_item_on_its_own_in_order() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for payload in [&b"a"[..], b"b"] {
+            let task = NewTask { payload: Bytes::copy_from_slice(payload), ..NewTask::default() };
+            execute(&mut engine, Command::Enqueue { queue: "q".into(), task }, 0);
+        }
+        let Reply::Leased(leased) =
+            execute(&mut engine, Command::Dequeue { queues: vec!["q".into()], max: 2, lease_ms: None, wait_ms: 0 }, 1)
+        else {
+            panic!("dequeue")
+        };
+        let items = vec![
+            CompleteItem { id: leased[0].id, lease: leased[0].lease, result: Some(Bytes::from_static(b"r")) },
+            CompleteItem { id: leased[1].id, lease: leased[1].lease ^ 1, result: None },
+            // The same task twice: the second sees the first's effect.
+            CompleteItem { id: leased[0].id, lease: leased[0].lease, result: None },
+            CompleteItem { id: 99, lease: 0, result: None },
+        ];
+        let Reply::CompletedBatch(outcomes) = execute(&mut engine, Command::CompleteBatch { items }, 2) else {
+            panic!("batch complete")
+        };
+        let codes: Vec<_> = outcomes.iter().map(|(id, r)| (*id, r.clone().map_err(|e| e.code()))).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (1, Ok(TaskState::Completed)),
+                (2, Err("lease_mismatch")),
+                (1, Err("not_leased")),
+                (99, Err("task_not_found"))
+            ]
+        );
+        assert_eq!(engine.task(1).unwrap().result, Some(Bytes::from_static(b"r")));
+        assert_eq!(engine.task(2).unwrap().state, TaskState::Leased);
+    }
+
+    #[test]
+    fn a_batch_complete_holds_1_to_the_limit_of_items() {
+        let mut engine = Engine::new(EngineConfig::default());
+        for count in [0, COMPLETE_BATCH_ITEMS_COUNT_MAX + 1] {
+            let items = vec![CompleteItem { id: 1, lease: 1, result: None }; count];
+            match execute(&mut engine, Command::CompleteBatch { items }, 0) {
+                Reply::Error(error) => {
+                    assert_eq!((error.code(), error.to_string().contains("items")), ("invalid_argument", true))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let items = vec![CompleteItem { id: 1, lease: 1, result: None }; COMPLETE_BATCH_ITEMS_COUNT_MAX];
+        assert!(
+            matches!(execute(&mut engine, Command::CompleteBatch { items }, 0), Reply::CompletedBatch(o) if o.len() == COMPLETE_BATCH_ITEMS_COUNT_MAX)
+        );
     }
 }

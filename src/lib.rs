@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the map. Today the crate holds the engine;
 //! the network server, the write-ahead log and the metrics arrive with later issues.
 
+pub mod binary;
 pub mod client;
 pub mod command;
 pub mod engine;

@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Address to listen on for HTTP (IP:PORT; port 0 picks a free port, printed as `listening http=IP:PORT`).
     #[arg(long = "http", value_name = "ADDR", default_value = "127.0.0.1:7700")]
     http: SocketAddr,
+    /// Address to listen on for the binary protocol (IP:PORT, printed as `listening binary=IP:PORT`)
+    /// [default: 127.0.0.1:7701, or 127.0.0.1:0 when --http has port 0].
+    #[arg(long = "binary", value_name = "ADDR")]
+    binary: Option<SocketAddr>,
     /// Directory for durable state (created if missing).
     #[arg(long = "data", value_name = "DIR", default_value = "./tqx-data")]
     data: PathBuf,
@@ -292,6 +296,9 @@ fn main() -> ExitCode {
     call.run()
 }
 
+/// `--binary`'s default port (next to HTTP's 7700).
+const BINARY_PORT_DEFAULT: u16 = 7701;
+
 fn serve(args: ServeArgs) -> ExitCode {
     if let Err(message) = init_logging(args.log_format, &args.log_level) {
         eprintln!("tqx serve: {message}");
@@ -309,8 +316,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         cores() >= 2
     };
+    // A free HTTP port asked for (tests, scripts, several servers on one host)
+    // means a free binary port too, so callers that only know `--http` never
+    // collide on the binary default.
+    let binary_addr = args.binary.unwrap_or_else(|| {
+        let port = if args.http.port() == 0 { 0 } else { BINARY_PORT_DEFAULT };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    });
     let config = ServeConfig {
         http_addr: args.http,
+        binary_addr,
         data_dir: args.data,
         durability: args.durability,
         wal_sync_gate: args.debug_wal_sync_gate,

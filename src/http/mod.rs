@@ -1,7 +1,8 @@
 //! The HTTP/1.1 protocol (docs/http-api.md), as pure functions over bytes: no
-//! sockets, no threads, no clock. The reactor hands [`next_request`] the start of a
-//! connection's receive buffer and gets back what to do: read more, execute a
-//! [`Command`], answer at once, or answer and close. Replies are rendered with
+//! sockets, no threads, no clock. The reactor hands [`take_requests`] a
+//! connection's receive buffer and gets back, for each whole request at its
+//! front ([`next_request`] reads one), what to do: execute a [`Command`], answer
+//! at once, or answer and close. Replies are rendered with
 //! [`render_reply`] and friends, appended to the connection's output buffer.
 //!
 //! Framing rules (what makes a connection safe to keep):
@@ -83,6 +84,38 @@ pub enum Action {
     /// Answer at once with this already-rendered response (404, 405, a 400 that
     /// names the field, ...), carrying `Connection: close` if `keep_alive` is false.
     Respond(Vec<u8>),
+}
+
+/// The reactor's parse step for one HTTP connection, as a pure function (so a
+/// fuzz target drives exactly the reactor's code path): takes every complete
+/// request off the front of `inbox`, in order, and appends to `out` one
+/// [`Next::Request`] or [`Next::Fatal`] each (never [`Next::Incomplete`]).
+///
+/// Stops after a `Fatal` (the connection is to be closed after its response) or
+/// after a request with `keep_alive` false (nothing after it is read), or when
+/// what is left is not a whole request; the bytes of every request taken are
+/// removed from `inbox`, the rest stays for the next call. Never panics; `inbox`
+/// never needs to hold more than `head_bytes_max + body_bytes_max` bytes for
+/// this to make progress (past that, the head or the body is refused).
+pub fn take_requests(inbox: &mut Vec<u8>, limits: &Limits, out: &mut Vec<Next>) {
+    let mut consumed_total = 0;
+    loop {
+        match next_request(&inbox[consumed_total..], limits) {
+            Next::Incomplete => break,
+            Next::Fatal { response } => {
+                out.push(Next::Fatal { response });
+                break;
+            }
+            Next::Request { action, keep_alive, consumed } => {
+                consumed_total += consumed;
+                out.push(Next::Request { action, keep_alive, consumed });
+                if !keep_alive {
+                    break;
+                }
+            }
+        }
+    }
+    inbox.drain(..consumed_total);
 }
 
 /// Reads one request from the start of `buf`. Never panics, whatever the bytes.

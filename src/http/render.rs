@@ -4,9 +4,12 @@
 //!
 //! Bodies are written straight into the output buffer (no `serde_json::Value`
 //! trees): strings go through serde_json's escaper, numbers through a small
-//! formatter, and `payload` / `result` are written verbatim (they are the exact
-//! JSON text a client sent). The head is written after the body, once its length is
-//! known, and rotated in front of it.
+//! formatter, and `payload` / `result` are written verbatim when they are JSON
+//! (the exact text an HTTP client sent). A binary-protocol client may store any
+//! bytes; those that are not JSON are written as `"payload":null` followed by
+//! `"payload_base64":"<standard base64>"` (likewise `result`), so every body
+//! stays JSON and JSON payloads stay byte-identical. The head is written after
+//! the body, once its length is known, and rotated in front of it.
 
 use crate::command::Reply;
 use crate::engine::{EngineError, Enqueued, ErrorKind, LeasedTask, QueueInfo, TaskId, TaskState, TaskView};
@@ -80,6 +83,23 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"lease_expires_at_ms\":");
             u64_number(out, *lease_expires_at_ms);
             out.push(b'}');
+            OK
+        }
+        Reply::CompletedBatch(outcomes) => {
+            // Only the binary protocol sends a batch complete; this rendering
+            // keeps every reply expressible over HTTP too.
+            out.extend_from_slice(b"{\"results\":[");
+            comma_separated(out, outcomes, |out, (id, outcome)| match outcome {
+                Ok(task_state) => id_and_state(out, *id, *task_state),
+                Err(error) => {
+                    out.extend_from_slice(b"{\"id\":");
+                    id_string(out, *id);
+                    out.extend_from_slice(b",");
+                    error_member(out, error.code(), &error.to_string());
+                    out.push(b'}');
+                }
+            });
+            out.extend_from_slice(b"]}");
             OK
         }
         Reply::Error(error) => {
@@ -171,11 +191,18 @@ pub(super) fn error_response(
 }
 
 fn error_body(out: &mut Vec<u8>, code: &str, message: &str) {
-    out.extend_from_slice(b"{\"error\":{\"code\":");
+    out.push(b'{');
+    error_member(out, code, message);
+    out.push(b'}');
+}
+
+/// `"error":{"code":..,"message":..}`.
+fn error_member(out: &mut Vec<u8>, code: &str, message: &str) {
+    out.extend_from_slice(b"\"error\":{\"code\":");
     string(out, code);
     out.extend_from_slice(b",\"message\":");
     string(out, message);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
 }
 
 /// Writes the head after the body that starts at `start`, then moves it in front.
@@ -246,13 +273,68 @@ fn id_string(out: &mut Vec<u8>, id: u64) {
     out.push(b'"');
 }
 
-/// A stored JSON value, written as it was sent. An empty one (never stored by the
-/// HTTP API, which requires a value) is written as `null` to keep the body JSON.
-fn raw_json(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.is_empty() {
-        out.extend_from_slice(b"null");
-    } else {
+/// The member `"<name>":<value>` for a stored payload or result: the value as
+/// it was stored when it is JSON (always, for what the HTTP API stored), else
+/// `null` followed by the member `"<name>_base64":"<standard base64>"` (bytes a
+/// binary-protocol client stored; an empty value is not JSON either).
+///
+/// Validated here, at render time, rather than flagged at enqueue: a stored
+/// value has no protocol attached, and reading it once more costs about what
+/// writing it into the response does. serde_json's `IgnoredAny` walks nesting
+/// with a loop, not recursion, so no depth is too deep for it (the HTTP API
+/// accepts payloads of any depth).
+fn stored_value(out: &mut Vec<u8>, name: &str, bytes: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    if is_json(bytes) {
         out.extend_from_slice(bytes);
+    } else {
+        out.extend_from_slice(b"null,\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"_base64\":\"");
+        base64(out, bytes);
+        out.push(b'"');
+    }
+}
+
+/// Whether `bytes` are exactly one JSON value (surrounding whitespace allowed).
+/// UTF-8 is checked first: serde_json's slice reader skips string contents
+/// without checking them, and the response must stay UTF-8.
+fn is_json(bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Standard base64 (RFC 4648 section 4, with `=` padding). Twenty lines here
+/// instead of a dependency for one function.
+pub(crate) fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    out.reserve(bytes.len().div_ceil(3) * 4);
+    let mut chunks = bytes.chunks_exact(3);
+    for chunk in &mut chunks {
+        let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[(n >> shift) as usize & 63]);
+        }
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[ALPHABET[(n >> 18) as usize & 63], ALPHABET[(n >> 12) as usize & 63], b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[
+                ALPHABET[(n >> 18) as usize & 63],
+                ALPHABET[(n >> 12) as usize & 63],
+                ALPHABET[(n >> 6) as usize & 63],
+                b'=',
+            ]);
+        }
+        _ => {}
     }
 }
 
@@ -314,8 +396,8 @@ fn leased_task(out: &mut Vec<u8>, task: &LeasedTask) {
     id_string(out, task.id);
     out.extend_from_slice(b",\"queue\":");
     string(out, &task.queue);
-    out.extend_from_slice(b",\"payload\":");
-    raw_json(out, &task.payload);
+    out.push(b',');
+    stored_value(out, "payload", &task.payload);
     out.extend_from_slice(b",\"priority\":");
     i64_number(out, i64::from(task.priority));
     out.extend_from_slice(b",\"group\":");
@@ -337,8 +419,8 @@ fn task(out: &mut Vec<u8>, view: &TaskView) {
     string(out, &view.queue);
     out.extend_from_slice(b",\"state\":");
     state(out, view.state);
-    out.extend_from_slice(b",\"payload\":");
-    raw_json(out, &view.payload);
+    out.push(b',');
+    stored_value(out, "payload", &view.payload);
     out.extend_from_slice(b",\"priority\":");
     i64_number(out, i64::from(view.priority));
     out.extend_from_slice(b",\"group\":");
@@ -351,10 +433,10 @@ fn task(out: &mut Vec<u8>, view: &TaskView) {
     u64_number(out, u64::from(view.attempts));
     out.extend_from_slice(b",\"max_attempts\":");
     u64_number(out, u64::from(view.max_attempts));
-    out.extend_from_slice(b",\"result\":");
+    out.push(b',');
     match &view.result {
-        Some(result) => raw_json(out, result),
-        None => out.extend_from_slice(b"null"),
+        Some(result) => stored_value(out, "result", result),
+        None => out.extend_from_slice(b"\"result\":null"),
     }
     out.extend_from_slice(b",\"error\":");
     optional_string(out, view.error.as_deref());
@@ -378,5 +460,83 @@ fn comma_separated<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut
             out.push(b',');
         }
         write(out, item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn base64_of(bytes: &[u8]) -> String {
+        let mut out = Vec::new();
+        base64(&mut out, bytes);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_4648_test_vectors() {
+        let vectors =
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64_of(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64_of("foobar".as_bytes()), "Zm9vYmFy");
+        assert_eq!(base64_of(&[0xff, 0xfe, 0x00, 0x3e, 0x3f]), "//4APj8=");
+    }
+
+    fn rendered_task(payload: &[u8], result: Option<&[u8]>) -> serde_json::Value {
+        let view = TaskView {
+            id: 1,
+            queue: "q".into(),
+            state: TaskState::Completed,
+            payload: Bytes::copy_from_slice(payload),
+            priority: 0,
+            group: None,
+            depends_on: Vec::new(),
+            key: None,
+            attempts: 1,
+            max_attempts: 3,
+            result: result.map(Bytes::copy_from_slice),
+            error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            not_before_ms: None,
+            lease_expires_at_ms: None,
+            purge_at_ms: None,
+        };
+        let mut out = Vec::new();
+        task(&mut out, &view);
+        serde_json::from_slice(&out).expect("the body is JSON")
+    }
+
+    #[test]
+    fn json_payloads_stay_verbatim_and_other_bytes_are_base64() {
+        let mut out = Vec::new();
+        stored_value(&mut out, "payload", br#"{"a": [1, 2.50]}"#);
+        assert_eq!(out, br#""payload":{"a": [1, 2.50]}"#);
+
+        let task = rendered_task(&[0xff, 0x00, b'{'], Some(b"not json"));
+        assert_eq!(task["payload"], serde_json::Value::Null);
+        assert_eq!(task["payload_base64"], "/wB7");
+        assert_eq!(task["result"], serde_json::Value::Null);
+        assert_eq!(task["result_base64"], "bm90IGpzb24=");
+
+        // Empty bytes are not JSON; a JSON `null` is, and gets no base64 member.
+        let task = rendered_task(b"", Some(b"null"));
+        assert_eq!((task["payload"].clone(), task["payload_base64"].clone()), (serde_json::Value::Null, "".into()));
+        assert!(task.get("result_base64").is_none(), "{task}");
+        // Text that is UTF-8 but not one JSON value, and a JSON string holding
+        // invalid UTF-8, are both base64.
+        for payload in [&b"1 2"[..], b"\"\xff\""] {
+            let task = rendered_task(payload, None);
+            assert_eq!(task["payload_base64"], base64_of(payload), "{task}");
+        }
+        // Nesting deeper than serde_json's recursion limit is still JSON.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let mut out = Vec::new();
+        stored_value(&mut out, "payload", deep.as_bytes());
+        assert_eq!(out.len(), "\"payload\":".len() + deep.len());
     }
 }

@@ -2,10 +2,17 @@
 //!
 //! ```text
 //!  reactor threads (tokio-uring, one ring each,        worker threads (pinned)
-//!  SO_REUSEPORT listener each, pinned)
-//!  accept -> read -> http::next_request --Job--> [ArrayQueue] --pop--> execute(engine)
+//!  SO_REUSEPORT listeners each: HTTP, binary; pinned)
+//!  accept -> read -> http::take_requests   --Job--> [ArrayQueue] --pop--> execute(engine)
+//!                    binary::take_frames
 //!          <- write <- render_reply <----oneshot reply (wakes the reactor)----'
 //! ```
+//!
+//! - Both protocols map requests to the same `Command`s and render the same
+//!   `Reply`s (`crate::command`); only the bytes differ. HTTP answers a
+//!   connection's requests in order (`reactor.rs`); the binary protocol
+//!   answers each as soon as it is ready, tagged with its request id
+//!   (`binary_conn.rs`).
 //!
 //! - Reactors parse and answer; they never touch the engine. When the queue is
 //!   full they answer `503 overloaded` at once: overload degrades, it does not
@@ -17,6 +24,7 @@
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
 
+mod binary_conn;
 mod checkpoint;
 mod durability;
 mod os;
@@ -40,8 +48,8 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::http;
 use crate::wal::log::WalError;
+use crate::{binary, http};
 use durability::Journal;
 use worker::{EngineState, Job};
 
@@ -49,6 +57,8 @@ use worker::{EngineState, Job};
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub http_addr: SocketAddr,
+    /// Where the binary protocol listens (`--binary`; docs/wire.md).
+    pub binary_addr: SocketAddr,
     /// Where durable state lives: the write-ahead log in `wal/`.
     pub data_dir: PathBuf,
     /// What an acknowledged reply means (`--durability`).
@@ -69,7 +79,8 @@ pub struct ServeConfig {
     pub pin_threads: bool,
     /// Commands waiting for a worker; when full, requests get `503 overloaded`.
     pub request_queue_capacity: usize,
-    /// Largest request body accepted (`413` past it).
+    /// Largest request body accepted (`413` past it), and largest binary
+    /// frame body (`payload_too_large` and close past it).
     pub max_body_bytes: usize,
     /// Registered receive buffers per reactor ring (0: none); see `reactor.rs`.
     pub fixed_buffers_count: usize,
@@ -179,6 +190,7 @@ pub(crate) struct Shared {
     pub(crate) sleepers: Sleepers,
     pub(crate) engine: Mutex<EngineState>,
     pub(crate) limits: http::Limits,
+    pub(crate) binary_limits: binary::Limits,
     /// Set once recovery has rebuilt the engine: until then `/healthz` answers
     /// 503 and commands get `503 recovering`.
     pub(crate) recovered: AtomicBool,
@@ -237,6 +249,13 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     for _ in 0..config.reactor_threads {
         listeners.push(os::listen_reuseport(bound).map_err(|e| ServeError::Bind(bound, e))?);
     }
+    // The binary protocol the same way: one SO_REUSEPORT listener per reactor,
+    // so each reactor accepts its share of binary connections on its own ring.
+    let binary_bound = os::probe_exclusive(config.binary_addr).map_err(|e| ServeError::Bind(config.binary_addr, e))?;
+    let mut binary_listeners = Vec::with_capacity(config.reactor_threads);
+    for _ in 0..config.reactor_threads {
+        binary_listeners.push(os::listen_reuseport(binary_bound).map_err(|e| ServeError::Bind(binary_bound, e))?);
+    }
 
     let shared = Arc::new(Shared {
         jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
@@ -244,11 +263,12 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         // Replaced by the recovered engine before any worker starts.
         engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(), 0)),
         limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
+        binary_limits: binary::Limits { frame_body_bytes_max: config.max_body_bytes },
         recovered: AtomicBool::new(false),
         storage_failure: Mutex::new(None),
         stopping: AtomicBool::new(false),
         workers_stop: AtomicBool::new(false),
-        sockets: Mutex::new(listeners.iter().map(|l| l.as_raw_fd()).collect()),
+        sockets: Mutex::new(listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect()),
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
@@ -256,14 +276,14 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let mut reactors = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, (listener, binary_listener)) in listeners.into_iter().zip(binary_listeners).enumerate() {
         let shared = shared.clone();
         let started = started_tx.clone();
         let core = core_of(i);
         let config_fixed_buffers = config.fixed_buffers_count;
         let handle = thread::Builder::new()
             .name(format!("tqx-reactor-{i}"))
-            .spawn(move || reactor::run(listener, shared, core, config_fixed_buffers, started))
+            .spawn(move || reactor::run(listener, binary_listener, shared, core, config_fixed_buffers, started))
             .map_err(ServeError::Io)?;
         reactors.push(handle);
     }
@@ -279,10 +299,18 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     }
 
-    tracing::info!(http = %bound, reactors = config.reactor_threads, workers = config.worker_threads, "listening");
-    // The contract with scripts and tests: one line on stdout, flushed. It comes
-    // before recovery: `/healthz` answers 503 until recovery is done.
+    tracing::info!(
+        http = %bound,
+        binary = %binary_bound,
+        reactors = config.reactor_threads,
+        workers = config.worker_threads,
+        "listening"
+    );
+    // The contract with scripts and tests: one line per protocol on stdout,
+    // flushed. They come before recovery: `/healthz` answers 503 (and a binary
+    // ping `ready: false`) until recovery is done.
     println!("listening http={bound}");
+    println!("listening binary={binary_bound}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 

@@ -1,6 +1,8 @@
 //! A reactor thread: one tokio-uring runtime (one io_uring ring) that accepts on
-//! its own SO_REUSEPORT listener, reads and parses requests, hands commands to the
-//! workers, and writes replies in request order.
+//! its own SO_REUSEPORT listeners, one per protocol, reads and parses requests,
+//! hands commands to the workers, and writes replies: in request order on an
+//! HTTP connection (below), as soon as each is ready on a binary one
+//! (`binary_conn.rs`).
 //!
 //! Rules that keep io_uring safe here (measured pitfalls of tokio-uring 0.5):
 //! - Each connection has exactly one read in flight at a time, and no read or
@@ -12,7 +14,7 @@
 //!   this machine kind), never DEFER_TASKRUN (tokio-uring 0.5 never asks the
 //!   kernel for deferred completions, and the loop hangs).
 //!
-//! A connection's receive buffer is bounded: `http::next_request` refuses a head
+//! A connection's receive buffer is bounded: `http::take_requests` refuses a head
 //! longer than `head_bytes_max` and a body longer than `body_bytes_max`, so the
 //! buffer never holds more than one maximal request plus one read.
 
@@ -31,7 +33,7 @@ use tokio_uring::buf::fixed::FixedBufPool;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::worker::Job;
-use super::{os, Shared};
+use super::{binary_conn, os, Shared};
 use crate::command::{Command, Reply};
 use crate::http::{self, Action, Next};
 
@@ -66,6 +68,7 @@ fn runtime() -> io::Result<tokio_uring::Runtime> {
 
 pub(crate) fn run(
     listener: std::net::TcpListener,
+    binary_listener: std::net::TcpListener,
     shared: Arc<Shared>,
     core: Option<usize>,
     fixed_buffers_count: usize,
@@ -97,13 +100,30 @@ pub(crate) fn run(
                 }
             }
         });
-        accept_loop(listener, shared, pool.flatten()).await
+        // Both protocols' connections count as live: the reactor exits once all
+        // have finished (or the grace period is over).
+        let live = Rc::new(Cell::new(0usize));
+        let binary = tokio_uring::spawn(accept_loop(binary_listener, shared.clone(), Protocol::Binary, live.clone()));
+        accept_loop(listener, shared, Protocol::Http(pool.flatten()), live.clone()).await;
+        let _ = binary.await;
+        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+        while live.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     });
 }
 
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, pool: Option<FixedBufPool<Vec<u8>>>) {
+/// What a listener's connections speak. Registered receive buffers
+/// (`--fixed-buffers`) serve HTTP reads only: a binary connection reads into
+/// its frame buffer (see `binary_conn.rs`).
+#[derive(Clone)]
+enum Protocol {
+    Http(Option<FixedBufPool<Vec<u8>>>),
+    Binary,
+}
+
+async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, protocol: Protocol, live: Rc<Cell<usize>>) {
     let listener = TcpListener::from_std(listener);
-    let live = Rc::new(Cell::new(0usize));
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept().await {
             Ok((stream, _peer)) => {
@@ -117,10 +137,13 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, pool:
                 let fd = stream.as_raw_fd();
                 shared.track_socket(fd);
                 live.set(live.get() + 1);
-                let (shared, live, pool) = (shared.clone(), live.clone(), pool.clone());
+                let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
                 let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
-                    serve_connection(&stream, &shared, pool).await;
+                    match protocol {
+                        Protocol::Http(pool) => serve_connection(&stream, &shared, pool).await,
+                        Protocol::Binary => binary_conn::serve_connection(&stream, &shared).await,
+                    }
                     shared.untrack_socket(fd);
                     live.set(live.get() - 1);
                 });
@@ -135,10 +158,6 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, pool:
         }
     }
     shared.untrack_socket(listener.as_raw_fd());
-    let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
-    while live.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// What a parsed request is waiting for before its response can be written.
@@ -245,28 +264,31 @@ async fn read_loop(
 async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wake: &Notify, wake_reader: &Notify) {
     let mut output: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut parsed: Vec<Next> = Vec::new();
     loop {
         let mut close = false;
         let ended = {
             let mut inbox = inbox.borrow_mut();
-            let mut consumed_total = 0;
-            while !close {
-                match http::next_request(&inbox.bytes[consumed_total..], &shared.limits) {
-                    Next::Incomplete => break,
-                    Next::Fatal { response } => {
-                        pending.push_back(Pending::Rendered(response));
-                        close = true;
-                    }
-                    Next::Request { action, keep_alive, consumed } => {
-                        consumed_total += consumed;
-                        close = !keep_alive;
-                        pending.push_back(dispatch(action, keep_alive, shared, &mut close));
-                    }
-                }
-            }
-            inbox.bytes.drain(..consumed_total);
+            http::take_requests(&mut inbox.bytes, &shared.limits, &mut parsed);
             inbox.ended
         };
+        for next in parsed.drain(..) {
+            if close {
+                // After a `shutting_down` answer nothing more is submitted.
+                break;
+            }
+            match next {
+                Next::Incomplete => {}
+                Next::Fatal { response } => {
+                    pending.push_back(Pending::Rendered(response));
+                    close = true;
+                }
+                Next::Request { action, keep_alive, consumed: _ } => {
+                    close = !keep_alive;
+                    pending.push_back(dispatch(action, keep_alive, shared, &mut close));
+                }
+            }
+        }
         wake_reader.notify_one();
         if pending.is_empty() {
             if ended || close {

@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 
-use crate::command::Command;
+use crate::command::{Command, CompleteItem};
 use crate::engine::{DepRef, Discipline, NewTask, QueueConfigPatch};
 
 /// One log record's meaning.
@@ -58,6 +58,8 @@ mod kind {
     pub const CANCEL: u8 = 9;
     pub const TICK: u8 = 10;
     pub const SEED: u8 = 11;
+    /// `count:u32`, then per item `id:u64 lease:u64 result:option<bytes>`.
+    pub const COMPLETE_BATCH: u8 = 12;
 }
 
 /// Whether a command changes engine state and so belongs in the log. Reads do
@@ -174,6 +176,7 @@ pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
         Command::Fail { .. } => kind::FAIL,
         Command::Extend { .. } => kind::EXTEND,
         Command::Cancel { .. } => kind::CANCEL,
+        Command::CompleteBatch { .. } => kind::COMPLETE_BATCH,
         Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => panic!("reads are not logged"),
     };
     w.u8(kind);
@@ -229,6 +232,14 @@ pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
             w.u64(*lease_ms);
         }
         Command::Cancel { id } => w.u64(*id),
+        Command::CompleteBatch { items } => {
+            w.u32(u32::try_from(items.len()).expect("batch completes are bounded far below 2^32 items"));
+            for item in items {
+                w.u64(item.id);
+                w.u64(item.lease);
+                w.option(&item.result, |w, r| w.bytes(r));
+            }
+        }
         Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } => unreachable!("checked above"),
     }
 }
@@ -370,6 +381,14 @@ pub fn decode(bytes: &[u8]) -> Result<LogRecord, DecodeError> {
         }
         kind::EXTEND => Entry::Command(Command::Extend { id: r.u64()?, lease: r.u64()?, lease_ms: r.u64()? }),
         kind::CANCEL => Entry::Command(Command::Cancel { id: r.u64()? }),
+        kind::COMPLETE_BATCH => {
+            let count = r.count(8 + 8 + 1)?;
+            let mut items = Vec::with_capacity(count);
+            for _ in 0..count {
+                items.push(CompleteItem { id: r.u64()?, lease: r.u64()?, result: r.option(Reader::bytes)? });
+            }
+            Entry::Command(Command::CompleteBatch { items })
+        }
         other => return Err(DecodeError(format!("record kind {other}"))),
     };
     if !r.bytes.is_empty() {
@@ -474,6 +493,16 @@ mod tests {
             (any::<u64>(), any::<u64>(), any::<u64>())
                 .prop_map(|(id, lease, lease_ms)| Entry::Command(Command::Extend { id, lease, lease_ms })),
             any::<u64>().prop_map(|id| Entry::Command(Command::Cancel { id })),
+            prop::collection::vec(
+                (any::<u64>(), any::<u64>(), prop::option::of(prop::collection::vec(any::<u8>(), 0..32))),
+                0..5
+            )
+            .prop_map(|items| Entry::Command(Command::CompleteBatch {
+                items: items
+                    .into_iter()
+                    .map(|(id, lease, result)| CompleteItem { id, lease, result: result.map(Bytes::from) })
+                    .collect()
+            })),
         ]
     }
 
@@ -507,9 +536,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_complete_record_round_trips_with_its_results() {
+        let items = vec![
+            CompleteItem { id: 7, lease: u64::MAX, result: Some(Bytes::from_static(&[0xff, 0, 0xfe])) },
+            CompleteItem { id: 8, lease: 1, result: None },
+        ];
+        let record = LogRecord { now_ms: 42, entry: Entry::Command(Command::CompleteBatch { items }) };
+        let mut bytes = Vec::new();
+        encode(&record, &mut bytes);
+        assert_eq!(bytes[0], kind::COMPLETE_BATCH);
+        assert_eq!(decode(&bytes), Ok(record));
+        // A count the record cannot hold is refused before anything is reserved.
+        let mut huge = vec![kind::COMPLETE_BATCH];
+        huge.extend_from_slice(&0u64.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&huge).unwrap_err().0.contains("a count of"));
+    }
+
+    #[test]
     fn reads_are_not_logged() {
         assert!(!is_logged(&Command::ListQueues));
         assert!(!is_logged(&Command::GetTask { id: 1 }));
         assert!(is_logged(&Command::Cancel { id: 1 }));
+        assert!(is_logged(&Command::CompleteBatch { items: Vec::new() }));
     }
 }

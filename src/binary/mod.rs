@@ -1,0 +1,453 @@
+//! The binary protocol (docs/wire.md, codec in `tqx-wire`) as pure functions
+//! over a connection's bytes: no sockets, no threads, no clock. The reactor
+//! (`server/binary_conn.rs`) and the fuzz targets drive the same code:
+//!
+//! - [`take_frames`] takes every whole frame off the front of a connection's
+//!   receive buffer and says, for each, what to do: execute a [`Command`],
+//!   answer a ping (the reactor knows whether recovery is done), send an
+//!   already-encoded reply, or send a last error frame and close;
+//! - [`request_to_command`] maps a decoded request to a [`Command`], with the
+//!   same checks (and error codes) as the HTTP API's body mapping;
+//! - [`render_reply`] encodes a worker's [`Reply`] as a reply frame.
+//!
+//! Connection rules (why the stream stays trustworthy):
+//! - framing is by the 24-byte header's `body_len` alone, checked against
+//!   [`Limits::frame_body_bytes_max`] as soon as the header is in, so a
+//!   connection's buffer never needs more than one maximal frame (plus one read);
+//! - a bad magic or an over-long body is a framing error: one error frame
+//!   (opcode 0, request id 0) and the connection closes, since nothing after it
+//!   can be trusted;
+//! - everything else (a version other than 1, an unknown opcode, a body that
+//!   does not decode, a request before the hello) is answered with an error
+//!   reply carrying the request's id and opcode, and the connection stays.
+//!
+//! Replies carry their request's `request_id` and may leave out of order: each
+//! one goes as soon as it is ready (a `sync`-mode enqueue waits for its
+//! `fdatasync` while a later read answers at once).
+
+use bytes::{Bytes, BytesMut};
+use tqx_wire::{
+    peek_frame, DecodeError, Dep, ErrorCode, FrameError, Header, Opcode, Request, Response, HEADER_BYTES, VERSION,
+};
+
+use crate::command::{validate_complete_batch, Command, CompleteItem, Reply};
+use crate::engine::limits::{BATCH_TASKS_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX};
+use crate::engine::{self, validate_queue_name, DepRef, EngineError, NewTask, QueueConfigPatch};
+
+/// The longest a dequeue may ask to be held (`wait_ms`): the HTTP API's bound.
+pub use crate::http::WAIT_MS_MAX;
+
+/// Payloads and results shorter than this are copied out of the receive
+/// buffer; longer ones stay zero-copy slices of it. A slice keeps its whole
+/// receive buffer allocation (tens of KiB, see `server/binary_conn.rs`) alive
+/// for as long as the task holds it, so a small payload would pin many times
+/// its size; copying a few KiB costs about as much as the decode itself.
+pub const PAYLOAD_SHARED_BYTES_MIN: usize = 4 << 10;
+
+/// Bounds on what one connection may make the server buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted (`--max-body-bytes`); announced in the
+    /// hello reply. A larger `body_len` is a framing error.
+    pub frame_body_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { frame_body_bytes_max: tqx_wire::FRAME_BODY_BYTES_MAX_DEFAULT }
+    }
+}
+
+/// What a connection remembers between frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    /// A hello with a version this server speaks has been answered.
+    handshake_done: bool,
+    /// A framing error was answered: nothing more is read.
+    closed: bool,
+}
+
+impl ConnState {
+    pub fn new() -> ConnState {
+        ConnState::default()
+    }
+
+    pub fn handshake_done(&self) -> bool {
+        self.handshake_done
+    }
+
+    /// Whether a [`BinaryNext::Fatal`] was produced: the connection is to be
+    /// closed once it is sent, and [`take_frames`] takes nothing more.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// What to do with one frame taken off a connection's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BinaryNext {
+    /// Hand `command` to a worker; encode its reply with [`render_reply`]
+    /// (`opcode`, `request_id`). `long_poll`: a dequeue with `wait_ms` > 0,
+    /// to be abandoned if the peer goes away while it waits.
+    Execute { request_id: u64, opcode: u8, command: Command, long_poll: bool },
+    /// Answer `Pong { ready }`, `ready` being whether recovery is done (encode
+    /// with [`render_pong`]).
+    Ping { request_id: u64 },
+    /// Send this reply frame (a hello reply, or an error) as it is.
+    Respond(Vec<u8>),
+    /// Send this error frame, then close the connection: the framing is broken.
+    Fatal(Vec<u8>),
+}
+
+/// The reactor's step for one binary connection: takes up to `frames_max`
+/// whole frames off the front of `inbox`, in order, and appends one
+/// [`BinaryNext`] per frame to `out`.
+///
+/// Each frame is split off `inbox` (`split_to` + `freeze`), so payloads and
+/// results of [`PAYLOAD_SHARED_BYTES_MIN`] bytes or more reach the engine as
+/// slices of the receive buffer, without a copy. What is left in `inbox` is
+/// the start of a frame not yet complete. Stops early at a framing error (one
+/// [`BinaryNext::Fatal`], after which `state` is closed and later calls take
+/// nothing). Never panics, whatever the bytes; never reserves more than the
+/// bytes present.
+pub fn take_frames(
+    inbox: &mut BytesMut,
+    state: &mut ConnState,
+    limits: &Limits,
+    frames_max: usize,
+    out: &mut Vec<BinaryNext>,
+) {
+    let mut taken = 0;
+    while taken < frames_max && !state.closed {
+        let header = match peek_frame(inbox, limits.frame_body_bytes_max) {
+            Ok(None) => return,
+            Ok(Some(header)) => header,
+            Err(error) => {
+                state.closed = true;
+                out.push(BinaryNext::Fatal(fatal_frame(&error)));
+                return;
+            }
+        };
+        // peek_frame checked that the whole frame is present.
+        let frame_bytes = HEADER_BYTES + header.body_len.get() as usize;
+        let body = inbox.split_to(frame_bytes).freeze().slice(HEADER_BYTES..);
+        taken += 1;
+        out.push(frame_step(&header, body, state, limits));
+    }
+}
+
+/// One whole frame whose framing is fine.
+fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limits) -> BinaryNext {
+    let request_id = header.request_id.get();
+    let opcode = header.opcode;
+    let refuse = |code: ErrorCode, message: String| BinaryNext::Respond(error_frame(opcode, request_id, code, message));
+    if header.version != VERSION {
+        // The length is still trustworthy: skip the frame, keep the connection.
+        return refuse(
+            ErrorCode::UnsupportedVersion,
+            format!("frame version {} is not supported; this server speaks version {VERSION}", header.version),
+        );
+    }
+    if !state.handshake_done && opcode != Opcode::Hello as u8 {
+        return refuse(ErrorCode::HandshakeRequired, "the first request on a connection must be hello".into());
+    }
+    if Opcode::from_u8(opcode).is_none() {
+        return refuse(ErrorCode::UnknownOpcode, format!("unknown opcode 0x{opcode:02x}"));
+    }
+    let request = match Request::decode(header, body) {
+        Ok(request) => request,
+        Err(DecodeError { code, message }) => return refuse(code, message),
+    };
+    match request {
+        Request::Hello { version_min, version_max } => {
+            if version_min <= VERSION && VERSION <= version_max {
+                state.handshake_done = true;
+                let frame_body_bytes_max = u32::try_from(limits.frame_body_bytes_max).unwrap_or(u32::MAX);
+                let mut frame = Vec::with_capacity(HEADER_BYTES + 8);
+                Response::Hello { version: VERSION, frame_body_bytes_max }.encode(opcode, request_id, &mut frame);
+                BinaryNext::Respond(frame)
+            } else {
+                refuse(
+                    ErrorCode::UnsupportedVersion,
+                    format!("this server speaks version {VERSION}; the hello offered {version_min} to {version_max}"),
+                )
+            }
+        }
+        Request::Ping => BinaryNext::Ping { request_id },
+        request => match request_to_command(request) {
+            Ok(command) => {
+                let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
+                BinaryNext::Execute { request_id, opcode, command, long_poll }
+            }
+            Err((code, message)) => refuse(code, message),
+        },
+    }
+}
+
+/// The one error frame sent before closing on a framing error: opcode 0 and
+/// request id 0, since neither can be trusted.
+fn fatal_frame(error: &FrameError) -> Vec<u8> {
+    let code = match error {
+        FrameError::BadMagic(_) => ErrorCode::MalformedRequest,
+        FrameError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+    };
+    error_frame(0, 0, code, error.to_string())
+}
+
+/// An error reply frame.
+pub fn error_frame(opcode: u8, request_id: u64, code: ErrorCode, message: String) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + 8 + message.len());
+    Response::Error { code, message }.encode(opcode, request_id, &mut frame);
+    frame
+}
+
+/// Appends the reply to a ping: `ready` is false while the server recovers.
+pub fn render_pong(ready: bool, request_id: u64, out: &mut Vec<u8>) {
+    Response::Pong { ready }.encode(Opcode::Ping as u8, request_id, out);
+}
+
+/// Appends an error reply the reactor decides on its own (`overloaded`,
+/// `recovering`, `shutting_down`), with a message that says what to do.
+pub fn render_refusal(code: ErrorCode, opcode: u8, request_id: u64, out: &mut Vec<u8>) {
+    let message = match code {
+        ErrorCode::Overloaded => "the server's request queue is full; retry after a pause",
+        ErrorCode::Recovering => "the server is recovering its state from disk; retry after a pause",
+        ErrorCode::ShuttingDown => "the server is shutting down",
+        _ => code.as_str(),
+    };
+    Response::Error { code, message: message.into() }.encode(opcode, request_id, out);
+}
+
+/// Why a request was refused before reaching a worker, as the wire says it.
+fn refused(error: EngineError) -> (ErrorCode, String) {
+    (error_code(&error), error.to_string())
+}
+
+/// The wire code of an engine error: the same text as the HTTP API's
+/// `error.code` (`EngineError::code`), hence the same case on both protocols.
+pub fn error_code(error: &EngineError) -> ErrorCode {
+    // Every engine code is a wire code (a unit test walks them); stay total anyway.
+    ErrorCode::from_code(error.code()).unwrap_or(ErrorCode::InvalidArgument)
+}
+
+/// A payload or result as the engine will hold it (see [`PAYLOAD_SHARED_BYTES_MIN`]).
+fn held(bytes: Bytes) -> Bytes {
+    if bytes.len() < PAYLOAD_SHARED_BYTES_MIN {
+        Bytes::copy_from_slice(&bytes)
+    } else {
+        bytes
+    }
+}
+
+/// A task to enqueue; `in_batch`: whether batch references (`#k` over HTTP)
+/// may appear (the engine checks that they point to earlier entries).
+fn new_task(spec: tqx_wire::TaskSpec, in_batch: bool) -> Result<NewTask, (ErrorCode, String)> {
+    let mut depends_on = Vec::with_capacity(spec.depends_on.len());
+    for dep in spec.depends_on {
+        depends_on.push(match dep {
+            Dep::Task(id) => DepRef::Task(id),
+            Dep::Batch(k) if in_batch => DepRef::Batch(k as usize),
+            Dep::Batch(_) => {
+                let reason = "batch references (#k) are only valid in a batch";
+                return Err(refused(EngineError::invalid("depends_on", reason)));
+            }
+        });
+    }
+    Ok(NewTask {
+        payload: held(spec.payload),
+        priority: spec.priority,
+        group: spec.group,
+        delay_ms: spec.delay_ms,
+        max_attempts: spec.max_attempts,
+        depends_on,
+        key: spec.key,
+    })
+}
+
+fn discipline(discipline: tqx_wire::Discipline) -> engine::Discipline {
+    match discipline {
+        tqx_wire::Discipline::Fifo => engine::Discipline::Fifo,
+        tqx_wire::Discipline::Lifo => engine::Discipline::Lifo,
+        tqx_wire::Discipline::Priority => engine::Discipline::Priority,
+        tqx_wire::Discipline::RoundRobin => engine::Discipline::RoundRobin,
+    }
+}
+
+/// Maps a decoded request to the [`Command`] a worker executes, checking what
+/// the HTTP API's body mapping checks, with the same error codes and messages:
+/// queue names, 1 to 64 dequeue queues, `wait_ms` up to [`WAIT_MS_MAX`], 1 to
+/// 10,000 tasks in an enqueue batch and items in a batch complete, batch
+/// references only inside a batch. Ranges the engine checks (lease, delay,
+/// attempts, dequeue `max`, sizes) are left to it, so each has one message.
+///
+/// `Hello` and `Ping` are connection-level requests, not commands: they are
+/// refused here with `invalid_argument` ([`take_frames`] answers them itself).
+pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, String)> {
+    let queue_name = |queue: &str| validate_queue_name(queue, "queue").map_err(refused);
+    Ok(match request {
+        Request::Hello { .. } | Request::Ping => {
+            return Err((ErrorCode::InvalidArgument, "hello and ping are answered by the connection".into()))
+        }
+        Request::ConfigureQueue { queue, patch } => {
+            queue_name(&queue)?;
+            let patch = QueueConfigPatch {
+                discipline: patch.discipline.map(discipline),
+                lease_ms: patch.lease_ms,
+                max_attempts: patch.max_attempts,
+                backoff_ms: patch.backoff_ms,
+                backoff_max_ms: patch.backoff_max_ms,
+                retention_ms: patch.retention_ms,
+                group_concurrency: patch.group_concurrency,
+            };
+            Command::ConfigureQueue { queue, patch }
+        }
+        Request::ListQueues => Command::ListQueues,
+        Request::GetQueue { queue } => {
+            queue_name(&queue)?;
+            Command::GetQueue { queue }
+        }
+        Request::DeleteQueue { queue, force } => {
+            queue_name(&queue)?;
+            Command::DeleteQueue { queue, force }
+        }
+        Request::Enqueue { queue, task } => {
+            queue_name(&queue)?;
+            Command::Enqueue { queue, task: new_task(task, false)? }
+        }
+        Request::EnqueueBatch { queue, tasks } => {
+            queue_name(&queue)?;
+            if tasks.is_empty() || tasks.len() > BATCH_TASKS_COUNT_MAX {
+                let reason = format!("a batch holds 1 to {BATCH_TASKS_COUNT_MAX} tasks");
+                return Err(refused(EngineError::invalid("tasks", reason)));
+            }
+            let tasks = tasks.into_iter().map(|spec| new_task(spec, true)).collect::<Result<_, _>>()?;
+            Command::EnqueueBatch { queue, tasks }
+        }
+        Request::Dequeue { queues, max, lease_ms, wait_ms } => {
+            if queues.is_empty() || queues.len() > DEQUEUE_QUEUES_COUNT_MAX {
+                let reason = format!("expected an array of 1 to {DEQUEUE_QUEUES_COUNT_MAX} queue names");
+                return Err(refused(EngineError::invalid("queues", reason)));
+            }
+            for queue in &queues {
+                validate_queue_name(queue, "queues").map_err(refused)?;
+            }
+            if wait_ms > WAIT_MS_MAX {
+                return Err(refused(EngineError::invalid("wait_ms", format!("must be between 0 and {WAIT_MS_MAX}"))));
+            }
+            Command::Dequeue { queues, max: usize::from(max), lease_ms, wait_ms }
+        }
+        Request::GetTask { id } => Command::GetTask { id },
+        Request::Complete { id, lease, result } => Command::Complete { id, lease, result: result.map(held) },
+        Request::Fail { id, lease, error, retry } => Command::Fail { id, lease, error, retry },
+        Request::Extend { id, lease, lease_ms } => Command::Extend { id, lease, lease_ms },
+        Request::Cancel { id } => Command::Cancel { id },
+        Request::CompleteBatch { items } => {
+            validate_complete_batch(items.len()).map_err(refused)?;
+            let items = items
+                .into_iter()
+                .map(|item| CompleteItem { id: item.id, lease: item.lease, result: item.result.map(held) })
+                .collect();
+            Command::CompleteBatch { items }
+        }
+    })
+}
+
+fn task_state(state: engine::TaskState) -> tqx_wire::TaskState {
+    match state {
+        engine::TaskState::Waiting => tqx_wire::TaskState::Waiting,
+        engine::TaskState::Delayed => tqx_wire::TaskState::Delayed,
+        engine::TaskState::Ready => tqx_wire::TaskState::Ready,
+        engine::TaskState::Leased => tqx_wire::TaskState::Leased,
+        engine::TaskState::Completed => tqx_wire::TaskState::Completed,
+        engine::TaskState::Dead => tqx_wire::TaskState::Dead,
+        engine::TaskState::Cancelled => tqx_wire::TaskState::Cancelled,
+    }
+}
+
+fn queue_info(info: &engine::QueueInfo) -> tqx_wire::QueueInfo {
+    let config = &info.config;
+    tqx_wire::QueueInfo {
+        name: info.name.to_string(),
+        discipline: match config.discipline {
+            engine::Discipline::Fifo => tqx_wire::Discipline::Fifo,
+            engine::Discipline::Lifo => tqx_wire::Discipline::Lifo,
+            engine::Discipline::Priority => tqx_wire::Discipline::Priority,
+            engine::Discipline::RoundRobin => tqx_wire::Discipline::RoundRobin,
+        },
+        lease_ms: config.lease_ms,
+        max_attempts: config.max_attempts,
+        backoff_ms: config.backoff_ms,
+        backoff_max_ms: config.backoff_max_ms,
+        retention_ms: config.retention_ms,
+        group_concurrency: config.group_concurrency,
+        counts: info.counts.0,
+    }
+}
+
+fn enqueued(enqueued: &engine::Enqueued) -> tqx_wire::Enqueued {
+    tqx_wire::Enqueued { id: enqueued.id, state: task_state(enqueued.state), created: enqueued.created }
+}
+
+/// Appends the reply frame for a worker's `reply` to the request `opcode` /
+/// `request_id`. Every [`Reply`] has a wire form: engine errors become
+/// `Error` with [`error_code`] and the same message as over HTTP, a storage
+/// failure `storage_failed`.
+pub fn render_reply(reply: &Reply, opcode: u8, request_id: u64, out: &mut Vec<u8>) {
+    let response = match reply {
+        Reply::Queue(info) => Response::Queue(queue_info(info)),
+        Reply::Queues(queues) => Response::Queues(queues.iter().map(queue_info).collect()),
+        Reply::QueueDeleted { .. } => Response::QueueDeleted,
+        Reply::Enqueued(entry) => Response::Enqueued(enqueued(entry)),
+        Reply::EnqueuedBatch(entries) => Response::EnqueuedBatch(entries.iter().map(enqueued).collect()),
+        Reply::Leased(tasks) => Response::Leased(
+            tasks
+                .iter()
+                .map(|task| tqx_wire::LeasedTask {
+                    id: task.id,
+                    queue: task.queue.to_string(),
+                    payload: task.payload.clone(),
+                    priority: task.priority,
+                    group: task.group.as_deref().map(str::to_owned),
+                    attempt: task.attempt,
+                    lease: task.lease,
+                    lease_expires_at_ms: task.lease_expires_at_ms,
+                })
+                .collect(),
+        ),
+        Reply::Task(view) => Response::Task(tqx_wire::TaskView {
+            id: view.id,
+            queue: view.queue.to_string(),
+            state: task_state(view.state),
+            payload: view.payload.clone(),
+            priority: view.priority,
+            group: view.group.as_deref().map(str::to_owned),
+            depends_on: view.depends_on.clone(),
+            key: view.key.clone(),
+            attempts: view.attempts,
+            max_attempts: view.max_attempts,
+            result: view.result.clone(),
+            error: view.error.clone(),
+            created_at_ms: view.created_at_ms,
+            updated_at_ms: view.updated_at_ms,
+            not_before_ms: view.not_before_ms,
+            lease_expires_at_ms: view.lease_expires_at_ms,
+            purge_at_ms: view.purge_at_ms,
+        }),
+        Reply::TaskState { id, state } => Response::TaskState { id: *id, state: task_state(*state) },
+        Reply::Extended { id, lease_expires_at_ms } => {
+            Response::Extended { id: *id, lease_expires_at_ms: *lease_expires_at_ms }
+        }
+        Reply::CompletedBatch(outcomes) => Response::CompletedBatch(
+            outcomes
+                .iter()
+                .map(|(id, outcome)| (*id, outcome.as_ref().map(|state| task_state(*state)).map_err(error_code)))
+                .collect(),
+        ),
+        Reply::Error(error) => Response::Error { code: error_code(error), message: error.to_string() },
+        Reply::StorageFailed(reason) => Response::Error { code: ErrorCode::StorageFailed, message: reason.to_string() },
+    };
+    response.encode(opcode, request_id, out);
+}
+
+#[cfg(test)]
+mod tests;

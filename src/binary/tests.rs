@@ -1,0 +1,501 @@
+//! The connection step and the mappings, driven with frames built by the
+//! `tqx-wire` codec (the client side of the same crate).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tqx_wire::{CompleteItem as WireItem, Dep, ErrorCode, Header, Opcode, Request, Response, TaskSpec, HEADER_BYTES};
+
+use super::*;
+use crate::command::{CompleteItem, Reply};
+use crate::engine::{self, EngineError, QueueConfig, StateCounts};
+
+const HELLO: Request = Request::Hello { version_min: 1, version_max: 1 };
+
+fn frame(request: &Request, request_id: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    request.encode(request_id, &mut out);
+    out
+}
+
+/// Decodes one reply frame: its header and what it says.
+fn reply(bytes: &[u8]) -> (Header, Response) {
+    let header = tqx_wire::peek_frame(bytes, usize::MAX).expect("framing").expect("a whole frame");
+    assert_eq!(bytes.len(), HEADER_BYTES + header.body_len.get() as usize, "exactly one frame");
+    assert!(header.is_reply());
+    let response = Response::decode(&header, Bytes::copy_from_slice(&bytes[HEADER_BYTES..])).expect("decodes");
+    (header, response)
+}
+
+#[track_caller]
+fn respond(next: &BinaryNext) -> (Header, Response) {
+    match next {
+        BinaryNext::Respond(bytes) => reply(bytes),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn error_of(next: &BinaryNext) -> (u8, u64, ErrorCode) {
+    match respond(next) {
+        (header, Response::Error { code, message }) => {
+            assert!(!message.is_empty());
+            assert_eq!(header.status.get(), code as u16);
+            (header.opcode, header.request_id.get(), code)
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Runs `bytes` through a fresh connection in one call.
+fn run(bytes: &[u8]) -> (Vec<BinaryNext>, ConnState, BytesMut) {
+    let mut inbox = BytesMut::from(bytes);
+    let mut state = ConnState::new();
+    let mut out = Vec::new();
+    take_frames(&mut inbox, &mut state, &Limits::default(), usize::MAX, &mut out);
+    (out, state, inbox)
+}
+
+fn enqueue(queue: &str, payload: &[u8]) -> Request {
+    Request::Enqueue {
+        queue: queue.into(),
+        task: TaskSpec { payload: Bytes::copy_from_slice(payload), ..TaskSpec::default() },
+    }
+}
+
+#[test]
+fn hello_then_requests_become_commands_with_their_ids() {
+    let mut bytes = frame(&HELLO, 1);
+    bytes.extend(frame(&enqueue("q", b"\xff\x00"), 2));
+    bytes.extend(frame(&Request::Ping, 3));
+    bytes.extend(frame(&Request::Dequeue { queues: vec!["q".into()], max: 5, lease_ms: None, wait_ms: 100 }, 4));
+    let (out, state, rest) = run(&bytes);
+    assert!(rest.is_empty() && state.handshake_done() && !state.is_closed());
+    assert_eq!(out.len(), 4);
+    let (header, hello) = respond(&out[0]);
+    assert_eq!((header.opcode, header.request_id.get()), (Opcode::Hello as u8, 1));
+    assert_eq!(hello, Response::Hello { version: 1, frame_body_bytes_max: 1 << 20 });
+    match &out[1] {
+        BinaryNext::Execute { request_id: 2, opcode, command: Command::Enqueue { queue, task }, long_poll: false } => {
+            assert_eq!((*opcode, queue.as_str(), &task.payload[..]), (Opcode::Enqueue as u8, "q", &b"\xff\x00"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out[2], BinaryNext::Ping { request_id: 3 });
+    assert!(matches!(out[3], BinaryNext::Execute { request_id: 4, long_poll: true, .. }), "{:?}", out[3]);
+}
+
+#[test]
+fn requests_before_a_successful_hello_get_handshake_required_and_the_connection_stays() {
+    let mut bytes = frame(&Request::ListQueues, 7);
+    bytes.extend(frame(&Request::Ping, 8));
+    bytes.extend(frame(&Request::Hello { version_min: 2, version_max: 3 }, 9));
+    bytes.extend(frame(&Request::ListQueues, 10));
+    bytes.extend(frame(&Request::Hello { version_min: 0, version_max: 4 }, 11));
+    bytes.extend(frame(&Request::ListQueues, 12));
+    let (out, state, _) = run(&bytes);
+    assert_eq!(error_of(&out[0]), (Opcode::ListQueues as u8, 7, ErrorCode::HandshakeRequired));
+    assert_eq!(error_of(&out[1]), (Opcode::Ping as u8, 8, ErrorCode::HandshakeRequired));
+    assert_eq!(error_of(&out[2]), (Opcode::Hello as u8, 9, ErrorCode::UnsupportedVersion));
+    assert_eq!(error_of(&out[3]).2, ErrorCode::HandshakeRequired);
+    assert!(matches!(respond(&out[4]).1, Response::Hello { version: 1, .. }));
+    assert!(matches!(out[5], BinaryNext::Execute { request_id: 12, command: Command::ListQueues, .. }));
+    assert!(state.handshake_done() && !state.is_closed());
+}
+
+#[test]
+fn another_version_and_unknown_opcodes_are_answered_and_skipped() {
+    let mut bytes = frame(&HELLO, 1);
+    let mut other_version = frame(&Request::ListQueues, 2);
+    other_version[2] = 2;
+    bytes.extend(other_version);
+    let mut unknown = frame(&Request::ListQueues, 3);
+    unknown[3] = 0x7f;
+    bytes.extend(unknown);
+    bytes.extend(frame(&Request::ListQueues, 4));
+    let (out, state, _) = run(&bytes);
+    assert_eq!(error_of(&out[1]), (Opcode::ListQueues as u8, 2, ErrorCode::UnsupportedVersion));
+    assert_eq!(error_of(&out[2]), (0x7f, 3, ErrorCode::UnknownOpcode));
+    assert!(matches!(out[3], BinaryNext::Execute { request_id: 4, .. }));
+    assert!(!state.is_closed());
+}
+
+#[test]
+fn a_body_that_does_not_decode_is_answered_with_its_code_and_the_connection_stays() {
+    let mut bytes = frame(&HELLO, 1);
+    // A get-task body one byte short.
+    let mut short = frame(&Request::GetTask { id: 5 }, 2);
+    short.pop();
+    let body_len = (short.len() - HEADER_BYTES) as u32;
+    short[8..12].copy_from_slice(&body_len.to_le_bytes());
+    bytes.extend(short);
+    bytes.extend(frame(&Request::GetTask { id: 6 }, 3));
+    let (out, _, _) = run(&bytes);
+    assert_eq!(error_of(&out[1]), (Opcode::GetTask as u8, 2, ErrorCode::MalformedRequest));
+    assert!(matches!(out[2], BinaryNext::Execute { command: Command::GetTask { id: 6 }, .. }));
+}
+
+#[test]
+fn bad_magic_and_an_oversized_body_are_fatal_after_one_error_frame() {
+    let mut oversized = frame(&Request::ListQueues, 2);
+    oversized[8..12].copy_from_slice(&((1u32 << 20) + 1).to_le_bytes());
+    for (bad, code) in
+        [(b"GET / HTTP/1.1\r\n\r\n".to_vec(), ErrorCode::MalformedRequest), (oversized, ErrorCode::PayloadTooLarge)]
+    {
+        let mut stream = frame(&HELLO, 1);
+        stream.extend_from_slice(&bad);
+        stream.extend(frame(&Request::ListQueues, 9));
+        let (out, mut state, mut rest) = run(&stream);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(state.is_closed());
+        match &out[1] {
+            BinaryNext::Fatal(frame) => {
+                let (header, response) = reply(frame);
+                assert_eq!((header.opcode, header.request_id.get()), (0, 0));
+                assert!(matches!(response, Response::Error { code: c, .. } if c == code), "{response:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing more is taken from a closed connection.
+        let mut more = Vec::new();
+        take_frames(&mut rest, &mut state, &Limits::default(), usize::MAX, &mut more);
+        assert!(more.is_empty());
+    }
+    // The magic is checked as soon as two bytes are in; the length as soon as
+    // the header is: neither waits for a body.
+    let (out, _, _) = run(b"XY");
+    assert!(matches!(out[..], [BinaryNext::Fatal(_)]));
+    let limits = Limits { frame_body_bytes_max: 10 };
+    let mut inbox = BytesMut::from(&frame(&enqueue("q", &[0; 11]), 1)[..HEADER_BYTES]);
+    let mut out = Vec::new();
+    take_frames(&mut inbox, &mut ConnState::new(), &limits, usize::MAX, &mut out);
+    assert!(matches!(out[..], [BinaryNext::Fatal(_)]));
+}
+
+#[test]
+fn frames_split_at_every_byte_give_the_same_steps_as_whole() {
+    let mut bytes = frame(&HELLO, 1);
+    bytes.extend(frame(&enqueue("q", &[7; 100]), 2));
+    bytes.extend(frame(&Request::Ping, 3));
+    bytes.extend(frame(&Request::Cancel { id: 4 }, 4));
+    let (whole, _, _) = run(&bytes);
+    let mut inbox = BytesMut::new();
+    let mut state = ConnState::new();
+    let mut pieces = Vec::new();
+    for &byte in &bytes {
+        inbox.extend_from_slice(&[byte]);
+        take_frames(&mut inbox, &mut state, &Limits::default(), usize::MAX, &mut pieces);
+    }
+    assert_eq!(pieces, whole);
+    assert!(inbox.is_empty());
+}
+
+#[test]
+fn at_most_frames_max_frames_are_taken_per_call() {
+    let mut bytes = frame(&HELLO, 1);
+    for id in 0..5 {
+        bytes.extend(frame(&Request::GetTask { id }, id + 2));
+    }
+    let mut inbox = BytesMut::from(&bytes[..]);
+    let mut state = ConnState::new();
+    let mut out = Vec::new();
+    take_frames(&mut inbox, &mut state, &Limits::default(), 2, &mut out);
+    assert_eq!(out.len(), 2);
+    take_frames(&mut inbox, &mut state, &Limits::default(), 0, &mut out);
+    assert_eq!(out.len(), 2);
+    take_frames(&mut inbox, &mut state, &Limits::default(), 100, &mut out);
+    assert_eq!(out.len(), 6);
+    assert!(inbox.is_empty());
+}
+
+#[test]
+fn large_payloads_are_slices_of_the_receive_buffer_and_small_ones_are_copied() {
+    let mut bytes = frame(&HELLO, 1);
+    bytes.extend(frame(&enqueue("q", &vec![1; PAYLOAD_SHARED_BYTES_MIN]), 2));
+    bytes.extend(frame(&enqueue("q", &vec![2; PAYLOAD_SHARED_BYTES_MIN - 1]), 3));
+    let mut inbox = BytesMut::from(&bytes[..]);
+    let range = inbox.as_ptr() as usize..inbox.as_ptr() as usize + inbox.len();
+    let mut out = Vec::new();
+    take_frames(&mut inbox, &mut ConnState::new(), &Limits::default(), usize::MAX, &mut out);
+    let payload = |next: &BinaryNext| match next {
+        BinaryNext::Execute { command: Command::Enqueue { task, .. }, .. } => task.payload.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (large, small) = (payload(&out[1]), payload(&out[2]));
+    assert_eq!((large.len(), small.len()), (PAYLOAD_SHARED_BYTES_MIN, PAYLOAD_SHARED_BYTES_MIN - 1));
+    assert!(range.contains(&(large.as_ptr() as usize)), "the large payload is not a slice of the inbox");
+    assert!(!range.contains(&(small.as_ptr() as usize)), "the small payload still pins the inbox");
+}
+
+// ---- request_to_command: the HTTP API's checks and codes ---------------------
+
+#[track_caller]
+fn refused_with(request: Request, code: ErrorCode, field: &str) {
+    match request_to_command(request) {
+        Err((c, message)) => {
+            assert_eq!(c, code, "{message}");
+            assert!(message.contains(field), "{message:?} should name {field}");
+        }
+        Ok(command) => panic!("accepted: {command:?}"),
+    }
+}
+
+/// The HTTP API's answer to the same request, as `(code, message)`.
+fn http_refusal(method: &str, path: &str, body: &str) -> (String, String) {
+    let mut bytes = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes();
+    let mut out = Vec::new();
+    crate::http::take_requests(&mut bytes, &crate::http::Limits::default(), &mut out);
+    let response = match &out[..] {
+        [crate::http::Next::Request { action: crate::http::Action::Respond(response), .. }] => response.clone(),
+        other => panic!("{other:?}"),
+    };
+    let text = String::from_utf8(response).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    (body["error"]["code"].as_str().unwrap().into(), body["error"]["message"].as_str().unwrap().into())
+}
+
+#[track_caller]
+fn same_as_http(request: Request, method: &str, path: &str, body: &str) {
+    let (code, message) = request_to_command(request).expect_err("refused");
+    assert_eq!((code.as_str().to_owned(), message), http_refusal(method, path, body));
+}
+
+#[test]
+fn request_checks_match_the_http_api() {
+    let dequeue = |queues: Vec<String>, wait_ms| Request::Dequeue { queues, max: 1, lease_ms: None, wait_ms };
+    same_as_http(dequeue(vec![], 0), "POST", "/v1/dequeue", r#"{"queues":[]}"#);
+    let many: Vec<String> = (0..65).map(|i| format!("q{i}")).collect();
+    let body = serde_json::json!({ "queues": many }).to_string();
+    same_as_http(dequeue(many, 0), "POST", "/v1/dequeue", &body);
+    same_as_http(dequeue(vec!["q".into()], 60_001), "POST", "/v1/dequeue", r#"{"queues":["q"],"wait_ms":60001}"#);
+    same_as_http(
+        Request::EnqueueBatch { queue: "q".into(), tasks: vec![] },
+        "POST",
+        "/v1/queues/q/tasks/batch",
+        r#"{"tasks":[]}"#,
+    );
+    // Queue names and dequeue `max` are checked by the engine for HTTP: same code.
+    refused_with(dequeue(vec!["bad name".into()], 0), ErrorCode::InvalidArgument, "queues");
+    refused_with(enqueue("", b"1"), ErrorCode::InvalidArgument, "queue");
+    refused_with(Request::GetQueue { queue: "a/b".into() }, ErrorCode::InvalidArgument, "queue");
+    refused_with(Request::DeleteQueue { queue: "x".repeat(129), force: false }, ErrorCode::InvalidArgument, "queue");
+    let with_batch_ref = Request::Enqueue {
+        queue: "q".into(),
+        task: TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Batch(0)], ..TaskSpec::default() },
+    };
+    refused_with(with_batch_ref, ErrorCode::InvalidArgument, "depends_on");
+    refused_with(Request::CompleteBatch { items: vec![] }, ErrorCode::InvalidArgument, "items");
+    let too_many = vec![WireItem { id: 1, lease: 1, result: None }; BATCH_TASKS_COUNT_MAX + 1];
+    refused_with(Request::CompleteBatch { items: too_many }, ErrorCode::InvalidArgument, "items");
+    refused_with(HELLO, ErrorCode::InvalidArgument, "hello");
+}
+
+#[test]
+fn requests_map_to_the_commands_http_would_build() {
+    let spec = TaskSpec {
+        payload: Bytes::from_static(b"p"),
+        priority: -3,
+        group: Some("g".into()),
+        delay_ms: 5,
+        max_attempts: Some(2),
+        depends_on: vec![Dep::Task(9), Dep::Batch(0)],
+        key: Some("k".into()),
+    };
+    let batch = request_to_command(Request::EnqueueBatch { queue: "q".into(), tasks: vec![spec] }).unwrap();
+    let expected = NewTask {
+        payload: Bytes::from_static(b"p"),
+        priority: -3,
+        group: Some("g".into()),
+        delay_ms: 5,
+        max_attempts: Some(2),
+        depends_on: vec![DepRef::Task(9), DepRef::Batch(0)],
+        key: Some("k".into()),
+    };
+    assert_eq!(batch, Command::EnqueueBatch { queue: "q".into(), tasks: vec![expected] });
+    let patch = tqx_wire::QueuePatch {
+        discipline: Some(tqx_wire::Discipline::RoundRobin),
+        lease_ms: Some(1),
+        group_concurrency: Some(None),
+        ..tqx_wire::QueuePatch::default()
+    };
+    assert_eq!(
+        request_to_command(Request::ConfigureQueue { queue: "q".into(), patch }).unwrap(),
+        Command::ConfigureQueue {
+            queue: "q".into(),
+            patch: QueueConfigPatch {
+                discipline: Some(engine::Discipline::RoundRobin),
+                lease_ms: Some(1),
+                group_concurrency: Some(None),
+                ..QueueConfigPatch::default()
+            }
+        }
+    );
+    let items = vec![WireItem { id: 1, lease: 2, result: Some(Bytes::from_static(b"r")) }];
+    assert_eq!(
+        request_to_command(Request::CompleteBatch { items }).unwrap(),
+        Command::CompleteBatch {
+            items: vec![CompleteItem { id: 1, lease: 2, result: Some(Bytes::from_static(b"r")) }]
+        }
+    );
+    assert_eq!(
+        request_to_command(Request::Fail { id: 1, lease: 2, error: "e".into(), retry: false }).unwrap(),
+        Command::Fail { id: 1, lease: 2, error: "e".into(), retry: false }
+    );
+}
+
+// ---- render_reply --------------------------------------------------------------
+
+fn rendered(reply: &Reply, opcode: Opcode) -> (Header, Response) {
+    let mut out = Vec::new();
+    render_reply(reply, opcode as u8, 0xfeed, &mut out);
+    let (header, response) = reply_of(&out);
+    assert_eq!((header.opcode, header.request_id.get()), (opcode as u8, 0xfeed));
+    (header, response)
+}
+
+fn reply_of(bytes: &[u8]) -> (Header, Response) {
+    reply(bytes)
+}
+
+#[test]
+fn every_reply_has_a_wire_form() {
+    let info = engine::QueueInfo {
+        name: Arc::from("emails"),
+        config: QueueConfig { group_concurrency: Some(4), ..QueueConfig::default() },
+        counts: StateCounts([1, 2, 3, 4, 5, 6, 7]),
+    };
+    let wire_info = tqx_wire::QueueInfo {
+        name: "emails".into(),
+        discipline: tqx_wire::Discipline::Fifo,
+        lease_ms: 30_000,
+        max_attempts: 3,
+        backoff_ms: 1_000,
+        backoff_max_ms: 60_000,
+        retention_ms: 3_600_000,
+        group_concurrency: Some(4),
+        counts: [1, 2, 3, 4, 5, 6, 7],
+    };
+    assert_eq!(rendered(&Reply::Queue(info.clone()), Opcode::GetQueue).1, Response::Queue(wire_info.clone()));
+    assert_eq!(rendered(&Reply::Queues(vec![info]), Opcode::ListQueues).1, Response::Queues(vec![wire_info]));
+    assert_eq!(rendered(&Reply::QueueDeleted { queue: "q".into() }, Opcode::DeleteQueue).1, Response::QueueDeleted);
+    let entry = engine::Enqueued { id: 3, state: engine::TaskState::Waiting, created: false };
+    assert_eq!(
+        rendered(&Reply::Enqueued(entry), Opcode::Enqueue).1,
+        Response::Enqueued(tqx_wire::Enqueued { id: 3, state: tqx_wire::TaskState::Waiting, created: false })
+    );
+    assert!(matches!(
+        rendered(&Reply::EnqueuedBatch(vec![entry, entry]), Opcode::EnqueueBatch).1,
+        Response::EnqueuedBatch(entries) if entries.len() == 2
+    ));
+    let leased = engine::LeasedTask {
+        id: 4,
+        queue: Arc::from("q"),
+        payload: Bytes::from_static(b"\x00\xff"),
+        priority: 1,
+        group: Some(Arc::from("g")),
+        attempt: 2,
+        lease: u64::MAX,
+        lease_expires_at_ms: 99,
+    };
+    assert_eq!(
+        rendered(&Reply::Leased(vec![leased]), Opcode::Dequeue).1,
+        Response::Leased(vec![tqx_wire::LeasedTask {
+            id: 4,
+            queue: "q".into(),
+            payload: Bytes::from_static(b"\x00\xff"),
+            priority: 1,
+            group: Some("g".into()),
+            attempt: 2,
+            lease: u64::MAX,
+            lease_expires_at_ms: 99,
+        }])
+    );
+    let view = engine::TaskView {
+        id: 5,
+        queue: Arc::from("q"),
+        state: engine::TaskState::Completed,
+        payload: Bytes::from_static(b"p"),
+        priority: 0,
+        group: None,
+        depends_on: vec![1, 2],
+        key: Some("k".into()),
+        attempts: 1,
+        max_attempts: 3,
+        result: Some(Bytes::from_static(b"r")),
+        error: None,
+        created_at_ms: 10,
+        updated_at_ms: 11,
+        not_before_ms: None,
+        lease_expires_at_ms: None,
+        purge_at_ms: Some(12),
+    };
+    match rendered(&Reply::Task(view), Opcode::GetTask).1 {
+        Response::Task(task) => {
+            assert_eq!(
+                (task.id, task.state, task.depends_on, task.purge_at_ms),
+                (5, tqx_wire::TaskState::Completed, vec![1, 2], Some(12))
+            );
+            assert_eq!((task.result, task.key), (Some(Bytes::from_static(b"r")), Some("k".into())));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        rendered(&Reply::TaskState { id: 6, state: engine::TaskState::Dead }, Opcode::Fail).1,
+        Response::TaskState { id: 6, state: tqx_wire::TaskState::Dead }
+    );
+    assert_eq!(
+        rendered(&Reply::Extended { id: 7, lease_expires_at_ms: 8 }, Opcode::Extend).1,
+        Response::Extended { id: 7, lease_expires_at_ms: 8 }
+    );
+    let outcomes = vec![(1, Ok(engine::TaskState::Completed)), (2, Err(EngineError::LeaseMismatch(2)))];
+    assert_eq!(
+        rendered(&Reply::CompletedBatch(outcomes), Opcode::CompleteBatch).1,
+        Response::CompletedBatch(vec![(1, Ok(tqx_wire::TaskState::Completed)), (2, Err(ErrorCode::LeaseMismatch))])
+    );
+    let (header, response) = rendered(&Reply::Error(EngineError::TaskNotFound(9)), Opcode::GetTask);
+    assert_eq!(header.status.get(), ErrorCode::TaskNotFound as u16);
+    assert_eq!(response, Response::Error { code: ErrorCode::TaskNotFound, message: "task 9 not found".into() });
+    let (_, response) = rendered(&Reply::StorageFailed(Arc::from("disk gone")), Opcode::Enqueue);
+    assert_eq!(response, Response::Error { code: ErrorCode::StorageFailed, message: "disk gone".into() });
+}
+
+#[test]
+fn every_engine_error_code_is_a_wire_code() {
+    let errors = [
+        EngineError::Invalid { field: Cow::Borrowed("f"), reason: Cow::Borrowed("r") },
+        EngineError::TaskNotFound(1),
+        EngineError::QueueNotFound("q".into()),
+        EngineError::LeaseMismatch(1),
+        EngineError::LeaseExpired(1),
+        EngineError::NotLeased { id: 1, state: engine::TaskState::Ready },
+        EngineError::TaskFinished { id: 1, state: engine::TaskState::Dead },
+        EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count: 1 },
+        EngineError::CapacityExceeded { what: "tasks", limit: 1 },
+    ];
+    for error in errors {
+        assert_eq!(ErrorCode::from_code(error.code()).map(ErrorCode::as_str), Some(error.code()));
+        assert_eq!(error_code(&error).as_str(), error.code());
+    }
+}
+
+#[test]
+fn pongs_and_refusals_carry_their_request() {
+    let mut out = Vec::new();
+    render_pong(false, 42, &mut out);
+    let (header, response) = reply(&out);
+    assert_eq!(
+        (header.opcode, header.request_id.get(), response),
+        (Opcode::Ping as u8, 42, Response::Pong { ready: false })
+    );
+    for code in [ErrorCode::Overloaded, ErrorCode::Recovering, ErrorCode::ShuttingDown] {
+        let mut out = Vec::new();
+        render_refusal(code, Opcode::Enqueue as u8, 43, &mut out);
+        let (header, response) = reply(&out);
+        assert_eq!(
+            (header.opcode, header.request_id.get(), header.status.get()),
+            (Opcode::Enqueue as u8, 43, code as u16)
+        );
+        assert!(matches!(response, Response::Error { code: c, .. } if c == code));
+    }
+}

@@ -1,0 +1,325 @@
+//! One binary-protocol connection on a reactor (docs/wire.md; the protocol
+//! step is the pure `crate::binary::take_frames`).
+//!
+//! Three kinds of task share the socket and a [`Conn`]:
+//!
+//! - the **reader** always has exactly one read in flight (as on HTTP
+//!   connections, and for the same reasons: the end of the peer's stream is
+//!   seen even while requests wait, and no read is ever dropped half-way). It
+//!   appends what it reads to the inbox, a `BytesMut` that frames are split off
+//!   without a copy, and pauses while the inbox holds a maximal frame;
+//! - the **processor** (the connection's own task) takes whole frames off the
+//!   inbox, answers what needs no worker at once (hello, ping, errors,
+//!   `overloaded`, `recovering`, `shutting_down`), and hands commands to the
+//!   workers, spawning one local task per command that awaits its reply and
+//!   encodes it into the output buffer. It takes no new frame while
+//!   [`IN_FLIGHT_REQUESTS_MAX`] requests are in flight or
+//!   [`OUTPUT_BYTES_PAUSE`] bytes wait for the peer to read them: a client
+//!   that pipelines without reading cannot grow the server's memory;
+//! - the **writer** writes whatever replies have accumulated in one write,
+//!   so replies that finish together leave together.
+//!
+//! Replies leave in the order they are ready, not the order of the requests;
+//! each carries its request's id. A long poll is abandoned when the peer's
+//! stream ends (its dropped receiver tells the worker not to lease for it),
+//! unless the server is stopping, when the worker answers it. At stop (and at
+//! the end of the peer's stream) the frames already received are answered,
+//! every request in flight is answered and written, then the connection closes.
+
+use std::cell::{Cell, RefCell};
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::{oneshot, Notify};
+use tokio_uring::net::TcpStream;
+use tqx_wire::{ErrorCode, HEADER_BYTES};
+
+use super::worker::Job;
+use super::Shared;
+use crate::binary::{self, BinaryNext, ConnState};
+use crate::command::Reply;
+
+/// Requests of one connection handed to workers and not yet answered. Each
+/// holds a spawned task and a slot in the request queue; past it, frames wait
+/// in the inbox (and reads pause once it is full).
+pub(crate) const IN_FLIGHT_REQUESTS_MAX: usize = 4096;
+/// Encoded replies waiting for the peer to read them, past which no new frame
+/// is taken (replies already in flight still land: the bound is soft by at
+/// most their size).
+pub(crate) const OUTPUT_BYTES_PAUSE: usize = 4 << 20;
+/// Inbox allocation for a new connection, and the smallest one made when the
+/// inbox must move (its bytes are shared with payloads still held). Payloads
+/// of `binary::PAYLOAD_SHARED_BYTES_MIN` bytes or more keep their allocation
+/// alive, so this also bounds how much a shared payload can pin: at most
+/// 16 KiB / 4 KiB = 4 times its size, unless its frame was larger.
+const INBOX_BYTES_INITIAL: usize = 16 << 10;
+/// Bytes asked of each read.
+const READ_BYTES: usize = 16 << 10;
+/// An output buffer that grew past this (a large reply) is released after
+/// its write rather than kept for the life of the connection.
+const OUTPUT_BYTES_KEPT_MAX: usize = 1 << 20;
+
+/// What the tasks of one connection share (all on the reactor's thread).
+struct Conn {
+    /// Received bytes not yet taken as frames.
+    inbox: RefCell<BytesMut>,
+    /// The peer's stream has ended (or the socket was shut down, or a read failed).
+    ended: Cell<bool>,
+    /// Requests handed to workers whose replies are not yet encoded.
+    in_flight: Cell<usize>,
+    /// Encoded replies the writer has not taken yet.
+    output: RefCell<Vec<u8>>,
+    /// Bytes of the write in flight.
+    writing_bytes: Cell<usize>,
+    write_failed: Cell<bool>,
+    /// The processor is done: the writer exits once every request in flight is
+    /// answered and written, and the reader stops at its next pause.
+    closing: Cell<bool>,
+    wake_processor: Notify,
+    wake_reader: Notify,
+    wake_writer: Notify,
+    /// Woken (`notify_waiters`) when the peer's stream ends, for long polls.
+    peer_gone: Notify,
+}
+
+impl Conn {
+    fn output_pending_bytes(&self) -> usize {
+        self.output.borrow().len() + self.writing_bytes.get()
+    }
+
+    fn end_of_stream(&self) {
+        self.ended.set(true);
+        self.peer_gone.notify_waiters();
+        self.wake_processor.notify_one();
+    }
+
+    /// Appends to the output and wakes the writer.
+    fn send(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.output.borrow_mut());
+        self.wake_writer.notify_one();
+    }
+}
+
+pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>) {
+    let conn = Rc::new(Conn {
+        inbox: RefCell::new(BytesMut::with_capacity(INBOX_BYTES_INITIAL)),
+        ended: Cell::new(false),
+        in_flight: Cell::new(0),
+        output: RefCell::new(Vec::new()),
+        writing_bytes: Cell::new(0),
+        write_failed: Cell::new(false),
+        closing: Cell::new(false),
+        wake_processor: Notify::new(),
+        wake_reader: Notify::new(),
+        wake_writer: Notify::new(),
+        peer_gone: Notify::new(),
+    });
+    // One maximal frame, so a frame can always complete; reads pause past it.
+    let buffered_bytes_max = HEADER_BYTES + shared.binary_limits.frame_body_bytes_max;
+    let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max));
+    let writer = tokio_uring::spawn(write_loop(stream.clone(), conn.clone()));
+    process(shared, &conn).await;
+    // Every request in flight is answered and written (or the peer stopped
+    // reading and the write failed) before the writer exits.
+    conn.closing.set(true);
+    conn.wake_writer.notify_one();
+    let _ = writer.await;
+    // Ends the reader: a pending read completes with end-of-stream once the
+    // socket is shut down, and a paused reader sees `closing`. Then waits for it,
+    // so the socket is never dropped with a read in flight.
+    let _ = stream.shutdown(Shutdown::Both);
+    conn.wake_reader.notify_one();
+    let _ = reader.await;
+    // Replies still in flight after a failed write have nobody to go to: let
+    // their long polls go.
+    conn.end_of_stream();
+}
+
+async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize) {
+    let mut chunk: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    loop {
+        while conn.inbox.borrow().len() >= buffered_bytes_max {
+            if conn.closing.get() {
+                return;
+            }
+            conn.wake_reader.notified().await;
+        }
+        chunk.clear();
+        let (result, buffer) = stream.read(chunk).await;
+        chunk = buffer;
+        let ended = match result {
+            Ok(0) => true, // end of stream: the peer closed, or the socket was shut down
+            Ok(_) => false,
+            Err(error) => {
+                // A client resetting its connection is normal, not worth a warning.
+                tracing::debug!(%error, "read failed");
+                true
+            }
+        };
+        if !chunk.is_empty() {
+            let mut inbox = conn.inbox.borrow_mut();
+            reserve(&mut inbox, chunk.len(), buffered_bytes_max);
+            inbox.extend_from_slice(&chunk);
+        }
+        if ended {
+            conn.end_of_stream();
+            return;
+        }
+        conn.wake_processor.notify_one();
+    }
+}
+
+/// Makes room for `incoming` bytes, and at once for the rest of the frame
+/// being received when its header is in (a large frame then grows the inbox
+/// once, not read by read).
+fn reserve(inbox: &mut BytesMut, incoming: usize, buffered_bytes_max: usize) {
+    let mut wanted = incoming;
+    if let Some(length) = inbox.get(8..12) {
+        let body_len = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+        let frame_bytes = HEADER_BYTES.saturating_add(body_len);
+        // A length over the limit is refused by the processor; reserve nothing for it.
+        if frame_bytes <= buffered_bytes_max {
+            wanted = wanted.max(frame_bytes.saturating_sub(inbox.len()));
+        }
+    }
+    inbox.reserve(wanted);
+}
+
+async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        let batch = {
+            let mut output = conn.output.borrow_mut();
+            (!output.is_empty()).then(|| std::mem::replace(&mut *output, std::mem::take(&mut spare)))
+        };
+        let Some(batch) = batch else {
+            if conn.closing.get() && conn.in_flight.get() == 0 {
+                return;
+            }
+            conn.wake_writer.notified().await;
+            continue;
+        };
+        conn.writing_bytes.set(batch.len());
+        let (result, mut buffer) = stream.write_all(batch).await;
+        conn.writing_bytes.set(0);
+        if buffer.capacity() > OUTPUT_BYTES_KEPT_MAX {
+            buffer = Vec::new();
+        }
+        buffer.clear();
+        spare = buffer;
+        // The output shrank: the processor may take frames again.
+        conn.wake_processor.notify_one();
+        if let Err(error) = result {
+            tracing::debug!(%error, "write failed");
+            conn.write_failed.set(true);
+            return;
+        }
+    }
+}
+
+async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>) {
+    let mut state = ConnState::new();
+    let mut nexts: Vec<BinaryNext> = Vec::new();
+    loop {
+        if conn.write_failed.get() {
+            return;
+        }
+        let room = if conn.output_pending_bytes() >= OUTPUT_BYTES_PAUSE {
+            0
+        } else {
+            IN_FLIGHT_REQUESTS_MAX.saturating_sub(conn.in_flight.get())
+        };
+        let inbox_len_before = conn.inbox.borrow().len();
+        binary::take_frames(&mut conn.inbox.borrow_mut(), &mut state, &shared.binary_limits, room, &mut nexts);
+        if conn.inbox.borrow().len() < inbox_len_before {
+            conn.wake_reader.notify_one();
+        }
+        let took_any = !nexts.is_empty();
+        for next in nexts.drain(..) {
+            dispatch(next, shared, conn);
+        }
+        if state.is_closed() {
+            return; // a framing error: its error frame is in the output
+        }
+        if conn.ended.get() && !took_any && room > 0 {
+            return; // whatever is left is not a whole frame, and no more will come
+        }
+        conn.wake_processor.notified().await;
+    }
+}
+
+/// Answers a frame at once, or hands its command to the workers with a task
+/// that encodes the reply when it comes.
+fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>) {
+    let (request_id, opcode, command, long_poll) = match next {
+        BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
+            conn.send(|out| out.extend_from_slice(&frame));
+            return;
+        }
+        BinaryNext::Ping { request_id } => {
+            let ready = shared.recovered.load(Ordering::Acquire);
+            conn.send(|out| binary::render_pong(ready, request_id, out));
+            return;
+        }
+        BinaryNext::Execute { request_id, opcode, command, long_poll } => (request_id, opcode, command, long_poll),
+    };
+    let refusal = if shared.stopping.load(Ordering::SeqCst) {
+        Some(ErrorCode::ShuttingDown)
+    } else if !shared.recovered.load(Ordering::Acquire) {
+        Some(ErrorCode::Recovering)
+    } else {
+        None
+    };
+    if let Some(code) = refusal {
+        conn.send(|out| binary::render_refusal(code, opcode, request_id, out));
+        return;
+    }
+    let (reply, receiver) = oneshot::channel();
+    if shared.submit(Box::new(Job { command, reply })).is_err() {
+        conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
+        return;
+    }
+    conn.in_flight.set(conn.in_flight.get() + 1);
+    let (conn, shared) = (conn.clone(), shared.clone());
+    tokio_uring::spawn(async move {
+        match await_reply(receiver, long_poll, &conn, &shared).await {
+            Some(reply) => conn.send(|out| binary::render_reply(&reply, opcode, request_id, out)),
+            // The peer left during a long poll: nobody to answer.
+            None if long_poll && !shared.stopping.load(Ordering::SeqCst) => {}
+            // The workers dropped the request (they stopped).
+            None => conn.send(|out| binary::render_refusal(ErrorCode::ShuttingDown, opcode, request_id, out)),
+        }
+        conn.in_flight.set(conn.in_flight.get() - 1);
+        conn.wake_processor.notify_one();
+        conn.wake_writer.notify_one();
+    });
+}
+
+/// Waits for a worker's reply. A long poll is abandoned (`None`, and the
+/// dropped receiver tells the worker not to lease tasks for it) when the
+/// peer's stream ends while it waits, unless the server is stopping (then the
+/// worker answers it).
+async fn await_reply(
+    mut reply: oneshot::Receiver<Reply>,
+    long_poll: bool,
+    conn: &Conn,
+    shared: &Shared,
+) -> Option<Reply> {
+    if !long_poll {
+        return reply.await.ok();
+    }
+    loop {
+        // Created before the check: a `notify_waiters` after it is not missed.
+        let peer_gone = conn.peer_gone.notified();
+        if conn.ended.get() && !shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        tokio::select! {
+            result = &mut reply => return result.ok(),
+            () = peer_gone => {}
+        }
+    }
+}
