@@ -34,9 +34,10 @@ const DEQUEUE_GRACE: Duration = Duration::from_secs(10);
     long_about = "TaskQueueX: a durable, low-latency task queue.\n\n\
         Without a subcommand, runs the server (`tqx serve`) with the options below. \
         The client subcommands talk to a running server over HTTP (--server URL, or \
-        the TQX_SERVER environment variable; default http://127.0.0.1:7700), print its \
-        JSON reply, and exit 0 on success, 1 when the server answers an error, 2 when \
-        it cannot be reached.",
+        the TQX_SERVER environment variable; default http://127.0.0.1:7700), or with \
+        --binary over the binary protocol (--server HOST:PORT; default 127.0.0.1:7701), \
+        print its JSON reply, and exit 0 on success, 1 when the server answers an error, \
+        2 when it cannot be reached.",
     args_conflicts_with_subcommands = true,
     subcommand_precedence_over_arg = true
 )]
@@ -143,9 +144,13 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct ServerOpt {
-    /// Server URL [env: TQX_SERVER] [default: http://127.0.0.1:7700].
+    /// Server URL [env: TQX_SERVER] [default: http://127.0.0.1:7700]; with --binary, HOST:PORT
+    /// [default: 127.0.0.1:7701].
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// Use the binary protocol (`tqx serve --binary`) instead of HTTP; the output is the same JSON.
+    #[arg(long)]
+    binary: bool,
 }
 
 #[derive(Args, Debug)]
@@ -261,7 +266,11 @@ fn default_reactors() -> u32 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let call = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    if client_server_opt(&command).is_some_and(|server| server.binary) {
+        return binary_call(command);
+    }
+    let call = match command {
         Command::Serve(args) => return serve(args),
         Command::Demo => {
             return match demo() {
@@ -542,6 +551,132 @@ impl Call {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `--server` options of a client subcommand.
+fn client_server_opt(command: &Command) -> Option<&ServerOpt> {
+    match command {
+        Command::Enqueue(a) => Some(&a.server),
+        Command::Dequeue(a) => Some(&a.server),
+        Command::Complete(a) => Some(&a.server),
+        Command::Fail(a) => Some(&a.server),
+        Command::Extend(a) => Some(&a.server),
+        Command::Cancel(a) | Command::Task(a) => Some(&a.server),
+        Command::Queues(server) => Some(server),
+        Command::Queue(a) => Some(&a.server),
+        Command::Serve(_) | Command::Demo => None,
+    }
+}
+
+/// A client subcommand with `--binary`: the same call through tqx-client's
+/// blocking API, and the same output and exit codes as over HTTP (the reply is
+/// rendered as the HTTP API's JSON body; see `client::binary`). Payloads and
+/// results are sent as the same bytes the HTTP path sends (`json_or_string`).
+fn binary_call(command: Command) -> ExitCode {
+    let Some(server) = client_server_opt(&command) else { return ExitCode::FAILURE };
+    let name = match &command {
+        Command::Enqueue(_) => "enqueue",
+        Command::Dequeue(_) => "dequeue",
+        Command::Complete(_) => "complete",
+        Command::Fail(_) => "fail",
+        Command::Extend(_) => "extend",
+        Command::Cancel(_) => "cancel",
+        Command::Task(_) => "task",
+        Command::Queues(_) => "queues",
+        Command::Queue(_) => "queue",
+        Command::Serve(_) | Command::Demo => return ExitCode::FAILURE,
+    };
+    let addr = server
+        .server
+        .clone()
+        .or_else(|| std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(|| client::binary::DEFAULT_ADDR.to_string());
+    let addr = match client::binary::parse_addr(&addr) {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("tqx {name}: invalid server address: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // One attempt: a terminal user wants "unreachable" now, not after a backoff.
+    let options = tqx_client::ClientOptions {
+        connect_timeout_ms: client::CONNECT_TIMEOUT.as_millis() as u64,
+        request_timeout_ms: client::REQUEST_TIMEOUT.as_millis() as u64,
+        reconnect_attempts_max: 1,
+        ..tqx_client::ClientOptions::default()
+    };
+    let connection = match tqx_client::blocking::Client::connect(&addr, options) {
+        Ok(connection) => connection,
+        Err(error) => return binary_failure(name, &error),
+    };
+    use client::binary as render;
+    let reply = match command {
+        Command::Enqueue(a) => {
+            let task = tqx_client::TaskSpec {
+                payload: Bytes::from(json_or_string(&a.payload).get().to_string()),
+                priority: a.priority.unwrap_or(0),
+                group: a.group,
+                delay_ms: a.delay_ms.unwrap_or(0),
+                max_attempts: a.max_attempts,
+                depends_on: a.depends_on.into_iter().map(tqx_client::Dep::Task).collect(),
+                key: a.key,
+            };
+            connection.enqueue(&a.queue, task).map(render::enqueued)
+        }
+        Command::Dequeue(a) => {
+            // Past u16 the server refuses the count anyway (at most 1000).
+            let max = a.max.map_or(1, |max| u16::try_from(max).unwrap_or(u16::MAX));
+            connection.dequeue(&a.queues, max, a.lease_ms, a.wait_ms.unwrap_or(0)).map(render::leased)
+        }
+        Command::Complete(a) => {
+            let result = a.result.as_deref().map(|text| Bytes::from(json_or_string(text).get().to_string()));
+            connection.complete(a.id, a.lease, result).map(|state| render::task_state(a.id, state))
+        }
+        Command::Fail(a) => {
+            connection.fail(a.id, a.lease, &a.error, !a.no_retry).map(|state| render::task_state(a.id, state))
+        }
+        Command::Extend(a) => {
+            connection.extend(a.id, a.lease, a.lease_ms).map(|expires_at_ms| render::extended(a.id, expires_at_ms))
+        }
+        Command::Cancel(a) => connection.cancel(a.id).map(|state| render::task_state(a.id, state)),
+        Command::Task(a) => connection.get_task(a.id).map(render::task),
+        Command::Queues(_) => connection.list_queues().map(render::queues),
+        Command::Queue(a) => connection.get_queue(&a.name).map(render::queue),
+        Command::Serve(_) | Command::Demo => return ExitCode::FAILURE,
+    };
+    match reply {
+        Ok(reply) => {
+            let body = render::json_body(&reply);
+            println!("{}", client::pretty_json(&body).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()));
+            ExitCode::SUCCESS
+        }
+        Err(error) => binary_failure(name, &error),
+    }
+}
+
+/// Prints a failed `--binary` call like the HTTP path prints one: an error reply
+/// (the HTTP API's error body on stderr) exits 1; a server that cannot be
+/// reached, or whose answer is lost or unreadable, exits 2.
+fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
+    use tqx_client::ClientError;
+    let (code, message) = match error {
+        ClientError::Server { code, message } => (code.as_str(), message.clone()),
+        // Refused before sending; the server would have answered these the same way.
+        ClientError::RequestTooLarge { .. } => ("payload_too_large", error.to_string()),
+        ClientError::InvalidRequest { reason } => ("invalid_argument", reason.clone()),
+        ClientError::Connect { .. }
+        | ClientError::ConnectionLost { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Protocol { .. } => {
+            eprintln!("tqx {name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let retry = if error.is_retryable() { ", retry later" } else { "" };
+    eprintln!("tqx {name}: the server answered {code}{retry}:");
+    let body = client::binary::error_body(code, &message);
+    eprintln!("{}", client::pretty_json(&body).unwrap_or_default());
+    ExitCode::FAILURE
 }
 
 fn payload(text: &'static str) -> Bytes {
