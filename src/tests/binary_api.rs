@@ -582,7 +582,7 @@ fn ten_thousand_pipelined_sync_enqueues_are_each_answered_by_request_id() {
 }
 
 #[test]
-fn a_read_and_a_ping_sent_after_a_held_enqueue_are_answered_before_it() {
+fn a_read_and_a_ping_sent_after_a_held_write_are_answered_before_it() {
     let dir = support::fresh_dir();
     let mut gate = SyncGate::new(&dir);
     gate.release(1); // the new log's first record (the engine seed)
@@ -612,7 +612,25 @@ fn a_read_and_a_ping_sent_after_a_held_enqueue_are_answered_before_it() {
     let (header, response) = client.read();
     assert_eq!(header.request_id.get(), enqueue_id);
     assert!(matches!(response, Response::Enqueued(e) if e.id == 1 && e.created), "{response:?}");
+
+    // A lease never waits for its sync (losing one only redelivers the task)...
+    let leased = client.dequeue("q", 1);
+    // ...but a batch complete is a write like a single complete: held until synced.
+    let items = vec![CompleteItem { id: 1, lease: leased[0].lease, result: None }];
+    let batch_id = client.send(&Request::CompleteBatch { items });
+    assert_eq!(client.call(&Request::Ping), Response::Pong { ready: true }, "answered while the batch is held");
+    client.set_read_timeout(HELD_WATCH);
+    assert!(
+        matches!(client.try_read(), Err(ReadError::TimedOut)),
+        "the batch complete was acknowledged before its sync"
+    );
     gate.release(64);
+    client.set_read_timeout(READ_TIMEOUT);
+    let (header, response) = client.read();
+    assert_eq!(
+        (header.request_id.get(), response),
+        (batch_id, Response::CompletedBatch(vec![(1, Ok(TaskState::Completed))]))
+    );
 }
 
 #[test]
