@@ -255,10 +255,12 @@ fn decode_configure_queue(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
                 )
             }
             (true, false) => Some(Some(group_concurrency_value)),
-            (false, true) => {
-                r.absent_is_zero(group_concurrency_value.into(), Field::top("group_concurrency"))?;
-                Some(None)
+            (false, true) if group_concurrency_value != 0 => {
+                return Err(r.malformed(format_args!(
+                    "group_concurrency is {group_concurrency_value} but must be 0 when bit 7 (unlimited) is set"
+                )))
             }
+            (false, true) => Some(None),
             (false, false) => {
                 r.absent_is_zero(group_concurrency_value.into(), Field::top("group_concurrency"))?;
                 None
