@@ -346,16 +346,12 @@ fn requests_map_to_the_commands_http_would_build() {
 
 // ---- render_reply --------------------------------------------------------------
 
-fn rendered(reply: &Reply, opcode: Opcode) -> (Header, Response) {
+fn rendered(worker_reply: &Reply, opcode: Opcode) -> (Header, Response) {
     let mut out = Vec::new();
-    render_reply(reply, opcode as u8, 0xfeed, &mut out);
-    let (header, response) = reply_of(&out);
+    render_reply(worker_reply, opcode as u8, 0xfeed, &mut out);
+    let (header, response) = reply(&out);
     assert_eq!((header.opcode, header.request_id.get()), (opcode as u8, 0xfeed));
     (header, response)
-}
-
-fn reply_of(bytes: &[u8]) -> (Header, Response) {
-    reply(bytes)
 }
 
 #[test]
@@ -497,5 +493,59 @@ fn pongs_and_refusals_carry_their_request() {
             (Opcode::Enqueue as u8, 43, code as u16)
         );
         assert!(matches!(response, Response::Error { code: c, .. } if c == code));
+    }
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            Just(HELLO),
+            Just(Request::Ping),
+            Just(Request::ListQueues),
+            (any::<u64>()).prop_map(|id| Request::GetTask { id }),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(|payload| enqueue("q", &payload)),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(id, lease)| Request::CompleteBatch { items: vec![WireItem { id, lease, result: None }] }),
+        ]
+    }
+
+    proptest! {
+        /// Any stream (valid frames, with bytes flipped) fed in any chunks
+        /// gives the same steps as fed whole, and never panics.
+        #[test]
+        fn chunked_input_gives_the_steps_of_whole_input(
+            requests in prop::collection::vec(request(), 0..8),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut bytes = Vec::new();
+            for (i, request) in requests.iter().enumerate() {
+                request.encode(i as u64, &mut bytes);
+            }
+            if !bytes.is_empty() {
+                for (at, value) in &flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] = *value;
+                }
+            }
+            let (whole, whole_state, _) = run(&bytes);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut inbox = BytesMut::new();
+            let mut state = ConnState::new();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for to in cuts.into_iter().chain([bytes.len()]) {
+                inbox.extend_from_slice(&bytes[from..to]);
+                take_frames(&mut inbox, &mut state, &Limits::default(), usize::MAX, &mut pieces);
+                from = to;
+            }
+            prop_assert_eq!(pieces, whole);
+            prop_assert_eq!(state, whole_state);
+        }
     }
 }

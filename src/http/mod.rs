@@ -465,3 +465,48 @@ fn force(query: &str) -> Result<bool, body::Refused> {
     }
     Ok(force)
 }
+
+#[cfg(test)]
+mod take_requests_tests {
+    use super::*;
+
+    fn request(path: &str, extra: &str) -> Vec<u8> {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn takes_every_whole_request_and_leaves_a_partial_one() {
+        let mut inbox = [request("/v1/queues", ""), request("/healthz", ""), b"GET /v1/qu".to_vec()].concat();
+        let mut out = Vec::new();
+        take_requests(&mut inbox, &Limits::default(), &mut out);
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Next::Request { action: Action::Execute(Command::ListQueues), keep_alive: true, .. },
+                    Next::Request { action: Action::Health, .. }
+                ]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(inbox, b"GET /v1/qu");
+        out.clear();
+        take_requests(&mut inbox, &Limits::default(), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn stops_after_connection_close_and_after_a_fatal_error() {
+        let after = request("/healthz", "");
+        let mut inbox = [request("/healthz", "Connection: close\r\n"), after.clone()].concat();
+        let mut out = Vec::new();
+        take_requests(&mut inbox, &Limits::default(), &mut out);
+        assert!(matches!(out[..], [Next::Request { keep_alive: false, .. }]), "{out:?}");
+        assert_eq!(inbox, after, "nothing after the last request is read");
+
+        let mut inbox = [b"NOT HTTP\r\n\r\n".to_vec(), after].concat();
+        out.clear();
+        take_requests(&mut inbox, &Limits::default(), &mut out);
+        assert!(matches!(out[..], [Next::Fatal { .. }]), "{out:?}");
+    }
+}

@@ -512,6 +512,23 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_complete_renders_one_outcome_per_item() {
+        let reply = Reply::CompletedBatch(vec![(1, Ok(TaskState::Completed)), (2, Err(EngineError::LeaseMismatch(2)))]);
+        let mut out = Vec::new();
+        render_reply(&reply, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        let body: serde_json::Value = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"results": [
+                {"id": "1", "state": "completed"},
+                {"id": "2", "error": {"code": "lease_mismatch", "message": "task 2 is leased under another lease token"}}
+            ]})
+        );
+    }
+
+    #[test]
     fn json_payloads_stay_verbatim_and_other_bytes_are_base64() {
         let mut out = Vec::new();
         stored_value(&mut out, "payload", br#"{"a": [1, 2.50]}"#);
