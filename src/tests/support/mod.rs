@@ -27,6 +27,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// Where the binary protocol listens, for a server started with one of the
+    /// `*_binary` helpers (which wait for its `listening binary=` line).
+    pub binary_addr: Option<SocketAddr>,
     dir: PathBuf,
 }
 
@@ -77,49 +80,137 @@ impl Server {
         self.dir.join("data")
     }
 
+    /// `start`, with `--binary <binary_addr>` (`127.0.0.1:0`: any free port);
+    /// `binary_addr` holds the address bound.
+    pub fn start_binary(binary_addr: &str, extra_args: &[&str]) -> Server {
+        let server = Server::launch_binary(fresh_dir(), binary_addr, extra_args);
+        server.wait_healthy();
+        server
+    }
+
+    /// `launch`, with `--binary <binary_addr>`, also waiting for the
+    /// `listening binary=IP:PORT` line.
+    pub fn launch_binary(dir: PathBuf, binary_addr: &str, extra_args: &[&str]) -> Server {
+        Server::launch_with(dir, Some(binary_addr), extra_args)
+    }
+
+    /// `crash_and_restart` (SIGKILL), the new server listening for the binary
+    /// protocol on the same address as this one (same port: clients reconnect).
+    pub fn crash_and_restart_binary(mut self, extra_args: &[&str]) -> Server {
+        let binary_addr = self.binary_addr.expect("a server started with --binary").to_string();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let server = Server::relaunch_binary(std::mem::take(&mut self.dir), &binary_addr, extra_args);
+        server.wait_healthy();
+        server
+    }
+
+    /// `stop_and_restart` (SIGTERM), the new server listening for the binary
+    /// protocol on the same address as this one.
+    pub fn stop_and_restart_binary(mut self, extra_args: &[&str]) -> Server {
+        let binary_addr = self.binary_addr.expect("a server started with --binary").to_string();
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(START_TIMEOUT);
+        assert!(status.is_some_and(|s| s.success()), "clean stop: {status:?}; stderr:\n{}", self.stderr());
+        let server = Server::relaunch_binary(std::mem::take(&mut self.dir), &binary_addr, extra_args);
+        server.wait_healthy();
+        server
+    }
+
     /// Starts `tqx serve` in `dir` (data in `dir/data`, stderr in `dir/stderr.log`)
     /// and waits for its `listening` line only: it may still be recovering.
     pub fn launch(dir: PathBuf, extra_args: &[&str]) -> Server {
+        Server::launch_with(dir, None, extra_args)
+    }
+
+    fn launch_with(dir: PathBuf, binary_addr: Option<&str>, extra_args: &[&str]) -> Server {
+        match Server::try_launch_with(dir.clone(), binary_addr, extra_args) {
+            Ok(server) => server,
+            Err(failure) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{}", failure.message);
+            }
+        }
+    }
+
+    /// `launch_binary` on an address a server that was just killed listened
+    /// on, retrying while the address is still taken: the dead server's
+    /// listening socket is held by its io_uring instance, which the kernel tears
+    /// down asynchronously after the process is reaped.
+    fn relaunch_binary(dir: PathBuf, binary_addr: &str, extra_args: &[&str]) -> Server {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match Server::try_launch_with(dir.clone(), Some(binary_addr), extra_args) {
+                Ok(server) => return server,
+                Err(failure) if failure.address_in_use && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(failure) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    panic!("{}", failure.message);
+                }
+            }
+        }
+    }
+
+    fn try_launch_with(dir: PathBuf, binary_addr: Option<&str>, extra_args: &[&str]) -> Result<Server, LaunchFailure> {
         std::fs::create_dir_all(&dir).expect("create test directory");
         let data = dir.join("data");
         let stderr_path = dir.join("stderr.log");
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).expect("stderr log");
+        let log_start = stderr.metadata().map_or(0, |m| m.len() as usize);
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
         command.arg("serve").arg("--http").arg("127.0.0.1:0").arg("--data").arg(&data);
         command.args(["--reactors", "1", "--workers", "1", "--no-pin"]);
+        if let Some(binary_addr) = binary_addr {
+            command.arg("--binary").arg(binary_addr);
+        }
         command.args(extra_args);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = command.spawn().expect("spawn tqx serve");
 
         // A thread reads stdout for the whole life of the child (so a chatty child
-        // never blocks on a full pipe) and reports the `listening` line.
+        // never blocks on a full pipe) and reports the `listening` lines, as
+        // (protocol, address).
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
+        let (tx, rx) = mpsc::channel::<(&'static str, String)>();
         thread::spawn(move || {
-            let mut reported = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !reported {
-                    if let Some(addr) = line.trim().strip_prefix("listening http=") {
-                        let _ = tx.send(addr.to_string());
-                        reported = true;
+                for protocol in ["http", "binary"] {
+                    if let Some(addr) = line.trim().strip_prefix(&format!("listening {protocol}=")) {
+                        let _ = tx.send((protocol, addr.to_string()));
                     }
                 }
             }
         });
 
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse::<SocketAddr>().unwrap_or_else(|e| panic!("bad listening address {addr:?}: {e}")),
-            Err(_) => {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut addr, mut binary) = (None, None);
+        while addr.is_none() || (binary_addr.is_some() && binary.is_none()) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok((protocol, text)) = rx.recv_timeout(remaining) else {
                 let _ = child.kill();
                 let status = child.wait();
                 let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!("tqx serve did not print `listening http=IP:PORT` (exit: {status:?}); stderr:\n{log}");
+                let wanted = if addr.is_none() { "http" } else { "binary" };
+                let address_in_use = log.get(log_start..).is_some_and(|new| new.contains("Address already in use"));
+                let message =
+                    format!("tqx serve did not print `listening {wanted}=IP:PORT` (exit: {status:?}); stderr:\n{log}");
+                return Err(LaunchFailure { message, address_in_use });
+            };
+            let parsed =
+                text.parse::<SocketAddr>().unwrap_or_else(|e| panic!("bad listening {protocol} address {text:?}: {e}"));
+            match protocol {
+                "http" => addr = addr.or(Some(parsed)),
+                _ => binary = binary.or(Some(parsed)),
             }
-        };
-        Server { child, addr, dir }
+        }
+        let addr = addr.unwrap_or_else(|| unreachable!("the loop ends once the http address is known"));
+        // Only the `*_binary` helpers promise (and waited for) the binary address.
+        let binary_addr = if binary_addr.is_some() { binary } else { None };
+        Ok(Server { child, addr, binary_addr, dir })
     }
 
     pub fn wait_healthy(&self) {
@@ -189,6 +280,43 @@ impl Server {
     /// Whether the child process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Why `tqx serve` did not start: the message to fail with, and whether the
+/// address was still in use.
+struct LaunchFailure {
+    message: String,
+    address_in_use: bool,
+}
+
+/// A FIFO for the server's test hook `--debug-wal-sync-gate FIFO`: each WAL
+/// sync reads one byte from it first, so each `release` lets one sync run.
+pub struct SyncGate {
+    path: PathBuf,
+    writer: std::fs::File,
+}
+
+impl SyncGate {
+    /// Creates the FIFO in `dir` (created if needed).
+    pub fn new(dir: &std::path::Path) -> SyncGate {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("sync-gate");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Read-write, so neither side's open blocks waiting for the other.
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        SyncGate { path, writer }
+    }
+
+    /// The `--debug-wal-sync-gate` argument.
+    pub fn arg(&self) -> String {
+        self.path.to_str().unwrap().to_string()
+    }
+
+    pub fn release(&mut self, syncs: usize) {
+        self.writer.write_all(&vec![0u8; syncs]).unwrap();
     }
 }
 
