@@ -18,7 +18,8 @@
 //!    so a reply can never arrive for an id nobody waits for, except one whose
 //!    caller gave up (timed out): that reply is dropped.
 //! 4. Whichever of the two tasks sees the connection end (end of stream, an
-//!    I/O error, a framing error or the server's connection-level error frame)
+//!    I/O error, a framing error, a reply that does not decode, or the server's
+//!    connection-level error frame)
 //!    calls [`Shared::close`]: under the table's lock it marks the table closed
 //!    and fails every waiting request with [`Outcome::Lost`], then signals the
 //!    other task to stop. Registration checks the mark under the same lock, so
@@ -64,7 +65,8 @@ const _: () = assert!(READ_CHUNK_BYTES >= HEADER_BYTES);
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Reply(Response),
-    /// The reply's frame was whole but its body did not decode.
+    /// The reply's frame was whole but its body did not decode (the
+    /// connection is then closed: the stream cannot be trusted).
     Undecodable(String),
     /// The connection ended first; the reason.
     Lost(String),
@@ -374,15 +376,27 @@ fn dispatch(shared: &Shared, header: Header, body: Bytes) -> Result<(), String> 
             Err(error) => format!("the server sent an undecodable connection error: {error}"),
         });
     }
-    let Some(sender) = shared.lock().waiting.remove(&request_id) else {
-        // Its caller timed out and forgot it.
-        tracing::debug!(request_id, "dropping a reply nobody waits for");
-        return Ok(());
-    };
-    let outcome = match decoded {
-        Ok(response) => Outcome::Reply(response),
-        Err(error) => Outcome::Undecodable(format!("cannot decode the reply to request {request_id}: {error}")),
-    };
-    let _ = sender.send(outcome);
-    Ok(())
+    let sender = shared.lock().waiting.remove(&request_id);
+    match decoded {
+        Ok(response) => {
+            match sender {
+                Some(sender) => {
+                    let _ = sender.send(Outcome::Reply(response));
+                }
+                // Its caller timed out and forgot it.
+                None => tracing::debug!(request_id, "dropping a reply nobody waits for"),
+            }
+            Ok(())
+        }
+        // A reply that does not decode means the stream cannot be trusted
+        // (docs/wire.md, "Writing a client"): its request learns why, and the
+        // connection ends, which fails (or resends) the others.
+        Err(error) => {
+            let reason = format!("cannot decode the reply to request {request_id}: {error}");
+            if let Some(sender) = sender {
+                let _ = sender.send(Outcome::Undecodable(reason.clone()));
+            }
+            Err(reason)
+        }
+    }
 }

@@ -35,8 +35,9 @@ pub enum ClientError {
     /// reply's `frame_body_bytes_max`). Nothing was sent.
     RequestTooLarge { body_bytes: usize, limit_bytes: usize },
     /// The server sent something this client cannot read: a reply it cannot
-    /// decode, of the wrong kind, or a hello it does not understand. The
-    /// request, if there was one, may have been executed.
+    /// decode (the connection is then closed, as the stream cannot be
+    /// trusted), a reply of the wrong kind, or a hello it does not understand.
+    /// The request, if there was one, may have been executed.
     Protocol { reason: String },
 }
 

@@ -24,6 +24,8 @@ enum Step {
     FlushReversed(Response),
     /// Say nothing.
     Ignore,
+    /// A reply frame (right opcode and id) whose body does not decode.
+    Garbage,
     /// Close the connection without a reply.
     Close,
     /// Send a connection-level error frame (request id 0), then close.
@@ -102,6 +104,18 @@ async fn connection(mut stream: TcpStream, number: usize, script: Arc<Script>, l
                     }
                 }
                 Step::Ignore => {}
+                Step::Garbage => {
+                    // The header as docs/wire.md lays it out: magic, version,
+                    // opcode, flags (reply), status 0, body_len 3, reserved, id.
+                    out.extend_from_slice(b"TQ\x01");
+                    out.push(opcode);
+                    out.extend_from_slice(&1u16.to_le_bytes());
+                    out.extend_from_slice(&0u16.to_le_bytes());
+                    out.extend_from_slice(&3u32.to_le_bytes());
+                    out.extend_from_slice(&0u32.to_le_bytes());
+                    out.extend_from_slice(&id.to_le_bytes());
+                    out.extend_from_slice(&[1, 2, 3]);
+                }
                 Step::Close => return,
                 Step::CloseWithError(code, message) => {
                     Response::error(code, message).encode(0, 0, &mut out);
@@ -480,4 +494,31 @@ fn the_blocking_client_notices_a_drop_while_idle() {
     drop(client);
     stop.send(()).unwrap();
     thread.join().unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_reply_fails_its_call_and_ends_the_connection() {
+    let mock = Mock::start(|connection, request| {
+        if let Some(step) = ping_ready(connection, request) {
+            return step;
+        }
+        match (connection, request) {
+            (0, Request::Extend { .. }) => Step::Ignore,
+            (0, Request::GetTask { .. }) => Step::Garbage,
+            (_, Request::Cancel { id }) => Step::Reply(Response::TaskState { id: *id, state: TaskState::Cancelled }),
+            _ => Step::Close,
+        }
+    })
+    .await;
+    let client = Client::connect(&mock.addr, fast_options()).await.unwrap();
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.extend(1, 2, 1_000).await })
+    };
+    tokio::task::yield_now().await;
+    let error = client.get_task(4).await.unwrap_err();
+    assert!(matches!(&error, ClientError::Protocol { reason } if reason.contains("request")), "{error:?}");
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(error, ClientError::ConnectionLost { resend_safe: false, .. }), "{error:?}");
+    assert_eq!(client.cancel(8).await, Ok(TaskState::Cancelled), "a new connection");
 }
