@@ -157,3 +157,14 @@ impl std::fmt::Debug for Client {
         f.debug_struct("blocking::Client").field("addr", &self.inner.addr()).finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Both clients may be shared between threads (docs/client.md says so).
+    #[test]
+    fn clients_are_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::Client>();
+        shareable::<crate::Client>();
+    }
+}
