@@ -1,39 +1,46 @@
 //! `connection`: a whole connection's bytes, delivered in random chunk sizes,
-//! through the reactor's per-connection parse loop, must give the same results
+//! through the reactor's per-connection parse step, must give the same results
 //! as the same bytes delivered at once (a peer may split its bytes anywhere,
 //! and TCP may too).
 //!
-//! Input: byte 0 picks the protocol (even: HTTP, odd: binary frames), bytes 1..=3
-//! are chunk sizes (each `b + 1`, used in turn), and the rest is the script the
-//! peer sends.
+//! Input: byte 0 picks the protocol (even: HTTP, odd: binary frames; for binary,
+//! `byte0 >> 1` also picks how many frames one step may take, as the reactor
+//! limits requests in flight), bytes 1..=3 are chunk sizes (each `b + 1`, used
+//! in turn), and the rest is the script the peer sends.
 //!
-//! The loop is the reactor's (src/server/reactor.rs, `process`): append what
-//! arrived, take every whole request from the front of the buffer, stop at the
-//! first that closes the connection, keep the rest for the next read. What it
-//! took (requests, rendered answers, the fatal error that closes) is compared,
-//! in order; so is what was left unread when the peer's stream ended.
+//! The steps are the reactors' own pure functions: `http::take_requests`
+//! (src/server/reactor.rs) and `binary::take_frames` (src/server/binary_conn.rs).
+//! What they took (requests, rendered answers, the fatal error that closes) is
+//! compared in order, and so is what was left unread when the peer's stream
+//! ended. For binary connections, every frame the server would send (answers,
+//! and the reply of each command run against a small engine) must decode as a
+//! reply on the client side.
 
-use taskqueuex::http::{next_request, Limits, Next};
+use bytes::BytesMut;
+use taskqueuex::binary::{self, take_frames, BinaryNext, ConnState};
+use taskqueuex::http::{take_requests, Limits, Next};
 
 use crate::http_request::small_limits;
+use crate::replies::{self, check_reply_frame};
 
 /// What a connection produced, in order, and what was left in its buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome<E> {
     pub events: Vec<E>,
-    /// The connection was closed by the server (a fatal error, or a request that
-    /// does not keep it).
+    /// The server closes the connection (a fatal error, or a request that does
+    /// not keep it): nothing after it is read.
     pub closed: bool,
-    /// Bytes received and not consumed when the script ended (unless closed).
+    /// Bytes received and not taken when the script ended (0 once closed: what
+    /// was received after the close depends on the chunks, and is never read).
     pub left: usize,
 }
 
 pub fn run(data: &[u8]) {
-    let [protocol, a, b, c, script @ ..] = data else {
+    let [mode, a, b, c, script @ ..] = data else {
         return;
     };
     let sizes = [usize::from(*a) + 1, usize::from(*b) + 1, usize::from(*c) + 1];
-    if protocol % 2 == 0 {
+    if mode % 2 == 0 {
         // Small limits as well as the defaults, so that refusals past them (413,
         // 431) happen with inputs of a few KiB, also across chunk boundaries.
         for limits in [Limits::default(), small_limits()] {
@@ -42,9 +49,17 @@ pub fn run(data: &[u8]) {
             assert_eq!(chunked, whole, "HTTP in chunks of {sizes:?} against all at once");
         }
     } else {
-        let whole = binary(script, &[script.len().max(1)]);
-        let chunked = binary(script, &sizes);
-        assert_eq!(chunked, whole, "binary frames in chunks of {sizes:?} against all at once");
+        let frames_max = usize::from(mode >> 1) % 8 + 1;
+        let whole = binary(script, &[script.len().max(1)], usize::MAX);
+        let chunked = binary(script, &sizes, frames_max);
+        assert_eq!(
+            chunked.0, whole.0,
+            "binary frames in chunks of {sizes:?}, {frames_max} a step, against all at once"
+        );
+        assert_eq!(chunked.1, whole.1, "connection state");
+        for event in &whole.0.events {
+            check_binary_answer(event);
+        }
     }
 }
 
@@ -64,73 +79,71 @@ fn chunks<'a>(script: &'a [u8], sizes: &'a [usize]) -> impl Iterator<Item = &'a 
     })
 }
 
-/// What the HTTP parse loop takes from the buffer.
-pub type HttpEvent = Next;
-
-/// The reactor's HTTP loop over `script` arriving in chunks of `sizes`.
-pub fn http(script: &[u8], sizes: &[usize], limits: &Limits) -> Outcome<HttpEvent> {
-    let mut buffer: Vec<u8> = Vec::new();
-    let mut events = Vec::new();
+/// An HTTP connection: `script` arrives in chunks of `sizes`, and after each
+/// one the reactor takes what it can with `take_requests`.
+pub fn http(script: &[u8], sizes: &[usize], limits: &Limits) -> Outcome<Next> {
+    let mut inbox: Vec<u8> = Vec::new();
+    let mut events: Vec<Next> = Vec::new();
     for chunk in chunks(script, sizes) {
-        buffer.extend_from_slice(chunk);
-        let mut consumed_total = 0;
-        loop {
-            let next = next_request(&buffer[consumed_total..], limits);
-            match &next {
-                Next::Incomplete => break,
-                Next::Fatal { .. } => {
-                    events.push(next);
+        inbox.extend_from_slice(chunk);
+        let before = events.len();
+        take_requests(&mut inbox, limits, &mut events);
+        for (k, next) in events.iter().enumerate().skip(before) {
+            match next {
+                Next::Incomplete => panic!("take_requests reports only requests and fatal errors"),
+                Next::Fatal { .. } | Next::Request { keep_alive: false, .. } => {
+                    assert_eq!(k + 1, events.len(), "nothing is taken after what closes the connection");
                     return Outcome { events, closed: true, left: 0 };
                 }
-                Next::Request { keep_alive, consumed, .. } => {
-                    consumed_total += consumed;
-                    let close = !keep_alive;
-                    events.push(next);
-                    if close {
-                        return Outcome { events, closed: true, left: 0 };
-                    }
-                }
+                Next::Request { .. } => {}
             }
         }
-        buffer.drain(..consumed_total);
     }
-    Outcome { events, closed: false, left: buffer.len() }
+    Outcome { events, closed: false, left: inbox.len() }
 }
 
-/// One frame taken from a binary connection's buffer: its header and what its
-/// body decoded to, or the framing error that closes the connection.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BinaryEvent {
-    Frame { header: tqx_wire::Header, request: Result<tqx_wire::Request, tqx_wire::DecodeError> },
-    Fatal(tqx_wire::FrameError),
-}
-
-/// A binary connection's loop over `script` arriving in chunks of `sizes`:
-/// frame with `peek_frame`, decode each whole frame as a request.
-pub fn binary(script: &[u8], sizes: &[usize]) -> Outcome<BinaryEvent> {
-    let mut buffer: Vec<u8> = Vec::new();
-    let mut events = Vec::new();
+/// A binary connection: `script` arrives in chunks of `sizes`; after each one
+/// the reactor calls `take_frames` with room for `frames_max` frames, again
+/// and again (as replies free room) until it takes nothing more.
+pub fn binary(script: &[u8], sizes: &[usize], frames_max: usize) -> (Outcome<BinaryNext>, ConnState) {
+    let limits = binary::Limits::default();
+    let mut state = ConnState::new();
+    let mut inbox = BytesMut::new();
+    let mut events: Vec<BinaryNext> = Vec::new();
     for chunk in chunks(script, sizes) {
-        buffer.extend_from_slice(chunk);
-        let mut consumed_total = 0;
+        inbox.extend_from_slice(chunk);
         loop {
-            match tqx_wire::peek_frame(&buffer[consumed_total..], tqx_wire::FRAME_BODY_BYTES_MAX_DEFAULT) {
-                Ok(None) => break,
-                Err(error) => {
-                    events.push(BinaryEvent::Fatal(error));
-                    return Outcome { events, closed: true, left: 0 };
-                }
-                Ok(Some(header)) => {
-                    let start = consumed_total + tqx_wire::HEADER_BYTES;
-                    let end = start + header.body_len.get() as usize;
-                    let body = bytes::Bytes::copy_from_slice(&buffer[start..end]);
-                    let request = tqx_wire::Request::decode(&header, body);
-                    events.push(BinaryEvent::Frame { header, request });
-                    consumed_total = end;
-                }
+            let before = events.len();
+            take_frames(&mut inbox, &mut state, &limits, frames_max, &mut events);
+            let taken = events.len() - before;
+            assert!(taken <= frames_max, "took {taken} frames with room for {frames_max}");
+            if state.is_closed() {
+                assert!(matches!(events.last(), Some(BinaryNext::Fatal(_))), "closed only by a framing error");
+                let outcome = Outcome { events, closed: true, left: 0 };
+                return (outcome, state);
+            }
+            if taken < frames_max {
+                break;
             }
         }
-        buffer.drain(..consumed_total);
     }
-    Outcome { events, closed: false, left: buffer.len() }
+    (Outcome { events, closed: false, left: inbox.len() }, state)
+}
+
+/// Every frame the server sends for `event` decodes as a reply.
+fn check_binary_answer(event: &BinaryNext) {
+    match event {
+        BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
+            check_reply_frame(frame);
+        }
+        BinaryNext::Ping { request_id } => {
+            let mut frame = Vec::new();
+            binary::render_pong(true, *request_id, &mut frame);
+            check_reply_frame(&frame);
+        }
+        BinaryNext::Execute { request_id, opcode, command, long_poll: _ } => {
+            assert_eq!(replies::opcode_of(command) as u8, *opcode, "{command:?} from opcode {opcode}");
+            replies::run_and_check(command.clone(), *request_id);
+        }
+    }
 }

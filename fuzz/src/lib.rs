@@ -10,6 +10,7 @@
 pub mod connection;
 pub mod http_request;
 pub mod json_command;
+pub mod replies;
 pub mod response;
 pub mod wire_frame;
 

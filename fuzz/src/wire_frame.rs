@@ -7,7 +7,9 @@
 //!   its limit;
 //! - a request that decodes re-encodes to one frame with the same opcode and
 //!   request id, which decodes to the same request (round trip); likewise a
-//!   response.
+//!   response;
+//! - a request the server maps to a command runs against a small engine, and
+//!   its reply renders on both protocols (`replies.rs`).
 
 use bytes::Bytes;
 use tqx_wire::{peek_frame, Header, Request, Response, FRAME_BODY_BYTES_MAX_DEFAULT, HEADER_BYTES};
@@ -45,6 +47,12 @@ pub fn check_frame(header: &Header, body: Bytes) {
         match Request::decode(&again_header, again_body) {
             Ok(again) => assert_eq!(again, request, "request round trip"),
             Err(error) => panic!("{request:?} encodes to a frame that does not decode: {error:?}"),
+        }
+        // What the server makes of it: a command, run, its reply rendered on
+        // both protocols (hello and ping are answered by the connection).
+        if let Ok(command) = taskqueuex::binary::request_to_command(request) {
+            assert_eq!(crate::replies::opcode_of(&command) as u8, header.opcode);
+            crate::replies::run_and_check(command, request_id);
         }
     }
     if let Ok(response) = Response::decode(header, body) {

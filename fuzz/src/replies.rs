@@ -1,0 +1,123 @@
+//! Running a parsed command and checking what the server would send back, on
+//! both protocols: the HTTP rendering (a well-formed response with a JSON body,
+//! a status the API documents) and the binary one (a reply frame that the
+//! client's decoder reads).
+//!
+//! Commands run against a small engine (the fixture): queue `q` holds tasks 1,
+//! 2 and 3 (payloads `1`, `2`, `3`; 3 depends on 2), and task 1 is leased. A
+//! command that creates tasks is followed by a `GetTask` of each, so that the
+//! payloads a client sent (JSON over HTTP, any bytes over the binary protocol)
+//! are rendered back too.
+
+use taskqueuex::binary;
+use taskqueuex::command::{execute, Command, Reply};
+use taskqueuex::engine::{DepRef, Engine, EngineConfig, LeaseToken, NewTask, QueueConfigPatch, TaskId};
+use tqx_wire::{peek_frame, Header, Opcode, Response, HEADER_BYTES};
+
+use crate::response;
+
+/// The fixture's clock.
+pub const NOW_MS: u64 = 1_764_000_000_000;
+
+/// Statuses a reply may carry over HTTP (docs/http-api.md).
+const HTTP_STATUSES: [u16; 8] = [200, 201, 400, 404, 409, 413, 500, 503];
+
+/// The engine every command runs against, and the lease token of its task 1.
+pub fn fixture() -> (Engine, LeaseToken) {
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.configure_queue("q", &QueueConfigPatch::default(), NOW_MS).expect("queue q");
+    for k in 1..=3u64 {
+        let task = NewTask {
+            payload: bytes::Bytes::from(k.to_string()),
+            depends_on: if k == 3 { vec![DepRef::Task(2)] } else { Vec::new() },
+            ..NewTask::default()
+        };
+        engine.enqueue("q", task, NOW_MS).expect("task");
+    }
+    let mut leased = Vec::new();
+    engine.dequeue(&["q"], 1, None, NOW_MS, &mut leased).expect("lease task 1");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, 1);
+    (engine, leased[0].lease)
+}
+
+/// The binary opcode that carries `command`.
+pub fn opcode_of(command: &Command) -> Opcode {
+    match command {
+        Command::ConfigureQueue { .. } => Opcode::ConfigureQueue,
+        Command::ListQueues => Opcode::ListQueues,
+        Command::GetQueue { .. } => Opcode::GetQueue,
+        Command::DeleteQueue { .. } => Opcode::DeleteQueue,
+        Command::Enqueue { .. } => Opcode::Enqueue,
+        Command::EnqueueBatch { .. } => Opcode::EnqueueBatch,
+        Command::Dequeue { .. } => Opcode::Dequeue,
+        Command::GetTask { .. } => Opcode::GetTask,
+        Command::Complete { .. } => Opcode::Complete,
+        Command::Fail { .. } => Opcode::Fail,
+        Command::Extend { .. } => Opcode::Extend,
+        Command::Cancel { .. } => Opcode::Cancel,
+        Command::CompleteBatch { .. } => Opcode::CompleteBatch,
+    }
+}
+
+/// Runs `command` on the fixture (and a `GetTask` of every task it created),
+/// checks the engine's invariants after it and after a year of ticks, and
+/// checks every reply's renderings on both protocols.
+pub fn run_and_check(command: Command, request_id: u64) {
+    let (mut engine, _) = fixture();
+    let opcode = opcode_of(&command) as u8;
+    let reply = execute(&mut engine, command, NOW_MS + 1);
+    check_invariants(&engine, "after the command");
+    let created: Vec<TaskId> = match &reply {
+        Reply::Enqueued(enqueued) => vec![enqueued.id],
+        Reply::EnqueuedBatch(enqueued) => enqueued.iter().map(|e| e.id).collect(),
+        _ => Vec::new(),
+    };
+    check_reply(&reply, opcode, request_id);
+    for id in created {
+        let reply = execute(&mut engine, Command::GetTask { id }, NOW_MS + 2);
+        assert!(matches!(reply, Reply::Task(_)), "task {id} was just created: {reply:?}");
+        check_reply(&reply, Opcode::GetTask as u8, request_id);
+    }
+    // Time passes: delays end, leases expire, retries and purges run.
+    engine.tick(NOW_MS + 365 * 86_400_000, usize::MAX);
+    check_invariants(&engine, "after a year of ticks");
+}
+
+fn check_invariants(engine: &Engine, when: &str) {
+    if let Err(broken) = engine.check_invariants() {
+        panic!("the engine's invariants broke {when}: {broken}");
+    }
+}
+
+/// `reply` renders as a well-formed HTTP response and as a reply frame that
+/// decodes.
+pub fn check_reply(reply: &Reply, opcode: u8, request_id: u64) {
+    if let Reply::StorageFailed(_) = reply {
+        panic!("the pure engine cannot fail storage");
+    }
+    let mut out = Vec::new();
+    taskqueuex::http::render_reply(reply, true, &mut out);
+    let status = response::check(&out, true, false);
+    assert!(HTTP_STATUSES.contains(&status), "HTTP status {status} for {reply:?}");
+
+    let mut frame = Vec::new();
+    binary::render_reply(reply, opcode, request_id, &mut frame);
+    let (header, _) = check_reply_frame(&frame);
+    assert_eq!(header.opcode, opcode, "a reply carries its request's opcode");
+    assert_eq!(header.request_id.get(), request_id, "a reply carries its request's id");
+}
+
+/// `frame` is one whole reply frame that decodes; returns its header and reply.
+pub fn check_reply_frame(frame: &[u8]) -> (Header, Response) {
+    let header = match peek_frame(frame, usize::MAX) {
+        Ok(Some(header)) => header,
+        other => panic!("the server would send something that is not a frame: {other:?}"),
+    };
+    assert_eq!(HEADER_BYTES + header.body_len.get() as usize, frame.len(), "one whole frame");
+    assert!(header.is_reply(), "the server's frames are replies");
+    match Response::decode(&header, bytes::Bytes::copy_from_slice(&frame[HEADER_BYTES..])) {
+        Ok(response) => (header, response),
+        Err(error) => panic!("a reply the server would send does not decode: {error:?}\n{header:?}"),
+    }
+}
