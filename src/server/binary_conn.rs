@@ -15,7 +15,10 @@
 //!   encodes it into the output buffer. It takes no new frame while
 //!   [`IN_FLIGHT_REQUESTS_MAX`] requests are in flight or
 //!   [`OUTPUT_BYTES_PAUSE`] bytes wait for the peer to read them: a client
-//!   that pipelines without reading cannot grow the server's memory;
+//!   that pipelines without reading cannot grow the server's memory. Reads
+//!   themselves pause only on a full inbox, not on the in-flight count: a
+//!   reader paused while thousands of long polls wait would not see their
+//!   client leave, and abandoned polls would lease tasks nobody receives;
 //! - the **writer** writes whatever replies have accumulated in one write,
 //!   so replies that finish together leave together.
 //!
