@@ -124,11 +124,11 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     queue_capacity: u32,
-    /// Largest request body accepted, in bytes (413 past it).
+    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body.
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     max_body_bytes: u64,
-    /// Registered (fixed) receive buffers per reactor ring, 16 KiB each; 0 reads
+    /// Registered (fixed) receive buffers per reactor ring, 16 KiB each, for HTTP reads; 0 reads
     /// into ordinary buffers. Connections beyond the pool read into ordinary ones.
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
