@@ -115,6 +115,15 @@ fn state(client: &mut support::Client, ids: &[String]) -> Value {
     json!({"tasks": tasks, "queues": client.get("/v1/queues").body})
 }
 
+/// Makes everything executed so far durable before a crash: a lease's reply does
+/// not wait for its sync (docs/durability.md), but a queue configuration's does,
+/// and the log is sequential, so once it is answered every earlier record is on
+/// disk. Without it, a kill right after a dequeue may lose the lease (allowed:
+/// the task is delivered again), and the states compared would differ.
+fn sync_barrier(client: &mut support::Client) {
+    client.create_queue("sync-barrier", json!({}));
+}
+
 #[test]
 fn acknowledged_state_is_the_same_after_kill_9_and_restart() {
     let server = Server::start(&[]);
@@ -154,6 +163,7 @@ fn acknowledged_state_is_the_same_after_kill_9_and_restart() {
     assert_eq!(failed.status, 200, "{failed:?}");
     assert_eq!(client.delete(&format!("/v1/tasks/{}", ids[4])).status, 200);
     assert_eq!(client.dequeue(&["rr"], 10).len(), 3, "one per group under group_concurrency 1");
+    sync_barrier(&mut client);
     let before = state(&mut client, &ids);
 
     let server = server.crash_and_restart(&[]);
@@ -246,6 +256,7 @@ fn state_after_a_checkpoint_and_more_writes_survives_kill_9() {
     ids.extend((20..30).map(|i| client.enqueue("jobs", json!({"payload": i}))));
     assert_eq!(client.delete(&format!("/v1/tasks/{}", ids[10])).status, 200);
     client.dequeue(&["jobs"], 3);
+    sync_barrier(&mut client);
     let before = state(&mut client, &ids);
 
     let server = server.crash_and_restart(&[]);
