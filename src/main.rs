@@ -86,7 +86,7 @@ struct ServeArgs {
     #[arg(long = "http", value_name = "ADDR", default_value = "127.0.0.1:7700")]
     http: SocketAddr,
     /// Address to listen on for the binary protocol (IP:PORT, printed as `listening binary=IP:PORT`)
-    /// [default: 127.0.0.1:7701, or 127.0.0.1:0 when --http has port 0].
+    /// [default: 127.0.0.1:7701].
     #[arg(long = "binary", value_name = "ADDR")]
     binary: Option<SocketAddr>,
     /// Directory for durable state (created if missing).
@@ -325,13 +325,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         cores() >= 2
     };
-    // A free HTTP port asked for (tests, scripts, several servers on one host)
-    // means a free binary port too, so callers that only know `--http` never
-    // collide on the binary default.
-    let binary_addr = args.binary.unwrap_or_else(|| {
-        let port = if args.http.port() == 0 { 0 } else { BINARY_PORT_DEFAULT };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    });
+    // Always 7701 unless given (the documented default, whatever `--http` says):
+    // callers that start several servers pass `--binary 127.0.0.1:0` too.
+    let binary_addr = args.binary.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], BINARY_PORT_DEFAULT)));
     let config = ServeConfig {
         http_addr: args.http,
         binary_addr,

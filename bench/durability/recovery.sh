@@ -13,7 +13,7 @@ trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cargo build --release --quiet --bin tqx
 tqx="$CARGO_TARGET_DIR/release/tqx"
 start() {
-    "$tqx" serve --http 127.0.0.1:0 --no-pin --data "$work/data" --checkpoint-interval-ms 86400000 \
+    "$tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --no-pin --data "$work/data" --checkpoint-interval-ms 86400000 \
         --memory-limit 16GiB >"$work/out" 2>>"$work/err" &
     pid=$!
     local started; started=$(date +%s%N)

@@ -14,7 +14,7 @@ work="$(mktemp -d)"
 trap 'kill "$tqx_pid" 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cargo build --release --quiet --bin tqx
-"$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --data "$work/data" >"$work/tqx.out" 2>"$work/tqx.err" &
+"$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --data "$work/data" >"$work/tqx.out" 2>"$work/tqx.err" &
 tqx_pid=$!
 for _ in $(seq 50); do grep -q '^listening' "$work/tqx.out" && break; sleep 0.1; done
 tqx_addr="$(sed -n 's/^listening http=//p' "$work/tqx.out")"

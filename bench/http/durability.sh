@@ -16,7 +16,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cargo build --release --quiet --bin tqx
 start() { # name, durability
-    "$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --no-pin --data "$work/$1" --durability "$2" \
+    "$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --no-pin --data "$work/$1" --durability "$2" \
         >"$work/$1.out" 2>"$work/$1.err" &
     pids+=($!)
     for _ in $(seq 100); do

@@ -223,7 +223,19 @@ fn a_damaged_record_before_the_end_refuses_to_start_naming_the_file_and_offset()
     drop(file);
 
     let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--http", "127.0.0.1:0", "--reactors", "1", "--workers", "1", "--no-pin", "--data"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--binary",
+            "127.0.0.1:0",
+            "--reactors",
+            "1",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--data",
+        ])
         .arg(&data)
         .stdin(Stdio::null())
         .output()

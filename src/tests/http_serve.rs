@@ -12,7 +12,7 @@ fn serve_explains_how_to_allow_io_uring_when_seccomp_blocks_it() {
 
     let data = std::env::temp_dir().join(format!("tqx-serve-seccomp-{}", std::process::id()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
-    command.args(["serve", "--http", "127.0.0.1:0", "--no-pin", "--data"]).arg(&data);
+    command.args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--no-pin", "--data"]).arg(&data);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: runs in the child between fork and exec; only async-signal-safe calls.
     unsafe {
@@ -74,7 +74,7 @@ fn serve_refuses_an_address_another_process_listens_on() {
     let address = taken.local_addr().unwrap().to_string();
     let data = std::env::temp_dir().join(format!("tqx-serve-bind-{}", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--no-pin", "--http", &address, "--data"])
+        .args(["serve", "--no-pin", "--http", &address, "--binary", "127.0.0.1:0", "--data"])
         .arg(&data)
         .output()
         .expect("run tqx serve");

@@ -411,7 +411,15 @@ impl Server {
         let started = Instant::now();
         let mut child = Command::new(&args.tqx)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--durability", &args.durability.to_string(), "--no-pin"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--binary",
+                "127.0.0.1:0",
+                "--durability",
+                &args.durability.to_string(),
+                "--no-pin",
+            ])
             .args(["--checkpoint-interval-ms", &args.checkpoint_interval_ms.to_string()])
             .args(["--memory-limit", &args.memory_limit])
             .arg("--data")

@@ -163,9 +163,8 @@ impl Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
         command.arg("serve").arg("--http").arg("127.0.0.1:0").arg("--data").arg(&data);
         command.args(["--reactors", "1", "--workers", "1", "--no-pin"]);
-        if let Some(binary_addr) = binary_addr {
-            command.arg("--binary").arg(binary_addr);
-        }
+        // Always a binary address: its default, 7701, would collide between tests.
+        command.arg("--binary").arg(binary_addr.unwrap_or("127.0.0.1:0"));
         command.args(extra_args);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = command.spawn().expect("spawn tqx serve");
