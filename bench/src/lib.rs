@@ -10,6 +10,8 @@
 //! This library holds the rigs both of them drive, so that the criterion figures
 //! and the binary's figure measure exactly the same calls.
 
+pub mod report;
+
 use bytes::Bytes;
 use taskqueuex::engine::{DepRef, Discipline, Engine, EngineConfig, LeasedTask, NewTask, QueueConfigPatch, TaskId};
 

@@ -1,0 +1,462 @@
+//! The vocabulary of a benchmark run and the lines of its results file.
+//!
+//! A results file is JSON lines, one [`Line`] each, tagged by `kind`:
+//!
+//! ```text
+//! {"kind":"meta", ...}                                   the machine, the command, the settings
+//! {"kind":"fsync","run":1,"fdatasync_us":{...}}          `tqx-bench fsync` in run 1
+//! {"kind":"result","run":1,"cell":{...},"bench":{...}}   one measurement: the cell asked for and
+//!                                                        the line `tqx-bench run` printed
+//! {"kind":"unsupported","run":1,"cell":{...}}            `tqx-bench` exited 3
+//! {"kind":"failure","run":1,"cell":{...},"message":"…"}  a server or `tqx-bench` failed
+//! {"kind":"done","elapsed_seconds":612.0}                 the run finished
+//! ```
+//!
+//! The `bench` object is kept whole (fields this code does not know survive a
+//! read and a rewrite), so the file is the raw record of what the load generator
+//! saw; the report is computed from it alone.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A system under test: one protocol of one server. `tqx-binary` is "ours" in
+/// every ratio; `tqx-http` is shown beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum System {
+    #[serde(rename = "tqx-binary")]
+    TqxBinary,
+    #[serde(rename = "tqx-http")]
+    TqxHttp,
+    #[serde(rename = "redis")]
+    Redis,
+    #[serde(rename = "redis-reliable")]
+    RedisReliable,
+    #[serde(rename = "beanstalkd")]
+    Beanstalkd,
+}
+
+/// The server process a [`System`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Tqx,
+    Redis,
+    Beanstalkd,
+}
+
+impl System {
+    /// Every system, in the order runs alternate them and tables list them.
+    pub const ALL: [System; 5] =
+        [System::TqxBinary, System::TqxHttp, System::Redis, System::RedisReliable, System::Beanstalkd];
+
+    /// The name `tqx-bench --system` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::TqxBinary => "tqx-binary",
+            System::TqxHttp => "tqx-http",
+            System::Redis => "redis",
+            System::RedisReliable => "redis-reliable",
+            System::Beanstalkd => "beanstalkd",
+        }
+    }
+
+    /// What the load generator sends, for the report's legend.
+    pub fn describe(self) -> &'static str {
+        match self {
+            System::TqxBinary => "TaskQueueX, binary protocol (docs/wire.md)",
+            System::TqxHttp => "TaskQueueX, HTTP/1.1 + JSON (docs/http-api.md)",
+            System::Redis => "Redis lists: LPUSH / RPOP (a popped task is gone: at-most-once)",
+            System::RedisReliable => "Redis reliable queue: LPUSH / LMOVE to a processing list / LREM",
+            System::Beanstalkd => "beanstalkd: put / reserve / delete",
+        }
+    }
+
+    pub fn server(self) -> Server {
+        match self {
+            System::TqxBinary | System::TqxHttp => Server::Tqx,
+            System::Redis | System::RedisReliable => Server::Redis,
+            System::Beanstalkd => Server::Beanstalkd,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.name() == text)
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A durability level, matched across the three servers (the issue's table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Sync,
+    Interval,
+    Memory,
+}
+
+/// `interval:<ms>` and the peers' matching settings: Redis `everysec`,
+/// beanstalkd `-f 1000`.
+pub const INTERVAL_MS: u32 = 1_000;
+
+impl Durability {
+    pub const ALL: [Durability; 3] = [Durability::Sync, Durability::Interval, Durability::Memory];
+
+    /// `tqx serve --durability` argument, also the name the report shows.
+    pub fn tqx_mode(self) -> String {
+        match self {
+            Durability::Sync => "sync".to_string(),
+            Durability::Interval => format!("interval:{INTERVAL_MS}"),
+            Durability::Memory => "memory".to_string(),
+        }
+    }
+
+    /// The Redis settings that match (appended to `redis-server`'s arguments).
+    pub fn redis_args(self) -> Vec<String> {
+        let args: &[&str] = match self {
+            Durability::Sync => &["--appendonly", "yes", "--appendfsync", "always"],
+            Durability::Interval => &["--appendonly", "yes", "--appendfsync", "everysec"],
+            Durability::Memory => &["--appendonly", "no"],
+        };
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// The beanstalkd settings that match; `dir` is its binlog directory.
+    pub fn beanstalkd_args(self, dir: &str) -> Vec<String> {
+        match self {
+            Durability::Sync => vec!["-b".into(), dir.into(), "-f".into(), "0".into()],
+            Durability::Interval => vec!["-b".into(), dir.into(), "-f".into(), INTERVAL_MS.to_string()],
+            Durability::Memory => Vec::new(),
+        }
+    }
+
+    pub fn redis_describe(self) -> &'static str {
+        match self {
+            Durability::Sync => "`appendonly yes`, `appendfsync always`",
+            Durability::Interval => "`appendonly yes`, `appendfsync everysec`",
+            Durability::Memory => "`appendonly no` (and `save ''`)",
+        }
+    }
+
+    pub fn beanstalkd_describe(self) -> &'static str {
+        match self {
+            Durability::Sync => "`-b DIR -f 0`",
+            Durability::Interval => "`-b DIR -f 1000`",
+            Durability::Memory => "no binlog",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Durability> {
+        Durability::ALL.into_iter().find(|d| d.tqx_mode() == text || d.key() == text)
+    }
+
+    /// Short name (`interval` rather than `interval:1000`) for file names.
+    pub fn key(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Interval => "interval",
+            Durability::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.tqx_mode())
+    }
+}
+
+/// The issue's seven scenarios, in the order they run and are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Enqueue,
+    Cycle,
+    Batch,
+    Status,
+    Deps,
+    Storm,
+    Latency,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Enqueue,
+        Scenario::Cycle,
+        Scenario::Batch,
+        Scenario::Status,
+        Scenario::Deps,
+        Scenario::Storm,
+        Scenario::Latency,
+    ];
+
+    /// The name `tqx-bench --scenario` and `bench/run --only` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Enqueue => "enqueue",
+            Scenario::Cycle => "cycle",
+            Scenario::Batch => "batch",
+            Scenario::Status => "status",
+            Scenario::Deps => "deps",
+            Scenario::Storm => "storm",
+            Scenario::Latency => "latency",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::Enqueue => "1. Enqueue only",
+            Scenario::Cycle => "2. Full cycle: enqueue → dequeue → complete",
+            Scenario::Batch => "3. Batch enqueue (100 tasks per request)",
+            Scenario::Status => "4. Task status lookup by id",
+            Scenario::Deps => "5. Dependency fan-in / fan-out",
+            Scenario::Storm => "6. Connection storm",
+            Scenario::Latency => "7. Latency under fixed offered load (open loop)",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == text)
+    }
+
+    /// Whether throughput is counted in tasks (a batch carries many) rather than
+    /// in requests.
+    pub fn counts_tasks(self) -> bool {
+        self == Scenario::Batch
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The offered load of a latency cell: a fixed low rate on one connection (an
+/// idle server), or a share of the enqueue peak measured earlier in the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Load {
+    Idle,
+    Percent(u32),
+}
+
+impl fmt::Display for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Load::Idle => f.write_str("idle"),
+            Load::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl From<Load> for String {
+    fn from(load: Load) -> String {
+        load.to_string()
+    }
+}
+
+impl TryFrom<String> for Load {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Load, String> {
+        if text == "idle" {
+            return Ok(Load::Idle);
+        }
+        match text.strip_suffix('%').and_then(|p| p.parse().ok()) {
+            Some(p) => Ok(Load::Percent(p)),
+            None => Err(format!("load {text:?} is neither `idle` nor `N%`")),
+        }
+    }
+}
+
+/// One measurement asked of `tqx-bench run` (a table row plus the system).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cell {
+    pub scenario: Scenario,
+    pub durability: Durability,
+    pub connections: u32,
+    pub pipeline: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+    pub system: System,
+}
+
+/// A [`Cell`] without its system: one row of a scenario's table, which the
+/// systems are compared within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub durability: Durability,
+    pub connections: u32,
+    pub pipeline: u32,
+    pub batch: Option<u32>,
+    pub load: Option<Load>,
+}
+
+impl Cell {
+    pub fn row(&self) -> Row {
+        Row {
+            scenario: self.scenario,
+            durability: self.durability,
+            connections: self.connections,
+            pipeline: self.pipeline,
+            batch: self.batch,
+            load: self.load,
+        }
+    }
+}
+
+impl Row {
+    pub fn cell(&self, system: System) -> Cell {
+        Cell {
+            scenario: self.scenario,
+            durability: self.durability,
+            connections: self.connections,
+            pipeline: self.pipeline,
+            batch: self.batch,
+            load: self.load,
+            system,
+        }
+    }
+
+    /// The row's parameters as the tables show them, e.g. `50 conn × 16 deep`.
+    pub fn params(&self) -> String {
+        let mut text = format!("{} conn", self.connections);
+        if self.pipeline != 1 {
+            text.push_str(&format!(" × {} deep", self.pipeline));
+        }
+        if let Some(batch) = self.batch {
+            text.push_str(&format!(", {batch} per batch"));
+        }
+        if let Some(load) = self.load {
+            match load {
+                Load::Idle => text.push_str(", idle"),
+                Load::Percent(p) => text.push_str(&format!(", {p} % of peak")),
+            }
+        }
+        text
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {} ({})", self.scenario, self.durability, self.system, self.row().params())
+    }
+}
+
+/// Latency percentiles as `tqx-bench` prints them, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyUs {
+    #[serde(default)]
+    pub p50: f64,
+    #[serde(default)]
+    pub p99: f64,
+    #[serde(default)]
+    pub p999: f64,
+    #[serde(default)]
+    pub max: f64,
+    #[serde(default)]
+    pub mean: f64,
+}
+
+/// The line `tqx-bench run` prints (the contract with the load generator).
+/// Fields this code does not read are kept in `extra`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchOutput {
+    #[serde(default)]
+    pub system: String,
+    #[serde(default)]
+    pub scenario: String,
+    #[serde(default)]
+    pub connections: Option<u64>,
+    #[serde(default)]
+    pub pipeline: Option<u64>,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    #[serde(default)]
+    pub ops: Option<u64>,
+    pub ops_per_s: f64,
+    #[serde(default)]
+    pub tasks_per_s: Option<f64>,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub latency_us: LatencyUs,
+    #[serde(default)]
+    pub offered_rate: Option<f64>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `tqx-bench fsync`'s line: the machine's `fdatasync` after a small write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FsyncUs {
+    #[serde(default)]
+    pub p50: f64,
+    #[serde(default)]
+    pub p99: f64,
+    #[serde(default)]
+    pub mean: f64,
+}
+
+/// What a run records about itself and the machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// When the run started (UTC, RFC 3339).
+    pub date: String,
+    /// The command that reproduces it.
+    pub command: String,
+    pub quick: bool,
+    pub runs: u32,
+    pub seconds: f64,
+    pub warmup_seconds: f64,
+    #[serde(default)]
+    pub payload_bytes: u32,
+    /// (what, value) pairs, in display order: cores, CPU, kernel, disk, …
+    pub machine: Vec<(String, String)>,
+}
+
+/// One line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Line {
+    Meta(Meta),
+    Fsync {
+        run: u32,
+        fdatasync_us: FsyncUs,
+    },
+    #[serde(rename = "result")]
+    Measured {
+        run: u32,
+        cell: Cell,
+        bench: BenchOutput,
+    },
+    Unsupported {
+        run: u32,
+        cell: Cell,
+    },
+    Failure {
+        run: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cell: Option<Cell>,
+        message: String,
+    },
+    /// The last line of a run that finished: how long the measurement took.
+    Done {
+        elapsed_seconds: f64,
+    },
+}
+
+impl Line {
+    /// The line as one line of JSON (no newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a results line always serializes")
+    }
+}

@@ -1,0 +1,196 @@
+//! Which cells one run measures, and in what order.
+//!
+//! Order: durability, then scenario, then the row's parameters, then the
+//! systems in [`System::ALL`] order. The systems of a row therefore run one
+//! right after the other (A B C, then the next row's A B C, and the next run
+//! repeats the whole list), so drift on a shared machine — a noisy neighbour, a
+//! page-cache flush, thermal state — hits all of them rather than one. Within a
+//! durability level, the enqueue cells come before the latency cells whose
+//! offered load is a share of their peak.
+
+use super::model::{Cell, Durability, Load, Scenario, System};
+
+/// Client connections in every scenario except the idle latency cell: the load
+/// the issue's reference figures were measured with (`redis-benchmark -c 50`).
+pub const CONNECTIONS: u32 = 50;
+/// The pipelined enqueue's depth (requests in flight per connection).
+pub const PIPELINE_DEEP: u32 = 16;
+/// Tasks per request in the batch scenario.
+pub const BATCH_TASKS: u32 = 100;
+/// Offered load of the idle latency cell, on one connection: low enough that
+/// each request finds the server idle (a `sync` enqueue costs one `fdatasync`,
+/// ~0.1–0.25 ms here, so the disk is busy at most a quarter of the time).
+pub const IDLE_RATE_OPS: f64 = 1_000.0;
+/// Latency cells' offered load, as a share of the same system's enqueue peak
+/// (50 connections, unpipelined) measured earlier in the same run.
+pub const LOAD_PERCENTS: [u32; 3] = [25, 50, 80];
+
+/// The systems that can run a scenario (`tqx-bench` exits 3 for the others).
+/// `redis-reliable` differs from `redis` only in how tasks are taken, so it
+/// appears only in the full cycle.
+pub fn systems(scenario: Scenario) -> &'static [System] {
+    use System::*;
+    match scenario {
+        Scenario::Enqueue | Scenario::Storm | Scenario::Latency => &[TqxBinary, TqxHttp, Redis, Beanstalkd],
+        Scenario::Cycle => &[TqxBinary, TqxHttp, Redis, RedisReliable, Beanstalkd],
+        Scenario::Batch => &[TqxBinary, TqxHttp, Redis],
+        Scenario::Status => &[TqxBinary, TqxHttp, Beanstalkd],
+        Scenario::Deps => &[TqxBinary, TqxHttp],
+    }
+}
+
+/// The durability levels a scenario runs at. Enqueue and the full cycle run
+/// at all three (the issue's targets compare them); reads and connection set-up
+/// do not wait for the disk, so the others run at the two ends only, which
+/// keeps a full run within ~20 minutes on 2 cores.
+fn durabilities(scenario: Scenario, quick: bool) -> &'static [Durability] {
+    use Durability::*;
+    if quick {
+        // One level per scenario (enqueue: all three, which proves every
+        // server's durability flags), the one its target is about.
+        return match scenario {
+            Scenario::Enqueue => &[Sync, Interval, Memory],
+            Scenario::Cycle | Scenario::Batch | Scenario::Deps => &[Sync],
+            Scenario::Status | Scenario::Storm => &[Memory],
+            Scenario::Latency => &[Sync, Memory],
+        };
+    }
+    match scenario {
+        Scenario::Enqueue | Scenario::Cycle | Scenario::Batch => &[Sync, Interval, Memory],
+        Scenario::Status | Scenario::Deps | Scenario::Storm | Scenario::Latency => &[Sync, Memory],
+    }
+}
+
+/// The rows (cells without their system) of `scenario` at `durability`.
+fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
+    let base = Cell {
+        scenario,
+        durability,
+        connections: CONNECTIONS,
+        pipeline: 1,
+        batch: None,
+        load: None,
+        system: System::TqxBinary,
+    };
+    match scenario {
+        Scenario::Enqueue => {
+            if quick && durability != Durability::Memory {
+                vec![base]
+            } else {
+                vec![base, Cell { pipeline: PIPELINE_DEEP, ..base }]
+            }
+        }
+        Scenario::Batch => vec![Cell { batch: Some(BATCH_TASKS), ..base }],
+        Scenario::Latency => {
+            let idle = Cell { connections: 1, load: Some(Load::Idle), ..base };
+            let shares = LOAD_PERCENTS.iter().map(|p| Cell { load: Some(Load::Percent(*p)), ..base });
+            if quick {
+                // The two targets: idle `sync`, 50 % `memory`.
+                match durability {
+                    Durability::Sync => vec![idle],
+                    _ => shares.filter(|c| c.load == Some(Load::Percent(50))).collect(),
+                }
+            } else {
+                std::iter::once(idle).chain(shares).collect()
+            }
+        }
+        Scenario::Cycle | Scenario::Status | Scenario::Deps | Scenario::Storm => vec![base],
+    }
+}
+
+/// The cells of one run, in the order they are measured. `only` limits the
+/// scenarios; a latency cell at a share of the peak brings the enqueue cell
+/// that measures the peak with it.
+pub fn plan(quick: bool, only: Option<&[Scenario]>) -> Vec<Cell> {
+    let wanted = |s: Scenario| only.is_none_or(|o| o.contains(&s));
+    let mut cells = Vec::new();
+    for durability in Durability::ALL {
+        for scenario in Scenario::ALL {
+            let peak_needed = scenario == Scenario::Enqueue
+                && wanted(Scenario::Latency)
+                && rows(Scenario::Latency, durability, quick).iter().any(|c| matches!(c.load, Some(Load::Percent(_))))
+                && durabilities(Scenario::Latency, quick).contains(&durability);
+            let included = wanted(scenario) && durabilities(scenario, quick).contains(&durability);
+            if !included && !peak_needed {
+                continue;
+            }
+            let mut scenario_rows = rows(scenario, durability, quick);
+            if !included {
+                // Only the peak: unpipelined enqueue.
+                scenario_rows.retain(|c| c.pipeline == 1);
+            }
+            for row in scenario_rows {
+                for system in systems(scenario) {
+                    cells.push(Cell { system: *system, ..row });
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// The enqueue cell whose throughput sets a latency cell's offered load.
+pub fn peak_cell(latency: &Cell) -> Cell {
+    Cell { scenario: Scenario::Enqueue, connections: CONNECTIONS, pipeline: 1, batch: None, load: None, ..*latency }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_plan_covers_the_issues_matrix() {
+        let cells = plan(false, None);
+        let count = |s: Scenario| cells.iter().filter(|c| c.scenario == s).count();
+        assert_eq!(count(Scenario::Enqueue), 3 * 2 * 4);
+        assert_eq!(count(Scenario::Cycle), 3 * 5);
+        assert_eq!(count(Scenario::Batch), 3 * 3);
+        assert_eq!(count(Scenario::Status), 2 * 3);
+        assert_eq!(count(Scenario::Deps), 2 * 2);
+        assert_eq!(count(Scenario::Storm), 2 * 4);
+        assert_eq!(count(Scenario::Latency), 2 * 4 * 4);
+        // Every cell once.
+        let unique: std::collections::BTreeSet<_> = cells.iter().collect();
+        assert_eq!(unique.len(), cells.len());
+    }
+
+    #[test]
+    fn systems_alternate_within_each_row_and_peaks_come_first() {
+        let cells = plan(false, None);
+        for pair in cells.windows(2) {
+            if pair[0].row() == pair[1].row() {
+                assert!(pair[0].system < pair[1].system, "{} then {}", pair[0], pair[1]);
+            }
+        }
+        for (index, cell) in cells.iter().enumerate() {
+            if let Some(Load::Percent(_)) = cell.load {
+                let peak = peak_cell(cell);
+                let at = cells.iter().position(|c| *c == peak).expect("peak cell planned");
+                assert!(at < index, "{cell} before its peak");
+            }
+        }
+    }
+
+    #[test]
+    fn quick_is_small_and_still_has_every_scenario() {
+        let cells = plan(true, None);
+        for scenario in Scenario::ALL {
+            assert!(cells.iter().any(|c| c.scenario == scenario), "{scenario}");
+        }
+        assert!(cells.len() <= 45, "{}", cells.len());
+        for durability in Durability::ALL {
+            assert!(cells.iter().any(|c| c.durability == durability));
+        }
+    }
+
+    #[test]
+    fn only_latency_brings_its_peaks() {
+        let cells = plan(true, Some(&[Scenario::Latency]));
+        let enqueues: Vec<_> = cells.iter().filter(|c| c.scenario == Scenario::Enqueue).collect();
+        // Quick latency at a share of the peak is `memory` only.
+        assert_eq!(enqueues.len(), 4);
+        assert!(enqueues.iter().all(|c| c.durability == Durability::Memory && c.pipeline == 1));
+        let only_cycle = plan(true, Some(&[Scenario::Cycle]));
+        assert!(only_cycle.iter().all(|c| c.scenario == Scenario::Cycle));
+    }
+}

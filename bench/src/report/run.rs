@@ -1,0 +1,623 @@
+//! The orchestrator behind `bench/run`: starts each server on loopback with the
+//! matched durability, runs `tqx-bench` against it, stops it, and appends one
+//! results line per measurement.
+//!
+//! Every measurement gets a fresh server with a fresh data directory (started,
+//! measured, stopped, deleted): a cell never inherits the backlog, the log or
+//! the page cache of the one before it, and only one server runs at a time, so
+//! no idle peer competes for the 2 cores. Servers are started the way the
+//! issue's table says:
+//!
+//! ```text
+//! tqx serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --data DIR --durability sync|interval:1000|memory
+//! redis-server --port P --bind 127.0.0.1 --save '' --dir DIR --appendonly yes --appendfsync always|everysec  (or --appendonly no)
+//! beanstalkd -l 127.0.0.1 -p P -b DIR -f 0|1000                                                            (or no -b)
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::model::{BenchOutput, Cell, Durability, FsyncUs, Line, Load, Meta, Server, System};
+use super::plan::{self, IDLE_RATE_OPS};
+
+/// How long a server may take to answer its first health check. Generous: a
+/// fresh `tqx` data directory opens RocksDB and preallocates a log segment.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time allowed to `tqx-bench` beyond its warm-up and measured seconds
+/// (connecting, draining, printing).
+const BENCH_SLACK: Duration = Duration::from_secs(60);
+/// The queue (or Redis list, or beanstalkd tube) every measurement uses.
+pub const QUEUE: &str = "bench";
+
+/// What `bench/run` asked for.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub quick: bool,
+    pub runs: u32,
+    pub seconds: f64,
+    pub warmup_seconds: f64,
+    pub payload_bytes: u32,
+    pub only: Option<Vec<super::model::Scenario>>,
+    pub tqx: PathBuf,
+    pub tqx_bench: PathBuf,
+    pub redis_server: PathBuf,
+    pub beanstalkd: PathBuf,
+    /// Where data directories live; must be on the disk being measured (not a
+    /// tmpfs), since `sync` results are mostly `fdatasync`.
+    pub data_root: PathBuf,
+    pub results: PathBuf,
+    /// The command line to print in the report.
+    pub command: String,
+}
+
+/// Runs every cell `opts.runs` times and writes the results file. Returns the
+/// number of failed measurements (each also a `failure` line); an error means
+/// the run could not go on at all (the results file could not be written).
+pub fn run(opts: &RunOptions) -> Result<usize, String> {
+    let started = Instant::now();
+    fs::create_dir_all(&opts.data_root).map_err(|e| format!("creating {}: {e}", opts.data_root.display()))?;
+    let mut out = ResultsWriter::create(&opts.results)?;
+    let meta = Meta {
+        date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
+        command: opts.command.clone(),
+        quick: opts.quick,
+        runs: opts.runs,
+        seconds: opts.seconds,
+        warmup_seconds: opts.warmup_seconds,
+        payload_bytes: opts.payload_bytes,
+        machine: machine(opts),
+    };
+    out.write(&Line::Meta(meta))?;
+
+    let cells = plan::plan(opts.quick, opts.only.as_deref());
+    let mut failures = 0;
+    for run in 1..=opts.runs {
+        eprintln!("bench: run {run}/{}: {} measurements", opts.runs, cells.len());
+        out.write(&fsync_line(opts, run))?;
+        // This run's enqueue peaks, which set its latency cells' offered load.
+        let mut peaks: HashMap<Cell, f64> = HashMap::new();
+        for (index, cell) in cells.iter().enumerate() {
+            let rate = match cell.load {
+                None => None,
+                Some(Load::Idle) => Some(IDLE_RATE_OPS),
+                Some(Load::Percent(p)) => match peaks.get(&plan::peak_cell(cell)) {
+                    Some(peak) => Some(peak * f64::from(p) / 100.0),
+                    None => {
+                        let message = "no enqueue peak measured in this run to take a share of".to_string();
+                        eprintln!("bench: [{run}/{}] {cell}: FAILED: {message}", opts.runs);
+                        out.write(&Line::Failure { run, cell: Some(*cell), message })?;
+                        failures += 1;
+                        continue;
+                    }
+                },
+            };
+            let line = measure(opts, run, cell, rate);
+            match &line {
+                Line::Measured { bench, .. } => {
+                    if cell.scenario == super::model::Scenario::Enqueue && bench.ops_per_s > 0.0 {
+                        peaks.insert(*cell, bench.ops_per_s);
+                    }
+                    eprintln!(
+                        "bench: [{run}/{} {:>3}/{}] {cell}: {:.0} ops/s, {:.0} tasks/s, p50 {:.0} µs, p99 {:.0} µs{}",
+                        opts.runs,
+                        index + 1,
+                        cells.len(),
+                        bench.ops_per_s,
+                        bench.tasks_per_s.unwrap_or(bench.ops_per_s),
+                        bench.latency_us.p50,
+                        bench.latency_us.p99,
+                        if bench.errors > 0 { format!(", {} ERRORS", bench.errors) } else { String::new() },
+                    );
+                }
+                Line::Unsupported { .. } => eprintln!("bench: [{run}/{}] {cell}: unsupported", opts.runs),
+                Line::Failure { message, .. } => {
+                    failures += 1;
+                    eprintln!("bench: [{run}/{}] {cell}: FAILED: {message}", opts.runs);
+                }
+                _ => {}
+            }
+            out.write(&line)?;
+        }
+    }
+    out.write(&Line::Done { elapsed_seconds: started.elapsed().as_secs_f64() })?;
+    Ok(failures)
+}
+
+/// Appends lines to the results file, flushed one by one so an interrupted run
+/// keeps what it measured.
+struct ResultsWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl ResultsWriter {
+    fn create(path: &Path) -> Result<ResultsWriter, String> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(ResultsWriter { file, path: path.to_path_buf() })
+    }
+
+    fn write(&mut self, line: &Line) -> Result<(), String> {
+        writeln!(self.file, "{}", line.to_json()).map_err(|e| format!("writing {}: {e}", self.path.display()))
+    }
+}
+
+/// `tqx-bench fsync` in a directory on the data disk.
+fn fsync_line(opts: &RunOptions, run: u32) -> Line {
+    let dir = opts.data_root.join("fsync");
+    let _ = fs::remove_dir_all(&dir);
+    let result = fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
+        let args = vec!["fsync".to_string(), "--dir".to_string(), dir.display().to_string()];
+        let output = run_with_timeout(&opts.tqx_bench, &args, Duration::from_secs(120))?;
+        if !output.status.success() {
+            return Err(format!("tqx-bench fsync: {}: {}", output.status, tail(&output.stderr)));
+        }
+        #[derive(serde::Deserialize)]
+        struct FsyncLine {
+            fdatasync_us: FsyncUs,
+        }
+        let line =
+            last_json_line(&output.stdout).ok_or_else(|| format!("tqx-bench fsync printed {:?}", output.stdout))?;
+        serde_json::from_str::<FsyncLine>(line)
+            .map(|l| l.fdatasync_us)
+            .map_err(|e| format!("tqx-bench fsync: {e}: {line}"))
+    });
+    let _ = fs::remove_dir_all(&dir);
+    match result {
+        Ok(fdatasync_us) => {
+            eprintln!("bench: [{run}] fdatasync p50 {:.0} µs, p99 {:.0} µs", fdatasync_us.p50, fdatasync_us.p99);
+            Line::Fsync { run, fdatasync_us }
+        }
+        Err(message) => {
+            eprintln!("bench: [{run}] fsync FAILED: {message}");
+            Line::Failure { run, cell: None, message }
+        }
+    }
+}
+
+/// One measurement: a fresh server, `tqx-bench run`, the server stopped.
+fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>) -> Line {
+    let dir = opts.data_root.join("server");
+    let _ = fs::remove_dir_all(&dir);
+    let result = fs::create_dir_all(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))
+        .and_then(|()| measure_in(opts, cell, rate, &dir));
+    let _ = fs::remove_dir_all(&dir);
+    match result {
+        Ok(Some(bench)) => Line::Measured { run, cell: *cell, bench },
+        Ok(None) => Line::Unsupported { run, cell: *cell },
+        Err(message) => Line::Failure { run, cell: Some(*cell), message },
+    }
+}
+
+fn measure_in(opts: &RunOptions, cell: &Cell, rate: Option<f64>, dir: &Path) -> Result<Option<BenchOutput>, String> {
+    let mut server = ServerProcess::start(opts, cell.system.server(), cell.durability, dir)?;
+    let addr = server.addr(cell.system);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--system".into(),
+        cell.system.name().into(),
+        "--addr".into(),
+        addr.to_string(),
+        "--scenario".into(),
+        cell.scenario.name().into(),
+        "--connections".into(),
+        cell.connections.to_string(),
+        "--pipeline".into(),
+        cell.pipeline.to_string(),
+        "--seconds".into(),
+        opts.seconds.to_string(),
+        "--warmup-seconds".into(),
+        opts.warmup_seconds.to_string(),
+        "--payload-bytes".into(),
+        opts.payload_bytes.to_string(),
+        "--queue".into(),
+        QUEUE.into(),
+    ];
+    if let Some(batch) = cell.batch {
+        args.extend(["--batch".into(), batch.to_string()]);
+    }
+    if let Some(rate) = rate {
+        args.extend(["--rate".into(), format!("{:.0}", rate.max(1.0))]);
+    }
+    let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
+    let output = run_with_timeout(&opts.tqx_bench, &args, timeout)?;
+    // A server that died under load fails the cell whatever the client says.
+    if let Some(status) = server.exited() {
+        return Err(format!(
+            "{:?} exited during the measurement ({status}): {}",
+            cell.system.server(),
+            server.log_tail()
+        ));
+    }
+    let stopped = server.stop();
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => return Ok(None),
+        _ => {
+            return Err(format!(
+                "tqx-bench {}: {}; stdout: {}; server log: {}",
+                output.status,
+                tail(&output.stderr),
+                tail(&output.stdout),
+                stopped.unwrap_or_default()
+            ))
+        }
+    }
+    let line =
+        last_json_line(&output.stdout).ok_or_else(|| format!("tqx-bench printed no JSON: {:?}", output.stdout))?;
+    let bench: BenchOutput = serde_json::from_str(line).map_err(|e| format!("tqx-bench output {line}: {e}"))?;
+    Ok(Some(bench))
+}
+
+/// A server started for one measurement. Dropping it kills it.
+struct ServerProcess {
+    child: Child,
+    kind: Server,
+    /// `tqx`: HTTP listener; others: their one listener.
+    addr: SocketAddr,
+    /// `tqx`: binary listener.
+    binary: Option<SocketAddr>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
+        let data = dir.join("data");
+        fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+        let log = dir.join("server.log");
+        let log_file = || File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()));
+        let log_append = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| format!("opening {}: {e}", log.display()))
+        };
+        let data_arg = data.display().to_string();
+        let mut server = match kind {
+            Server::Tqx => {
+                let child = Command::new(&opts.tqx)
+                    .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data", &data_arg])
+                    .args(["--durability", &durability.tqx_mode()])
+                    // Per-connection logging would tax the connection storm;
+                    // the peers log about as little at their defaults.
+                    .args(["--log-level", "warn"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(log_file()?)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", opts.tqx.display()))?;
+                let placeholder: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+                ServerProcess { child, kind, addr: placeholder, binary: None, log: log.clone() }
+            }
+            Server::Redis => {
+                let port = free_port()?;
+                let child = Command::new(&opts.redis_server)
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", &data_arg])
+                    .args(["--daemonize", "no", "--logfile", ""])
+                    .args(durability.redis_args())
+                    .stdin(Stdio::null())
+                    .stdout(log_file()?)
+                    .stderr(log_append()?)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", opts.redis_server.display()))?;
+                ServerProcess { child, kind, addr: SocketAddr::from(([127, 0, 0, 1], port)), binary: None, log }
+            }
+            Server::Beanstalkd => {
+                let port = free_port()?;
+                let child = Command::new(&opts.beanstalkd)
+                    .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+                    .args(durability.beanstalkd_args(&data_arg))
+                    .stdin(Stdio::null())
+                    .stdout(log_file()?)
+                    .stderr(log_append()?)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", opts.beanstalkd.display()))?;
+                ServerProcess { child, kind, addr: SocketAddr::from(([127, 0, 0, 1], port)), binary: None, log }
+            }
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// The address `tqx-bench` connects to for `system`.
+    fn addr(&self, system: System) -> SocketAddr {
+        match system {
+            System::TqxBinary => self.binary.expect("a tqx server has a binary listener"),
+            _ => self.addr,
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        if self.kind == Server::Tqx {
+            let (http, binary) = self.read_listening(deadline)?;
+            self.addr = http;
+            self.binary = Some(binary);
+        }
+        let (request, expect): (&[u8], &[u8]) = match self.kind {
+            Server::Tqx => (b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200"),
+            Server::Redis => (b"PING\r\n", b"+PONG"),
+            Server::Beanstalkd => (b"stats\r\n", b"OK "),
+        };
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(format!("{:?} exited while starting ({status}): {}", self.kind, self.log_tail()));
+            }
+            if probe(self.addr, request, expect) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{:?} not ready after {SERVER_START_TIMEOUT:?}: {}", self.kind, self.log_tail()));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Reads `listening http=` and `listening binary=` from `tqx`'s stdout;
+    /// a thread keeps draining it afterwards so the server never blocks on a
+    /// full pipe.
+    fn read_listening(&mut self, deadline: Instant) -> Result<(SocketAddr, SocketAddr), String> {
+        let stdout = self.child.stdout.take().ok_or("tqx stdout not captured")?;
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    // After the two lines nobody listens; keep reading anyway.
+                    Ok(line) => {
+                        let _ = tx.send(line);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let (mut http, mut binary) = (None, None);
+        while http.is_none() || binary.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => return Err(format!("tqx printed no listening lines: {}", self.log_tail())),
+            };
+            let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
+            if let Some(rest) = line.strip_prefix("listening http=") {
+                http = parse(rest);
+            } else if let Some(rest) = line.strip_prefix("listening binary=") {
+                binary = parse(rest);
+            }
+        }
+        Ok((http.expect("loop ends with both"), binary.expect("loop ends with both")))
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited in time. Returns the log's
+    /// tail when the exit was not clean.
+    fn stop(&mut self) -> Option<String> {
+        if self.exited().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+            while self.exited().is_none() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if self.exited().is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Some(format!("did not stop on SIGTERM within {SERVER_STOP_TIMEOUT:?}; killed"));
+            }
+        }
+        None
+    }
+
+    fn log_tail(&self) -> String {
+        tail(&fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One request on a fresh connection; true if the reply starts with `expect`.
+fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
+    let attempt = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(request)?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 256];
+        while reply.len() < expect.len() {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        Ok(reply.starts_with(expect))
+    };
+    attempt().unwrap_or(false)
+}
+
+/// A loopback port free right now (bound and released: the server binds it a
+/// moment later; a collision shows as a start failure).
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| format!("finding a free port: {e}"))
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program args`, capturing its output; kills it after `timeout`.
+fn run_with_timeout(program: &Path, args: &[String], timeout: Duration) -> Result<Output, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", program.display()))?;
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("piped")));
+    let stderr = reader(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} {} did not finish within {timeout:?}; killed",
+                    program.display(),
+                    args.join(" ")
+                ));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
+        }
+    };
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
+}
+
+/// The last line of `text` that looks like a JSON object.
+fn last_json_line(text: &str) -> Option<&str> {
+    text.lines().rev().map(str::trim).find(|l| l.starts_with('{'))
+}
+
+/// The last few lines of `text`, for an error message.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(8);
+    let joined = lines[start..].join(" | ");
+    let chars: Vec<char> = joined.chars().collect();
+    if chars.len() > 1_500 {
+        chars[chars.len() - 1_500..].iter().collect()
+    } else {
+        joined
+    }
+}
+
+/// stdout of `program args`, trimmed; `None` if it fails.
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The machine, as (what, value) rows: what the figures depend on.
+fn machine(opts: &RunOptions) -> Vec<(String, String)> {
+    let unknown = || "unknown".to_string();
+    let mut rows = Vec::new();
+    let lscpu = command_line("lscpu", &[]).unwrap_or_default();
+    let cpu =
+        lscpu.lines().find_map(|l| l.strip_prefix("Model name:")).map(|m| m.trim().to_string()).unwrap_or_else(unknown);
+    let hypervisor = lscpu.lines().find_map(|l| l.strip_prefix("Hypervisor vendor:")).map(|m| m.trim().to_string());
+    rows.push(("cores".into(), command_line("nproc", &[]).unwrap_or_else(unknown)));
+    rows.push((
+        "CPU".into(),
+        match hypervisor {
+            Some(h) => format!("{cpu} (virtual machine, {h})"),
+            None => cpu,
+        },
+    ));
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib / 1_048_576.0))
+        .unwrap_or_else(unknown);
+    rows.push(("memory".into(), memory));
+    rows.push(("kernel".into(), command_line("uname", &["-sr"]).unwrap_or_else(unknown)));
+    let os = fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(unknown);
+    rows.push(("OS".into(), os));
+    let root = opts.data_root.display().to_string();
+    let df = command_line("df", &["--output=source,fstype,size", "-h", &root]).unwrap_or_default();
+    let (device, fstype, size) = match df.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        Some(fields) if fields.len() >= 3 => (fields[0].to_string(), fields[1].to_string(), fields[2].to_string()),
+        _ => (unknown(), unknown(), unknown()),
+    };
+    let lsblk = command_line("lsblk", &["-ndo", "TYPE,ROTA,MODEL", &device])
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let kind = fields.first().copied().unwrap_or("?");
+            let rotational =
+                if fields.get(1) == Some(&"1") { "rotational as the kernel reports it" } else { "non-rotational" };
+            let model = fields.get(2..).map(|m| m.join(" ")).filter(|m| !m.is_empty());
+            match model {
+                Some(m) => format!(", {kind}, {rotational}, {m}"),
+                None => format!(", {kind}, {rotational}"),
+            }
+        })
+        .unwrap_or_default();
+    rows.push(("disk (data directories)".into(), format!("{device} ({size}{lsblk}), {fstype}, under {root}")));
+    let commit = command_line("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(unknown);
+    let dirty =
+        command_line("git", &["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()).unwrap_or(false);
+    rows.push(("git commit".into(), if dirty { format!("{commit} (with uncommitted changes)") } else { commit }));
+    let first_line =
+        |text: Option<String>| text.and_then(|t| t.lines().next().map(str::to_string)).unwrap_or_else(unknown);
+    let redis = opts.redis_server.display().to_string();
+    let beanstalkd = opts.beanstalkd.display().to_string();
+    rows.push(("Redis".into(), first_line(command_line(&redis, &["--version"]))));
+    rows.push(("beanstalkd".into(), first_line(command_line(&beanstalkd, &["-v"]))));
+    rows.push(("rustc".into(), first_line(command_line("rustc", &["--version"]))));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_json_line_skips_noise() {
+        assert_eq!(last_json_line("warming up\n{\"a\":1}\n\n"), Some("{\"a\":1}"));
+        assert_eq!(last_json_line("nothing"), None);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let text: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(tail(&text), (12..20).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
+    }
+}
