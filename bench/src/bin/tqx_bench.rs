@@ -1,0 +1,226 @@
+//! `tqx-bench`: the load generator (docs/bench-harness.md).
+//!
+//! - `tqx-bench run --system S --addr HOST:PORT --scenario SC [options]` prints
+//!   one JSON line with the figures; exit 0, or 1 if the system answered errors
+//!   for more than 1 % of ops (or nothing was measured, or the setup failed),
+//!   2 if it cannot connect, 3 (with `{"unsupported":true,...}`) if the system
+//!   cannot run the scenario, 64 on bad arguments.
+//! - `tqx-bench fsync --dir DIR` prints the disk's `pwrite` + `fdatasync` time.
+//! - `tqx-bench preload --system S --addr A --tasks N` fills a queue.
+//!
+//! Logs go to stderr; stdout holds only the JSON line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tqx_bench::load::{self, PreloadConfig, RunConfig, RunError, Scenario, System};
+
+/// Exit status for bad arguments (sysexits' EX_USAGE), distinct from 2 ("cannot
+/// connect"), which clap would otherwise use.
+const EXIT_USAGE: u8 = 64;
+const EXIT_UNSUPPORTED: u8 = 3;
+const EXIT_CONNECT: u8 = 2;
+const EXIT_FAILED: u8 = 1;
+/// Error replies tolerated, as a fraction of ops.
+const ERROR_RATIO_MAX: f64 = 0.01;
+
+#[derive(Parser, Debug)]
+#[command(name = "tqx-bench", about = "Load generator for TaskQueueX, Redis and beanstalkd (docs/bench-harness.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one scenario against one system; print one JSON line.
+    Run {
+        /// tqx-binary, tqx-http, redis, redis-reliable or beanstalkd.
+        #[arg(long)]
+        system: String,
+        /// The server, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// enqueue, cycle, batch, status, deps, storm or latency.
+        #[arg(long)]
+        scenario: String,
+        /// Connections (storm: concurrent connect loops).
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Requests in flight per connection (closed loop).
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Measured seconds (after the warmup).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Seconds run first and not counted.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
+        /// Latency scenario: offered load, requests/s over all connections (open loop).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Tasks per request in the batch scenario.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Bytes of payload per task.
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Queue (Redis list, beanstalkd tube).
+        #[arg(long, default_value = "bench")]
+        queue: String,
+    },
+    /// Measure pwrite + fdatasync on a preallocated file in DIR.
+    Fsync {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 4096)]
+        bytes: usize,
+    },
+    /// Enqueue N tasks (batches where the system has them).
+    Preload {
+        #[arg(long)]
+        system: String,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        tasks: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+    },
+}
+
+fn parse_system(name: &str) -> Result<System, RunError> {
+    System::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+        RunError::Usage(format!("unknown system {name:?} (one of {})", names.join(", ")))
+    })
+}
+
+fn parse_scenario(name: &str) -> Result<Scenario, RunError> {
+    Scenario::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        RunError::Usage(format!("unknown scenario {name:?} (one of {})", names.join(", ")))
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).expect("reports serialize"));
+}
+
+fn exit_for(error: &RunError) -> ExitCode {
+    eprintln!("tqx-bench: {error}");
+    ExitCode::from(match error {
+        RunError::Usage(_) => EXIT_USAGE,
+        RunError::Unsupported(_) => EXIT_UNSUPPORTED,
+        RunError::Connect(_) => EXIT_CONNECT,
+        RunError::Failed(_) => EXIT_FAILED,
+    })
+}
+
+fn run(config: RunConfig) -> ExitCode {
+    eprintln!(
+        "tqx-bench: {} {} at {}: {} connections, pipeline {}, {} s after {} s of warmup",
+        config.system.name(),
+        config.scenario.name(),
+        config.addr,
+        config.connections,
+        config.pipeline,
+        config.seconds,
+        config.warmup_seconds
+    );
+    match load::run(&config) {
+        Ok(report) => {
+            print_json(&report);
+            if report.ops == 0 {
+                eprintln!("tqx-bench: no op completed in the measured window");
+                return ExitCode::from(EXIT_FAILED);
+            }
+            if report.errors as f64 > ERROR_RATIO_MAX * report.ops as f64 {
+                eprintln!("tqx-bench: {} errors for {} ops (over 1 %)", report.errors, report.ops);
+                return ExitCode::from(EXIT_FAILED);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(RunError::Unsupported(reason)) => {
+            print_json(&serde_json::json!({
+                "unsupported": true,
+                "system": config.system.name(),
+                "scenario": config.scenario.name(),
+                "reason": reason,
+            }));
+            exit_for(&RunError::Unsupported(reason))
+        }
+        Err(e) => exit_for(&e),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::Run {
+            system,
+            addr,
+            scenario,
+            connections,
+            pipeline,
+            seconds,
+            warmup_seconds,
+            rate,
+            batch,
+            payload_bytes,
+            queue,
+        } => {
+            let (system, scenario) = match (parse_system(&system), parse_scenario(&scenario)) {
+                (Ok(system), Ok(scenario)) => (system, scenario),
+                (Err(e), _) | (_, Err(e)) => return exit_for(&e),
+            };
+            run(RunConfig {
+                system,
+                addr,
+                scenario,
+                connections,
+                pipeline,
+                seconds,
+                warmup_seconds,
+                rate,
+                batch,
+                payload_bytes,
+                queue,
+            })
+        }
+        Command::Fsync { dir, count, bytes } => match load::fsync::measure(&dir, count, bytes) {
+            Ok(report) => {
+                print_json(&report);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tqx-bench: fsync in {}: {e}", dir.display());
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Command::Preload { system, addr, tasks, payload_bytes, queue } => {
+            let system = match parse_system(&system) {
+                Ok(system) => system,
+                Err(e) => return exit_for(&e),
+            };
+            match load::preload(&PreloadConfig { system, addr, tasks, payload_bytes, queue }) {
+                Ok(report) => {
+                    print_json(&report);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => exit_for(&e),
+            }
+        }
+    }
+}
