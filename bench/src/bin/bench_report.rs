@@ -41,14 +41,14 @@ enum Commands {
         /// Runs of every cell; medians are taken over them [default: 5, --quick 1]
         #[arg(long)]
         runs: Option<u32>,
-        /// Measured seconds per cell [default: 2, --quick 1]
+        /// Measured seconds per cell [default: 1.5, --quick 1]
         #[arg(long)]
         seconds: Option<f64>,
         /// Warm-up seconds per cell, not measured [default: 0.5, --quick 0.2]
         #[arg(long)]
         warmup_seconds: Option<f64>,
-        /// Task payload bytes
-        #[arg(long, default_value_t = 16)]
+        /// Task payload bytes (tqx-bench's default)
+        #[arg(long, default_value_t = 100)]
         payload_bytes: u32,
         /// Only these scenarios (comma-separated: enqueue,cycle,batch,status,deps,storm,latency)
         #[arg(long, value_delimiter = ',')]
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             let opts = RunOptions {
                 quick,
                 runs: runs.unwrap_or(if quick { 1 } else { 5 }).max(1),
-                seconds: seconds.unwrap_or(if quick { 1.0 } else { 2.0 }),
+                seconds: seconds.unwrap_or(if quick { 1.0 } else { 1.5 }),
                 warmup_seconds: warmup_seconds.unwrap_or(if quick { 0.2 } else { 0.5 }),
                 payload_bytes,
                 only,

@@ -44,9 +44,10 @@ pub fn render(inputs: &Inputs<'_>) -> String {
     }
     goals(&mut out, "The design document's figures", "design document (8 cores)", &design_rows(results));
     out.push_str(
-        "Throughputs above are TaskQueueX's binary protocol in `sync` mode; \"average latency\" is the mean \
-         latency of the closed-loop run (50 connections at full speed) except for enqueue, which uses the \
-         open-loop run at 50 % of the peak.\n\n",
+        "TaskQueueX's binary protocol, in `sync` mode except status lookups (`memory`, the only mode they run \
+         in). \"Queue operations\" are the full cycle's ops; \"average latency\" is the mean latency of the \
+         closed-loop run (50 connections at full speed), except for enqueue, which uses the open-loop run at \
+         50 % of the peak.\n\n",
     );
     failures(&mut out, results);
     out.push_str("## Change log\n\n");
@@ -158,7 +159,7 @@ fn glance(out: &mut String, results: &Results) {
                 row.durability,
                 row.params(),
                 fmt_rate(ours_value),
-                unit(scenario),
+                scenario.unit(),
                 ratio(figure(System::TqxHttp), ours).map(fmt_ratio).unwrap_or_else(|| "—".into())
             );
             for peer in peers {
@@ -214,24 +215,35 @@ fn scenario_note(scenario: Scenario) -> &'static str {
     match scenario {
         Scenario::Enqueue => {
             "Producers only: each connection enqueues one task per request and waits for the reply (unpipelined) \
-             or keeps 16 requests in flight. Redis: LPUSH; beanstalkd: put."
+             or keeps 16 requests in flight. Redis: LPUSH; beanstalkd: put. An op is an acknowledged enqueue."
         }
         Scenario::Cycle => {
-            "Producers and consumers at once, on the same connections count: a task is enqueued, leased \
-             (dequeued) and completed. Redis's plain pattern (RPOP) loses a task whose consumer dies; its \
-             reliable pattern (LMOVE to a processing list, LREM when done) and beanstalkd (reserve, delete) \
-             do not, like TaskQueueX's lease."
+            "Half the connections produce (enqueue), half consume (dequeue, then complete), at once. An op is an \
+             acknowledged enqueue or a completed task (dequeue and complete together: one op, timed from the \
+             dequeue's send), so ops/s is about twice the tasks that go all the way through. Redis's plain \
+             pattern (RPOP) needs no complete and loses a task whose consumer dies; its reliable pattern (LMOVE \
+             to a processing list, LREM when done) and beanstalkd (reserve, delete) do not, like TaskQueueX's \
+             lease."
         }
-        Scenario::Batch => "One request carries 100 tasks (Redis: one LPUSH with 100 values); throughput in tasks/s.",
+        Scenario::Batch => {
+            "One request carries 100 tasks (Redis: one LPUSH with 100 values; beanstalkd has no batch put); \
+             throughput in tasks/s."
+        }
         Scenario::Status => {
-            "Look-ups of existing tasks by id (TaskQueueX: get task; beanstalkd: stats-job). Redis lists have no \
-             task ids."
+            "10,000 tasks are preloaded, then looked up by id at random (TaskQueueX: get task; Redis, which has no \
+             task ids: HGETALL of a hash per task, as Redis-based queues keep; beanstalkd: stats-job). Reads never \
+             wait for the disk, so this runs in `memory` mode only."
         }
         Scenario::Deps => {
-            "TaskQueueX only: tasks that depend on others (fan-out of children released by one parent, fan-in of \
-             one task waiting on many), enqueued, leased and completed."
+            "TaskQueueX only. A DAG is a parent, 10 children that depend on it (one batch) and a join that \
+             depends on every child; producers keep one DAG in flight per connection, consumers lease and \
+             complete whatever is ready. An op is a whole DAG, timed from the parent's send to the join's \
+             completion."
         }
-        Scenario::Storm => "Each request on a new connection: connect, one enqueue, close; connections/s.",
+        Scenario::Storm => {
+            "50 loops, each: connect, (handshake,) one enqueue, wait for the reply, close, again. An op is one \
+             whole connection."
+        }
         Scenario::Latency => {
             "Open loop: requests are sent on a fixed schedule whatever the replies do, and each latency is \
              measured from when the request was due (coordinated omission corrected, hdrhistogram). Offered load: \
@@ -241,21 +253,12 @@ fn scenario_note(scenario: Scenario) -> &'static str {
     }
 }
 
-/// The throughput a scenario is compared on, as a column header.
-fn unit(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::Batch => "tasks/s",
-        Scenario::Storm => "connections/s",
-        Scenario::Cycle => "cycles/s",
-        _ => "ops/s",
-    }
-}
-
 fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, rows: &[Row]) {
     let _ = writeln!(
         out,
-        "| mode | load | system | {} | p50 µs | p99 µs | tqx-binary ÷ this | tqx-http ÷ this |\n|---|---|---|--:|--:|--:|--:|--:|",
-        unit(scenario)
+        "| mode | load | system | {} | p50 µs | p99 µs | client CPU | tqx-binary ÷ this | tqx-http ÷ this |\n\
+         |---|---|---|--:|--:|--:|--:|--:|--:|",
+        scenario.unit()
     );
     for row in rows {
         let figure = |system: System| results.get(&row.cell(system)).map(|s| s.throughput(scenario));
@@ -280,16 +283,17 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
                     };
                     let _ = write!(
                         line,
-                        " {} | {} | {} | {} | {} |",
+                        " {} | {} | {} | {} | {} | {} |",
                         figure_text,
                         fmt_us(s.p50_us),
                         fmt_us(s.p99_us),
+                        fmt_cpu(s.client_cpu),
                         vs(ours, System::TqxBinary),
                         vs(http, System::TqxHttp)
                     );
                 }
                 (status, _) => {
-                    let _ = write!(line, " {} | | | | |", status_text(status));
+                    let _ = write!(line, " {} | | | | | |", status_text(status));
                 }
             }
             out.push_str(&line);
@@ -297,6 +301,12 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
         }
     }
     out.push('\n');
+}
+
+/// The load generator's CPU use as a share of one core: near 100 %, the
+/// client, not the server, set the pace.
+fn fmt_cpu(cpu: Option<f64>) -> String {
+    cpu.map(|c| format!("{:.0} %", c * 100.0)).unwrap_or_else(|| "—".into())
 }
 
 fn status_text(status: CellStatus) -> &'static str {
@@ -310,8 +320,8 @@ fn status_text(status: CellStatus) -> &'static str {
 
 fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
     out.push_str(
-        "| mode | load | system | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | this p99 ÷ tqx-binary p99 |\n\
-         |---|---|---|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| mode | load | system | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | client CPU | \
+         this p99 ÷ tqx-binary p99 |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for row in rows {
         let ours = results.get(&row.cell(System::TqxBinary)).map(|s| s.p99_us);
@@ -332,7 +342,7 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                     };
                     let _ = write!(
                         line,
-                        " {} | {}{} | {} | {} | {} | {} | {} |",
+                        " {} | {}{} | {} | {} | {} | {} | {} | {} |",
                         s.offered_rate.map(fmt_rate).unwrap_or_else(|| "—".into()),
                         fmt_rate(s.ops_per_s),
                         if s.errors > 0 { format!(" ({} errors)", s.errors) } else { String::new() },
@@ -340,11 +350,12 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                         fmt_us(s.p99_us),
                         fmt_us(s.p999_us),
                         fmt_us(s.max_us),
+                        fmt_cpu(s.client_cpu),
                         vs
                     );
                 }
                 None => {
-                    let _ = write!(line, " {} | | | | | | |", status_text(results.status(&cell)));
+                    let _ = write!(line, " {} | | | | | | | |", status_text(results.status(&cell)));
                 }
             }
             out.push_str(&line);
@@ -411,7 +422,7 @@ mod tests {
         let report = tiny_report();
         // Ours: 150k; Redis: 100k; the ratio column reads 1.50×.
         let redis = report.lines().find(|l| l.starts_with("| sync | 50 conn | `redis` |")).expect("redis row");
-        assert_eq!(redis, "| sync | 50 conn | `redis` | 100.0k | 200 | 900 | 1.50× | 0.80× |");
+        assert_eq!(redis, "| sync | 50 conn | `redis` | 100.0k | 200 | 900 | 41 % | 1.50× | 0.80× |");
         let ours = report.lines().find(|l| l.starts_with("| sync | 50 conn | `tqx-binary` |")).expect("our row");
         assert!(ours.ends_with("| — | 0.53× |"), "{ours}");
     }

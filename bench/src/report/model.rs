@@ -224,9 +224,22 @@ impl Scenario {
     }
 
     /// Whether throughput is counted in tasks (a batch carries many) rather than
-    /// in requests.
+    /// in `tqx-bench`'s ops.
     pub fn counts_tasks(self) -> bool {
         self == Scenario::Batch
+    }
+
+    /// What one unit of the compared throughput is (`tqx-bench`'s op, or a
+    /// task for the batch).
+    pub fn unit(self) -> &'static str {
+        match self {
+            Scenario::Enqueue | Scenario::Latency => "enqueues/s",
+            Scenario::Cycle => "ops/s",
+            Scenario::Batch => "tasks/s",
+            Scenario::Status => "lookups/s",
+            Scenario::Deps => "DAGs/s",
+            Scenario::Storm => "connections/s",
+        }
     }
 }
 

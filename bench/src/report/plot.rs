@@ -51,8 +51,8 @@ pub fn render_all(results: &Results) -> Vec<Plot> {
         if groups.is_empty() {
             continue;
         }
-        let title = format!("{} — median {}", scenario.title(), unit(scenario));
-        match throughput_svg(&title, unit(scenario), &groups) {
+        let title = format!("{} — median {}", scenario.title(), scenario.unit());
+        match throughput_svg(&title, scenario.unit(), &groups) {
             Ok(svg) => plots.push(Plot { name: throughput_plot_name(scenario), svg }),
             Err(e) => eprintln!("bench-report: plot of {scenario} not drawn: {e}"),
         }
@@ -69,15 +69,6 @@ pub fn render_all(results: &Results) -> Vec<Plot> {
         }
     }
     plots
-}
-
-fn unit(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::Batch => "tasks/s",
-        Scenario::Storm => "connections/s",
-        Scenario::Cycle => "cycles/s",
-        _ => "ops/s",
-    }
 }
 
 /// A group label for a row: its durability, plus what varies within the scenario.
@@ -135,20 +126,50 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Height of the strip above a chart that holds its title and its legend.
+const HEADER_PX: u32 = 58;
+
+/// Title, then one row of legend entries (a swatch and the system's name),
+/// centred; returns the area below it. A legend outside the plot never hides a
+/// bar or a curve.
+fn header<'a>(
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    title: &str,
+    systems: &[System],
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>, String> {
+    let (strip, body) = root.split_vertically(HEADER_PX);
+    let width = strip.dim_in_pixel().0 as i32;
+    let title_style = TextStyle::from((FONT, 17).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    strip.draw(&Text::new(title.to_string(), (width / 2, 6), title_style)).map_err(err)?;
+    // Entry width from the name's length: the SVG viewer picks the font, so
+    // this is an estimate (about 7 px per character at 13 px).
+    let entry_px = |s: &System| 26 + 7 * s.name().len() as i32;
+    let total: i32 = systems.iter().map(entry_px).sum();
+    let mut x = (width - total).max(0) / 2;
+    let y = 38;
+    let label_style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for system in systems {
+        strip.draw(&Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour(*system).filled())).map_err(err)?;
+        strip.draw(&Text::new(system.name().to_string(), (x + 19, y), label_style.clone())).map_err(err)?;
+        x += entry_px(system);
+    }
+    Ok(body)
+}
+
 /// Grouped bars: one group per row, one bar per system, a legend of systems.
 pub fn throughput_svg(title: &str, unit: &str, groups: &Groups) -> Result<String, String> {
     let mut systems: Vec<System> = groups.iter().flat_map(|(_, bars)| bars.iter().map(|(s, _)| *s)).collect();
     systems.sort();
     systems.dedup();
     let top = groups.iter().flat_map(|(_, bars)| bars.iter().map(|(_, v)| *v)).fold(0.0, f64::max);
-    let y_max = if top > 0.0 { top * 1.2 } else { 1.0 };
+    let y_max = if top > 0.0 { top * 1.1 } else { 1.0 };
     let width = (160 + groups.len() as u32 * (40 + 28 * systems.len() as u32)).clamp(640, 1400);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 17))
+        let body = header(&root, title, &systems)?;
+        let mut chart = ChartBuilder::on(&body)
             .margin(12)
             .x_label_area_size(34)
             .y_label_area_size(72)
@@ -171,25 +192,14 @@ pub fn throughput_svg(title: &str, unit: &str, groups: &Groups) -> Result<String
                 let x0 = g as f64 + pad + k as f64 * bar_width;
                 Some(Rectangle::new([(x0, 0.0), (x0 + bar_width * 0.92, value)], fill.filled()))
             });
-            chart
-                .draw_series(bars)
-                .map_err(err)?
-                .label(system.name())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], fill.filled()));
+            chart.draw_series(bars).map_err(err)?;
         }
         let label_style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         for (g, (label, _)) in groups.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
-            root.draw(&Text::new(label.clone(), (x, y + 8), label_style.clone())).map_err(err)?;
+            // backend_coord is in the root's pixels; `body` starts HEADER_PX lower.
+            body.draw(&Text::new(label.clone(), (x, y - HEADER_PX as i32 + 8), label_style.clone())).map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
@@ -200,16 +210,19 @@ const PERCENTILES: [&str; 4] = ["p50", "p99", "p99.9", "max"];
 /// One panel per offered load: latency (log scale) at each percentile, one
 /// curve per system.
 pub fn latency_svg(title: &str, panels: &Panels) -> Result<String, String> {
+    let mut systems: Vec<System> = panels.iter().flat_map(|(_, curves)| curves.iter().map(|(s, _)| *s)).collect();
+    systems.sort();
+    systems.dedup();
     let values = panels.iter().flat_map(|(_, curves)| curves.iter().flat_map(|(_, v)| v.iter().copied()));
     let (low, high) = values.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v.max(1.0)), hi.max(v)));
     let (y_min, y_max) = if high > 0.0 { ((low / 2.0).max(0.5), high * 2.0) } else { (1.0, 10.0) };
     let width = (40 + panels.len() as u32 * 330).max(640);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, 430)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 450)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let root = root.titled(title, (FONT, 17)).map_err(err)?;
-        let areas = root.split_evenly((1, panels.len()));
+        let body = header(&root, title, &systems)?;
+        let areas = body.split_evenly((1, panels.len()));
         for (index, ((panel_title, curves), area)) in panels.iter().zip(areas.iter()).enumerate() {
             latency_panel(area, panel_title, curves, (y_min, y_max), index == 0)?;
         }
@@ -223,13 +236,13 @@ fn latency_panel(
     title: &str,
     curves: &[(System, [f64; 4])],
     (y_min, y_max): (f64, f64),
-    legend: bool,
+    first: bool,
 ) -> Result<(), String> {
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 14))
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(if legend { 64 } else { 52 })
+        .y_label_area_size(if first { 64 } else { 52 })
         .build_cartesian_2d((0u32..3u32).into_segmented(), (y_min..y_max).log_scale())
         .map_err(err)?;
     let mut mesh = chart.configure_mesh();
@@ -241,7 +254,7 @@ fn latency_panel(
             SegmentValue::Last => String::new(),
         })
         .y_label_formatter(&|v| fmt_us(*v));
-    if legend {
+    if first {
         mesh.y_desc("latency µs (log)");
     }
     mesh.draw().map_err(err)?;
@@ -249,23 +262,8 @@ fn latency_panel(
         let stroke = colour(*system);
         let points: Vec<(SegmentValue<u32>, f64)> =
             percentiles.iter().enumerate().map(|(i, v)| (SegmentValue::CenterOf(i as u32), v.max(y_min))).collect();
-        let series = chart.draw_series(LineSeries::new(points.clone(), stroke.stroke_width(2))).map_err(err)?;
-        if legend {
-            series
-                .label(system.name())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], stroke.stroke_width(2)));
-        }
+        chart.draw_series(LineSeries::new(points.clone(), stroke.stroke_width(2))).map_err(err)?;
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, stroke.filled()))).map_err(err)?;
-    }
-    if legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, 12))
-            .draw()
-            .map_err(err)?;
     }
     Ok(())
 }

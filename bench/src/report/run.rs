@@ -30,8 +30,10 @@ use super::plan::{self, IDLE_RATE_OPS};
 /// How long a server may take to answer its first health check. Generous: a
 /// fresh `tqx` data directory opens RocksDB and preallocates a log segment.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a server may take to exit after SIGTERM before it is killed.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a server may take to exit after SIGTERM before it is killed. The
+/// measurement is over by then and its data directory is thrown away, so a
+/// slow stop costs only time (and is reported in the progress line).
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed to `tqx-bench` beyond its warm-up and measured seconds
 /// (connecting, draining, printing).
 const BENCH_SLACK: Duration = Duration::from_secs(60);
@@ -100,14 +102,14 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
                     }
                 },
             };
-            let line = measure(opts, run, cell, rate);
+            let (line, timing) = measure(opts, run, cell, rate);
             match &line {
                 Line::Measured { bench, .. } => {
                     if cell.scenario == super::model::Scenario::Enqueue && bench.ops_per_s > 0.0 {
                         peaks.insert(*cell, bench.ops_per_s);
                     }
                     eprintln!(
-                        "bench: [{run}/{} {:>3}/{}] {cell}: {:.0} ops/s, {:.0} tasks/s, p50 {:.0} µs, p99 {:.0} µs{}",
+                        "bench: [{run}/{} {:>3}/{}] {cell}: {:.0} ops/s, {:.0} tasks/s, p50 {:.0} µs, p99 {:.0} µs{} ({timing})",
                         opts.runs,
                         index + 1,
                         cells.len(),
@@ -192,22 +194,52 @@ fn fsync_line(opts: &RunOptions, run: u32) -> Line {
 }
 
 /// One measurement: a fresh server, `tqx-bench run`, the server stopped.
-fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>) -> Line {
+fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>) -> (Line, String) {
+    let clock = Instant::now();
     let dir = opts.data_root.join("server");
     let _ = fs::remove_dir_all(&dir);
+    let mut phases = Phases::default();
     let result = fs::create_dir_all(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))
-        .and_then(|()| measure_in(opts, cell, rate, &dir));
+        .and_then(|()| measure_in(opts, cell, rate, &dir, &mut phases));
     let _ = fs::remove_dir_all(&dir);
-    match result {
+    let timing = format!(
+        "{:.1} s: start {:.2}, bench {:.2}, stop {:.2}{}",
+        clock.elapsed().as_secs_f64(),
+        phases.start_s,
+        phases.bench_s,
+        phases.stop_s,
+        phases.stop_note.as_deref().map(|n| format!(", {n}")).unwrap_or_default()
+    );
+    let line = match result {
         Ok(Some(bench)) => Line::Measured { run, cell: *cell, bench },
         Ok(None) => Line::Unsupported { run, cell: *cell },
         Err(message) => Line::Failure { run, cell: Some(*cell), message },
-    }
+    };
+    (line, timing)
 }
 
-fn measure_in(opts: &RunOptions, cell: &Cell, rate: Option<f64>, dir: &Path) -> Result<Option<BenchOutput>, String> {
+/// Wall-clock seconds of a measurement's phases, for the progress lines (a
+/// slow start or stop shows where a run's time goes).
+#[derive(Clone, Debug, Default)]
+struct Phases {
+    start_s: f64,
+    bench_s: f64,
+    stop_s: f64,
+    /// Set when the server had to be killed.
+    stop_note: Option<String>,
+}
+
+fn measure_in(
+    opts: &RunOptions,
+    cell: &Cell,
+    rate: Option<f64>,
+    dir: &Path,
+    phases: &mut Phases,
+) -> Result<Option<BenchOutput>, String> {
+    let clock = Instant::now();
     let mut server = ServerProcess::start(opts, cell.system.server(), cell.durability, dir)?;
+    phases.start_s = clock.elapsed().as_secs_f64();
     let addr = server.addr(cell.system);
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -237,7 +269,9 @@ fn measure_in(opts: &RunOptions, cell: &Cell, rate: Option<f64>, dir: &Path) -> 
         args.extend(["--rate".into(), format!("{:.0}", rate.max(1.0))]);
     }
     let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
+    let clock = Instant::now();
     let output = run_with_timeout(&opts.tqx_bench, &args, timeout)?;
+    phases.bench_s = clock.elapsed().as_secs_f64();
     // A server that died under load fails the cell whatever the client says.
     if let Some(status) = server.exited() {
         return Err(format!(
@@ -246,7 +280,10 @@ fn measure_in(opts: &RunOptions, cell: &Cell, rate: Option<f64>, dir: &Path) -> 
             server.log_tail()
         ));
     }
+    let clock = Instant::now();
     let stopped = server.stop();
+    phases.stop_s = clock.elapsed().as_secs_f64();
+    phases.stop_note.clone_from(&stopped);
     match output.status.code() {
         Some(0) => {}
         Some(3) => return Ok(None),

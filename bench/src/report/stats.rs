@@ -49,6 +49,9 @@ pub struct Summary {
     pub errors: u64,
     /// Median offered rate of an open-loop cell.
     pub offered_rate: Option<f64>,
+    /// Median CPU the load generator used, as a share of one core (its
+    /// `client_cpu`; near 1.0 the client set the pace).
+    pub client_cpu: Option<f64>,
 }
 
 impl Summary {
@@ -118,6 +121,8 @@ impl Results {
                 median(&runs.iter().map(|b| f(b)).collect::<Vec<_>>()).unwrap_or(0.0)
             };
             let offered: Vec<f64> = runs.iter().filter_map(|b| b.offered_rate).collect();
+            let client_cpu: Vec<f64> =
+                runs.iter().filter_map(|b| b.extra.get("client_cpu").and_then(|v| v.as_f64())).collect();
             let summary = Summary {
                 runs: runs.len(),
                 ops_per_s: of(&|b| b.ops_per_s),
@@ -129,6 +134,7 @@ impl Results {
                 mean_us: of(&|b| b.latency_us.mean),
                 errors: runs.iter().map(|b| b.errors).sum(),
                 offered_rate: median(&offered),
+                client_cpu: median(&client_cpu),
             };
             results.cells.insert(cell, summary);
         }
