@@ -129,6 +129,7 @@ mod tests {
             payload_bytes: 5,
             batch: 1,
             reliable: false,
+            dequeue_wait_ms: 0,
         })
     }
 

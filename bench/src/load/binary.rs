@@ -21,6 +21,7 @@ const REQUEST_ID_OFFSET: usize = 16;
 
 pub(crate) struct BinaryCodec {
     queue: String,
+    dequeue_wait_ms: u64,
     payload: Bytes,
     payload_bytes: usize,
     enqueue: Vec<u8>,
@@ -47,7 +48,9 @@ impl BinaryCodec {
             Req::PreloadBatch { count } => {
                 Request::EnqueueBatch { queue, tasks: (0..*count).map(|_| self.plain_task()).collect() }
             }
-            Req::Dequeue => Request::Dequeue { queues: vec![queue], max: 1, lease_ms: None, wait_ms: 0 },
+            Req::Dequeue => {
+                Request::Dequeue { queues: vec![queue], max: 1, lease_ms: None, wait_ms: self.dequeue_wait_ms }
+            }
             Req::Complete { handle: Handle::Lease { id, lease }, .. } => {
                 Request::Complete { id: *id, lease: *lease, result: None }
             }
@@ -85,6 +88,7 @@ impl Codec for BinaryCodec {
     fn new(params: &CodecParams) -> BinaryCodec {
         let mut codec = BinaryCodec {
             queue: params.queue.clone(),
+            dequeue_wait_ms: params.dequeue_wait_ms,
             payload: params.payload.clone(),
             payload_bytes: params.payload_bytes,
             enqueue: Vec::new(),
@@ -162,6 +166,7 @@ mod tests {
             payload_bytes: 16,
             batch: 3,
             reliable: false,
+            dequeue_wait_ms: 0,
         }
     }
 

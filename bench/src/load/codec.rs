@@ -118,6 +118,9 @@ pub(crate) struct CodecParams {
     pub batch: usize,
     /// Redis: the reliable pattern (`LMOVE` + `LREM`) instead of `RPOP`.
     pub reliable: bool,
+    /// TaskQueueX: how long a dequeue waits for a task (a long poll); 0 answers
+    /// at once, empty or not.
+    pub dequeue_wait_ms: u64,
 }
 
 /// One protocol's request encoder and incremental reply parser.

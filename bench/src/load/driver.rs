@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use super::codec::{Codec, ProtocolError, Reply, Req};
 use super::stats::ConnStats;
-use super::timer::PreciseTimer;
+use super::timer::{PreciseTimer, Wake};
 
 /// Bytes the receive buffer grows by before a read; replies here are far
 /// smaller, so one read takes many of them.
@@ -282,7 +282,17 @@ impl<C: Codec> Session<C> {
                 stream.write_all(&self.write).await?;
                 self.write.clear();
             }
-            let wake_at = next_scheduled.min(end);
+            let wake_at = match mode {
+                // Sends are due on the schedule, unless every slot is taken
+                // (then only a reply frees one).
+                Mode::Open { interval, .. } if next_scheduled < end && self.in_flight.len() < OPEN_IN_FLIGHT_MAX => {
+                    if !timer.is_periodic() {
+                        timer.set_periodic(next_scheduled, interval)?;
+                    }
+                    Wake::Scheduled(next_scheduled)
+                }
+                _ => Wake::At(end),
+            };
             self.read.reserve(READ_CHUNK_BYTES);
             tokio::select! {
                 biased;
@@ -295,7 +305,7 @@ impl<C: Codec> Session<C> {
                         workload.on_reply(pending, reply, now, stats);
                     }
                 }
-                slept = timer.sleep_until(wake_at) => slept?,
+                slept = timer.wait(wake_at) => slept?,
                 () = wake.notified() => {}
             }
         }

@@ -166,7 +166,11 @@ impl Codec for HttpCodec {
         body.clear();
         batch_body(&mut body, &codec.payload, params.batch, &[]);
         request(&mut codec.batch, "POST", &format!("/v1/queues/{}/tasks/batch", codec.queue), &codec.host, Some(&body));
-        let body = format!(r#"{{"queues":["{}"],"max":1}}"#, codec.queue);
+        let body = if params.dequeue_wait_ms == 0 {
+            format!(r#"{{"queues":["{}"],"max":1}}"#, codec.queue)
+        } else {
+            format!(r#"{{"queues":["{}"],"max":1,"wait_ms":{}}}"#, codec.queue, params.dequeue_wait_ms)
+        };
         request(&mut codec.dequeue, "POST", "/v1/dequeue", &codec.host, Some(body.as_bytes()));
         codec
     }
@@ -276,6 +280,7 @@ mod tests {
             payload_bytes: 10,
             batch: 2,
             reliable: false,
+            dequeue_wait_ms: 0,
         })
     }
 

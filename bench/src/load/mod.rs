@@ -74,6 +74,13 @@ const RETENTION_MS: u64 = 0;
 /// TaskQueueX queue retention in the deps scenario: a join names its children,
 /// which must still be held when it is enqueued, even if already completed.
 const DEPS_RETENTION_MS: u64 = 60_000;
+/// TaskQueueX dequeues in the deps scenario are long polls of this length:
+/// most of a DAG's tasks wait on dependencies, so consumers that retried empty
+/// dequeues at once would mostly measure their own retries; a held dequeue is
+/// answered the moment a completion makes a task ready, which is the latency
+/// the scenario is after. (The cycle scenario retries at once, as Redis and
+/// beanstalkd consumers do there.)
+const DEPS_DEQUEUE_WAIT_MS: u64 = 1_000;
 /// A storm loop whose connect failed waits this long before the next attempt,
 /// so that a refused port does not turn into a busy loop.
 const STORM_RETRY_PAUSE: Duration = Duration::from_millis(1);
@@ -368,6 +375,7 @@ fn codec_params(config: &RunConfig) -> CodecParams {
         payload_bytes: config.payload_bytes,
         batch: config.batch,
         reliable: config.system == System::RedisReliable,
+        dequeue_wait_ms: if config.scenario == Scenario::Deps { DEPS_DEQUEUE_WAIT_MS } else { 0 },
     }
 }
 

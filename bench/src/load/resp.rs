@@ -244,6 +244,7 @@ mod tests {
             payload_bytes: 3,
             batch: 2,
             reliable,
+            dequeue_wait_ms: 0,
         })
     }
 

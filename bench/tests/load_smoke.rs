@@ -1,0 +1,270 @@
+//! Drives `tqx-bench run` against the real servers: `tqx serve` (memory mode),
+//! and `redis-server` and `beanstalkd` when installed (Debian packages
+//! `redis-server`, `beanstalkd`). Every scenario each system supports runs for
+//! half a second and must measure ops without errors; every combination it does
+//! not support must say so (exit 3). Speed is not asserted.
+//!
+//! `tqx` is found through `TQX_BIN`, else `$CARGO_TARGET_DIR/release/tqx`, else
+//! next to this test's own target directory; a server that is not found is
+//! skipped with a message on stderr, as are Redis and beanstalkd when missing.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SCENARIOS: [&str; 7] = ["enqueue", "cycle", "batch", "status", "deps", "storm", "latency"];
+/// How long a started server gets to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server process, killed when the test ends however it ends.
+struct Server {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tqx_bench() -> &'static str {
+    env!("CARGO_BIN_EXE_tqx-bench")
+}
+
+fn find_tqx() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TQX_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let path = Path::new(&dir).join("release").join("tqx");
+        if path.is_file() {
+            return Some(path);
+        }
+    }
+    // target/release/deps/load_smoke-HASH -> target/release/tqx
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("tqx");
+    path.is_file().then_some(path)
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(server: &mut Server, addr: &str) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("{} exited with {status} before listening on {addr}", server.name);
+        }
+        assert!(Instant::now() < deadline, "{} does not listen on {addr}", server.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `tqx serve` in memory mode; returns it with its binary and HTTP addresses.
+fn start_tqx(tqx: &Path, data: &Path) -> (Server, String, String) {
+    let child = Command::new(tqx)
+        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--durability", "memory", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tqx.display()));
+    let mut server = Server { child, name: "tqx" };
+    let mut lines = BufReader::new(server.child.stdout.take().unwrap()).lines();
+    let (mut http, mut binary) = (None, None);
+    while http.is_none() || binary.is_none() {
+        let line = lines.next().expect("tqx printed its addresses").unwrap();
+        if let Some(addr) = line.strip_prefix("listening http=") {
+            http = Some(addr.to_string());
+        } else if let Some(addr) = line.strip_prefix("listening binary=") {
+            binary = Some(addr.to_string());
+        }
+    }
+    (server, binary.unwrap(), http.unwrap())
+}
+
+fn start_redis() -> (Server, String) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let mut server = Server { child, name: "redis-server" };
+    let addr = format!("127.0.0.1:{port}");
+    wait_for_port(&mut server, &addr);
+    (server, addr)
+}
+
+fn start_beanstalkd() -> (Server, String) {
+    let port = free_port();
+    let child = Command::new("beanstalkd")
+        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start beanstalkd");
+    let mut server = Server { child, name: "beanstalkd" };
+    let addr = format!("127.0.0.1:{port}");
+    wait_for_port(&mut server, &addr);
+    (server, addr)
+}
+
+/// Runs `tqx-bench ARGS`; returns its exit status and its one JSON line.
+fn bench(args: &[&str]) -> (i32, Value) {
+    let output = Command::new(tqx_bench()).args(args).output().expect("run tqx-bench");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line on stdout for {args:?}; stdout {stdout:?}, stderr {stderr}");
+    let json = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]));
+    (output.status.code().expect("exited"), json)
+}
+
+/// Every scenario against `system` at `addr`: supported ones measure ops
+/// without errors, the others exit 3.
+fn every_scenario(system: &str, addr: &str, unsupported: &[&str]) {
+    for scenario in SCENARIOS {
+        let queue = format!("smoke-{scenario}");
+        let mut args = vec![
+            "run",
+            "--system",
+            system,
+            "--addr",
+            addr,
+            "--scenario",
+            scenario,
+            "--connections",
+            "8",
+            "--seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0.1",
+            "--queue",
+            &queue,
+        ];
+        if scenario == "latency" {
+            args.extend(["--rate", "2000"]);
+        }
+        if scenario == "enqueue" {
+            args.extend(["--pipeline", "4"]);
+        }
+        let (status, json) = bench(&args);
+        if unsupported.contains(&scenario) {
+            assert_eq!(status, 3, "{system} {scenario}: {json}");
+            assert_eq!(json["unsupported"], true, "{system} {scenario}: {json}");
+            continue;
+        }
+        eprintln!("{json}");
+        assert_eq!(status, 0, "{system} {scenario}: {json}");
+        assert_eq!(json["system"], system);
+        assert_eq!(json["scenario"], scenario);
+        assert!(json["ops"].as_u64().unwrap() > 0, "{system} {scenario}: {json}");
+        assert_eq!(json["errors"], 0, "{system} {scenario}: {json}");
+        assert!(json["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{system} {scenario}: {json}");
+        let tasks_per_s = json["tasks_per_s"].as_f64().unwrap();
+        let ops_per_s = json["ops_per_s"].as_f64().unwrap();
+        match scenario {
+            "batch" => assert!((tasks_per_s - 100.0 * ops_per_s).abs() < 1.0, "{json}"),
+            // Each DAG completes 12 tasks, but the window cuts some DAGs.
+            "deps" => assert!(tasks_per_s > ops_per_s, "{json}"),
+            _ => assert_eq!(tasks_per_s, ops_per_s, "{json}"),
+        }
+        if scenario == "latency" {
+            assert_eq!(json["offered_rate"], 2000.0);
+        } else {
+            assert_eq!(json["offered_rate"], Value::Null);
+        }
+    }
+}
+
+#[test]
+fn tqx_binary_and_http_run_every_scenario() {
+    let Some(tqx) = find_tqx() else {
+        eprintln!("SKIPPED: no tqx binary (set TQX_BIN, or build it: cargo build --release -p taskqueuex --bin tqx)");
+        return;
+    };
+    let data = std::env::temp_dir().join(format!("tqx-load-smoke-{}", std::process::id()));
+    let (server, binary, http) = start_tqx(&tqx, &data);
+    every_scenario("tqx-binary", &binary, &[]);
+    every_scenario("tqx-http", &http, &[]);
+    let (status, json) = bench(&["preload", "--system", "tqx-binary", "--addr", &binary, "--tasks", "2500"]);
+    assert_eq!((status, json["preloaded"].as_u64()), (0, Some(2500)), "{json}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn redis_runs_every_scenario_it_can() {
+    if !installed("redis-server") {
+        eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+        return;
+    }
+    let (_server, addr) = start_redis();
+    every_scenario("redis", &addr, &["deps"]);
+    every_scenario("redis-reliable", &addr, &["deps"]);
+}
+
+#[test]
+fn beanstalkd_runs_every_scenario_it_can() {
+    if !installed("beanstalkd") {
+        eprintln!("SKIPPED: beanstalkd is not installed (apt-get install -y beanstalkd)");
+        return;
+    }
+    let (_server, addr) = start_beanstalkd();
+    every_scenario("beanstalkd", &addr, &["batch", "deps"]);
+    let (status, json) = bench(&["preload", "--system", "beanstalkd", "--addr", &addr, "--tasks", "100"]);
+    assert_eq!((status, json["preloaded"].as_u64()), (0, Some(100)), "{json}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_exit_2() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let output = Command::new(tqx_bench())
+        .args(["run", "--system", "redis", "--addr", &addr, "--scenario", "enqueue", "--seconds", "0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bad_arguments_are_exit_64() {
+    for args in [
+        &["run", "--system", "nope", "--addr", "127.0.0.1:1", "--scenario", "enqueue"][..],
+        &["run", "--system", "redis", "--addr", "127.0.0.1:1", "--scenario", "latency"],
+        &["run", "--system", "redis", "--addr", "127.0.0.1:1", "--scenario", "enqueue", "--pipeline", "0"],
+        &["run", "--system", "redis"],
+    ] {
+        let status = Command::new(tqx_bench()).args(args).stderr(Stdio::null()).status().unwrap();
+        assert_eq!(status.code(), Some(64), "{args:?}");
+    }
+}
+
+#[test]
+fn fsync_prints_the_disk_sync_time() {
+    let dir = std::env::temp_dir();
+    let (status, json) = bench(&["fsync", "--dir", dir.to_str().unwrap(), "--count", "20"]);
+    assert_eq!(status, 0);
+    for key in ["p50", "p99", "mean"] {
+        assert!(json["fdatasync_us"][key].as_f64().unwrap() > 0.0, "{json}");
+    }
+}
