@@ -59,8 +59,11 @@ pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 pub const STATUS_TASKS: usize = 10_000;
 /// Children per DAG in the deps scenario (plus the parent and the join).
 pub const DEPS_CHILDREN: usize = 10;
-/// Tasks per request when preloading with batches.
+/// Tasks per request when preloading with batches, at most.
 const PRELOAD_CHUNK: usize = 1_000;
+/// Bytes of payload per preload request, at most: half of TaskQueueX's default
+/// body limit (1 MiB), so that large payloads make smaller batches.
+const PRELOAD_REQUEST_BYTES: usize = 512 << 10;
 /// Requests in flight while preloading.
 const PRELOAD_DEPTH: usize = 8;
 /// How long the setup waits for a server that is still recovering.
@@ -326,7 +329,7 @@ pub fn preload(config: &PreloadConfig) -> Result<PreloadReport, RunError> {
     run_config.queue = config.queue.clone();
     let mode = match config.system {
         System::Beanstalkd => PreloadMode::Single,
-        _ => PreloadMode::Batch { chunk: PRELOAD_CHUNK },
+        _ => PreloadMode::Batch { chunk: preload_chunk(config.payload_bytes) },
     };
     let started = Instant::now();
     let preloaded = on_one_thread(async {
@@ -346,6 +349,11 @@ pub fn preload(config: &PreloadConfig) -> Result<PreloadReport, RunError> {
         preloaded: preloaded.tasks,
         seconds: stats::rounded(started.elapsed().as_secs_f64(), 3),
     })
+}
+
+/// Tasks per preload batch for payloads of `payload_bytes`.
+fn preload_chunk(payload_bytes: usize) -> usize {
+    (PRELOAD_REQUEST_BYTES / payload_bytes.max(1)).clamp(1, PRELOAD_CHUNK)
 }
 
 /// Runs `future` on this thread, on a current-thread runtime: the whole load
@@ -517,7 +525,7 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
     let mut status_ids = Rc::new(Vec::new());
     if config.scenario == Scenario::Status {
         let mode = match config.system {
-            System::TqxBinary | System::TqxHttp => PreloadMode::Batch { chunk: PRELOAD_CHUNK },
+            System::TqxBinary | System::TqxHttp => PreloadMode::Batch { chunk: preload_chunk(config.payload_bytes) },
             System::Redis | System::RedisReliable => PreloadMode::RedisHash,
             System::Beanstalkd => PreloadMode::Single,
         };
