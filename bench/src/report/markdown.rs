@@ -82,6 +82,15 @@ fn this_run(out: &mut String, inputs: &Inputs<'_>) {
         meta.runs, meta.seconds, meta.warmup_seconds
     );
     let _ = writeln!(out, "- Task payload: {} bytes. Started {}.", meta.payload_bytes, meta.date);
+    if !meta.load_average.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Load average (1, 5, 15 min) at the start: {}{}. Other work on the machine lowers the absolute \
+             figures; alternating the systems keeps the ratios fairer.",
+            meta.load_average,
+            results.load_average_end.as_deref().map(|l| format!("; at the end: {l}")).unwrap_or_default()
+        );
+    }
     if let Some(elapsed) = results.elapsed_seconds {
         let _ = writeln!(out, "- The measurement took {:.1} minutes.", elapsed / 60.0);
     } else {

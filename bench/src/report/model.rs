@@ -432,6 +432,10 @@ pub struct Meta {
     pub warmup_seconds: f64,
     #[serde(default)]
     pub payload_bytes: u32,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute averages when the run started:
+    /// other work on the machine lowers absolute figures.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub load_average: String,
     /// (what, value) pairs, in display order: cores, CPU, kernel, disk, …
     pub machine: Vec<(String, String)>,
 }
@@ -464,6 +468,9 @@ pub enum Line {
     /// The last line of a run that finished: how long the measurement took.
     Done {
         elapsed_seconds: f64,
+        /// `/proc/loadavg` when the run ended.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        load_average: String,
     },
 }
 

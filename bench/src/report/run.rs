@@ -76,6 +76,7 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
         seconds: opts.seconds,
         warmup_seconds: opts.warmup_seconds,
         payload_bytes: opts.payload_bytes,
+        load_average: load_average(),
         machine: machine(opts),
     };
     out.write(&Line::Meta(meta))?;
@@ -130,7 +131,7 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
             out.write(&line)?;
         }
     }
-    out.write(&Line::Done { elapsed_seconds: started.elapsed().as_secs_f64() })?;
+    out.write(&Line::Done { elapsed_seconds: started.elapsed().as_secs_f64(), load_average: load_average() })?;
     Ok(failures)
 }
 
@@ -565,6 +566,12 @@ fn tail(text: &str) -> String {
     } else {
         joined
     }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages (empty if unreadable).
+fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// stdout of `program args`, trimmed; `None` if it fails.

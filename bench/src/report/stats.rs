@@ -80,6 +80,8 @@ pub struct Results {
     pub failures: Vec<(u32, Option<Cell>, String)>,
     /// How long the measurement took, when it finished.
     pub elapsed_seconds: Option<f64>,
+    /// The load average when it finished.
+    pub load_average_end: Option<String>,
 }
 
 impl Results {
@@ -113,7 +115,10 @@ impl Results {
                     results.unsupported.insert(*cell);
                 }
                 Line::Failure { run, cell, message } => results.failures.push((*run, *cell, message.clone())),
-                Line::Done { elapsed_seconds } => results.elapsed_seconds = Some(*elapsed_seconds),
+                Line::Done { elapsed_seconds, load_average } => {
+                    results.elapsed_seconds = Some(*elapsed_seconds);
+                    results.load_average_end = Some(load_average.clone()).filter(|l| !l.is_empty());
+                }
             }
         }
         for (cell, runs) in measured {
@@ -274,7 +279,7 @@ mod tests {
             Line::Measured { run: 1, cell: cell(System::TqxHttp), bench: output },
             Line::Unsupported { run: 1, cell: cell(System::Beanstalkd) },
             Line::Failure { run: 1, cell: None, message: "m".into() },
-            Line::Done { elapsed_seconds: 3.0 },
+            Line::Done { elapsed_seconds: 3.0, load_average: "0.50 0.40 0.30".into() },
         ];
         for line in lines {
             let json = line.to_json();
