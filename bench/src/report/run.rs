@@ -239,7 +239,7 @@ fn measure_in(
     phases: &mut Phases,
 ) -> Result<Option<BenchOutput>, String> {
     let clock = Instant::now();
-    let mut server = ServerProcess::start(opts, cell.system.server(), cell.durability, dir)?;
+    let mut server = start_with_retries(opts, cell, dir)?;
     phases.start_s = clock.elapsed().as_secs_f64();
     let addr = server.addr(cell.system);
     let mut args: Vec<String> = vec![
@@ -302,6 +302,26 @@ fn measure_in(
         last_json_line(&output.stdout).ok_or_else(|| format!("tqx-bench printed no JSON: {:?}", output.stdout))?;
     let bench: BenchOutput = serde_json::from_str(line).map_err(|e| format!("tqx-bench output {line}: {e}"))?;
     Ok(Some(bench))
+}
+
+/// Attempts at starting a server before the cell fails: a peer's port is
+/// picked free and bound a moment later, so another process can take it in
+/// between (rare, and a fresh port fixes it).
+const SERVER_START_ATTEMPTS: u32 = 3;
+
+fn start_with_retries(opts: &RunOptions, cell: &Cell, dir: &Path) -> Result<ServerProcess, String> {
+    let mut attempt = 1;
+    loop {
+        match ServerProcess::start(opts, cell.system.server(), cell.durability, dir) {
+            Ok(server) => return Ok(server),
+            Err(e) if attempt < SERVER_START_ATTEMPTS => {
+                eprintln!("bench: {cell}: start attempt {attempt} failed ({e}); trying again");
+                let _ = fs::remove_dir_all(dir.join("data"));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A server started for one measurement. Dropping it kills it.
