@@ -7,6 +7,12 @@
 //!   cannot run the scenario, 64 on bad arguments.
 //! - `tqx-bench fsync --dir DIR` prints the disk's `pwrite` + `fdatasync` time.
 //! - `tqx-bench preload --system S --addr A --tasks N` fills a queue.
+//! - `tqx-bench hold --system S --addr A --connections N --seconds S
+//!   [--rate-per-conn R]` holds N connections open, idle or each sending R
+//!   enqueues/s; prints `holding N connections` on stderr once all are open.
+//!
+//! At start it raises its own open-file limit (RLIMIT_NOFILE): 10,000
+//! connections need more descriptors than the usual soft limit of 1,024.
 //!
 //! Logs go to stderr; stdout holds only the JSON line.
 
@@ -14,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tqx_bench::load::{self, PreloadConfig, RunConfig, RunError, Scenario, System};
+use tqx_bench::load::{self, HoldConfig, PreloadConfig, RunConfig, RunError, Scenario, System};
 
 /// Exit status for bad arguments (sysexits' EX_USAGE), distinct from 2 ("cannot
 /// connect"), which clap would otherwise use.
@@ -87,6 +93,27 @@ enum Command {
         addr: String,
         #[arg(long)]
         tasks: usize,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+    },
+    /// Hold N connections open (handshakes done) for S seconds, idle or each
+    /// sending enqueues; print one JSON line.
+    Hold {
+        /// tqx-binary or tqx-http (any system `run` knows works).
+        #[arg(long)]
+        system: String,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        connections: usize,
+        /// Seconds held after all are open.
+        #[arg(long)]
+        seconds: f64,
+        /// Enqueues per second on each connection (open loop); idle without it.
+        #[arg(long)]
+        rate_per_conn: Option<f64>,
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
         #[arg(long, default_value = "bench")]
@@ -167,6 +194,15 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
+    // One process holds up to 10,000+ connections (two descriptors each when
+    // sending on the open loop). Not fatal: small runs work without it.
+    match load::fdlimit::raise_nofile(load::fdlimit::NOFILE_WANTED) {
+        Ok(limit) if limit < load::fdlimit::NOFILE_WANTED => {
+            eprintln!("tqx-bench: open-file limit {limit} (wanted {})", load::fdlimit::NOFILE_WANTED)
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("tqx-bench: cannot raise the open-file limit: {e}"),
+    }
     match cli.command {
         Command::Run {
             system,
@@ -222,5 +258,43 @@ fn main() -> ExitCode {
                 Err(e) => exit_for(&e),
             }
         }
+        Command::Hold { system, addr, connections, seconds, rate_per_conn, payload_bytes, queue } => {
+            let system = match parse_system(&system) {
+                Ok(system) => system,
+                Err(e) => return exit_for(&e),
+            };
+            hold(HoldConfig { system, addr, connections, seconds, rate_per_conn, payload_bytes, queue })
+        }
+    }
+}
+
+fn hold(config: HoldConfig) -> ExitCode {
+    eprintln!(
+        "tqx-bench: hold {} connections to {} at {} for {} s, {}",
+        config.connections,
+        config.system.name(),
+        config.addr,
+        config.seconds,
+        match config.rate_per_conn {
+            Some(rate) => format!("{rate} enqueue(s)/s each"),
+            None => "idle".into(),
+        }
+    );
+    match load::hold(&config) {
+        Ok(report) => {
+            print_json(&report);
+            // The JSON line is printed either way: a partial hold is still a
+            // measurement of where the server stopped accepting.
+            if report.opened < report.connections {
+                eprintln!("tqx-bench: opened {} of {} connections", report.opened, report.connections);
+                return ExitCode::from(EXIT_FAILED);
+            }
+            if report.errors as f64 > ERROR_RATIO_MAX * report.ops.max(1) as f64 {
+                eprintln!("tqx-bench: {} errors for {} ops (over 1 %)", report.errors, report.ops);
+                return ExitCode::from(EXIT_FAILED);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => exit_for(&e),
     }
 }

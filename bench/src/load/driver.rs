@@ -158,6 +158,11 @@ pub(crate) enum Mode {
     Closed { depth: usize },
     /// Send one request every `interval`, the first at `first`.
     Open { first: Instant, interval: Duration },
+    /// The same schedule, but the connection is woken for each send by the
+    /// caller's `wake` (a clock shared by many connections, see
+    /// `hold::SharedClock`) instead of a timerfd of its own: 10,000 slow
+    /// connections then need 10,000 descriptors, not 20,000.
+    Paced { first: Instant, interval: Duration },
 }
 
 /// A codec with its buffers and requests in flight: one connection's state,
@@ -253,9 +258,18 @@ impl<C: Codec> Session<C> {
         wake: &Notify,
     ) -> Result<(), ConnError> {
         let end = stats.window.end;
-        let mut timer = PreciseTimer::new()?;
+        // Only the open loop needs microsecond wake-ups (its latencies count
+        // from the schedule); the others wait for the end of the window on
+        // tokio's timer (1 ms resolution is plenty there) and spare a
+        // descriptor per connection.
+        let mut timer = match mode {
+            Mode::Open { .. } => Some(PreciseTimer::new()?),
+            Mode::Closed { .. } | Mode::Paced { .. } => None,
+        };
+        let end_sleep = tokio::time::sleep_until(end.into());
+        tokio::pin!(end_sleep);
         let mut next_scheduled = match mode {
-            Mode::Open { first, .. } => first,
+            Mode::Open { first, .. } | Mode::Paced { first, .. } => first,
             Mode::Closed { .. } => end,
         };
         loop {
@@ -270,7 +284,7 @@ impl<C: Codec> Session<C> {
                         self.send(req, op_start);
                     }
                 }
-                Mode::Open { interval, .. } => {
+                Mode::Open { interval, .. } | Mode::Paced { interval, .. } => {
                     while next_scheduled <= now && next_scheduled < end && self.in_flight.len() < OPEN_IN_FLIGHT_MAX {
                         let Some((req, _)) = workload.next(next_scheduled) else { break };
                         self.send(req, next_scheduled);
@@ -282,10 +296,12 @@ impl<C: Codec> Session<C> {
                 stream.write_all(&self.write).await?;
                 self.write.clear();
             }
-            let wake_at = match mode {
+            let wake_at = match (mode, timer.as_mut()) {
                 // Sends are due on the schedule, unless every slot is taken
                 // (then only a reply frees one).
-                Mode::Open { interval, .. } if next_scheduled < end && self.in_flight.len() < OPEN_IN_FLIGHT_MAX => {
+                (Mode::Open { interval, .. }, Some(timer))
+                    if next_scheduled < end && self.in_flight.len() < OPEN_IN_FLIGHT_MAX =>
+                {
                     if !timer.is_periodic() {
                         timer.set_periodic(next_scheduled, interval)?;
                     }
@@ -293,6 +309,7 @@ impl<C: Codec> Session<C> {
                 }
                 _ => Wake::At(end),
             };
+            let own_timer = timer.is_some();
             self.read.reserve(READ_CHUNK_BYTES);
             tokio::select! {
                 biased;
@@ -305,10 +322,20 @@ impl<C: Codec> Session<C> {
                         workload.on_reply(pending, reply, now, stats);
                     }
                 }
-                slept = timer.wait(wake_at) => slept?,
+                slept = wait_on(&mut timer, wake_at), if own_timer => slept?,
+                () = &mut end_sleep, if !own_timer => {}
                 () = wake.notified() => {}
             }
         }
+    }
+}
+
+/// Waits on the connection's own timer (the open loop); never returns
+/// without one (the select above then does not poll it).
+async fn wait_on(timer: &mut Option<PreciseTimer>, wake: Wake) -> std::io::Result<()> {
+    match timer {
+        Some(timer) => timer.wait(wake).await,
+        None => std::future::pending().await,
     }
 }
 
