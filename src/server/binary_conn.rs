@@ -11,8 +11,10 @@
 //! - the **processor** (the connection's own task) takes whole frames off the
 //!   inbox, answers what needs no worker at once (hello, ping, errors,
 //!   `overloaded`, `recovering`, `shutting_down`), and hands commands to the
-//!   workers, spawning one local task per command that awaits its reply and
-//!   encodes it into the output buffer. It takes no new frame while
+//!   workers. Their replies come back through the reactor's mailbox
+//!   ([`Replies`], `reply.rs`), whose one task encodes each into its
+//!   connection's output; only a long poll gets a task of its own, which
+//!   awaits its reply and watches for the peer leaving. It takes no new frame while
 //!   [`IN_FLIGHT_REQUESTS_MAX`] requests are in flight or
 //!   [`OUTPUT_BYTES_PAUSE`] bytes wait for the peer to read them: a client
 //!   that pipelines without reading cannot grow the server's memory. Reads
@@ -36,17 +38,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use slab::Slab;
 use tokio::sync::{oneshot, Notify};
 use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
+use super::reply::{ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
 use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
 
 /// Requests of one connection handed to workers and not yet answered. Each
-/// holds a spawned task and a slot in the request queue; past it, frames wait
+/// holds a slot in the request queue; past it, frames wait
 /// in the inbox (and reads pause once it is full).
 pub(crate) const IN_FLIGHT_REQUESTS_MAX: usize = 4096;
 /// Encoded replies waiting for the peer to read them, past which no new frame
@@ -106,7 +110,77 @@ impl Conn {
     }
 }
 
-pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>) {
+/// A reactor's binary connections, and the mailbox through which workers (and
+/// the WAL thread) send their replies back to this reactor.
+pub(crate) struct Replies {
+    mailbox: Arc<Mailbox>,
+    conns: RefCell<Slab<Registered>>,
+    generation: Cell<u32>,
+}
+
+struct Registered {
+    generation: u32,
+    conn: Rc<Conn>,
+}
+
+impl Replies {
+    /// Creates the reactor's mailbox and spawns the task that delivers from it.
+    pub(crate) fn start() -> Rc<Replies> {
+        let replies =
+            Rc::new(Replies { mailbox: Arc::default(), conns: RefCell::new(Slab::new()), generation: Cell::new(0) });
+        tokio_uring::spawn(deliver_loop(replies.clone()));
+        replies
+    }
+
+    fn register(&self, conn: Rc<Conn>) -> ConnKey {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        let slot = self.conns.borrow_mut().insert(Registered { generation, conn });
+        // More than 4 billion open connections on one reactor cannot happen:
+        // descriptors run out long before.
+        ConnKey { slot: u32::try_from(slot).unwrap_or(u32::MAX), generation }
+    }
+
+    fn unregister(&self, key: ConnKey) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.get(key.slot as usize).is_some_and(|registered| registered.generation == key.generation) {
+            conns.remove(key.slot as usize);
+        }
+    }
+
+    /// Encodes one reply into its connection's output. A reply whose connection
+    /// has gone (its write failed, so it stopped waiting) has nobody to go to.
+    fn deliver(&self, delivery: Delivery) {
+        let conns = self.conns.borrow();
+        let Some(registered) = conns.get(delivery.conn.slot as usize) else { return };
+        if registered.generation != delivery.conn.generation {
+            return;
+        }
+        let conn = &registered.conn;
+        let (opcode, request_id) = (delivery.opcode, delivery.request_id);
+        match delivery.reply {
+            Some(reply) => conn.send(|out| binary::render_reply(&reply, opcode, request_id, out)),
+            // The workers dropped the request (they stopped).
+            None => conn.send(|out| binary::render_refusal(ErrorCode::ShuttingDown, opcode, request_id, out)),
+        }
+        conn.in_flight.set(conn.in_flight.get() - 1);
+        conn.wake_processor.notify_one();
+    }
+}
+
+/// The reactor's one delivering task: drains the mailbox whenever it is signalled.
+async fn deliver_loop(replies: Rc<Replies>) {
+    let mut batch: Vec<Delivery> = Vec::new();
+    loop {
+        replies.mailbox.wait().await;
+        replies.mailbox.take(&mut batch);
+        for delivery in batch.drain(..) {
+            replies.deliver(delivery);
+        }
+    }
+}
+
+pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>, replies: &Rc<Replies>) {
     let conn = Rc::new(Conn {
         inbox: RefCell::new(BytesMut::with_capacity(INBOX_BYTES_INITIAL)),
         ended: Cell::new(false),
@@ -122,9 +196,10 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     });
     // One maximal frame, so a frame can always complete; reads pause past it.
     let buffered_bytes_max = HEADER_BYTES + shared.binary_limits.frame_body_bytes_max;
+    let key = replies.register(conn.clone());
     let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max));
     let writer = tokio_uring::spawn(write_loop(stream.clone(), conn.clone()));
-    process(shared, &conn).await;
+    process(shared, &conn, replies, key).await;
     // Every request in flight is answered and written (or the peer stopped
     // reading and the write failed) before the writer exits.
     conn.closing.set(true);
@@ -137,8 +212,9 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     conn.wake_reader.notify_one();
     let _ = reader.await;
     // Replies still in flight after a failed write have nobody to go to: let
-    // their long polls go.
+    // their long polls go, and drop the others when they arrive.
     conn.end_of_stream();
+    replies.unregister(key);
 }
 
 async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize) {
@@ -223,7 +299,7 @@ async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
     }
 }
 
-async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>) {
+async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
     let mut state = ConnState::new();
     let mut nexts: Vec<BinaryNext> = Vec::new();
     loop {
@@ -242,7 +318,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>) {
         }
         let took_any = !nexts.is_empty();
         for next in nexts.drain(..) {
-            dispatch(next, shared, conn);
+            dispatch(next, shared, conn, replies, key);
         }
         if state.is_closed() {
             return; // a framing error: its error frame is in the output
@@ -254,9 +330,9 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>) {
     }
 }
 
-/// Answers a frame at once, or hands its command to the workers with a task
-/// that encodes the reply when it comes.
-fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>) {
+/// Answers a frame at once, or hands its command to the workers: its reply
+/// comes back through the mailbox, or (a long poll) to a task of its own.
+fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
     let (request_id, opcode, command, long_poll) = match next {
         BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
             conn.send(|out| out.extend_from_slice(&frame));
@@ -280,18 +356,32 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>) {
         conn.send(|out| binary::render_refusal(code, opcode, request_id, out));
         return;
     }
+    if !long_poll {
+        let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode));
+        if let Err(job) = shared.submit(Box::new(Job { command, reply })) {
+            // Unsent, it would be delivered as `shutting_down`: forget it quietly.
+            let Job { reply, .. } = *job;
+            if let ReplyTo::Mailbox(reply) = reply {
+                reply.cancel();
+            }
+            conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
+            return;
+        }
+        conn.in_flight.set(conn.in_flight.get() + 1);
+        return;
+    }
     let (reply, receiver) = oneshot::channel();
-    if shared.submit(Box::new(Job { command, reply })).is_err() {
+    if shared.submit(Box::new(Job { command, reply: ReplyTo::Task(reply) })).is_err() {
         conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
         return;
     }
     conn.in_flight.set(conn.in_flight.get() + 1);
     let (conn, shared) = (conn.clone(), shared.clone());
     tokio_uring::spawn(async move {
-        match await_reply(receiver, long_poll, &conn, &shared).await {
+        match await_reply(receiver, &conn, &shared).await {
             Some(reply) => conn.send(|out| binary::render_reply(&reply, opcode, request_id, out)),
-            // The peer left during a long poll: nobody to answer.
-            None if long_poll && !shared.stopping.load(Ordering::SeqCst) => {}
+            // The peer left during the long poll: nobody to answer.
+            None if !shared.stopping.load(Ordering::SeqCst) => {}
             // The workers dropped the request (they stopped).
             None => conn.send(|out| binary::render_refusal(ErrorCode::ShuttingDown, opcode, request_id, out)),
         }
@@ -301,19 +391,10 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>) {
     });
 }
 
-/// Waits for a worker's reply. A long poll is abandoned (`None`, and the
-/// dropped receiver tells the worker not to lease tasks for it) when the
-/// peer's stream ends while it waits, unless the server is stopping (then the
-/// worker answers it).
-async fn await_reply(
-    mut reply: oneshot::Receiver<Reply>,
-    long_poll: bool,
-    conn: &Conn,
-    shared: &Shared,
-) -> Option<Reply> {
-    if !long_poll {
-        return reply.await.ok();
-    }
+/// Waits for a long poll's reply. It is abandoned (`None`, and the dropped
+/// receiver tells the worker not to lease tasks for it) when the peer's stream
+/// ends while it waits, unless the server is stopping (then the worker answers it).
+async fn await_reply(mut reply: oneshot::Receiver<Reply>, conn: &Conn, shared: &Shared) -> Option<Reply> {
     loop {
         // Created before the check: a `notify_waiters` after it is not missed.
         let peer_gone = conn.peer_gone.notified();

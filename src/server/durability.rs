@@ -14,7 +14,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use super::reply::ReplyTo;
 
 use super::tiering::Tiering;
 use super::ServeError;
@@ -138,11 +138,11 @@ impl Journal {
     /// sends the reply: after its record is durable in `sync` mode (except a
     /// lease or an extension, which never wait: losing one only means the task
     /// is delivered again), at once otherwise.
-    pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: oneshot::Sender<Reply>) {
+    pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: ReplyTo) {
         let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
             let mut result = execute(engine, command, now_ms);
             self.warm(engine, &mut result);
-            let _ = reply.send(result);
+            reply.send(result);
             return;
         };
         let mut bytes = Vec::with_capacity(64);
@@ -152,13 +152,12 @@ impl Journal {
         self.warm(engine, &mut result);
         if matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
             // An empty dequeue changed nothing: no record.
-            let _ = reply.send(result);
+            reply.send(result);
         } else if waits {
             committer.submit(
                 bytes,
                 Box::new(move |durable| {
-                    // The receiver may be gone (client hung up): nothing to do.
-                    let _ = reply.send(match durable {
+                    reply.send(match durable {
                         Ok(_) => result,
                         Err(CommitError(reason)) => Reply::StorageFailed(Arc::from(format!(
                             "the write-ahead log failed ({reason}); the server is stopping and this request may or \
@@ -169,7 +168,7 @@ impl Journal {
             );
         } else {
             committer.submit(bytes, Box::new(ignore));
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 

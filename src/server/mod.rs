@@ -29,6 +29,7 @@ mod checkpoint;
 mod durability;
 mod os;
 mod reactor;
+mod reply;
 mod tiering;
 mod worker;
 

@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_uring::buf::fixed::FixedBufPool;
 use tokio_uring::net::{TcpListener, TcpStream};
 
+use super::reply::ReplyTo;
 use super::worker::Job;
 use super::{binary_conn, os, Shared};
 use crate::command::{Command, Reply};
@@ -103,7 +104,9 @@ pub(crate) fn run(
         // Both protocols' connections count as live: the reactor exits once all
         // have finished (or the grace period is over).
         let live = Rc::new(Cell::new(0usize));
-        let binary = tokio_uring::spawn(accept_loop(binary_listener, shared.clone(), Protocol::Binary, live.clone()));
+        let replies = binary_conn::Replies::start();
+        let binary =
+            tokio_uring::spawn(accept_loop(binary_listener, shared.clone(), Protocol::Binary(replies), live.clone()));
         accept_loop(listener, shared, Protocol::Http(pool.flatten()), live.clone()).await;
         let _ = binary.await;
         let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
@@ -119,7 +122,8 @@ pub(crate) fn run(
 #[derive(Clone)]
 enum Protocol {
     Http(Option<FixedBufPool<Vec<u8>>>),
-    Binary,
+    /// Binary connections register with the reactor's mailbox of replies.
+    Binary(Rc<binary_conn::Replies>),
 }
 
 async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, protocol: Protocol, live: Rc<Cell<usize>>) {
@@ -142,7 +146,7 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                 tokio_uring::spawn(async move {
                     match protocol {
                         Protocol::Http(pool) => serve_connection(&stream, &shared, pool).await,
-                        Protocol::Binary => binary_conn::serve_connection(&stream, &shared).await,
+                        Protocol::Binary(replies) => binary_conn::serve_connection(&stream, &shared, &replies).await,
                     }
                     shared.untrack_socket(fd);
                     live.set(live.get() - 1);
@@ -355,7 +359,7 @@ fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool)
         Action::Execute(command) => {
             let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
             let (reply, receiver) = oneshot::channel();
-            match shared.submit(Box::new(Job { command, reply })) {
+            match shared.submit(Box::new(Job { command, reply: ReplyTo::Task(reply) })) {
                 Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
                 Err(_) => Pending::Overloaded { keep_alive },
             }

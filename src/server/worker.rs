@@ -19,9 +19,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
-
 use super::durability::{encode_entry, Journal};
+use super::reply::ReplyTo;
 use super::Shared;
 use crate::command::{Command, Reply};
 use crate::engine::{Engine, EngineError};
@@ -30,7 +29,7 @@ use crate::wal::record::Entry;
 /// A request handed from a reactor to a worker.
 pub(crate) struct Job {
     pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Reply>,
+    pub(crate) reply: ReplyTo,
 }
 
 /// Jobs a worker takes per lock acquisition: amortises the lock and the clock
@@ -53,7 +52,7 @@ struct LongPoll {
     max: usize,
     lease_ms: Option<u64>,
     deadline_ms: u64,
-    reply: oneshot::Sender<Reply>,
+    reply: ReplyTo,
 }
 
 /// Engine state shared by the workers, behind one lock.
@@ -115,7 +114,7 @@ impl EngineState {
                 };
                 let mut reply = reply;
                 self.journal.warm(&self.engine, &mut reply);
-                let _ = job.reply.send(reply);
+                job.reply.send(reply);
             }
             command => self.journal.execute(&mut self.engine, command, now, job.reply),
         }
@@ -142,17 +141,15 @@ impl EngineState {
                         self.log_lease(now, &poll.queues, poll.max, poll.lease_ms);
                         let mut reply = Reply::Leased(out);
                         self.journal.warm(&self.engine, &mut reply);
-                        if poll.reply.send(reply).is_err() {
-                            // The client left between the check and the send: the leases
-                            // run out and the tasks are delivered again.
-                            tracing::debug!(count, "long poll closed after leasing; leases will expire");
-                        }
+                        // If the client left between the check and the send, the
+                        // leases run out and the tasks are delivered again.
+                        poll.reply.send(reply);
                         continue;
                     }
                 }
             }
             if now >= poll.deadline_ms {
-                let _ = poll.reply.send(Reply::Leased(Vec::new()));
+                poll.reply.send(Reply::Leased(Vec::new()));
                 continue;
             }
             deadline_min_ms = deadline_min_ms.min(poll.deadline_ms);
@@ -173,7 +170,7 @@ impl EngineState {
     /// At shutdown: every held long poll is answered (empty) so its connection can end.
     fn release_long_polls(&mut self) {
         for poll in self.long_polls.drain(..) {
-            let _ = poll.reply.send(Reply::Leased(Vec::new()));
+            poll.reply.send(Reply::Leased(Vec::new()));
         }
         self.long_poll_deadline_min_ms = u64::MAX;
     }

@@ -1,0 +1,199 @@
+//! Where a worker (or the WAL thread, after a sync) sends a request's reply.
+//!
+//! Two ways back to the reactor that owns the connection:
+//!
+//! - [`ReplyTo::Task`]: a oneshot channel a reactor task awaits. HTTP requests
+//!   use it (their processor answers in request order), and so do binary long
+//!   polls (their task also watches for the peer leaving, and the worker drops
+//!   a poll whose receiver is gone).
+//! - [`ReplyTo::Mailbox`]: every other binary request. The reply is pushed,
+//!   tagged with its connection and request id, into its reactor's [`Mailbox`];
+//!   one reactor task drains the mailbox and encodes each reply into its
+//!   connection's output. Why: a oneshot per request costs a channel and a
+//!   spawned task per request, and a cross-thread wake of the reactor per
+//!   reply. The mailbox wakes its reactor only when it goes from drained to
+//!   non-empty, so a worker batch of replies costs one wake (measured in
+//!   docs/benchmarks/changelog.md).
+//!
+//! A mailbox reply that is dropped unsent (the workers stopped with the request
+//! still queued) is delivered as `None`, so its connection still answers
+//! `shutting_down` and never waits for it forever.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::command::Reply;
+
+/// Identifies a binary connection within its reactor: a slot and the slot's
+/// generation, so a reply for a connection that has gone is never delivered
+/// to a later connection in the same slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnKey {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// A reply on its way to a binary connection.
+pub(crate) struct Delivery {
+    pub(crate) conn: ConnKey,
+    pub(crate) request_id: u64,
+    pub(crate) opcode: u8,
+    /// `None`: the request was dropped unanswered (the workers stopped).
+    pub(crate) reply: Option<Reply>,
+}
+
+/// The replies waiting for one reactor. Written by any thread, drained by the
+/// reactor's mailbox task.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    deliveries: Mutex<Vec<Delivery>>,
+    wake: Notify,
+}
+
+impl Mailbox {
+    fn push(&self, delivery: Delivery) {
+        let was_empty = {
+            let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            deliveries.push(delivery);
+            deliveries.len() == 1
+        };
+        // Only the first reply after a drain wakes the reactor; later ones ride
+        // along. `notify_one` stores a permit when the task is not waiting yet,
+        // so a push between its drain and its next wait is not missed.
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Swaps the waiting deliveries into `into` (empty on entry, so its
+    /// allocation is reused by the next pushes).
+    pub(crate) fn take(&self, into: &mut Vec<Delivery>) {
+        debug_assert!(into.is_empty());
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::swap(&mut *deliveries, into);
+    }
+
+    /// Waits until something was pushed since the last `take` (or returns at
+    /// once if a push already signalled).
+    pub(crate) async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// A reply owed to a binary connection through its reactor's mailbox.
+pub(crate) struct MailboxReply {
+    mailbox: Arc<Mailbox>,
+    conn: ConnKey,
+    request_id: u64,
+    opcode: u8,
+    sent: bool,
+}
+
+impl MailboxReply {
+    pub(crate) fn new(mailbox: Arc<Mailbox>, conn: ConnKey, request_id: u64, opcode: u8) -> MailboxReply {
+        MailboxReply { mailbox, conn, request_id, opcode, sent: false }
+    }
+
+    /// Forgets the reply without delivering anything (the request was refused
+    /// before any worker saw it, and the connection answered it itself).
+    pub(crate) fn cancel(mut self) {
+        self.sent = true;
+    }
+
+    fn deliver(&mut self, reply: Option<Reply>) {
+        self.sent = true;
+        self.mailbox.push(Delivery { conn: self.conn, request_id: self.request_id, opcode: self.opcode, reply });
+    }
+}
+
+impl Drop for MailboxReply {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.deliver(None);
+        }
+    }
+}
+
+/// Where the reply to one request goes.
+pub(crate) enum ReplyTo {
+    Task(oneshot::Sender<Reply>),
+    Mailbox(MailboxReply),
+}
+
+impl ReplyTo {
+    /// Sends the reply. Whoever asked may be gone (the client hung up): then
+    /// the reply is dropped, which is all there is to do.
+    pub(crate) fn send(self, reply: Reply) {
+        match self {
+            ReplyTo::Task(sender) => {
+                let _ = sender.send(reply);
+            }
+            ReplyTo::Mailbox(mut mailbox) => mailbox.deliver(Some(reply)),
+        }
+    }
+
+    /// Whether nobody waits for the reply any more (only known for task
+    /// replies: a mailbox reply's connection is looked up on delivery).
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Task(sender) => sender.is_closed(),
+            ReplyTo::Mailbox(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply_to(mailbox: &Arc<Mailbox>, request_id: u64) -> ReplyTo {
+        ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), ConnKey { slot: 3, generation: 7 }, request_id, 9))
+    }
+
+    #[test]
+    fn a_sent_reply_is_delivered_once_with_its_tags() {
+        let mailbox = Arc::new(Mailbox::default());
+        reply_to(&mailbox, 41).send(Reply::QueueDeleted { queue: String::new() });
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(taken.len(), 1);
+        let delivery = &taken[0];
+        assert_eq!((delivery.conn, delivery.request_id, delivery.opcode), (ConnKey { slot: 3, generation: 7 }, 41, 9));
+        assert!(matches!(&delivery.reply, Some(Reply::QueueDeleted { queue }) if queue.is_empty()));
+    }
+
+    #[test]
+    fn a_reply_dropped_unsent_is_delivered_as_none() {
+        let mailbox = Arc::new(Mailbox::default());
+        drop(reply_to(&mailbox, 5));
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(taken.len(), 1);
+        assert!(taken[0].reply.is_none());
+    }
+
+    /// Polls `wait` once: whether it is already signalled.
+    fn signalled(mailbox: &Mailbox) -> bool {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let mut wait = std::pin::pin!(mailbox.wait());
+        wait.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn only_the_first_push_after_a_drain_signals_and_a_signal_before_the_wait_is_kept() {
+        let mailbox = Arc::new(Mailbox::default());
+        reply_to(&mailbox, 1).send(Reply::QueueDeleted { queue: String::new() });
+        reply_to(&mailbox, 2).send(Reply::QueueDeleted { queue: String::new() });
+        // The signal was stored before anyone waited: the wait returns at once.
+        assert!(signalled(&mailbox));
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(taken.len(), 2);
+        // The second push found the mailbox non-empty and stored no second signal.
+        assert!(!signalled(&mailbox), "one signal per drain, not per reply");
+        reply_to(&mailbox, 3).send(Reply::QueueDeleted { queue: String::new() });
+        assert!(signalled(&mailbox), "the first push after a drain signals again");
+    }
+}
