@@ -10,6 +10,7 @@
 //! This library holds the rigs both of them drive, so that the criterion figures
 //! and the binary's figure measure exactly the same calls.
 
+pub mod footprint;
 pub mod load;
 pub mod report;
 

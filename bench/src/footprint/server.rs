@@ -1,0 +1,193 @@
+//! A `tqx serve` started for one measurement: spawned with a raised open-file
+//! limit, its addresses read from its `listening` lines, its readiness from
+//! `GET /healthz`, its memory from `/proc`. Dropping it kills it.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::load::fdlimit;
+
+/// How long a server may take to print its `listening` lines.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between two `GET /healthz` while waiting for readiness: short, since the
+/// recovery time is read from it.
+const HEALTH_POLL: Duration = Duration::from_millis(10);
+/// Connect and read timeouts of one `GET /healthz`.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const PROBE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Tqx {
+    child: Child,
+    started: Instant,
+    pub http: SocketAddr,
+    pub binary: SocketAddr,
+    /// From spawn to both `listening` lines.
+    pub listening_after: Duration,
+    log: PathBuf,
+}
+
+impl Tqx {
+    /// Starts `tqx serve --durability DURABILITY --data DATA` on free loopback
+    /// ports, its log (stderr) in `log`, and waits for its `listening` lines
+    /// (not for readiness: see [`Tqx::wait_ready`]).
+    pub fn start(bin: &Path, durability: &str, data: &Path, log: &Path) -> Result<Tqx, String> {
+        let log_file = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let mut command = Command::new(bin);
+        command
+            .args(["serve", "--durability", durability, "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(data)
+            // Per-connection logging would tax the 10,000-connection holds.
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        // SAFETY: the hook runs between fork and exec and only calls
+        // getrlimit/setrlimit (async-signal-safe, no allocation, no lock).
+        unsafe {
+            command.pre_exec(|| fdlimit::raise_nofile(fdlimit::NOFILE_WANTED).map(|_| ()));
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or("tqx stdout not captured")?;
+        let (tx, rx) = mpsc::channel::<String>();
+        // Keeps draining stdout after the two lines, so the server never
+        // blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) => {
+                        let _ = tx.send(line);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut server = Tqx {
+            child,
+            started,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            binary: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listening_after: Duration::ZERO,
+            log: log.to_path_buf(),
+        };
+        let (http, binary) = server.read_listening(&rx)?;
+        server.http = http;
+        server.binary = binary;
+        server.listening_after = started.elapsed();
+        Ok(server)
+    }
+
+    fn read_listening(&mut self, rx: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr), String> {
+        let deadline = self.started + LISTEN_TIMEOUT;
+        let (mut http, mut binary) = (None, None);
+        loop {
+            if let (Some(http), Some(binary)) = (http, binary) {
+                return Ok((http, binary));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).map_err(|_| {
+                format!("tqx printed no listening lines within {LISTEN_TIMEOUT:?}: {}", self.log_tail())
+            })?;
+            let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
+            if let Some(rest) = line.strip_prefix("listening http=") {
+                http = parse(rest);
+            } else if let Some(rest) = line.strip_prefix("listening binary=") {
+                binary = parse(rest);
+            }
+        }
+    }
+
+    /// Polls `GET /healthz` until it answers 200; returns the time since
+    /// spawn.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("tqx exited while starting ({status}): {}", self.log_tail()));
+            }
+            if healthz_ok(self.http) {
+                return Ok(self.started.elapsed());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("tqx not ready after {timeout:?}: {}", self.log_tail()));
+            }
+            thread::sleep(HEALTH_POLL);
+        }
+    }
+
+    /// Resident memory now, in bytes; an error if the server has exited.
+    pub fn rss(&mut self) -> Result<u64, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("tqx has exited ({status}): {}", self.log_tail()));
+        }
+        super::procfs::rss_bytes(self.child.id())
+    }
+
+    /// SIGKILL: no shutdown, no final checkpoint (the recovery measurement).
+    pub fn kill(mut self) -> Result<(), String> {
+        self.child.kill().map_err(|e| format!("killing tqx: {e}"))?;
+        self.child.wait().map_err(|e| format!("waiting for tqx: {e}"))?;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
+    pub fn stop(mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: plain kill(2) on our own child's pid, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // Drop kills it if it is still running.
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+impl Drop for Tqx {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True if `GET /healthz` on `addr` answers 200.
+pub fn healthz_ok(addr: SocketAddr) -> bool {
+    let attempt = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT)?;
+        stream.set_read_timeout(Some(PROBE_READ_TIMEOUT))?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let expect = b"HTTP/1.1 200";
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 256];
+        while reply.len() < expect.len() {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        Ok(reply.starts_with(expect))
+    };
+    attempt().unwrap_or(false)
+}
