@@ -173,13 +173,15 @@ async fn hold_with<C: Codec + 'static>(config: &HoldConfig, addr: SocketAddr) ->
         let (notifies, firsts) = (notifies.clone(), firsts.clone());
         tokio::task::spawn_local(async move { shared_clock(&notifies, &firsts, interval, window.end).await })
     });
+    let histogram = stats::shared_histogram();
     let mut tasks = Vec::with_capacity(count);
     for (index, (mut stream, mut session)) in opened.into_iter().enumerate() {
         let rate = config.rate_per_conn;
         let first = firsts.get(index).copied().unwrap_or(t0);
         let notifies = notifies.clone();
+        let histogram = histogram.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            let mut stats = ConnStats::new(window);
+            let mut stats = ConnStats::sharing(window, histogram);
             match rate {
                 None => {
                     // Session buffers are not needed to sit idle.

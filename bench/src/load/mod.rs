@@ -50,12 +50,10 @@ use driver::{Mode, Session};
 use stats::{ConnStats, Window};
 use workload::{AnyWorkload, Consumer, DepsProducer, DepsShared, PreloadMode, Preloader, Producer, StatusReader};
 
-/// Connections (or storm loops) per run: the issue's 10,000 (issue 7's scaling
-/// curve). Each reserves a latency histogram of about 200 KiB and a 64 KiB
-/// receive buffer (~2.6 GiB of address space at 10,000), but only the pages
-/// it touches become resident: the histogram is allocated zeroed (fresh pages
-/// from the kernel) and a run records into a few of its buckets, and the
-/// buffer holds only the replies in flight.
+/// Connections (or storm loops) per run: issue 7's largest scaling point.
+/// They share one latency histogram (`stats::SharedHistogram`); each reserves
+/// a 64 KiB receive buffer (~640 MiB of address space at 10,000), of which only
+/// the pages replies are read into become resident.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Requests in flight per connection in the closed loop.
 pub const PIPELINE_MAX: usize = 4_096;
@@ -566,6 +564,7 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
         }
     }
 
+    let histogram = stats::shared_histogram();
     let t0 = Instant::now();
     let measure_start = t0 + Duration::from_secs_f64(config.warmup_seconds);
     let window = Window { measure_start, end: measure_start + Duration::from_secs_f64(config.seconds) };
@@ -573,7 +572,10 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
     if config.scenario == Scenario::Storm {
         for _ in 0..config.connections {
             let params = params.clone();
-            handles.push(tokio::task::spawn_local(async move { storm_loop::<C>(addr, params, window).await }));
+            let histogram = histogram.clone();
+            handles.push(tokio::task::spawn_local(async move {
+                storm_loop::<C>(addr, params, ConnStats::sharing(window, histogram)).await
+            }));
         }
     } else {
         for (index, (mut stream, mut session)) in opened.into_iter().enumerate() {
@@ -586,8 +588,9 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
                 None => Mode::Closed { depth: config.pipeline },
             };
             let deps = deps.clone();
+            let histogram = histogram.clone();
             handles.push(tokio::task::spawn_local(async move {
-                let mut stats = ConnStats::new(window);
+                let mut stats = ConnStats::sharing(window, histogram);
                 let own = Notify::new();
                 let wake = match (&deps, &workload) {
                     (Some(deps), AnyWorkload::Deps(_)) => &deps.notify,
@@ -630,8 +633,8 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
 
 /// The storm: connect, handshake and one enqueue in one write, wait for the
 /// replies, close; again until the end. An op is one whole connection.
-async fn storm_loop<C: Codec>(addr: SocketAddr, params: CodecParams, window: Window) -> ConnStats {
-    let mut stats = ConnStats::new(window);
+async fn storm_loop<C: Codec>(addr: SocketAddr, params: CodecParams, mut stats: ConnStats) -> ConnStats {
+    let window = stats.window;
     let mut session = Session::new(C::new(&params));
     let mut reqs = session.codec.handshake(Role::Producer);
     reqs.push(Req::Enqueue);
