@@ -119,12 +119,19 @@ impl Committer {
         }
         let lsn = inbox.next_lsn;
         inbox.next_lsn += 1;
-        if inbox.pending.is_empty() {
+        let was_empty = inbox.pending.is_empty();
+        if was_empty {
             inbox.oldest_pending_at = Some(Instant::now());
         }
         inbox.pending.push((record, done));
         drop(inbox);
-        self.shared.wake.notify_one();
+        // The WAL thread sleeps only on an empty inbox (or lingers, in interval
+        // mode, until a deadline that a new record does not move), so only the
+        // first record after it took a batch needs to wake it. A notify costs a
+        // futex syscall even with nobody waiting: once per batch, not per record.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
         lsn
     }
 
