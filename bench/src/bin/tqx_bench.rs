@@ -84,6 +84,9 @@ enum Command {
         count: usize,
         #[arg(long, default_value_t = 4096)]
         bytes: usize,
+        /// Start each sample this long after the previous one started (0: back to back).
+        #[arg(long, default_value_t = 0)]
+        interval_us: u64,
     },
     /// Enqueue N tasks (batches where the system has them).
     Preload {
@@ -235,16 +238,18 @@ fn main() -> ExitCode {
                 queue,
             })
         }
-        Command::Fsync { dir, count, bytes } => match load::fsync::measure(&dir, count, bytes) {
-            Ok(report) => {
-                print_json(&report);
-                ExitCode::SUCCESS
+        Command::Fsync { dir, count, bytes, interval_us } => {
+            match load::fsync::measure(&dir, count, bytes, interval_us) {
+                Ok(report) => {
+                    print_json(&report);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tqx-bench: fsync in {}: {e}", dir.display());
+                    ExitCode::from(EXIT_FAILED)
+                }
             }
-            Err(e) => {
-                eprintln!("tqx-bench: fsync in {}: {e}", dir.display());
-                ExitCode::from(EXIT_FAILED)
-            }
-        },
+        }
         Command::Preload { system, addr, tasks, payload_bytes, queue } => {
             let system = match parse_system(&system) {
                 Ok(system) => system,

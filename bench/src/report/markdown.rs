@@ -114,6 +114,15 @@ fn this_run(out: &mut String, inputs: &Inputs<'_>) {
         }
         None => out.push_str("| `fdatasync` | not measured |\n"),
     }
+    if let Some(p50) = results.fsync_paced_p50_us() {
+        let p99 = super::stats::median(&results.fsync_paced.iter().map(|f| f.p99).collect::<Vec<_>>()).unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "| the same, paced 1 ms apart (`tqx-bench fsync --interval-us 1000`: the idle disk, reference of the idle `sync` latency target) | p50 {} µs, p99 {} µs |",
+            fmt_us(p50),
+            fmt_us(p99)
+        );
+    }
     out.push('\n');
     out.push_str("### Matched durability\n\n| level | TaskQueueX | Redis | beanstalkd |\n|---|---|---|---|\n");
     for durability in Durability::ALL {
@@ -227,9 +236,10 @@ fn scenario_note(scenario: Scenario) -> &'static str {
              or keeps 16 requests in flight. Redis: LPUSH; beanstalkd: put. An op is an acknowledged enqueue."
         }
         Scenario::Cycle => {
-            "Half the connections produce (enqueue), half consume (dequeue, then complete), at once. An op is an \
-             acknowledged enqueue or a completed task (dequeue and complete together: one op, timed from the \
-             dequeue's send), so ops/s is about twice the tasks that go all the way through. Redis's plain \
+            "Half the connections produce (enqueue), half consume (dequeue, then complete), at once. An op is a \
+             completed task (dequeue and complete together: one op, timed from the dequeue's send), so ops/s \
+             is the rate of tasks that go all the way through; producers are not throttled, and the figure is \
+             the consumers' rate. Redis's plain \
              pattern (RPOP) needs no complete and loses a task whose consumer dies; its reliable pattern (LMOVE \
              to a processing list, LREM when done) and beanstalkd (reserve, delete) do not, like TaskQueueX's \
              lease."

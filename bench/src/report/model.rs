@@ -448,6 +448,10 @@ pub enum Line {
     Fsync {
         run: u32,
         fdatasync_us: FsyncUs,
+        /// Samples paced this far apart (`tqx-bench fsync --interval-us`); 0:
+        /// back to back (and in files written before pacing existed).
+        #[serde(default)]
+        interval_us: u64,
     },
     #[serde(rename = "result")]
     Measured {

@@ -85,7 +85,9 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
     let mut failures = 0;
     for run in 1..=opts.runs {
         eprintln!("bench: run {run}/{}: {} measurements", opts.runs, cells.len());
-        out.write(&fsync_line(opts, run))?;
+        out.write(&fsync_line(opts, run, 0))?;
+        // Paced like the idle latency cell's requests: its reference.
+        out.write(&fsync_line(opts, run, (1e6 / IDLE_RATE_OPS) as u64))?;
         // This run's enqueue peaks, which set its latency cells' offered load.
         let mut peaks: HashMap<Cell, f64> = HashMap::new();
         for (index, cell) in cells.iter().enumerate() {
@@ -161,12 +163,20 @@ impl ResultsWriter {
     }
 }
 
-/// `tqx-bench fsync` in a directory on the data disk.
-fn fsync_line(opts: &RunOptions, run: u32) -> Line {
+/// Samples of a paced `tqx-bench fsync` (each takes the pacing interval).
+const FSYNC_PACED_COUNT: usize = 300;
+
+/// `tqx-bench fsync` in a directory on the data disk, samples back to back
+/// (`interval_us` 0) or paced.
+fn fsync_line(opts: &RunOptions, run: u32, interval_us: u64) -> Line {
     let dir = opts.data_root.join("fsync");
     let _ = fs::remove_dir_all(&dir);
     let result = fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
-        let args = vec!["fsync".to_string(), "--dir".to_string(), dir.display().to_string()];
+        let mut args = vec!["fsync".to_string(), "--dir".to_string(), dir.display().to_string()];
+        if interval_us > 0 {
+            args.extend(["--interval-us".to_string(), interval_us.to_string()]);
+            args.extend(["--count".to_string(), FSYNC_PACED_COUNT.to_string()]);
+        }
         let output = run_with_timeout(&opts.tqx_bench, &args, Duration::from_secs(120))?;
         if !output.status.success() {
             return Err(format!("tqx-bench fsync: {}: {}", output.status, tail(&output.stderr)));
@@ -184,8 +194,11 @@ fn fsync_line(opts: &RunOptions, run: u32) -> Line {
     let _ = fs::remove_dir_all(&dir);
     match result {
         Ok(fdatasync_us) => {
-            eprintln!("bench: [{run}] fdatasync p50 {:.0} µs, p99 {:.0} µs", fdatasync_us.p50, fdatasync_us.p99);
-            Line::Fsync { run, fdatasync_us }
+            eprintln!(
+                "bench: [{run}] fdatasync (interval {interval_us} µs) p50 {:.0} µs, p99 {:.0} µs",
+                fdatasync_us.p50, fdatasync_us.p99
+            );
+            Line::Fsync { run, fdatasync_us, interval_us }
         }
         Err(message) => {
             eprintln!("bench: [{run}] fsync FAILED: {message}");

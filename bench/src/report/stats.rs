@@ -71,8 +71,10 @@ impl Summary {
 pub struct Results {
     /// The first `meta` line.
     pub meta: Option<Meta>,
-    /// `fdatasync` per run, in run order.
+    /// `fdatasync` per run, back to back, in run order.
     pub fsync: Vec<FsyncUs>,
+    /// `fdatasync` per run, paced like the idle latency cell's requests.
+    pub fsync_paced: Vec<FsyncUs>,
     pub cells: BTreeMap<Cell, Summary>,
     /// Cells `tqx-bench` said it cannot do.
     pub unsupported: BTreeSet<Cell>,
@@ -109,7 +111,8 @@ impl Results {
                         results.meta = Some(meta.clone());
                     }
                 }
-                Line::Fsync { fdatasync_us, .. } => results.fsync.push(*fdatasync_us),
+                Line::Fsync { fdatasync_us, interval_us: 0, .. } => results.fsync.push(*fdatasync_us),
+                Line::Fsync { fdatasync_us, .. } => results.fsync_paced.push(*fdatasync_us),
                 Line::Measured { cell, bench, .. } => measured.entry(*cell).or_default().push(bench),
                 Line::Unsupported { cell, .. } => {
                     results.unsupported.insert(*cell);
@@ -150,9 +153,14 @@ impl Results {
         self.cells.get(cell)
     }
 
-    /// Median `fdatasync` p50 over the runs, in µs.
+    /// Median `fdatasync` p50 over the runs, in µs (back to back).
     pub fn fsync_p50_us(&self) -> Option<f64> {
         median(&self.fsync.iter().map(|f| f.p50).collect::<Vec<_>>())
+    }
+
+    /// Median p50 of the paced `fdatasync` (the idle disk) over the runs, in µs.
+    pub fn fsync_paced_p50_us(&self) -> Option<f64> {
+        median(&self.fsync_paced.iter().map(|f| f.p50).collect::<Vec<_>>())
     }
 
     /// Every row of `scenario` that has a figure, a failure or an
@@ -275,7 +283,7 @@ mod tests {
         output.extra.insert("future_field".into(), serde_json::json!({"x": 1}));
         let lines = vec![
             Line::Meta(Meta { date: "d".into(), machine: vec![("cores".into(), "2".into())], ..Meta::default() }),
-            Line::Fsync { run: 1, fdatasync_us: FsyncUs { p50: 1.0, p99: 2.0, mean: 1.5 } },
+            Line::Fsync { run: 1, fdatasync_us: FsyncUs { p50: 1.0, p99: 2.0, mean: 1.5 }, interval_us: 0 },
             Line::Measured { run: 1, cell: cell(System::TqxHttp), bench: output },
             Line::Unsupported { run: 1, cell: cell(System::Beanstalkd) },
             Line::Failure { run: 1, cell: None, message: "m".into() },
