@@ -75,6 +75,9 @@ enum Command {
         /// Queue (Redis list, beanstalkd tube).
         #[arg(long, default_value = "bench")]
         queue: String,
+        /// The server's process id (same machine): report its CPU use over the window as `server_cpu`.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Measure pwrite + fdatasync on a preallocated file in DIR.
     Fsync {
@@ -219,6 +222,7 @@ fn main() -> ExitCode {
             batch,
             payload_bytes,
             queue,
+            server_pid,
         } => {
             let (system, scenario) = match (parse_system(&system), parse_scenario(&scenario)) {
                 (Ok(system), Ok(scenario)) => (system, scenario),
@@ -236,6 +240,7 @@ fn main() -> ExitCode {
                 batch,
                 payload_bytes,
                 queue,
+                server_pid,
             })
         }
         Command::Fsync { dir, count, bytes, interval_us } => {

@@ -193,6 +193,9 @@ pub struct RunConfig {
     pub batch: usize,
     pub payload_bytes: usize,
     pub queue: String,
+    /// The server's process, when known (on the same machine): its CPU time
+    /// over the window is reported as `server_cpu`.
+    pub server_pid: Option<u32>,
 }
 
 impl RunConfig {
@@ -210,6 +213,7 @@ impl RunConfig {
             batch: 100,
             payload_bytes: 100,
             queue: "bench".to_string(),
+            server_pid: None,
         }
     }
 
@@ -608,11 +612,16 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
 
     tokio::time::sleep_until(measure_start.into()).await;
     let cpu_start = stats::thread_cpu_seconds();
+    let server_cpu_start = config.server_pid.and_then(stats::process_cpu_seconds);
     let mut all = Vec::with_capacity(handles.len());
     for handle in handles {
         all.push(handle.await.map_err(|e| RunError::Failed(format!("connection task: {e}")))?);
     }
     let cpu_seconds = stats::thread_cpu_seconds() - cpu_start;
+    let server_cpu_seconds = match (server_cpu_start, config.server_pid.and_then(stats::process_cpu_seconds)) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
     let seconds = config.seconds;
     let (histogram, ops, tasks, errors) = stats::merge(&all);
     Ok(Report {
@@ -628,6 +637,7 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
         latency_us: stats::latency_us(&histogram),
         offered_rate: config.rate,
         client_cpu: stats::rounded(cpu_seconds / seconds, 3),
+        server_cpu: server_cpu_seconds.map(|s| stats::rounded(s / seconds, 3)),
     })
 }
 

@@ -133,6 +133,12 @@ pub struct Report {
     /// CPU time the load generator's thread used during the window, as a
     /// fraction of one core: near 1.0, the client (not the server) was the limit.
     pub client_cpu: f64,
+    /// CPU time of the server's process (all its threads) during the window,
+    /// in cores (`--server-pid`; absent otherwise). On a machine the client
+    /// shares, `server_cpu / ops_per_s` is the server's cost per op, which
+    /// compares servers even when the client sets the pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<f64>,
 }
 
 fn round(value: f64, decimals: i32) -> f64 {
@@ -182,12 +188,46 @@ pub(crate) fn thread_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+/// CPU time a process has used (all its threads, user and system), from
+/// `/proc/PID/stat`; `None` if it cannot be read (gone, or not Linux).
+pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / ticks_per_s.max(1) as f64)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces, so fields are
+/// counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // fields 3..=13
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 pub(crate) fn rounded(value: f64, decimals: i32) -> f64 {
     round(value, decimals)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_ticks_are_fields_14_and_15_even_with_spaces_in_the_name() {
+        let stat = "4242 (tqx worker (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
+        assert_eq!(super::parse_cpu_ticks(stat), Some(325));
+        assert_eq!(super::parse_cpu_ticks("4242 (tqx) S 1"), None, "a truncated line is no figure");
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let seconds = super::process_cpu_seconds(std::process::id()).expect("own /proc/PID/stat");
+        assert!(seconds >= 0.0);
+        assert_eq!(super::process_cpu_seconds(u32::MAX), None, "no such process");
+    }
+
     use super::*;
     use std::time::Duration;
 

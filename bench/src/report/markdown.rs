@@ -275,9 +275,10 @@ fn scenario_note(scenario: Scenario) -> &'static str {
 fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, rows: &[Row]) {
     let _ = writeln!(
         out,
-        "| mode | load | system | {} | p50 µs | p99 µs | client CPU | tqx-binary ÷ this | tqx-http ÷ this |\n\
-         |---|---|---|--:|--:|--:|--:|--:|--:|",
-        scenario.unit()
+        "| mode | load | system | {} | p50 µs | p99 µs | client CPU | server CPU µs/{} | tqx-binary ÷ this | tqx-http ÷ this |\n\
+         |---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        scenario.unit(),
+        if scenario == Scenario::Batch { "task" } else { "op" }
     );
     for row in rows {
         let figure = |system: System| results.get(&row.cell(system)).map(|s| s.throughput(scenario));
@@ -302,17 +303,18 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
                     };
                     let _ = write!(
                         line,
-                        " {} | {} | {} | {} | {} | {} |",
+                        " {} | {} | {} | {} | {} | {} | {} |",
                         figure_text,
                         fmt_us(s.p50_us),
                         fmt_us(s.p99_us),
                         fmt_cpu(s.client_cpu),
+                        s.server_us_per_op.map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into()),
                         vs(ours, System::TqxBinary),
                         vs(http, System::TqxHttp)
                     );
                 }
                 (status, _) => {
-                    let _ = write!(line, " {} | | | | | |", status_text(status));
+                    let _ = write!(line, " {} | | | | | | |", status_text(status));
                 }
             }
             out.push_str(&line);
@@ -441,7 +443,8 @@ mod tests {
         let report = tiny_report();
         // Ours: 150k; Redis: 100k; the ratio column reads 1.50×.
         let redis = report.lines().find(|l| l.starts_with("| sync | 50 conn | `redis` |")).expect("redis row");
-        assert_eq!(redis, "| sync | 50 conn | `redis` | 100.0k | 200 | 900 | 41 % | 1.50× | 0.80× |");
+        assert_eq!(redis, "| sync | 50 conn | `redis` | 100.0k | 200 | 900 | 41 % | 8.00 | 1.50× | 0.80× |");
+        // server_cpu 0.8 cores at 100k ops/s: 8 µs of server CPU per op.
         let ours = report.lines().find(|l| l.starts_with("| sync | 50 conn | `tqx-binary` |")).expect("our row");
         assert!(ours.ends_with("| — | 0.53× |"), "{ours}");
     }

@@ -275,6 +275,8 @@ fn measure_in(
         opts.payload_bytes.to_string(),
         "--queue".into(),
         QUEUE.into(),
+        "--server-pid".into(),
+        server.pid().to_string(),
     ];
     if let Some(batch) = cell.batch {
         args.extend(["--batch".into(), batch.to_string()]);
@@ -406,6 +408,10 @@ impl ServerProcess {
         };
         server.wait_ready()?;
         Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The address `tqx-bench` connects to for `system`.

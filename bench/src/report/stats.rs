@@ -52,6 +52,11 @@ pub struct Summary {
     /// Median CPU the load generator used, as a share of one core (its
     /// `client_cpu`; near 1.0 the client set the pace).
     pub client_cpu: Option<f64>,
+    /// Median CPU time the server's process spent per op (per task in the
+    /// batch scenario), in µs: its `server_cpu` over its throughput. On a
+    /// machine the client shares, this compares servers even when the client
+    /// sets the pace.
+    pub server_us_per_op: Option<f64>,
 }
 
 impl Summary {
@@ -131,6 +136,14 @@ impl Results {
             let offered: Vec<f64> = runs.iter().filter_map(|b| b.offered_rate).collect();
             let client_cpu: Vec<f64> =
                 runs.iter().filter_map(|b| b.extra.get("client_cpu").and_then(|v| v.as_f64())).collect();
+            let server_us_per_op: Vec<f64> = runs
+                .iter()
+                .filter_map(|b| {
+                    let cpu = b.extra.get("server_cpu").and_then(|v| v.as_f64())?;
+                    let per_s = if cell.scenario == Scenario::Batch { b.tasks_per_s? } else { b.ops_per_s };
+                    (per_s > 0.0).then(|| cpu * 1e6 / per_s)
+                })
+                .collect();
             let summary = Summary {
                 runs: runs.len(),
                 ops_per_s: of(&|b| b.ops_per_s),
@@ -143,6 +156,7 @@ impl Results {
                 errors: runs.iter().map(|b| b.errors).sum(),
                 offered_rate: median(&offered),
                 client_cpu: median(&client_cpu),
+                server_us_per_op: median(&server_us_per_op),
             };
             results.cells.insert(cell, summary);
         }
