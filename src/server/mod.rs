@@ -215,6 +215,13 @@ impl Shared {
         Ok(())
     }
 
+    /// Hands a job to the workers without waking one: the caller promises a
+    /// `sleepers.wake_one()` soon (a reactor wakes once after the requests of
+    /// the current pass, so a worker finds them together).
+    pub(crate) fn submit_quietly(&self, job: Box<Job>) -> Result<(), Box<Job>> {
+        self.jobs.push(job)
+    }
+
     pub(crate) fn track_socket(&self, fd: RawFd) {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(fd);
     }

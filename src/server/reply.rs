@@ -15,10 +15,15 @@
 //!   non-empty, so a worker batch of replies costs one wake (measured in
 //!   docs/benchmarks/changelog.md).
 //!
+//! A worker holds the wakes back until its batch is done ([`batch_wakes`]):
+//! the reactor then finds the whole batch's replies at once, instead of
+//! waking for the first and going back to sleep before the rest arrive.
+//!
 //! A mailbox reply that is dropped unsent (the workers stopped with the request
 //! still queued) is delivered as `None`, so its connection still answers
 //! `shutting_down` and never waits for it forever.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
@@ -52,7 +57,7 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    fn push(&self, delivery: Delivery) {
+    fn push(self: &Arc<Self>, delivery: Delivery) {
         let was_empty = {
             let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             deliveries.push(delivery);
@@ -61,7 +66,7 @@ impl Mailbox {
         // Only the first reply after a drain wakes the reactor; later ones ride
         // along. `notify_one` stores a permit when the task is not waiting yet,
         // so a push between its drain and its next wait is not missed.
-        if was_empty {
+        if was_empty && !defer_wake(self) {
             self.wake.notify_one();
         }
     }
@@ -79,6 +84,55 @@ impl Mailbox {
     pub(crate) async fn wait(&self) {
         self.wake.notified().await;
     }
+}
+
+thread_local! {
+    /// Mailboxes whose wake this thread holds back (inside [`batch_wakes`]);
+    /// `None` outside it, where pushes wake at once.
+    static DEFERRED: RefCell<Option<Vec<Arc<Mailbox>>>> = const { RefCell::new(None) };
+}
+
+/// Holds back `mailbox`'s wake if this thread is inside [`batch_wakes`].
+/// Called only for the first push after a drain, so the list stays as short
+/// as the number of reactors.
+fn defer_wake(mailbox: &Arc<Mailbox>) -> bool {
+    DEFERRED.with(|deferred| match &mut *deferred.borrow_mut() {
+        Some(list) => {
+            if !list.iter().any(|held| Arc::ptr_eq(held, mailbox)) {
+                list.push(mailbox.clone());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs `work` with the wakes of the mailboxes it pushes to held back, then
+/// wakes each of them once.
+pub(crate) fn batch_wakes<T>(work: impl FnOnce() -> T) -> T {
+    struct Flush;
+    impl Drop for Flush {
+        // Also on unwind: a panicking batch must not leave replies unannounced.
+        fn drop(&mut self) {
+            let list = DEFERRED.with(|deferred| deferred.borrow_mut().take()).unwrap_or_default();
+            for mailbox in list {
+                mailbox.wake.notify_one();
+            }
+        }
+    }
+    let nested = DEFERRED.with(|deferred| {
+        let mut deferred = deferred.borrow_mut();
+        let nested = deferred.is_some();
+        if !nested {
+            *deferred = Some(Vec::new());
+        }
+        nested
+    });
+    if nested {
+        return work();
+    }
+    let _flush = Flush;
+    work()
 }
 
 /// A reply owed to a binary connection through its reactor's mailbox.
@@ -195,5 +249,22 @@ mod tests {
         assert!(!signalled(&mailbox), "one signal per drain, not per reply");
         reply_to(&mailbox, 3).send(Reply::QueueDeleted { queue: String::new() });
         assert!(signalled(&mailbox), "the first push after a drain signals again");
+    }
+
+    #[test]
+    fn inside_batch_wakes_the_signal_waits_for_the_end_of_the_batch() {
+        let mailbox = Arc::new(Mailbox::default());
+        batch_wakes(|| {
+            reply_to(&mailbox, 1).send(Reply::QueueDeleted { queue: String::new() });
+            assert!(!signalled(&mailbox), "held back during the batch");
+            batch_wakes(|| reply_to(&mailbox, 2).send(Reply::QueueDeleted { queue: String::new() }));
+            assert!(!signalled(&mailbox), "a nested batch leaves the wake to the outer one");
+        });
+        assert!(signalled(&mailbox), "one wake at the end of the batch");
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!(taken.len(), 2);
+        reply_to(&mailbox, 3).send(Reply::QueueDeleted { queue: String::new() });
+        assert!(signalled(&mailbox), "outside a batch a push wakes at once");
     }
 }

@@ -192,7 +192,8 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         let stopping = shared.stopping.load(Ordering::Acquire);
         let exiting = shared.workers_stop.load(Ordering::Acquire);
         let wall_ms = now_ms();
-        let (now, wake_ms) = {
+        // Replies to binary connections wake their reactors once, after the batch.
+        let (now, wake_ms) = super::reply::batch_wakes(|| {
             let mut state = shared.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let now = state.advance_clock(wall_ms);
             let mut may_ready = false;
@@ -213,7 +214,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
             }
             let wake_ms = if tick.more_due { Some(now) } else { state.next_wake_ms() };
             (now, wake_ms)
-        };
+        });
         if exiting && shared.jobs.is_empty() {
             return;
         }
