@@ -133,6 +133,12 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     fixed_buffers: u16,
+    /// Client connections held at once, both protocols together; past it a new connection gets one
+    /// `503 overloaded` refusal and is closed. The server raises its open-file limit to the hard
+    /// limit at start, and lowers this (with a warning) if that limit cannot cover it.
+    #[arg(long, value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -338,6 +344,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         checkpoint_interval_ms: args.checkpoint_interval_ms,
         reactor_threads: args.reactors as usize,
         worker_threads: args.workers as usize,
+        max_connections: args.max_connections as usize,
         pin_threads,
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::TARGETS;
 
+/// This crate's directory as the test runner says it now, not `env!`: a test
+/// binary built in another clone sharing the target directory (tools/env.sh)
+/// may be reused, and its compile-time path may no longer exist.
 fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
 }
 
 /// The files directly in `dir` (none if it does not exist), sorted.

@@ -218,6 +218,15 @@ pub fn render_refusal(code: ErrorCode, opcode: u8, request_id: u64, out: &mut Ve
     Response::Error { code, message: message.into() }.encode(opcode, request_id, out);
 }
 
+/// The one frame a connection past `--max-connections` gets before it is
+/// closed: `overloaded`, with opcode 0 and request id 0 like a framing error
+/// (no request has been read).
+pub fn render_too_many_connections(limit: usize, out: &mut Vec<u8>) {
+    let message =
+        format!("too many connections: the server's limit is {limit} (--max-connections); retry after a pause");
+    Response::Error { code: ErrorCode::Overloaded, message }.encode(0, 0, out);
+}
+
 /// Why a request was refused before reaching a worker, as the wire says it.
 fn refused(error: EngineError) -> (ErrorCode, String) {
     (error_code(&error), error.to_string())

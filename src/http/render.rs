@@ -140,6 +140,14 @@ pub fn render_overloaded(keep_alive: bool, out: &mut Vec<u8>) {
     error(out, SERVICE_UNAVAILABLE, "overloaded", message, keep_alive, "Retry-After: 1\r\n");
 }
 
+/// A connection past `--max-connections`: `503 overloaded`, `Retry-After: 1`,
+/// and the connection closes (sent before reading any request).
+pub fn render_too_many_connections(limit: usize, out: &mut Vec<u8>) {
+    let message =
+        format!("too many connections: the server's limit is {limit} (--max-connections); retry after 1 second");
+    error(out, SERVICE_UNAVAILABLE, "overloaded", &message, false, "Retry-After: 1\r\n");
+}
+
 /// The server is stopping: `503 shutting_down`, and the connection closes.
 pub fn render_shutting_down(out: &mut Vec<u8>) {
     error(out, SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down", false, "");

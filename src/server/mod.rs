@@ -41,7 +41,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -85,6 +85,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Registered receive buffers per reactor ring (0: none); see `reactor.rs`.
     pub fixed_buffers_count: usize,
+    /// Client connections held at once (both protocols, all reactors); past
+    /// it a new connection gets `503 overloaded` and is closed.
+    pub max_connections: usize,
 }
 
 #[derive(Debug)]
@@ -205,6 +208,10 @@ pub(crate) struct Shared {
     pub(crate) workers_stop: AtomicBool,
     /// Listener and connection sockets, so the stop signal can shut them down.
     pub(crate) sockets: Mutex<HashSet<RawFd>>,
+    /// Client connections open now, on every reactor and both protocols.
+    pub(crate) connections_open: AtomicUsize,
+    /// `--max-connections` (lowered at start if the open-file limit is lower).
+    pub(crate) connections_max: usize,
 }
 
 impl Shared {
@@ -240,11 +247,44 @@ impl Shared {
     }
 }
 
+/// Descriptors kept for everything but client connections: listeners, the
+/// write-ahead log, RocksDB's files (its `max_open_files` is bounded in
+/// `store`), io_uring, eventfds, signal handling, and headroom. Under a low
+/// limit (1,024 is common) half of it is kept instead.
+const FD_RESERVE_COUNT: u64 = 1024;
+
+/// Raises the open-file limit as far as allowed, and returns how many
+/// connections the server will hold: `--max-connections`, or fewer (with a
+/// warning) if the limit cannot cover them plus [`FD_RESERVE_COUNT`].
+fn connections_max(asked: usize) -> usize {
+    let open_files = match os::raise_open_files_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the open-file limit; keeping --max-connections as given");
+            return asked;
+        }
+    };
+    let reserve = FD_RESERVE_COUNT.min(open_files / 2);
+    let allowed = usize::try_from(open_files.saturating_sub(reserve)).unwrap_or(usize::MAX).max(1);
+    if allowed < asked {
+        tracing::warn!(
+            open_files,
+            max_connections = asked,
+            lowered_to = allowed,
+            "the open-file limit (ulimit -n, hard) is too low for --max-connections; connections past {allowed} are refused"
+        );
+        return allowed;
+    }
+    tracing::info!(open_files, max_connections = asked, "connection limit");
+    asked
+}
+
 /// Runs the server until SIGINT or SIGTERM, then stops accepting, finishes the
 /// requests in flight and returns.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
     std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Io)?;
+    let connections_max = connections_max(config.max_connections);
     // Before any thread exists, so every thread inherits the mask and only the
     // signal thread below receives SIGINT and SIGTERM.
     os::block_stop_signals().map_err(ServeError::Io)?;
@@ -277,6 +317,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         stopping: AtomicBool::new(false),
         workers_stop: AtomicBool::new(false),
         sockets: Mutex::new(listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect()),
+        connections_open: AtomicUsize::new(0),
+        connections_max,
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());

@@ -160,3 +160,20 @@ pub(crate) fn signal_stop() {
         libc::kill(libc::getpid(), libc::SIGTERM);
     }
 }
+
+/// Raises this process's open-file soft limit to its hard limit (what an
+/// unprivileged process may do; shells often start it at 1,024) and returns
+/// the soft limit now in force.
+pub(crate) fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit to write into.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: `raised` is a valid rlimit.
+        if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }).is_ok() {
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}

@@ -138,6 +138,16 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "set_nodelay failed");
                 }
+                if shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= shared.connections_max {
+                    shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    live.set(live.get() + 1);
+                    let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
+                    tokio_uring::spawn(async move {
+                        refuse(stream, &protocol, shared.connections_max).await;
+                        live.set(live.get() - 1);
+                    });
+                    continue;
+                }
                 let fd = stream.as_raw_fd();
                 shared.track_socket(fd);
                 live.set(live.get() + 1);
@@ -149,6 +159,7 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                         Protocol::Binary(replies) => binary_conn::serve_connection(&stream, &shared, &replies).await,
                     }
                     shared.untrack_socket(fd);
+                    shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     live.set(live.get() - 1);
                 });
             }
@@ -162,6 +173,24 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
         }
     }
     shared.untrack_socket(listener.as_raw_fd());
+}
+
+/// Answers a connection past `--max-connections` with one `overloaded`
+/// refusal in its protocol, then closes it, as Redis does past `maxclients`.
+/// Nothing is read: a client that already sent a request may see the close
+/// (a reset) before the refusal.
+async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize) {
+    let mut refusal = Vec::new();
+    match protocol {
+        Protocol::Http(_) => http::render_too_many_connections(limit, &mut refusal),
+        Protocol::Binary(_) => crate::binary::render_too_many_connections(limit, &mut refusal),
+    }
+    let (result, _) = stream.write_all(refusal).await;
+    if let Err(error) = result {
+        tracing::debug!(%error, "could not send the too-many-connections refusal");
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    tracing::debug!(limit, "refused a connection past --max-connections");
 }
 
 /// What a parsed request is waiting for before its response can be written.

@@ -77,6 +77,7 @@
 //! | `max_subcompactions` | 1 | no splitting of one compaction across threads on 2 cores |
 //! | `db_write_buffer_size` | 128 MiB | cap on all memtables together (a limit on memory) |
 //! | `keep_log_file_num` / `max_log_file_size` | 4 / 8 MiB | bound RocksDB's info `LOG` files on disk |
+//! | `max_open_files` | 512 | descriptors are shared with client connections (`--max-connections`): bounded, so the server's reserve covers them |
 //! | `write_buffer_size` | meta, queues 4 MiB; tasks 32 MiB; payloads 64 MiB | memtable per family, sized to its rows |
 //! | `max_write_buffer_number` | 2 | one memtable filling while one flushes |
 //! | compression | lz4 for tasks and payloads; none for meta and queues | only lz4 is compiled in; meta and queues are a few KiB |
@@ -120,6 +121,9 @@ const KEY_ENGINE: &[u8] = b"engine";
 const KEY_LAYOUT_VERSION: &[u8] = b"layout_version";
 
 const MIB: usize = 1 << 20;
+/// SST files RocksDB keeps open at once (it closes others and reopens them as
+/// needed). Part of the server's descriptor reserve (`FD_RESERVE_COUNT`).
+const OPEN_FILES_MAX: i32 = 512;
 /// Memtable of `meta` and of `queues`: a handful of small rows each.
 const WRITE_BUFFER_BYTES_SMALL: usize = 4 * MIB;
 /// Memtable of `tasks`: ~100-byte rows, so ~300k changed rows before a flush.
@@ -507,6 +511,7 @@ fn db_options() -> Options {
     options.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES_MAX);
     options.set_keep_log_file_num(INFO_LOG_FILE_COUNT_MAX);
     options.set_max_log_file_size(INFO_LOG_FILE_BYTES_MAX);
+    options.set_max_open_files(OPEN_FILES_MAX);
     options
 }
 

@@ -766,3 +766,58 @@ fn serve_refuses_a_binary_address_another_process_listens_on() {
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains(&format!("cannot listen on {address}")) && stderr.contains("in use"), "stderr: {stderr}");
 }
+
+/// Connects and says hello until a connection is served (a connection past
+/// the limit gets the refusal frame, or a reset, and is retried): the slots of
+/// connections the client closed free up once the server has seen the close.
+fn served_connection(server: &Server) -> Client {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let mut client = Client::connect(server.binary);
+        client.send(&HELLO);
+        match client.try_read() {
+            Ok((_, Response::Hello { .. })) => return client,
+            Ok((header, response)) => {
+                assert_eq!((header.opcode, header.request_id.get()), (0, 0), "{response:?}");
+                assert_error(&response, ErrorCode::Overloaded);
+            }
+            Err(ReadError::Closed) => {}
+            Err(ReadError::TimedOut) => panic!("no reply to a ping"),
+        }
+        assert!(Instant::now() < deadline, "no connection slot freed up; stderr:\n{}", server.stderr());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_connection_past_max_connections_gets_one_overloaded_frame_and_a_freed_slot_serves_again() {
+    // Not `start`: its readiness probes would race the limit of 2 (a probe's
+    // slot frees only once the server has seen it close). `served_connection`
+    // retries instead, and a pong, ready or not, means served.
+    let server = Server::launch(support::fresh_dir(), &["--max-connections", "2"]);
+    let mut held = vec![served_connection(&server), served_connection(&server)];
+
+    // Binary: one frame with opcode 0 and request id 0 (no request was read),
+    // status `overloaded`, a message naming the limit; then the close.
+    let mut refused = Client::connect(server.binary);
+    let (header, response) = refused.read();
+    assert_eq!((header.opcode, header.request_id.get()), (0, 0));
+    assert_error(&response, ErrorCode::Overloaded);
+    let Response::Error { message, .. } = &response else { unreachable!("checked above") };
+    assert!(message.contains("limit is 2 (--max-connections)"), "{message}");
+    refused.assert_closed();
+
+    // HTTP counts against the same limit: `503 overloaded`, and the close.
+    let mut http = TcpStream::connect(server.http).expect("connect over HTTP");
+    http.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut text = String::new();
+    let _ = http.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.contains("\"code\":\"overloaded\"") && text.contains("Retry-After: 1"), "{text}");
+
+    // The connections held were never disturbed, and a freed slot serves again.
+    assert!(matches!(held[0].call(&Request::Ping), Response::Pong { .. }));
+    drop(held.pop());
+    let mut again = served_connection(&server);
+    assert!(matches!(again.call(&Request::Ping), Response::Pong { .. }));
+}

@@ -20,7 +20,7 @@ use tqx_wire::{
 use common::split_frame;
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+    common::manifest_dir().join("golden")
 }
 
 /// Lowercase hex digits, grouped freely with whitespace; `#` comments to the end
@@ -298,7 +298,7 @@ fn every_golden_file_is_checked() {
 /// examples), so the document cannot drift from the bytes tested here.
 #[test]
 fn the_specification_shows_every_golden_file() {
-    let spec_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/wire.md");
+    let spec_path = common::manifest_dir().join("../docs/wire.md");
     let spec = std::fs::read_to_string(&spec_path).unwrap_or_else(|e| panic!("{}: {e}", spec_path.display()));
     for entry in std::fs::read_dir(golden_dir()).expect("wire/golden") {
         let path = entry.expect("entry").path();

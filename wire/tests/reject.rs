@@ -64,7 +64,7 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
+    let path = common::manifest_dir().join("golden").join(name);
     let text = std::fs::read_to_string(&path).expect("golden file");
     let digits: Vec<u8> = text
         .lines()

@@ -425,7 +425,9 @@ mod tests {
     fn golden_tiny_results_to_markdown() {
         let report = tiny_report();
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/report/testdata/tiny.md");
+            // The runner's directory, not `env!` (see wire/tests/common's `manifest_dir`).
+            let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+            let path = format!("{dir}/src/report/testdata/tiny.md");
             std::fs::write(path, &report).expect("write golden");
             return;
         }

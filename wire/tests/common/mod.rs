@@ -10,6 +10,15 @@ use tqx_wire::{peek_frame, Header, HEADER_BYTES};
 
 pub mod strategies;
 
+/// This crate's directory, as the test runner says it now (cargo and nextest
+/// set `CARGO_MANIFEST_DIR` when they run a test). Not `env!`: builds from
+/// clones at different paths share one target directory (tools/env.sh), and
+/// cargo reuses a test binary built in another clone, whose compile-time path
+/// may no longer exist.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
 /// Splits one whole frame into its header and body, checking that `peek_frame`
 /// sees exactly one frame of exactly `frame.len()` bytes and nothing before.
 pub fn split_frame(frame: &[u8]) -> (Header, Bytes) {
