@@ -2,7 +2,9 @@
 //! payloads, one `fifo` queue, change tracking on as in `sync` mode) and times
 //! the enqueues, then one `take_changes` (what a checkpoint does under the
 //! engine lock), then leasing them all back. Repeats five times on fresh engines
-//! and prints the medians, in ns per task.
+//! and prints the medians, in ns per task, and the engine's resident memory per
+//! queued task beyond its payload (RSS growth over the first run's enqueues,
+//! from `/proc/self/statm`).
 //!
 //! ```text
 //! taskset -c 1 cargo run --release -p tqx-bench --bin engine_backlog [-- COUNT]
@@ -26,15 +28,21 @@ fn main() {
         }
     };
     let (mut enqueue_ns, mut changes_ns, mut lease_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bytes_per_task = None;
     for _ in 0..RUNS {
         let mut engine = engine_with_queue(&QueueConfigPatch::default());
         engine.set_change_tracking(true);
         let now_ms = 1_000;
+        let rss_before = rss_bytes();
         let start = Instant::now();
         for _ in 0..count {
             std::hint::black_box(engine.enqueue(QUEUE, plain_task(), now_ms).expect("enqueue"));
         }
         enqueue_ns.push(start.elapsed().as_nanos() as f64 / count as f64);
+        if bytes_per_task.is_none() {
+            let payload = plain_task().payload.len() as f64;
+            bytes_per_task = Some((rss_bytes() - rss_before) / count as f64 - payload);
+        }
         let start = Instant::now();
         let changes = std::hint::black_box(engine.take_changes());
         changes_ns.push(start.elapsed().as_nanos() as f64 / count as f64);
@@ -52,9 +60,18 @@ fn main() {
         v[RUNS / 2]
     };
     println!(
-        "count={count} enqueue_ns_per_task={:.1} take_changes_ns_per_task={:.1} dequeue_ns_per_task={:.1}",
+        "count={count} enqueue_ns_per_task={:.1} take_changes_ns_per_task={:.1} dequeue_ns_per_task={:.1} \
+         rss_bytes_per_task_beyond_payload={:.0}",
         median(&mut enqueue_ns),
         median(&mut changes_ns),
-        median(&mut lease_ns)
+        median(&mut lease_ns),
+        bytes_per_task.unwrap_or(f64::NAN)
     );
+}
+
+/// Resident bytes of this process (`/proc/self/statm`, second field, in pages).
+fn rss_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(f64::NAN);
+    pages * 4096.0
 }
