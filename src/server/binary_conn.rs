@@ -43,6 +43,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
+use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::reply::{ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
 use super::worker::Job;
 use super::Shared;
@@ -57,16 +58,6 @@ pub(crate) const IN_FLIGHT_REQUESTS_MAX: usize = 4096;
 /// is taken (replies already in flight still land: the bound is soft by at
 /// most their size).
 pub(crate) const OUTPUT_BYTES_PAUSE: usize = 4 << 20;
-/// Bytes asked of a connection's first read, and the least any read asks for.
-/// Every connection keeps one read in flight for its whole life, so an idle
-/// one pins that read's buffer: small, it shares its page with other
-/// connections' (measured: 10,000 idle connections, see
-/// docs/benchmarks/changelog.md).
-const READ_BYTES_MIN: usize = 512;
-/// The most a read asks for. A read that fills its buffer doubles the next
-/// one, up to this; otherwise the next is twice what this one got, so a
-/// connection that goes quiet drops back to a small buffer at once.
-const READ_BYTES_MAX: usize = 64 << 10;
 /// An output buffer that grew past this (a large reply) is released after
 /// its write rather than kept for the life of the connection.
 const OUTPUT_BYTES_KEPT_MAX: usize = 1 << 20;
@@ -242,6 +233,7 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
 }
 
 async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize) {
+    // Sized by what arrives, so an idle connection pins little (buffers.rs).
     let mut read_bytes = READ_BYTES_MIN;
     let mut chunk: Vec<u8> = Vec::with_capacity(read_bytes);
     loop {
@@ -251,10 +243,7 @@ async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: us
             }
             conn.wake_reader.notified().await;
         }
-        chunk.clear();
-        if chunk.capacity() != read_bytes {
-            chunk = Vec::with_capacity(read_bytes);
-        }
+        chunk = read_buffer(chunk, read_bytes);
         let (result, buffer) = stream.read(chunk).await;
         chunk = buffer;
         read_bytes = next_read_bytes(read_bytes, chunk.len());
@@ -277,15 +266,6 @@ async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: us
             return;
         }
         conn.wake_processor.notify_one();
-    }
-}
-
-/// The size of the next read after one of `asked` bytes returned `got`.
-fn next_read_bytes(asked: usize, got: usize) -> usize {
-    if got >= asked {
-        (asked * 2).min(READ_BYTES_MAX)
-    } else {
-        got.saturating_mul(2).next_power_of_two().clamp(READ_BYTES_MIN, READ_BYTES_MAX)
     }
 }
 
@@ -452,23 +432,5 @@ async fn await_reply(mut reply: oneshot::Receiver<Reply>, conn: &Conn, shared: &
             result = &mut reply => return result.ok(),
             () = peer_gone => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_read_doubles_the_next_up_to_the_maximum() {
-        assert_eq!(next_read_bytes(READ_BYTES_MIN, READ_BYTES_MIN), 2 * READ_BYTES_MIN);
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, READ_BYTES_MAX), READ_BYTES_MAX);
-    }
-
-    #[test]
-    fn a_short_read_sizes_the_next_to_twice_what_came_so_a_quiet_connection_shrinks_at_once() {
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, 24), READ_BYTES_MIN, "a ping after a burst");
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, 3_000), 8 << 10);
-        assert_eq!(next_read_bytes(4 << 10, 0), READ_BYTES_MIN, "end of stream");
     }
 }

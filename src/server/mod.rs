@@ -25,6 +25,7 @@
 //!   workers drain the queue and exit.
 
 mod binary_conn;
+mod buffers;
 mod checkpoint;
 mod durability;
 mod os;

@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_uring::buf::fixed::FixedBufPool;
 use tokio_uring::net::{TcpListener, TcpStream};
 
+use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::reply::ReplyTo;
 use super::worker::Job;
 use super::{binary_conn, os, Shared};
@@ -40,8 +41,6 @@ use crate::http::{self, Action, Next};
 
 /// Submission queue entries per ring (the completion queue gets twice as many).
 const RING_ENTRIES_COUNT: u32 = 1024;
-/// A new connection's receive buffer; it grows (doubling) only for larger requests.
-const READ_BUFFER_BYTES_INITIAL: usize = 4096;
 /// Size of each registered receive buffer (`--fixed-buffers`).
 const FIXED_BUFFER_BYTES: usize = 16 << 10;
 /// How long a stopping reactor waits for its connections to finish their requests.
@@ -248,7 +247,9 @@ async fn read_loop(
     wake_reader: Rc<Notify>,
     buffered_bytes_max: usize,
 ) {
-    let mut chunk: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    // Sized by what arrives, so an idle connection pins little (buffers.rs).
+    let mut read_bytes = READ_BYTES_MIN;
+    let mut chunk: Vec<u8> = Vec::with_capacity(read_bytes);
     loop {
         while inbox.borrow().bytes.len() >= buffered_bytes_max {
             wake_reader.notified().await;
@@ -267,9 +268,9 @@ async fn read_loop(
                 result
             }
             None => {
-                chunk.clear();
-                let (result, buffer) = stream.read(chunk).await;
+                let (result, buffer) = stream.read(read_buffer(chunk, read_bytes)).await;
                 chunk = buffer;
+                read_bytes = next_read_bytes(read_bytes, chunk.len());
                 result
             }
         };
@@ -295,7 +296,9 @@ async fn read_loop(
 }
 
 async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wake: &Notify, wake_reader: &Notify) {
-    let mut output: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    // Allocated per batch of responses and released after its write: an idle
+    // connection holds no output buffer.
+    let mut output: Vec<u8> = Vec::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut parsed: Vec<Next> = Vec::new();
     loop {
@@ -303,6 +306,10 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
         let ended = {
             let mut inbox = inbox.borrow_mut();
             http::take_requests(&mut inbox.bytes, &shared.limits, &mut parsed);
+            // An emptied inbox gives its memory back; the next read allocates.
+            if inbox.bytes.is_empty() && inbox.bytes.capacity() > 0 {
+                inbox.bytes = Vec::new();
+            }
             inbox.ended
         };
         for next in parsed.drain(..) {
@@ -359,9 +366,7 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
         }
         pending.clear();
         if !output.is_empty() {
-            let (result, buffer) = stream.write_all(output).await;
-            output = buffer;
-            output.clear();
+            let (result, _) = stream.write_all(std::mem::take(&mut output)).await;
             if let Err(error) = result {
                 tracing::debug!(%error, "write failed");
                 return;
