@@ -139,6 +139,11 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Largest read a connection asks for, in bytes. Reads start at 512 bytes and double toward it
+    /// only while they come back full, so an idle connection pins little memory.
+    #[arg(long, value_name = "BYTES", default_value_t = server::READ_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(512..=(16 << 20)))]
+    read_bytes_max: u32,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -345,6 +350,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         reactor_threads: args.reactors as usize,
         worker_threads: args.workers as usize,
         max_connections: args.max_connections as usize,
+        read_bytes_max: args.read_bytes_max as usize,
         pin_threads,
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),

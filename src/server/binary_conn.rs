@@ -212,7 +212,7 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     // One maximal frame, so a frame can always complete; reads pause past it.
     let buffered_bytes_max = HEADER_BYTES + shared.binary_limits.frame_body_bytes_max;
     let key = replies.register(conn.clone());
-    let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max));
+    let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max, shared.read_bytes_max));
     let writer = tokio_uring::spawn(write_loop(stream.clone(), conn.clone()));
     process(shared, &conn, replies, key).await;
     // Every request in flight is answered and written (or the peer stopped
@@ -232,7 +232,7 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     replies.unregister(key);
 }
 
-async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize) {
+async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize, read_bytes_max: usize) {
     // Sized by what arrives, so an idle connection pins little (buffers.rs).
     let mut read_bytes = READ_BYTES_MIN;
     let mut chunk: Vec<u8> = Vec::with_capacity(read_bytes);
@@ -246,7 +246,7 @@ async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: us
         chunk = read_buffer(chunk, read_bytes);
         let (result, buffer) = stream.read(chunk).await;
         chunk = buffer;
-        read_bytes = next_read_bytes(read_bytes, chunk.len());
+        read_bytes = next_read_bytes(read_bytes, chunk.len(), read_bytes_max);
         let ended = match result {
             Ok(0) => true, // end of stream: the peer closed, or the socket was shut down
             Ok(_) => false,

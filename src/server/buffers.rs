@@ -3,7 +3,8 @@
 //! Every connection keeps one read in flight for its whole life (reactor.rs
 //! says why), so an idle connection pins that read's buffer. Reads therefore
 //! start small and follow what arrives: a read that fills its buffer doubles
-//! the next one, up to [`READ_BYTES_MAX`]; any other read sizes the next to
+//! the next one, up to `--read-bytes-max` ([`READ_BYTES_MAX_DEFAULT`]); any
+//! other read sizes the next to
 //! twice what it got, so a connection that goes quiet drops back to
 //! [`READ_BYTES_MIN`] at once. Measured with 10,000 idle binary connections:
 //! 11.5 -> 3.5 KB of RSS per connection (docs/benchmarks/changelog.md).
@@ -11,15 +12,17 @@
 /// Bytes asked of a connection's first read, and the least any read asks
 /// for: a 512-byte buffer shares its page with other connections' buffers.
 pub(crate) const READ_BYTES_MIN: usize = 512;
-/// The most a read asks for.
-pub(crate) const READ_BYTES_MAX: usize = 64 << 10;
+/// `--read-bytes-max` default: the most a read asks for.
+pub const READ_BYTES_MAX_DEFAULT: usize = 64 << 10;
 
-/// The size of the next read after one of `asked` bytes returned `got`.
-pub(crate) fn next_read_bytes(asked: usize, got: usize) -> usize {
+/// The size of the next read after one of `asked` bytes returned `got`, at
+/// most `max` (at least [`READ_BYTES_MIN`]).
+pub(crate) fn next_read_bytes(asked: usize, got: usize, max: usize) -> usize {
+    let max = max.max(READ_BYTES_MIN);
     if got >= asked {
-        (asked * 2).min(READ_BYTES_MAX)
+        asked.saturating_mul(2).min(max)
     } else {
-        got.saturating_mul(2).next_power_of_two().clamp(READ_BYTES_MIN, READ_BYTES_MAX)
+        got.saturating_mul(2).next_power_of_two().clamp(READ_BYTES_MIN, max)
     }
 }
 
@@ -40,15 +43,18 @@ mod tests {
 
     #[test]
     fn a_full_read_doubles_the_next_up_to_the_maximum() {
-        assert_eq!(next_read_bytes(READ_BYTES_MIN, READ_BYTES_MIN), 2 * READ_BYTES_MIN);
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, READ_BYTES_MAX), READ_BYTES_MAX);
+        const MAX: usize = READ_BYTES_MAX_DEFAULT;
+        assert_eq!(next_read_bytes(READ_BYTES_MIN, READ_BYTES_MIN, MAX), 2 * READ_BYTES_MIN);
+        assert_eq!(next_read_bytes(MAX, MAX, MAX), MAX);
+        assert_eq!(next_read_bytes(4096, 4096, 6000), 6000, "never past the limit");
     }
 
     #[test]
     fn a_short_read_sizes_the_next_to_twice_what_came_so_a_quiet_connection_shrinks_at_once() {
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, 24), READ_BYTES_MIN, "a ping after a burst");
-        assert_eq!(next_read_bytes(READ_BYTES_MAX, 3_000), 8 << 10);
-        assert_eq!(next_read_bytes(4 << 10, 0), READ_BYTES_MIN, "end of stream");
+        const MAX: usize = READ_BYTES_MAX_DEFAULT;
+        assert_eq!(next_read_bytes(MAX, 24, MAX), READ_BYTES_MIN, "a ping after a burst");
+        assert_eq!(next_read_bytes(MAX, 3_000, MAX), 8 << 10);
+        assert_eq!(next_read_bytes(4 << 10, 0, MAX), READ_BYTES_MIN, "end of stream");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 
 mod binary_conn;
 mod buffers;
+pub use buffers::READ_BYTES_MAX_DEFAULT;
 mod checkpoint;
 mod durability;
 mod os;
@@ -89,6 +90,9 @@ pub struct ServeConfig {
     /// Client connections held at once (both protocols, all reactors); past
     /// it a new connection gets `503 overloaded` and is closed.
     pub max_connections: usize,
+    /// The largest read a connection asks for; reads start at 512 bytes and
+    /// grow toward it only while they come back full (`buffers.rs`).
+    pub read_bytes_max: usize,
 }
 
 #[derive(Debug)]
@@ -213,6 +217,8 @@ pub(crate) struct Shared {
     pub(crate) connections_open: AtomicUsize,
     /// `--max-connections` (lowered at start if the open-file limit is lower).
     pub(crate) connections_max: usize,
+    /// `--read-bytes-max`: the largest read a connection asks for (buffers.rs).
+    pub(crate) read_bytes_max: usize,
 }
 
 impl Shared {
@@ -320,6 +326,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         sockets: Mutex::new(listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect()),
         connections_open: AtomicUsize::new(0),
         connections_max,
+        read_bytes_max: config.read_bytes_max,
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());

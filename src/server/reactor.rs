@@ -228,6 +228,7 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared, pool: Option<
         wake_processor.clone(),
         wake_reader.clone(),
         buffered_bytes_max,
+        shared.read_bytes_max,
     ));
     process(stream, shared, &inbox, &wake_processor, &wake_reader).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
@@ -246,6 +247,7 @@ async fn read_loop(
     wake_processor: Rc<Notify>,
     wake_reader: Rc<Notify>,
     buffered_bytes_max: usize,
+    read_bytes_max: usize,
 ) {
     // Sized by what arrives, so an idle connection pins little (buffers.rs).
     let mut read_bytes = READ_BYTES_MIN;
@@ -270,7 +272,7 @@ async fn read_loop(
             None => {
                 let (result, buffer) = stream.read(read_buffer(chunk, read_bytes)).await;
                 chunk = buffer;
-                read_bytes = next_read_bytes(read_bytes, chunk.len());
+                read_bytes = next_read_bytes(read_bytes, chunk.len(), read_bytes_max);
                 result
             }
         };
