@@ -96,6 +96,11 @@ pub(crate) enum CheckpointSignal {
     Stop,
 }
 
+/// Changed rows past which a checkpoint starts before its interval is over
+/// (see `Journal::check_budget`): bounds a checkpoint's transient copy to
+/// about this many rows (~0.5 GB at ~450 bytes per row in flight).
+pub(crate) const CHECKPOINT_ROWS_NUDGE: usize = 1_000_000;
+
 /// A completion that needs nothing: the reply went out already, or there is none.
 fn ignore(_: Result<u64, CommitError>) {}
 
@@ -111,11 +116,15 @@ impl Journal {
         }
     }
 
-    /// After a batch: if payloads exceed the memory budget, wake the
-    /// checkpointer, which moves some to the store once they are checkpointed.
+    /// After a batch: wake the checkpointer early if payloads exceed the memory
+    /// budget (it moves some to the store once they are checkpointed), or if
+    /// [`CHECKPOINT_ROWS_NUDGE`] rows changed since the last checkpoint: a
+    /// checkpoint holds a copy of every changed row until RocksDB has it, so
+    /// letting millions accumulate between two timed rounds would double the
+    /// memory of a fast-growing backlog.
     pub(crate) fn check_budget(&self, engine: &Engine) {
         if let (Some(tiering), Some(nudge)) = (&self.tiering, &self.nudge) {
-            if tiering.over_budget(engine) {
+            if tiering.over_budget(engine) || engine.changes_pending() >= CHECKPOINT_ROWS_NUDGE {
                 // Full means a nudge is already pending: nothing to add.
                 let _ = nudge.try_send(CheckpointSignal::Nudge);
             }
