@@ -37,7 +37,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -94,20 +94,28 @@ const DEPS_DEQUEUE_WAIT_MS: u64 = 1_000;
 /// so that a refused port does not turn into a busy loop.
 const STORM_RETRY_PAUSE: Duration = Duration::from_millis(1);
 
-/// The systems the load generator speaks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The systems the load generator speaks to (the report's vocabulary too:
+/// `report::model` adds what it shows about each). Serialized by [`System::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum System {
+    #[serde(rename = "tqx-binary")]
     TqxBinary,
+    #[serde(rename = "tqx-http")]
     TqxHttp,
+    #[serde(rename = "redis")]
     Redis,
+    #[serde(rename = "redis-reliable")]
     RedisReliable,
+    #[serde(rename = "beanstalkd")]
     Beanstalkd,
 }
 
 impl System {
+    /// Every system, in the order runs alternate them and tables list them.
     pub const ALL: [System; 5] =
         [System::TqxBinary, System::TqxHttp, System::Redis, System::RedisReliable, System::Beanstalkd];
 
+    /// The name `tqx-bench --system` takes.
     pub fn name(self) -> &'static str {
         match self {
             System::TqxBinary => "tqx-binary",
@@ -127,8 +135,10 @@ impl System {
     }
 }
 
-/// The scenarios (docs/bench-harness.md says what each does on each system).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The seven scenarios, in the order they run and are reported
+/// (docs/bench-harness.md says what each does on each system).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scenario {
     Enqueue,
     Cycle,
@@ -150,6 +160,7 @@ impl Scenario {
         Scenario::Latency,
     ];
 
+    /// The name `tqx-bench --scenario` and `bench/run --only` take.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Enqueue => "enqueue",

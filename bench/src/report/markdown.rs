@@ -278,7 +278,7 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
         "| mode | load | system | {} | p50 µs | p99 µs | client CPU | server CPU µs/{} | tqx-binary ÷ this | tqx-http ÷ this |\n\
          |---|---|---|--:|--:|--:|--:|--:|--:|--:|",
         scenario.unit(),
-        if scenario == Scenario::Batch { "task" } else { "op" }
+        if scenario.counts_tasks() { "task" } else { "op" }
     );
     for row in rows {
         let figure = |system: System| results.get(&row.cell(system)).map(|s| s.throughput(scenario));

@@ -20,21 +20,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A system under test: one protocol of one server. `tqx-binary` is "ours" in
-/// every ratio; `tqx-http` is shown beside it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum System {
-    #[serde(rename = "tqx-binary")]
-    TqxBinary,
-    #[serde(rename = "tqx-http")]
-    TqxHttp,
-    #[serde(rename = "redis")]
-    Redis,
-    #[serde(rename = "redis-reliable")]
-    RedisReliable,
-    #[serde(rename = "beanstalkd")]
-    Beanstalkd,
-}
+pub use crate::load::{Scenario, System};
 
 /// The server process a [`System`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,22 +30,9 @@ pub enum Server {
     Beanstalkd,
 }
 
+/// What the report shows about each system under test (`tqx-binary` is
+/// "ours" in every ratio; `tqx-http` is shown beside it).
 impl System {
-    /// Every system, in the order runs alternate them and tables list them.
-    pub const ALL: [System; 5] =
-        [System::TqxBinary, System::TqxHttp, System::Redis, System::RedisReliable, System::Beanstalkd];
-
-    /// The name `tqx-bench --system` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            System::TqxBinary => "tqx-binary",
-            System::TqxHttp => "tqx-http",
-            System::Redis => "redis",
-            System::RedisReliable => "redis-reliable",
-            System::Beanstalkd => "beanstalkd",
-        }
-    }
-
     /// What the load generator sends, for the report's legend.
     pub fn describe(self) -> &'static str {
         match self {
@@ -77,10 +50,6 @@ impl System {
             System::Redis | System::RedisReliable => Server::Redis,
             System::Beanstalkd => Server::Beanstalkd,
         }
-    }
-
-    pub fn parse(text: &str) -> Option<System> {
-        System::ALL.into_iter().find(|s| s.name() == text)
     }
 }
 
@@ -170,43 +139,8 @@ impl fmt::Display for Durability {
     }
 }
 
-/// The seven scenarios, in the order they run and are reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scenario {
-    Enqueue,
-    Cycle,
-    Batch,
-    Status,
-    Deps,
-    Storm,
-    Latency,
-}
-
+/// What the report shows about each scenario.
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Enqueue,
-        Scenario::Cycle,
-        Scenario::Batch,
-        Scenario::Status,
-        Scenario::Deps,
-        Scenario::Storm,
-        Scenario::Latency,
-    ];
-
-    /// The name `tqx-bench --scenario` and `bench/run --only` take.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Enqueue => "enqueue",
-            Scenario::Cycle => "cycle",
-            Scenario::Batch => "batch",
-            Scenario::Status => "status",
-            Scenario::Deps => "deps",
-            Scenario::Storm => "storm",
-            Scenario::Latency => "latency",
-        }
-    }
-
     pub fn title(self) -> &'static str {
         match self {
             Scenario::Enqueue => "1. Enqueue only",
@@ -217,10 +151,6 @@ impl Scenario {
             Scenario::Storm => "6. Connection storm",
             Scenario::Latency => "7. Latency under fixed offered load (open loop)",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|s| s.name() == text)
     }
 
     /// Whether throughput is counted in tasks (a batch carries many) rather than

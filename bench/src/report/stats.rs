@@ -140,7 +140,7 @@ impl Results {
                 .iter()
                 .filter_map(|b| {
                     let cpu = b.extra.get("server_cpu").and_then(|v| v.as_f64())?;
-                    let per_s = if cell.scenario == Scenario::Batch { b.tasks_per_s? } else { b.ops_per_s };
+                    let per_s = if cell.scenario.counts_tasks() { b.tasks_per_s? } else { b.ops_per_s };
                     (per_s > 0.0).then(|| cpu * 1e6 / per_s)
                 })
                 .collect();
