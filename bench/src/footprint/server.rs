@@ -3,8 +3,8 @@
 //! `GET /healthz`, its memory from `/proc`. Dropping it kills it.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,9 +21,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between two `GET /healthz` while waiting for readiness: short, since the
 /// recovery time is read from it.
 const HEALTH_POLL: Duration = Duration::from_millis(10);
-/// Connect and read timeouts of one `GET /healthz`.
-const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-const PROBE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Tqx {
     child: Child,
@@ -173,21 +170,9 @@ impl Drop for Tqx {
 
 /// True if `GET /healthz` on `addr` answers 200.
 pub fn healthz_ok(addr: SocketAddr) -> bool {
-    let attempt = || -> io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, PROBE_CONNECT_TIMEOUT)?;
-        stream.set_read_timeout(Some(PROBE_READ_TIMEOUT))?;
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-        let expect = b"HTTP/1.1 200";
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 256];
-        while reply.len() < expect.len() {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
-        Ok(reply.starts_with(expect))
-    };
-    attempt().unwrap_or(false)
+    crate::report::run::probe(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200",
+    )
 }

@@ -518,8 +518,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// One request on a fresh connection; true if the reply starts with `expect`.
-fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
+/// One request on a fresh connection; true if the reply starts with `expect`
+/// (also `bench-footprint`'s health check).
+pub(crate) fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
     let attempt = || -> io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
