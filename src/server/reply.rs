@@ -201,6 +201,11 @@ impl ReplyTo {
 mod tests {
     use super::*;
 
+    /// Some reply; which one does not matter to the mailbox.
+    fn any_reply() -> Reply {
+        Reply::QueueDeleted { queue: String::new() }
+    }
+
     fn reply_to(mailbox: &Arc<Mailbox>, request_id: u64) -> ReplyTo {
         ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), ConnKey { slot: 3, generation: 7 }, request_id, 9))
     }
@@ -208,7 +213,7 @@ mod tests {
     #[test]
     fn a_sent_reply_is_delivered_once_with_its_tags() {
         let mailbox = Arc::new(Mailbox::default());
-        reply_to(&mailbox, 41).send(Reply::QueueDeleted { queue: String::new() });
+        reply_to(&mailbox, 41).send(any_reply());
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
         assert_eq!(taken.len(), 1);
@@ -238,8 +243,8 @@ mod tests {
     #[test]
     fn only_the_first_push_after_a_drain_signals_and_a_signal_before_the_wait_is_kept() {
         let mailbox = Arc::new(Mailbox::default());
-        reply_to(&mailbox, 1).send(Reply::QueueDeleted { queue: String::new() });
-        reply_to(&mailbox, 2).send(Reply::QueueDeleted { queue: String::new() });
+        reply_to(&mailbox, 1).send(any_reply());
+        reply_to(&mailbox, 2).send(any_reply());
         // The signal was stored before anyone waited: the wait returns at once.
         assert!(signalled(&mailbox));
         let mut taken = Vec::new();
@@ -247,7 +252,7 @@ mod tests {
         assert_eq!(taken.len(), 2);
         // The second push found the mailbox non-empty and stored no second signal.
         assert!(!signalled(&mailbox), "one signal per drain, not per reply");
-        reply_to(&mailbox, 3).send(Reply::QueueDeleted { queue: String::new() });
+        reply_to(&mailbox, 3).send(any_reply());
         assert!(signalled(&mailbox), "the first push after a drain signals again");
     }
 
@@ -255,16 +260,16 @@ mod tests {
     fn inside_batch_wakes_the_signal_waits_for_the_end_of_the_batch() {
         let mailbox = Arc::new(Mailbox::default());
         batch_wakes(|| {
-            reply_to(&mailbox, 1).send(Reply::QueueDeleted { queue: String::new() });
+            reply_to(&mailbox, 1).send(any_reply());
             assert!(!signalled(&mailbox), "held back during the batch");
-            batch_wakes(|| reply_to(&mailbox, 2).send(Reply::QueueDeleted { queue: String::new() }));
+            batch_wakes(|| reply_to(&mailbox, 2).send(any_reply()));
             assert!(!signalled(&mailbox), "a nested batch leaves the wake to the outer one");
         });
         assert!(signalled(&mailbox), "one wake at the end of the batch");
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
         assert_eq!(taken.len(), 2);
-        reply_to(&mailbox, 3).send(Reply::QueueDeleted { queue: String::new() });
+        reply_to(&mailbox, 3).send(any_reply());
         assert!(signalled(&mailbox), "outside a batch a push wakes at once");
     }
 }
