@@ -28,6 +28,7 @@
 mod error;
 mod jitter;
 pub mod limits;
+mod payload;
 mod queue;
 mod snapshot;
 mod tiering;
@@ -55,6 +56,7 @@ pub use types::{
 
 use jitter::lease_token;
 use limits::*;
+use payload::Payload;
 use queue::{GroupIx, Queue, QueueIx, UNGROUPED};
 use snapshot::{Tracker, TRACK_NEW};
 
@@ -98,7 +100,7 @@ type IdMap<V> = HashMap<TaskId, V, BuildHasherDefault<IdHasher>>;
 /// the common task (no dependencies, no key, not yet finished) stays small.
 struct Task {
     id: TaskId,
-    payload: Bytes,
+    payload: Payload,
     /// By state: `delayed` - when it becomes ready; `leased` - when the lease
     /// expires; finished - when it is purged (`NO_TIMER` if at once); `waiting` -
     /// the earliest it may become ready (no timer armed). Unused when `ready`.
@@ -606,7 +608,7 @@ impl Engine {
         };
         let slot = self.tasks.insert(Task {
             id,
-            payload: task.payload,
+            payload: Payload::new(task.payload),
             due_ms,
             created_ms: now,
             updated_ms: now,
@@ -870,7 +872,7 @@ impl Engine {
         Some(LeasedTask {
             id,
             queue: queue.name.clone(),
-            payload: task.payload.clone(),
+            payload: task.payload.to_bytes(),
             priority: task.priority,
             group: queue.group_name(task.group),
             attempt: task.attempts.into(),
@@ -1018,7 +1020,7 @@ impl Engine {
             id,
             queue: queue.name.clone(),
             state: task.state,
-            payload: task.payload.clone(),
+            payload: task.payload.to_bytes(),
             priority: task.priority,
             group: queue.group_name(task.group),
             depends_on: extra.map(|e| e.depends_on.to_vec()).unwrap_or_default(),

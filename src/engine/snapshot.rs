@@ -52,6 +52,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::limits::*;
+use super::payload::Payload;
 use super::queue::{Queue, UNGROUPED};
 use super::types::{Discipline, EngineConfig, QueueConfig, TaskId, TaskState};
 use super::{validate_queue_name, Engine, IdMap, Task, TaskExtra, NO_TIMER};
@@ -178,23 +179,6 @@ impl Tracker {
     }
 }
 
-/// Payloads up to this size are copied into a checkpoint rather than shared.
-const CHECKPOINT_PAYLOAD_COPY_BYTES_MAX: usize = 4 << 10;
-
-/// The checkpoint's handle on a payload. Sharing (`Bytes::clone`) a payload
-/// that has never been shared gives it a reference-counted header for the
-/// rest of its life (`bytes` promotes it in place): 32 bytes more per task,
-/// kept long after the checkpoint is written (measured: `sync` mode held
-/// ~30 bytes per queued task more than `memory`). A small payload is copied
-/// instead; the copy lives only until the checkpoint is written.
-fn checkpoint_payload(payload: &Bytes) -> Bytes {
-    if payload.len() <= CHECKPOINT_PAYLOAD_COPY_BYTES_MAX {
-        Bytes::copy_from_slice(payload)
-    } else {
-        payload.clone()
-    }
-}
-
 impl Engine {
     /// Switches change tracking on or off. Off by default: with it off the engine
     /// records nothing (one predictable branch per mutation).
@@ -258,7 +242,7 @@ impl Engine {
             changes.tasks.push((id, Some(encode_task(task, &self.queues[task.queue as usize]))));
             // A cold payload is already in the store, and `payload` is empty.
             if track & TRACK_PAYLOAD != 0 && !task.cold {
-                changes.payloads.push((id, Some(checkpoint_payload(&task.payload))));
+                changes.payloads.push((id, Some(task.payload.to_bytes())));
             }
         }
         // Reuse the list's memory for the next interval, unless it is far larger
@@ -361,7 +345,7 @@ impl Engine {
             // within a memory budget) and is read back when needed.
             let payload = payload_by_id.remove(&id);
             let cold = payload.is_none();
-            let payload = payload.unwrap_or_default();
+            let payload = payload.map_or_else(Payload::empty, Payload::new);
             let queue = &mut engine.queues[q as usize];
             let key = decoded.key.map(Box::<str>::from);
             if let Some(key) = &key {
@@ -478,7 +462,7 @@ impl Engine {
         }
         for (_, task) in self.tasks.iter() {
             rows.tasks.insert(task.id, encode_task(task, &self.queues[task.queue as usize]));
-            rows.payloads.insert(task.id, task.payload.clone());
+            rows.payloads.insert(task.id, task.payload.to_bytes());
         }
         rows
     }

@@ -9,8 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-
+use super::payload::Payload;
 use super::{Engine, Task, TaskId};
 
 impl Engine {
@@ -44,7 +43,7 @@ impl Engine {
             let task = &mut self.tasks[slot];
             assert!(!task.cold, "task {id} is in the resident index but cold");
             freed += task.payload.len() as u64;
-            task.payload = Bytes::new();
+            task.payload = Payload::empty();
             task.cold = true;
             count += 1;
         }
