@@ -26,6 +26,7 @@
 //! on (see `snapshot.rs` and docs/engine.md, "Snapshots and change tracking").
 
 mod error;
+mod id_index;
 mod jitter;
 pub mod limits;
 mod payload;
@@ -54,6 +55,7 @@ pub use types::{
     QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,
 };
 
+use id_index::{id_hash, IdIndex};
 use jitter::lease_token;
 use limits::*;
 use payload::Payload;
@@ -63,22 +65,9 @@ use snapshot::{Tracker, TRACK_NEW};
 /// `due_ms` of a task that has no timer armed.
 const NO_TIMER: u64 = u64::MAX;
 
-/// Hashes engine-assigned task ids. Ids are not chosen by clients (lookups of
-/// unknown ids insert nothing), so no keyed hash is needed here.
-///
-/// The hash keeps the id's low bits as they are: hashbrown picks a bucket from
-/// the low bits, so consecutive ids (which is how the engine assigns them) land
-/// in consecutive buckets, and walking a backlog in id order (leasing a FIFO
-/// queue, a checkpoint's changed rows) reads the table sequentially instead of
-/// missing the cache on every task: measured 2-3x faster per task with a
-/// backlog of millions (docs/benchmarks/changelog.md). The top 7 bits, which
-/// hashbrown keeps as a tag to skip non-matching entries, come from a
-/// multiplicative mix so tags still differ between neighbours.
+/// Hashes task ids for maps keyed by id (see [`id_index::id_hash`]).
 #[derive(Default, Clone, Copy)]
 struct IdHasher(u64);
-
-/// The bits hashbrown uses as an entry's tag (the top 7 of a 64-bit hash).
-const ID_HASH_TAG_BITS: u64 = 0x7f << 57;
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -87,7 +76,7 @@ impl Hasher for IdHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (n & !ID_HASH_TAG_BITS) | (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) & ID_HASH_TAG_BITS);
+        self.0 = id_hash(n);
     }
     fn finish(&self) -> u64 {
         self.0
@@ -205,7 +194,7 @@ fn validate_text(field: &'static str, text: &str, bytes_max: usize) -> Result<()
 pub struct Engine {
     config: EngineConfig,
     tasks: Slab<Task>,
-    slot_by_id: IdMap<u32>,
+    slot_by_id: IdIndex,
     queues: Slab<Queue>,
     queue_by_name: HashMap<Arc<str>, QueueIx>,
     /// The same queues, in name order, for listing.
@@ -230,7 +219,7 @@ impl Engine {
         Engine {
             config,
             tasks: Slab::new(),
-            slot_by_id: IdMap::default(),
+            slot_by_id: IdIndex::default(),
             queues: Slab::new(),
             queue_by_name: HashMap::new(),
             queue_names: BTreeMap::new(),
@@ -340,7 +329,7 @@ impl Engine {
                     let ready = queue.ready_ids();
                     queue.reset_ready(config.clone());
                     for id in ready {
-                        let task = &self.tasks[self.slot_by_id[&id] as usize];
+                        let task = &self.tasks[self.slot_by_id.get(&self.tasks, id).expect("a listed task is live")];
                         let key = queue.ready_key(task.priority, id);
                         queue.ready_insert(task.group, key);
                     }
@@ -441,7 +430,7 @@ impl Engine {
         for dep in &task.depends_on {
             match *dep {
                 DepRef::Task(id) => {
-                    if !self.slot_by_id.contains_key(&id) {
+                    if !self.slot_by_id.contains(&self.tasks, id) {
                         return Err(EngineError::invalid(
                             "depends_on",
                             format!("task {id} does not exist (never created, or already purged)"),
@@ -472,7 +461,7 @@ impl Engine {
 
     fn existing_for_key(&self, q: Option<QueueIx>, key: Option<&str>) -> Option<Enqueued> {
         let id = *self.queues[q? as usize].keys.get(key?)?;
-        let state = self.tasks[self.slot_by_id[&id] as usize].state;
+        let state = self.tasks[self.live_slot(id).expect("a listed task is live")].state;
         Some(Enqueued { id, state, created: false })
     }
 
@@ -559,8 +548,8 @@ impl Engine {
         for &dep in &deps {
             // A batch entry that was cancelled at birth in a queue without
             // retention is already gone; treat it as the cancelled task it was.
-            let dep_state = match self.slot_by_id.get(&dep) {
-                Some(&slot) => self.tasks[slot as usize].state,
+            let dep_state = match self.live_slot(dep) {
+                Some(slot) => self.tasks[slot].state,
                 None => TaskState::Cancelled,
             };
             match dep_state {
@@ -570,7 +559,7 @@ impl Engine {
                 }
                 _ => {
                     deps_pending += 1;
-                    let slot = self.slot_by_id[&dep] as usize;
+                    let slot = self.live_slot(dep).expect("a pending dependency is live");
                     self.tasks[slot].extra_mut().dependents.push(id);
                 }
             }
@@ -622,7 +611,7 @@ impl Engine {
             cold: false,
             extra,
         });
-        self.slot_by_id.insert(id, slot as u32);
+        self.slot_by_id.insert(&self.tasks, slot);
         self.payload_resident(slot);
         self.touch_task(slot);
         self.enter_state(slot);
@@ -681,7 +670,7 @@ impl Engine {
     }
 
     fn live_slot(&self, id: TaskId) -> Option<usize> {
-        self.slot_by_id.get(&id).map(|&s| s as usize)
+        self.slot_by_id.get(&self.tasks, id)
     }
 
     fn slot_of(&self, id: TaskId) -> Result<usize, EngineError> {
@@ -753,7 +742,7 @@ impl Engine {
         assert!(self.tasks[slot].state.is_final());
         self.leave_state(slot);
         let task = self.tasks.remove(slot);
-        self.slot_by_id.remove(&task.id);
+        self.slot_by_id.remove(task.id, slot);
         self.payload_forgotten(&task);
         if self.changes.on {
             self.track_purge(&task);
@@ -776,8 +765,8 @@ impl Engine {
             self.changes.queue_changed(queue);
         }
         if self.changes.needs_compaction() {
-            let slot_by_id = &self.slot_by_id;
-            self.changes.compact(|id| slot_by_id.contains_key(&id));
+            let (slot_by_id, tasks) = (&self.slot_by_id, &self.tasks);
+            self.changes.compact(|id| slot_by_id.contains(tasks, id));
         }
     }
 
@@ -852,7 +841,7 @@ impl Engine {
         let queue = &mut self.queues[q as usize];
         let key = queue.ready_pop()?;
         let id = queue.id_of_key(key);
-        let slot = self.slot_by_id[&id] as usize;
+        let slot = self.slot_by_id.get(&self.tasks, id).expect("a ready task is live");
         let task = &mut self.tasks[slot];
         assert_eq!(task.state, TaskState::Ready);
         task.attempts += 1;
@@ -984,7 +973,7 @@ impl Engine {
                 break;
             }
             report.fired += 1;
-            let slot = self.slot_by_id[&id] as usize;
+            let slot = self.live_slot(id).expect("an indexed task is live");
             match self.tasks[slot].state {
                 TaskState::Delayed => {
                     self.set_state(slot, TaskState::Ready, NO_TIMER);
@@ -1046,7 +1035,7 @@ impl Engine {
         let mut group_refs: HashMap<(QueueIx, GroupIx), (u32, u32)> = HashMap::new();
         let mut armed = 0usize;
         for (slot, task) in self.tasks.iter() {
-            if self.slot_by_id.get(&task.id) != Some(&(slot as u32)) {
+            if self.slot_by_id.get(&self.tasks, task.id) != Some(slot) {
                 return Err(format!("task {} not found by its id", task.id));
             }
             if task.id >= self.next_id {

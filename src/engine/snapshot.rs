@@ -384,7 +384,7 @@ impl Engine {
                 cold,
                 extra,
             });
-            engine.slot_by_id.insert(id, slot as u32);
+            engine.slot_by_id.insert(&engine.tasks, slot);
             engine.payload_resident(slot);
             slots.push((id, slot));
         }

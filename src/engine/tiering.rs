@@ -39,7 +39,7 @@ impl Engine {
         while freed < bytes {
             let Some(&id) = resident.range(..below_id).next_back() else { break };
             resident.remove(&id);
-            let slot = self.slot_by_id[&id] as usize;
+            let slot = self.slot_by_id.get(&self.tasks, id).expect("a resident task is live");
             let task = &mut self.tasks[slot];
             assert!(!task.cold, "task {id} is in the resident index but cold");
             freed += task.payload.len() as u64;
