@@ -31,6 +31,7 @@ mod jitter;
 pub mod limits;
 mod payload;
 mod queue;
+mod ready_run;
 mod snapshot;
 mod tiering;
 mod types;
