@@ -201,6 +201,8 @@ fn task_rss(ctx: &mut Ctx<'_>, durability: &str) -> Result<(), String> {
         rss_bytes: empty,
         rss_empty_bytes: empty,
         bytes_per_task: None,
+        rss_loaded_bytes: empty,
+        rss_peak_bytes: empty,
         preload_seconds: 0.0,
     })?;
     for tasks in ctx.plan.task_counts.clone() {
@@ -208,7 +210,10 @@ fn task_rss(ctx: &mut Ctx<'_>, durability: &str) -> Result<(), String> {
             let (mut server, dir) = ctx.server(durability)?;
             let preload_seconds = ctx.preload(&server, tasks)?;
             thread::sleep(SETTLE);
+            let loaded = server.rss()?;
+            thread::sleep(Duration::from_secs_f64(ctx.plan.settle_seconds));
             let rss = server.rss()?;
+            let peak = server.peak_rss()?;
             server.stop();
             cleanup(&dir);
             Ok::<_, String>(Record::TaskRss {
@@ -218,6 +223,8 @@ fn task_rss(ctx: &mut Ctx<'_>, durability: &str) -> Result<(), String> {
                 rss_bytes: rss,
                 rss_empty_bytes: empty,
                 bytes_per_task: bytes_per_task(rss, empty, tasks, payload_bytes),
+                rss_loaded_bytes: loaded,
+                rss_peak_bytes: peak,
                 preload_seconds,
             })
         })();

@@ -32,6 +32,10 @@ pub struct Plan {
     pub task_counts: Vec<u64>,
     /// Payload of every task, in bytes.
     pub payload_bytes: u64,
+    /// Seconds between the end of a preload and the settled RSS reading: past
+    /// the next checkpoint (every 5 s) and jemalloc's return of freed pages
+    /// (10 s decay).
+    pub settle_seconds: f64,
     /// Idle connections held (measurement 2), besides 0.
     pub idle_connections: Vec<u64>,
     /// Connections each sending [`Plan::rate_per_conn`] enqueues/s.
@@ -62,6 +66,7 @@ impl Plan {
             Scale::Small => Plan {
                 task_counts: vec![10_000, 50_000, 100_000],
                 payload_bytes: 100,
+                settle_seconds: 2.0,
                 idle_connections: vec![100, 1_000],
                 sending_connections: 1_000,
                 rate_per_conn: 1.0,
@@ -78,6 +83,7 @@ impl Plan {
             Scale::Full => Plan {
                 task_counts: vec![1_000_000, 5_000_000, 10_000_000],
                 payload_bytes: 100,
+                settle_seconds: 20.0,
                 idle_connections: vec![1_000, 10_000],
                 sending_connections: 10_000,
                 rate_per_conn: 1.0,

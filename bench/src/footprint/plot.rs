@@ -137,6 +137,8 @@ mod tests {
                     rss_bytes: mib << 20,
                     rss_empty_bytes: 0,
                     bytes_per_task: None,
+                    rss_loaded_bytes: mib << 20,
+                    rss_peak_bytes: mib << 20,
                     preload_seconds: 0.0,
                 })
                 .collect();

@@ -26,6 +26,13 @@ pub fn rss_bytes(pid: u32) -> Result<u64, String> {
     kb_field(&text, "VmRSS").ok_or_else(|| format!("{path} has no VmRSS line (a zombie?)"))
 }
 
+/// The resident high-water mark of process `pid` (`VmHWM`).
+pub fn peak_rss_bytes(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    kb_field(&text, "VmHWM").ok_or_else(|| format!("{path} has no VmHWM line (a zombie?)"))
+}
+
 /// Bytes of the regular files under `dir` (0 if it does not exist).
 pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };

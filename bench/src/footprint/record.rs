@@ -36,10 +36,18 @@ pub enum Record {
         durability: String,
         tasks: u64,
         payload_bytes: u64,
+        /// RSS once the server has settled ([`super::plan::Plan::settle_seconds`]
+        /// after the preload: its checkpoint written, freed pages returned).
         rss_bytes: u64,
         /// RSS of a fresh server of the same durability with no task.
         rss_empty_bytes: u64,
+        /// From `rss_bytes`.
         bytes_per_task: Option<f64>,
+        /// RSS half a second after the preload (a `sync` checkpoint may hold
+        /// its copy of the rows then).
+        rss_loaded_bytes: u64,
+        /// The server's high-water mark (`VmHWM`) at the settled reading.
+        rss_peak_bytes: u64,
         preload_seconds: f64,
     },
     /// Measurement 2: RSS with `connections` open (idle, or sending).

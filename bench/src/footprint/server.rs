@@ -130,6 +130,14 @@ impl Tqx {
         super::procfs::rss_bytes(self.child.id())
     }
 
+    /// The resident high-water mark (`VmHWM`).
+    pub fn peak_rss(&mut self) -> Result<u64, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("tqx has exited ({status}): {}", self.log_tail()));
+        }
+        super::procfs::peak_rss_bytes(self.child.id())
+    }
+
     /// SIGKILL: no shutdown, no final checkpoint (the recovery measurement).
     pub fn kill(mut self) -> Result<(), String> {
         self.child.kill().map_err(|e| format!("killing tqx: {e}"))?;
