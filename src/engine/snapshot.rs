@@ -209,15 +209,18 @@ impl Engine {
         }
     }
 
-    /// Everything that changed since the last call (or since tracking was switched
-    /// on), as rows to write, and clears it. With tracking off: only `meta`.
-    /// O(changed rows); payloads are shared, not copied.
     /// Rows that changed since the last [`Engine::take_changes`] (tasks changed
     /// or purged; an upper bound: a task changed then purged counts twice).
     pub fn changes_pending(&self) -> usize {
         self.changes.tasks.len() + self.changes.purged.len()
     }
 
+    /// Everything that changed since the last call (or since tracking was switched
+    /// on), as rows to write, and clears it. With tracking off: only `meta`.
+    /// O(changed rows).
+    ///
+    /// Small payloads are copied (see `payload.rs`), so the engine lock is not
+    /// held while the store writes them; large ones are shared.
     pub fn take_changes(&mut self) -> Changes {
         let mut changes = Changes { meta: encode_meta(self), ..Changes::default() };
         if !self.changes.on {
