@@ -89,6 +89,10 @@ pub enum Record {
     Recovery {
         tasks: u64,
         data_bytes: u64,
+        /// Of `data_bytes`, the write-ahead log's segments at the kill.
+        wal_bytes: u64,
+        /// Log records the restart replayed (from its `recovered` line).
+        wal_records_replayed: Option<u64>,
         /// From spawn to the `listening` lines.
         listening_seconds: f64,
         /// From spawn to `GET /healthz` answering 200.

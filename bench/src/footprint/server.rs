@@ -34,9 +34,21 @@ pub struct Tqx {
 
 impl Tqx {
     /// Starts `tqx serve --durability DURABILITY --data DATA` on free loopback
-    /// ports, its log (stderr) in `log`, and waits for its `listening` lines
-    /// (not for readiness: see [`Tqx::wait_ready`]).
+    /// ports, its log (stderr, warnings only) in `log`, and waits for its
+    /// `listening` lines (not for readiness: see [`Tqx::wait_ready`]).
     pub fn start(bin: &Path, durability: &str, data: &Path, log: &Path) -> Result<Tqx, String> {
+        Tqx::start_with(bin, durability, data, log, "warn", &[])
+    }
+
+    /// [`Tqx::start`] with another log level and more flags.
+    pub fn start_with(
+        bin: &Path,
+        durability: &str,
+        data: &Path,
+        log: &Path,
+        log_level: &str,
+        flags: &[&str],
+    ) -> Result<Tqx, String> {
         let log_file = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let mut command = Command::new(bin);
         command
@@ -44,7 +56,8 @@ impl Tqx {
             .arg("--data")
             .arg(data)
             // Per-connection logging would tax the 10,000-connection holds.
-            .args(["--log-level", "warn"])
+            .args(["--log-level", log_level])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
@@ -136,6 +149,11 @@ impl Tqx {
             return Err(format!("tqx has exited ({status}): {}", self.log_tail()));
         }
         super::procfs::peak_rss_bytes(self.child.id())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown, no final checkpoint (the recovery measurement).
