@@ -44,7 +44,8 @@ pub const GROUP_CONCURRENCY_MAX: u32 = 1_000_000;
 /// Engine-wide default for the number of queues (each costs a few hundred bytes).
 pub const QUEUES_COUNT_MAX_DEFAULT: usize = 10_000;
 /// Engine-wide default for the number of tasks held in memory, in any state
-/// (roughly 150-250 bytes each plus payload; 50 M is ~10 GiB before payloads).
+/// (roughly 110-200 bytes each plus payload, docs/engine.md "Memory per task";
+/// 50 M is ~5-10 GiB before payloads).
 pub const TASKS_COUNT_MAX_DEFAULT: usize = 50_000_000;
 
 const _: () = assert!(LEASE_MS_MIN >= 1 && LEASE_MS_MIN <= LEASE_MS_MAX);

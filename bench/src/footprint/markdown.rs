@@ -290,8 +290,9 @@ fn recovery(md: &mut String, records: &[Record]) {
         "`sync` mode: preload with the periodic checkpoint held off (`--checkpoint-interval-ms 600000`), so only \
          the early checkpoint every 1,000,000 changed rows runs and the log holds everything since the last one (a \
          full log: a checkpoint never lets it hold more); SIGKILL (no shutdown checkpoint); restart on the same data \
-         directory; time from spawn to `GET /healthz` answering 200. *Replayed* is the restart's own count \
-         (`recovered records=N`).\n"
+         directory; time from spawn to `GET /healthz` answering 200. *Log* is the log's segments (preallocated, \
+         32 MiB each); *replayed* is the restart's own count (`recovered records=N`): one record per request, so \
+         one per preload batch of 1,000 tasks.\n"
     );
     let _ = writeln!(
         md,
