@@ -27,11 +27,11 @@
 
 mod error;
 mod id_index;
+mod id_run;
 mod jitter;
 pub mod limits;
 mod payload;
 mod queue;
-mod ready_run;
 mod snapshot;
 mod tiering;
 mod types;
@@ -212,7 +212,7 @@ pub struct Engine {
     /// Payload bytes held in memory (cold payloads excluded).
     payload_bytes_resident: u64,
     /// Ids of tasks whose payload is in memory, while tiered storage is on.
-    resident_ids: Option<BTreeSet<TaskId>>,
+    resident_ids: Option<id_run::IdRun>,
 }
 
 impl Engine {

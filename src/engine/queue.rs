@@ -5,7 +5,7 @@
 //!
 //! - **run**: `fifo` and `lifo` without `group_concurrency`, where groups cannot
 //!   change the order: a sorted deque of ids that new tasks extend, with an
-//!   ordered set for the few that arrive out of order (`ready_run.rs`). About 8
+//!   ordered set for the few that arrive out of order (`id_run.rs`). About 8
 //!   bytes per ready task; O(1) amortized per insert and dequeue, O(log n) to
 //!   remove a task from the middle.
 //! - **flat**: one ordered set of ready keys. Used by `priority` without
@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::ready_run::ReadyRun;
+use super::id_run::IdRun;
 use super::types::{Discipline, QueueConfig, TaskId};
 
 pub(crate) type QueueIx = u32;
@@ -69,7 +69,7 @@ pub(crate) struct Queue {
     /// (change tracking only; see `snapshot`).
     pub(crate) dirty: bool,
     shape: Shape,
-    run: ReadyRun,
+    run: IdRun,
     flat: BTreeSet<u128>,
     eligible: BTreeSet<(u128, GroupIx)>,
 }
@@ -119,7 +119,7 @@ impl Queue {
             keys: HashMap::new(),
             serve_clock: 0,
             dirty: false,
-            run: ReadyRun::default(),
+            run: IdRun::default(),
             flat: BTreeSet::new(),
             eligible: BTreeSet::new(),
         }

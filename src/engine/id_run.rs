@@ -1,13 +1,16 @@
-//! The ready index of a plain `fifo` or `lifo` queue, in about 8 bytes per task.
+//! A set of task ids that grows at the top, in about 8 bytes per id: the ready
+//! index of a plain `fifo` or `lifo` queue, and the tiered store's index of tasks
+//! whose payload is in memory.
 //!
 //! The engine assigns ids in increasing order, so a new task is always the
-//! newest: in a `fifo` or `lifo` queue nearly every task enters the ready index
-//! at one end of the order. Those ids go into a sorted deque (8 bytes each, no
-//! tree nodes); the few that arrive out of order (a retry after its backoff, a
-//! delayed task coming due, a task whose dependencies finished) go into a small
-//! ordered set beside it. Serving takes the better of the two heads.
+//! newest: nearly every id enters such a set above all the others. Those ids go
+//! into a sorted deque (8 bytes each, no tree nodes); the few that arrive out of
+//! order (a retry after its backoff, a delayed task coming due, a task whose
+//! dependencies finished) go into a small ordered set beside it. Taking the
+//! oldest or newest compares the two parts' ends.
 //!
-//! A task that leaves the index from the middle (cancelled while ready) is found
+//! An id that leaves from the middle (a task cancelled while ready, purged, or its
+//! payload evicted) is found
 //! by binary search and marked with [`REMOVED`], not shifted out; marks at either
 //! end are dropped at once, and the deque is rebuilt without them once they
 //! outnumber the live ids, so each mark costs O(1) amortized and the deque never
@@ -34,8 +37,8 @@ const SHRINK_FACTOR: usize = 4;
 /// ...and not below this capacity, in ids.
 const SHRINK_CAPACITY_MIN: usize = 4096;
 
-#[derive(Default)]
-pub(crate) struct ReadyRun {
+#[derive(Default, Debug)]
+pub(crate) struct IdRun {
     /// Strictly increasing ids (ignoring [`REMOVED`]); neither end is marked.
     ids: VecDeque<u64>,
     /// Unmarked entries of `ids`.
@@ -48,7 +51,7 @@ fn id_of(entry: u64) -> TaskId {
     entry & !REMOVED
 }
 
-impl ReadyRun {
+impl IdRun {
     pub(crate) fn len(&self) -> usize {
         self.live + self.others.len()
     }
@@ -64,18 +67,18 @@ impl ReadyRun {
             self.live += 1;
         } else {
             let inserted = self.others.insert(id);
-            assert!(inserted, "task {id} is already ready");
+            assert!(inserted, "task {id} is already in the set");
         }
     }
 
-    /// Removes ready task `id`, which must be in the index.
+    /// Removes `id`, which must be in the set.
     pub(crate) fn remove(&mut self, id: TaskId) {
         if self.others.remove(&id) {
             return;
         }
         let found = self.ids.binary_search_by_key(&id, |&entry| id_of(entry));
-        let Ok(at) = found else { panic!("ready task {id} is not in the ready index") };
-        assert!(self.ids[at] & REMOVED == 0, "ready task {id} was already removed");
+        let Ok(at) = found else { panic!("task {id} is not in the set") };
+        assert!(self.ids[at] & REMOVED == 0, "task {id} was already removed from the set");
         self.ids[at] |= REMOVED;
         self.live -= 1;
         self.tidy();
@@ -115,13 +118,40 @@ impl ReadyRun {
         }
     }
 
-    /// Every ready id, in no particular order.
+    /// Removes and returns the newest id below `bound`.
+    ///
+    /// Walks down from `bound` over ids already removed; the walk is short when
+    /// `bound` only grows between calls (evictions below the checkpointed id),
+    /// because each call removes ids just below where the next one starts.
+    pub(crate) fn pop_newest_below(&mut self, bound: TaskId) -> Option<TaskId> {
+        let end = self.ids.partition_point(|&entry| id_of(entry) < bound);
+        let in_deque = (0..end).rev().find(|&at| self.ids[at] & REMOVED == 0);
+        let other = self.others.range(..bound).next_back().copied();
+        let from_deque = match (in_deque, other) {
+            (Some(at), Some(other)) => id_of(self.ids[at]) > other,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let (true, Some(at)) = (from_deque, in_deque) {
+            let id = self.ids[at];
+            self.ids[at] |= REMOVED;
+            self.live -= 1;
+            self.tidy();
+            Some(id)
+        } else {
+            let other = other?;
+            self.others.remove(&other);
+            Some(other)
+        }
+    }
+
+    /// Every id, in no particular order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.ids.iter().filter(|&&entry| entry & REMOVED == 0).copied().chain(self.others.iter().copied())
     }
 
     pub(crate) fn clear(&mut self) {
-        *self = ReadyRun::default();
+        *self = IdRun::default();
     }
 
     /// Keeps the deque's ends unmarked, drops marks once they outnumber the live
@@ -185,7 +215,7 @@ mod tests {
     fn agrees_with_an_ordered_set() {
         for seed in 1..=20u64 {
             let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let (mut run, mut model) = (ReadyRun::default(), BTreeSet::new());
+            let (mut run, mut model) = (IdRun::default(), BTreeSet::new());
             let mut next_id = 1u64;
             let mut out: Vec<u64> = Vec::new(); // ids not ready, which may come back
             for _ in 0..20_000 {
@@ -207,7 +237,17 @@ mod tests {
                         model.remove(&id);
                         out.push(id);
                     }
-                    7 | 8 => {
+                    7 => {
+                        let bound = next(&mut rng) % (next_id + 1);
+                        let got = run.pop_newest_below(bound);
+                        let want = model.range(..bound).next_back().copied();
+                        if let Some(id) = want {
+                            model.remove(&id);
+                        }
+                        assert_eq!(got, want, "newest below {bound}");
+                        out.extend(got);
+                    }
+                    8 => {
                         let got = run.pop_oldest();
                         assert_eq!(got, model.pop_first());
                         out.extend(got);
@@ -229,7 +269,7 @@ mod tests {
 
     #[test]
     fn removing_most_of_a_long_run_compacts_it() {
-        let mut run = ReadyRun::default();
+        let mut run = IdRun::default();
         for id in 1..=100_000 {
             run.insert(id);
         }
@@ -247,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_drained_backlog_gives_its_memory_back() {
-        let mut run = ReadyRun::default();
+        let mut run = IdRun::default();
         for id in 1..=1_000_000 {
             run.insert(id);
         }
