@@ -112,7 +112,8 @@ struct ServeArgs {
     #[arg(long, value_name = "MODE", default_value = "sync")]
     durability: DurabilityMode,
     /// Payload bytes kept in memory (e.g. 4GiB, 512MiB); past it, payloads of checkpointed tasks live
-    /// only in RocksDB and are read back when leased or looked up. Not used with `--durability memory`.
+    /// only in RocksDB and are read back when leased or looked up. With `--durability memory` (no store)
+    /// an enqueue past it is refused: 503 `capacity_exceeded`, retryable.
     #[arg(long, value_name = "BYTES", default_value = "4GiB", value_parser = server::parse_bytes)]
     memory_limit: u64,
     /// Time between checkpoints of the state into RocksDB (after which the log below them is deleted).

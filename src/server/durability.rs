@@ -19,7 +19,7 @@ use super::reply::ReplyTo;
 use super::tiering::Tiering;
 use super::ServeError;
 use crate::command::{execute, Command, Reply};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::store::Store;
 use crate::wal::committer::{CommitError, Committer, CommitterOptions, FailureHook};
 use crate::wal::log::Log;
@@ -86,6 +86,11 @@ pub(crate) struct Journal {
     pub(crate) tiering: Option<Tiering>,
     /// Wakes the checkpointer early (when payloads exceed the budget).
     pub(crate) nudge: Option<SyncSender<CheckpointSignal>>,
+    /// `memory` mode: payload bytes the engine may hold (`--memory-limit`).
+    /// With no store to move payloads to, an enqueue past it is refused
+    /// (`capacity_exceeded`, retryable) instead of growing until the OS kills
+    /// the server.
+    payload_bytes_max: Option<u64>,
 }
 
 /// What the checkpointer is told besides its timer.
@@ -105,8 +110,32 @@ pub(crate) const CHECKPOINT_ROWS_NUDGE: usize = 1_000_000;
 fn ignore(_: Result<u64, CommitError>) {}
 
 impl Journal {
-    pub(crate) fn memory() -> Journal {
-        Journal { committer: None, replies_wait: false, tiering: None, nudge: None }
+    /// `memory` mode: no log, and at most `payload_bytes_max` payload bytes.
+    pub(crate) fn memory(payload_bytes_max: u64) -> Journal {
+        Journal {
+            committer: None,
+            replies_wait: false,
+            tiering: None,
+            nudge: None,
+            payload_bytes_max: Some(payload_bytes_max),
+        }
+    }
+
+    /// Refuses an enqueue that would take the payloads held in memory past
+    /// the `memory`-mode budget.
+    fn over_payload_budget(&self, engine: &Engine, command: &Command) -> Option<Reply> {
+        let max = self.payload_bytes_max?;
+        let adding: u64 = match command {
+            Command::Enqueue { task, .. } => task.payload.len() as u64,
+            Command::EnqueueBatch { tasks, .. } => tasks.iter().map(|t| t.payload.len() as u64).sum(),
+            _ => return None,
+        };
+        (engine.resident_payload_bytes().saturating_add(adding) > max).then(|| {
+            Reply::Error(EngineError::CapacityExceeded {
+                what: "payload bytes (--memory-limit)",
+                limit: usize::try_from(max).unwrap_or(usize::MAX),
+            })
+        })
     }
 
     /// Fills in payloads that live only in the store (tiered storage).
@@ -148,6 +177,10 @@ impl Journal {
     /// lease or an extension, which never wait: losing one only means the task
     /// is delivered again), at once otherwise.
     pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: ReplyTo) {
+        if let Some(refusal) = self.over_payload_budget(engine, &command) {
+            reply.send(refusal);
+            return;
+        }
         let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
             let mut result = execute(engine, command, now_ms);
             self.warm(engine, &mut result);
@@ -227,7 +260,12 @@ pub(crate) fn recover(
             tracing::warn!(dir = %wal_dir.display(), "durability is memory: the write-ahead log there is ignored");
         }
         let engine = Engine::new(EngineConfig { seed: super::os::random_u64(), ..EngineConfig::default() });
-        return Ok(Recovered { engine, journal: Journal::memory(), checkpointing: None, clock_ms: 0 });
+        return Ok(Recovered {
+            engine,
+            journal: Journal::memory(memory_limit_bytes),
+            checkpointing: None,
+            clock_ms: 0,
+        });
     }
 
     let started = Instant::now();
@@ -347,7 +385,8 @@ pub(crate) fn recover(
         committer: Some(committer.clone()),
         replies_wait: mode == DurabilityMode::Sync,
         tiering: Some(Tiering { store: store.clone(), budget_bytes: memory_limit_bytes }),
-        nudge: None, // set when the checkpointer starts
+        nudge: None,             // set when the checkpointer starts
+        payload_bytes_max: None, // tiering moves payloads to the store instead
     };
     Ok(Recovered { engine, journal, checkpointing: Some((store, committer)), clock_ms })
 }

@@ -316,7 +316,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
         sleepers: Sleepers::new(config.worker_threads),
         // Replaced by the recovered engine before any worker starts.
-        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(), 0)),
+        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(u64::MAX), 0)),
         limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
         binary_limits: binary::Limits { frame_body_bytes_max: config.max_body_bytes },
         recovered: AtomicBool::new(false),

@@ -315,3 +315,27 @@ fn payloads_past_the_memory_limit_are_read_back_from_the_store_also_after_a_cras
     }
     server.assert_healthy();
 }
+
+#[test]
+fn memory_mode_refuses_enqueues_past_the_memory_limit_until_payloads_are_freed() {
+    // No store to move payloads to: the budget is a hard limit on held payloads.
+    let server = Server::start(&["--durability", "memory", "--memory-limit", "1KiB"]);
+    let mut client = server.client();
+    assert_eq!(client.put("/v1/queues/q", json!({"retention_ms": 0})).status, 200);
+    let big = json!({"payload": "x".repeat(600)});
+    let first = client.enqueue("q", big.clone());
+
+    let refused = client.post("/v1/queues/q/tasks", big.clone());
+    refused.assert_error(503, "capacity_exceeded");
+    assert!(refused.message().contains("--memory-limit"), "the refusal names the limit: {refused:?}");
+    // A small payload still fits, and the server goes on serving.
+    client.enqueue("q", json!({"payload": 1}));
+
+    // Completing the first task (retention 0) forgets it and frees its bytes.
+    let leased = client.dequeue(&["q"], 1);
+    assert_eq!(leased[0]["id"], json!(first));
+    let lease = leased[0]["lease"].clone();
+    assert_eq!(client.post(&format!("/v1/tasks/{first}/complete"), json!({"lease": lease})).status, 200);
+    client.enqueue("q", big);
+    server.assert_healthy();
+}
