@@ -92,6 +92,11 @@ fn checkpoint(
         tasks: &changes.tasks,
         payloads: &changes.payloads,
     })?;
+    // RocksDB has its own copy now (in memtables). Free ours before the flush,
+    // which takes a while, so that a backlog growing meanwhile does not find
+    // this checkpoint's copy still held on top of the next one's.
+    let (tasks_count, queues_count) = (changes.tasks.len(), changes.queues.len());
+    drop(changes);
     let durable = store.flush()?;
     assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
     committer.remove_through(durable);
@@ -104,8 +109,8 @@ fn checkpoint(
     }
     tracing::debug!(
         applied_lsn = durable,
-        tasks = changes.tasks.len(),
-        queues = changes.queues.len(),
+        tasks = tasks_count,
+        queues = queues_count,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "checkpoint"
     );
