@@ -50,7 +50,7 @@ use slab::Slab;
 
 pub use error::{EngineError, ErrorKind};
 pub use jitter::backoff_delay_ms;
-pub use snapshot::{Changes, SnapshotError};
+pub use snapshot::{ChangeSink, Changes, PayloadRow, SnapshotError};
 pub use types::{
     DepRef, Discipline, EngineConfig, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfig, QueueConfigPatch,
     QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,

@@ -62,6 +62,15 @@ impl Payload {
         }
     }
 
+    /// The payload as a checkpoint row: borrowed when small (the store copies
+    /// it), shared when large.
+    pub(crate) fn row(&self) -> super::snapshot::PayloadRow<'_> {
+        match self {
+            Payload::Small(bytes) => super::snapshot::PayloadRow::Slice(bytes),
+            Payload::Shared(bytes) => super::snapshot::PayloadRow::Shared(bytes),
+        }
+    }
+
     /// A `Bytes` of the payload, for a reply or a checkpoint: a copy of a small
     /// payload, a shared handle on a large one.
     pub(crate) fn to_bytes(&self) -> Bytes {

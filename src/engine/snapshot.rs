@@ -98,6 +98,48 @@ pub struct Changes {
     pub next_id: TaskId,
 }
 
+/// A payload as [`ChangeSink::payload`] gets it.
+pub enum PayloadRow<'a> {
+    /// A small payload, to be copied.
+    Slice(&'a [u8]),
+    /// A large one, which may be shared instead (`Bytes::clone`).
+    Shared(&'a Bytes),
+}
+
+impl PayloadRow<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            PayloadRow::Slice(bytes) => bytes,
+            PayloadRow::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// Where [`Engine::take_changes_into`] puts the rows that changed: `Some` for a
+/// row created or changed, `None` for one deleted. It runs under whatever lock
+/// guards the engine, so an implementation copies what it needs and returns.
+pub trait ChangeSink {
+    fn queue(&mut self, name: &str, row: Option<&[u8]>);
+    fn task(&mut self, id: TaskId, row: Option<&[u8]>);
+    fn payload(&mut self, id: TaskId, payload: Option<PayloadRow<'_>>);
+}
+
+impl ChangeSink for Changes {
+    fn queue(&mut self, name: &str, row: Option<&[u8]>) {
+        self.queues.push((name.to_string(), row.map(<[u8]>::to_vec)));
+    }
+    fn task(&mut self, id: TaskId, row: Option<&[u8]>) {
+        self.tasks.push((id, row.map(<[u8]>::to_vec)));
+    }
+    fn payload(&mut self, id: TaskId, payload: Option<PayloadRow<'_>>) {
+        let bytes = payload.map(|p| match p {
+            PayloadRow::Slice(bytes) => Bytes::copy_from_slice(bytes),
+            PayloadRow::Shared(bytes) => bytes.clone(),
+        });
+        self.payloads.push((id, bytes));
+    }
+}
+
 impl Changes {
     /// No queue, task or payload entries (`meta` is always there).
     pub fn is_empty(&self) -> bool {
@@ -217,35 +259,52 @@ impl Engine {
 
     /// Everything that changed since the last call (or since tracking was switched
     /// on), as rows to write, and clears it. With tracking off: only `meta`.
-    /// O(changed rows).
+    /// O(changed rows). Tasks and payloads come sorted by id.
     ///
-    /// Small payloads are copied (see `payload.rs`), so the engine lock is not
-    /// held while the store writes them; large ones are shared.
+    /// The rows are copies (a large payload is shared), so that nothing is tied
+    /// to the engine while they are written. The checkpointer uses
+    /// [`Engine::take_changes_into`] instead, which copies each row once, into
+    /// the store's write batch.
     pub fn take_changes(&mut self) -> Changes {
-        let mut changes = Changes { meta: encode_meta(self), ..Changes::default() };
+        let mut changes = Changes::default();
+        let (meta, next_id) = self.take_changes_into(&mut changes);
+        changes.meta = meta;
+        changes.next_id = next_id;
+        changes.tasks.sort_unstable_by_key(|&(id, _)| id);
+        changes.payloads.sort_unstable_by_key(|&(id, _)| id);
+        changes
+    }
+
+    /// [`Engine::take_changes`], handing each row to `sink` as it is encoded
+    /// (in no particular order), and returning the `meta` row and
+    /// [`Changes::next_id`]. Row encodings reuse one buffer: no allocation per
+    /// row here.
+    pub fn take_changes_into(&mut self, sink: &mut impl ChangeSink) -> (Vec<u8>, TaskId) {
+        let meta = encode_meta(self);
         if !self.changes.on {
-            return changes;
+            return (meta, 0);
         }
-        changes.next_id = self.next_id;
         for name in std::mem::take(&mut self.changes.queues) {
             let row = self.queue_by_name.get(&name).map(|&q| {
                 let queue = &mut self.queues[q as usize];
                 queue.dirty = false;
                 encode_queue(queue)
             });
-            changes.queues.push((name.to_string(), row));
+            sink.queue(&name, row.as_deref());
         }
         let mut dirty = std::mem::take(&mut self.changes.tasks);
+        let mut row = Vec::new();
         for &id in &dirty {
             let Some(slot) = self.live_slot(id) else { continue };
             let task = &mut self.tasks[slot];
             let track = task.track;
             task.track = TRACK_STORED;
             let task = &self.tasks[slot];
-            changes.tasks.push((id, Some(encode_task(task, &self.queues[task.queue as usize]))));
+            encode_task_into(task, &self.queues[task.queue as usize], &mut row);
+            sink.task(id, Some(&row));
             // A cold payload is already in the store, and `payload` is empty.
             if track & TRACK_PAYLOAD != 0 && !task.cold {
-                changes.payloads.push((id, Some(task.payload.to_bytes())));
+                sink.payload(id, Some(task.payload.row()));
             }
         }
         // Reuse the list's memory for the next interval, unless it is far larger
@@ -256,12 +315,10 @@ impl Engine {
         }
         self.changes.stale = 0;
         for id in self.changes.purged.drain(..) {
-            changes.tasks.push((id, None));
-            changes.payloads.push((id, None));
+            sink.task(id, None);
+            sink.payload(id, None);
         }
-        changes.tasks.sort_unstable_by_key(|&(id, _)| id);
-        changes.payloads.sort_unstable_by_key(|&(id, _)| id);
-        changes
+        (meta, self.next_id)
     }
 
     /// Rebuilds an engine from rows as [`Engine::take_changes`] produces them,
@@ -604,7 +661,15 @@ fn encode_queue(queue: &Queue) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 fn encode_task(task: &Task, queue: &Queue) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_task_into(task, queue, &mut out);
+    out
+}
+
+/// Encodes `task`'s row into `out`, replacing what it held.
+fn encode_task_into(task: &Task, queue: &Queue, out: &mut Vec<u8>) {
     let group = &*queue.groups[task.group as usize].name;
     let extra = task.extra.as_deref();
     let deps: &[TaskId] = extra.map_or(&[], |e| &e.depends_on);
@@ -623,7 +688,8 @@ fn encode_task(task: &Task, queue: &Queue) -> Vec<u8> {
             flags |= flag;
         }
     }
-    let mut out = Vec::with_capacity(
+    out.clear();
+    out.reserve(
         40 + queue.name.len()
             + group.len()
             + 8 * deps.len()
@@ -634,7 +700,7 @@ fn encode_task(task: &Task, queue: &Queue) -> Vec<u8> {
     out.push(FORMAT_VERSION);
     out.push(task.state as u8);
     out.push(flags);
-    put_str8(&mut out, &queue.name);
+    put_str8(out, &queue.name);
     out.extend_from_slice(&task.priority.to_le_bytes());
     out.extend_from_slice(&task.attempts.to_le_bytes());
     out.extend_from_slice(&task.max_attempts.to_le_bytes());
@@ -642,7 +708,7 @@ fn encode_task(task: &Task, queue: &Queue) -> Vec<u8> {
     out.extend_from_slice(&task.updated_ms.to_le_bytes());
     out.extend_from_slice(&task.due_ms.to_le_bytes());
     if !group.is_empty() {
-        put_str8(&mut out, group);
+        put_str8(out, group);
     }
     if !deps.is_empty() {
         out.extend_from_slice(&(deps.len() as u16).to_le_bytes());
@@ -662,7 +728,6 @@ fn encode_task(task: &Task, queue: &Queue) -> Vec<u8> {
         out.extend_from_slice(&(result.len() as u32).to_le_bytes());
         out.extend_from_slice(result);
     }
-    out
 }
 
 /// A string of at most 255 bytes (queue and group names, bounded by limits).

@@ -4,14 +4,15 @@
 //!
 //! One round every `--checkpoint-interval-ms` (and when payloads exceed the
 //! memory budget, and once more at a clean stop):
-//! 1. under the engine lock: the rows that changed since the last round
-//!    (`Engine::take_changes`) and the LSN of the last record submitted — the
+//! 1. under the engine lock: the rows that changed since the last round, copied
+//!    straight into a RocksDB write batch (`Engine::take_changes_into`, one copy
+//!    per row; large payloads shared), and the LSN of the last record submitted — the
 //!    rows are exactly the effect of the records up to that LSN, because records
 //!    are submitted under the same lock in execution order;
 //! 2. wait until the log is durable up to that LSN (a checkpoint must never be
 //!    ahead of the log: after a crash the log would continue below it);
-//! 3. one RocksDB write batch (rows + `applied_lsn`, RocksDB's WAL off), then an
-//!    atomic flush of all column families;
+//! 3. that one write batch written (rows + `applied_lsn`, RocksDB's WAL off) and
+//!    freed, then an atomic flush of all column families;
 //! 4. ask the WAL thread to remove the segments wholly at or below that LSN.
 //!
 //! RocksDB is only ever called from this thread and from recovery, never from a
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::durability::CheckpointSignal;
 use super::Shared;
-use crate::store::{CheckpointBatch, Store};
+use crate::store::Store;
 use crate::wal::committer::Committer;
 
 /// `--checkpoint-interval-ms` default: time between checkpoints while anything changes.
@@ -68,35 +69,33 @@ fn checkpoint(
     applied_lsn: u64,
 ) -> Result<Option<u64>, crate::store::StoreError> {
     let started = Instant::now();
-    let (changes, upto) = {
+    // The rows go straight into RocksDB's write batch, one copy each, under the
+    // engine lock (no intermediate copy per row: a checkpoint of millions of
+    // rows otherwise held both at once).
+    let mut rows = store.rows()?;
+    let (meta, next_id, upto) = {
         let mut state = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
         let upto = committer.last_submitted_lsn();
         if upto == applied_lsn {
             return Ok(None);
         }
-        (state.engine.take_changes(), upto)
+        let (meta, next_id) = state.engine.take_changes_into(&mut rows);
+        (meta, next_id, upto)
     };
-    // Every task below this id has its payload row in `changes` or an earlier
+    // Every task below this id has its payload row in `rows` or an earlier
     // checkpoint; once flushed, those payloads may leave memory.
-    let checkpointed_below = changes.next_id;
+    let checkpointed_below = next_id;
     while committer.durable_lsn() < upto {
         if shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
             return Ok(None);
         }
         std::thread::sleep(DURABLE_POLL);
     }
-    store.write(&CheckpointBatch {
-        applied_lsn: upto,
-        meta: &changes.meta,
-        queues: &changes.queues,
-        tasks: &changes.tasks,
-        payloads: &changes.payloads,
-    })?;
-    // RocksDB has its own copy now (in memtables). Free ours before the flush,
-    // which takes a while, so that a backlog growing meanwhile does not find
-    // this checkpoint's copy still held on top of the next one's.
-    let (tasks_count, queues_count) = (changes.tasks.len(), changes.queues.len());
-    drop(changes);
+    // Consumes (frees) the batch before the flush, which takes a while, so that
+    // a backlog growing meanwhile does not find this copy still held on top of
+    // the next checkpoint's.
+    let (tasks_count, queues_count) = (rows.task_rows(), rows.queue_rows());
+    store.write_rows(rows, upto, &meta)?;
     let durable = store.flush()?;
     assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
     committer.remove_through(durable);

@@ -103,6 +103,7 @@ use rocksdb::{
 };
 
 use crate::engine::limits::QUEUE_NAME_BYTES_MAX;
+use crate::engine::{ChangeSink, PayloadRow};
 
 #[cfg(test)]
 mod tests;
@@ -215,6 +216,64 @@ pub struct CheckpointBatch<'a> {
     pub queues: &'a [(String, Option<Vec<u8>>)],
     pub tasks: &'a [(u64, Option<Vec<u8>>)],
     pub payloads: &'a [(u64, Option<Bytes>)],
+}
+
+/// One checkpoint increment being filled (see [`Store::rows`]): the rows are
+/// copied into a RocksDB write batch as they come; large payloads, which the
+/// engine shares rather than copies, are added at [`Store::write_rows`], outside
+/// the engine's lock.
+pub struct Rows<'a> {
+    batch: WriteBatch,
+    queues: &'a ColumnFamily,
+    tasks: &'a ColumnFamily,
+    payloads: &'a ColumnFamily,
+    shared: Vec<(u64, Bytes)>,
+    task_rows: usize,
+    queue_rows: usize,
+}
+
+impl Rows<'_> {
+    /// Task rows (written or deleted) so far.
+    pub fn task_rows(&self) -> usize {
+        self.task_rows
+    }
+
+    /// Queue rows (written or deleted) so far.
+    pub fn queue_rows(&self) -> usize {
+        self.queue_rows
+    }
+}
+
+impl ChangeSink for Rows<'_> {
+    fn queue(&mut self, name: &str, row: Option<&[u8]>) {
+        // A key outside load's iterate bounds would be written but never loaded.
+        assert!(
+            !name.is_empty() && name.len() <= QUEUE_NAME_BYTES_MAX,
+            "queue name of {} bytes cannot be checkpointed (1..={QUEUE_NAME_BYTES_MAX})",
+            name.len()
+        );
+        self.queue_rows += 1;
+        match row {
+            Some(row) => self.batch.put_cf(self.queues, name.as_bytes(), row),
+            None => self.batch.delete_cf(self.queues, name.as_bytes()),
+        }
+    }
+
+    fn task(&mut self, id: u64, row: Option<&[u8]>) {
+        self.task_rows += 1;
+        match row {
+            Some(row) => self.batch.put_cf(self.tasks, id.to_be_bytes(), row),
+            None => self.batch.delete_cf(self.tasks, id.to_be_bytes()),
+        }
+    }
+
+    fn payload(&mut self, id: u64, payload: Option<PayloadRow<'_>>) {
+        match payload {
+            Some(PayloadRow::Slice(bytes)) => self.batch.put_cf(self.payloads, id.to_be_bytes(), bytes),
+            Some(PayloadRow::Shared(bytes)) => self.shared.push((id, bytes.clone())),
+            None => self.batch.delete_cf(self.payloads, id.to_be_bytes()),
+        }
+    }
 }
 
 /// What `write` and `flush` share, under one lock: `write` holds it across the
@@ -354,48 +413,55 @@ impl Store {
     /// RocksDB's own WAL disabled (our WAL is the system of record). Asserts (in
     /// release too) that applied_lsn does not go backwards.
     pub fn write(&self, batch: &CheckpointBatch<'_>) -> Result<(), StoreError> {
+        let mut rows = self.rows()?;
+        for (name, row) in batch.queues {
+            rows.queue(name, row.as_deref());
+        }
+        for (id, row) in batch.tasks {
+            rows.task(*id, row.as_deref());
+        }
+        for (id, payload) in batch.payloads {
+            rows.payload(*id, payload.as_ref().map(PayloadRow::Shared));
+        }
+        self.write_rows(rows, batch.applied_lsn, batch.meta)
+    }
+
+    /// An empty increment, to be filled through [`ChangeSink`] (by
+    /// `Engine::take_changes_into`, which copies each row into it once) and
+    /// written with [`Store::write_rows`].
+    pub fn rows(&self) -> Result<Rows<'_>, StoreError> {
+        Ok(Rows {
+            batch: WriteBatch::default(),
+            queues: self.cf(CF_QUEUES)?,
+            tasks: self.cf(CF_TASKS)?,
+            payloads: self.cf(CF_PAYLOADS)?,
+            shared: Vec::new(),
+            task_rows: 0,
+            queue_rows: 0,
+        })
+    }
+
+    /// Writes `rows` with `meta` and `applied_lsn`, as [`Store::write`] does.
+    pub fn write_rows(&self, rows: Rows<'_>, applied_lsn: u64, meta: &[u8]) -> Result<(), StoreError> {
         let mut state = self.lock_state();
         if let Some(failure) = &state.failure {
             return Err(poisoned(failure));
         }
         if let Some(last) = state.applied_lsn_last {
             assert!(
-                batch.applied_lsn >= last,
-                "checkpoint applied_lsn went backwards: {} was written, then {}",
-                last,
-                batch.applied_lsn
+                applied_lsn >= last,
+                "checkpoint applied_lsn went backwards: {last} was written, then {applied_lsn}"
             );
         }
-        let (meta, queues, tasks, payloads) =
-            (self.cf(CF_META)?, self.cf(CF_QUEUES)?, self.cf(CF_TASKS)?, self.cf(CF_PAYLOADS)?);
-        let mut rows = WriteBatch::default();
-        for (name, row) in batch.queues {
-            // A key outside load's iterate bounds would be written but never loaded.
-            assert!(
-                !name.is_empty() && name.len() <= QUEUE_NAME_BYTES_MAX,
-                "queue name of {} bytes cannot be checkpointed (1..={QUEUE_NAME_BYTES_MAX})",
-                name.len()
-            );
-            match row {
-                Some(row) => rows.put_cf(queues, name.as_bytes(), row),
-                None => rows.delete_cf(queues, name.as_bytes()),
-            }
+        let meta_cf = self.cf(CF_META)?;
+        let Rows { mut batch, payloads, shared, .. } = rows;
+        for (id, payload) in &shared {
+            batch.put_cf(payloads, id.to_be_bytes(), payload);
         }
-        for (id, row) in batch.tasks {
-            match row {
-                Some(row) => rows.put_cf(tasks, id.to_be_bytes(), row),
-                None => rows.delete_cf(tasks, id.to_be_bytes()),
-            }
-        }
-        for (id, payload) in batch.payloads {
-            match payload {
-                Some(payload) => rows.put_cf(payloads, id.to_be_bytes(), payload),
-                None => rows.delete_cf(payloads, id.to_be_bytes()),
-            }
-        }
-        rows.put_cf(meta, KEY_ENGINE, batch.meta);
-        rows.put_cf(meta, KEY_LAYOUT_VERSION, LAYOUT_VERSION.to_le_bytes());
-        rows.put_cf(meta, KEY_APPLIED_LSN, batch.applied_lsn.to_le_bytes());
+        drop(shared);
+        batch.put_cf(meta_cf, KEY_ENGINE, meta);
+        batch.put_cf(meta_cf, KEY_LAYOUT_VERSION, LAYOUT_VERSION.to_le_bytes());
+        batch.put_cf(meta_cf, KEY_APPLIED_LSN, applied_lsn.to_le_bytes());
 
         let mut options = WriteOptions::default();
         // Our WAL holds every record; RocksDB's would double the writes (module docs).
@@ -404,13 +470,13 @@ impl Store {
         options.set_sync(false);
         // Stall (back-pressure on the applier thread) rather than fail when flushes lag.
         options.set_no_slowdown(false);
-        match self.db.write_opt(rows, &options) {
+        match self.db.write_opt(batch, &options) {
             Ok(()) => {
-                state.applied_lsn_last = Some(batch.applied_lsn);
+                state.applied_lsn_last = Some(applied_lsn);
                 Ok(())
             }
             Err(e) => {
-                let error = StoreError::rocksdb(&format!("write checkpoint at applied_lsn {}", batch.applied_lsn), e);
+                let error = StoreError::rocksdb(&format!("write checkpoint at applied_lsn {applied_lsn}"), e);
                 state.failure = Some(error.to_string());
                 Err(error)
             }
