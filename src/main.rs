@@ -136,6 +136,11 @@ struct ServeArgs {
     /// Do not pin threads to cores.
     #[arg(long, overrides_with = "pin")]
     no_pin: bool,
+    /// When pinning, put each worker on a reactor's core instead of a core of its own: a request's two
+    /// hand-offs then wake a thread on the same core. Less CPU per request where the other cores are busy
+    /// (a client or other services on the same machine).
+    #[arg(long)]
+    pin_workers_with_reactors: bool,
     /// Requests waiting for a worker; past it the server answers 503 overloaded.
     #[arg(long, value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
@@ -368,6 +373,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections as usize,
         read_bytes_max: args.read_bytes_max as usize,
         pin_threads,
+        pin_workers_with_reactors: args.pin_workers_with_reactors,
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         fixed_buffers_count: args.fixed_buffers.into(),

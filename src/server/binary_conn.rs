@@ -222,9 +222,14 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     let _ = writer.await;
     // Ends the reader: a pending read completes with end-of-stream once the
     // socket is shut down, and a paused reader sees `closing`. Then waits for it,
-    // so the socket is never dropped with a read in flight.
-    let _ = stream.shutdown(Shutdown::Both);
-    conn.wake_reader.notify_one();
+    // so the socket is never dropped with a read in flight. A reader that saw
+    // the peer's end of stream has already returned (it sets `ended` as it
+    // does): nothing is in flight, and the close that follows sends our FIN,
+    // so the `shutdown` system call is skipped (the usual way a connection ends).
+    if !conn.ended.get() {
+        let _ = stream.shutdown(Shutdown::Both);
+        conn.wake_reader.notify_one();
+    }
     let _ = reader.await;
     // Replies still in flight after a failed write have nobody to go to: let
     // their long polls go, and drop the others when they arrive.

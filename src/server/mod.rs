@@ -80,6 +80,9 @@ pub struct ServeConfig {
     pub worker_threads: usize,
     /// Pin reactor and worker threads to cores (`sched_setaffinity`).
     pub pin_threads: bool,
+    /// With `pin_threads`, worker i shares reactor (i mod reactors)'s core
+    /// instead of taking the next core (`--pin-workers-with-reactors`).
+    pub pin_workers_with_reactors: bool,
     /// Commands waiting for a worker; when full, requests get `503 overloaded`.
     pub request_queue_capacity: usize,
     /// Largest request body accepted (`413` past it), and largest binary
@@ -419,7 +422,17 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let mut workers = Vec::new();
     for i in 0..config.worker_threads {
         let shared = shared.clone();
-        let core = core_of(config.reactor_threads + i);
+        // A worker on a reactor's core is woken by that reactor (and wakes
+        // it back) without an inter-processor interrupt or an idle core's
+        // exit from sleep, the larger part of a lone request's cost on this
+        // virtual machine (docs/benchmarks/changelog.md); on its own core it
+        // runs in parallel with the reactors, which pays when nothing else
+        // needs that core.
+        let core = if config.pin_workers_with_reactors {
+            core_of(i % config.reactor_threads)
+        } else {
+            core_of(config.reactor_threads + i)
+        };
         let handle = thread::Builder::new()
             .name(format!("tqx-worker-{i}"))
             .spawn(move || {

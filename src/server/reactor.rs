@@ -133,10 +133,8 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                 if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     break; // dropping the stream closes it
                 }
-                // Replies are written whole; do not let Nagle hold the last segment.
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "set_nodelay failed");
-                }
+                // TCP_NODELAY is already on: accepted sockets inherit it from
+                // the listener (`os::listen_reuseport`).
                 if shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= shared.connections_max {
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     live.set(live.get() + 1);
@@ -233,10 +231,15 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared, pool: Option<
     process(stream, shared, &inbox, &wake_processor, &wake_reader).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
-    // for it, so the socket is never dropped with a read in flight.
-    inbox.borrow_mut().ended = true;
-    let _ = stream.shutdown(Shutdown::Both);
-    wake_reader.notify_one();
+    // for it, so the socket is never dropped with a read in flight. `ended`
+    // already set means the reader saw the peer's end of stream and returned:
+    // nothing is in flight, and the close that follows sends our FIN, so the
+    // `shutdown` system call is skipped.
+    let reader_done = std::mem::replace(&mut inbox.borrow_mut().ended, true);
+    if !reader_done {
+        let _ = stream.shutdown(Shutdown::Both);
+        wake_reader.notify_one();
+    }
     let _ = reader.await;
 }
 

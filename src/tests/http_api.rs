@@ -94,6 +94,18 @@ fn healthz_answers_ok() {
     assert_eq!(client.get("/healthz").status, 200);
 }
 
+/// `--pin-workers-with-reactors` (with pinning forced on): the worker shares
+/// the reactor's core, and requests still reach it and come back.
+#[test]
+fn workers_pinned_with_reactors_serve() {
+    let server = Server::start(&["--pin", "--pin-workers-with-reactors"]);
+    let mut client = server.client();
+    let enqueued = client.post("/v1/queues/pinned/tasks", json!({"payload": {"n": 1}}));
+    assert_eq!(enqueued.status, 201, "{enqueued:?}");
+    let queue = client.get("/v1/queues/pinned");
+    assert_eq!(queue.body["counts"], counts(0, 0, 1, 0, 0, 0, 0));
+}
+
 // ---------------------------------------------------------------- queues
 
 #[test]
