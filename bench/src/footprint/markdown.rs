@@ -288,8 +288,9 @@ fn recovery(md: &mut String, records: &[Record]) {
     let _ = writeln!(
         md,
         "`sync` mode: preload with the periodic checkpoint held off (`--checkpoint-interval-ms 600000`), so only \
-         the early checkpoint every 1,000,000 changed rows runs and the log holds everything since the last one (a \
-         full log: a checkpoint never lets it hold more); SIGKILL (no shutdown checkpoint); restart on the same data \
+         the early checkpoint at 1,000,000 changed rows runs, and the log holds everything since the last \
+         checkpoint that completed (a full log: at least the 1,000,000 rows a checkpoint waits for, more when the \
+         preload outruns the checkpoints); SIGKILL (no shutdown checkpoint); restart on the same data \
          directory; time from spawn to `GET /healthz` answering 200. *Log* is the log's segments (preallocated, \
          32 MiB each); *replayed* is the restart's own count (`recovered records=N`): one record per request, so \
          one per preload batch of 1,000 tasks.\n"

@@ -442,8 +442,12 @@ fn machine(opts: &Options) -> Machine {
             t.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()))
         })
         .unwrap_or_else(unknown);
+    // The run's own output (`--out docs/benchmarks/footprint`, truncated by now)
+    // does not make the tree count as changed.
+    let exclude_out = format!(":(exclude){}", opts.out.display());
+    let status_args = ["status", "--porcelain", "--untracked-files=no", "--", ".", exclude_out.as_str()];
     let git_commit = match command_output("git", &["rev-parse", "--short=12", "HEAD"]) {
-        Some(commit) => match command_output("git", &["status", "--porcelain", "--untracked-files=no"]) {
+        Some(commit) => match command_output("git", &status_args) {
             Some(status) if !status.is_empty() => format!("{commit} (with uncommitted changes)"),
             _ => commit,
         },
