@@ -33,6 +33,7 @@ pub mod limits;
 mod payload;
 mod queue;
 mod snapshot;
+mod task_slab;
 mod tiering;
 mod types;
 
@@ -62,6 +63,7 @@ use limits::*;
 use payload::Payload;
 use queue::{GroupIx, Queue, QueueIx, UNGROUPED};
 use snapshot::{Tracker, TRACK_NEW};
+use task_slab::TaskSlab;
 
 /// `due_ms` of a task that has no timer armed.
 const NO_TIMER: u64 = u64::MAX;
@@ -194,7 +196,7 @@ fn validate_text(field: &'static str, text: &str, bytes_max: usize) -> Result<()
 
 pub struct Engine {
     config: EngineConfig,
-    tasks: Slab<Task>,
+    tasks: TaskSlab,
     slot_by_id: IdIndex,
     queues: Slab<Queue>,
     queue_by_name: HashMap<Arc<str>, QueueIx>,
@@ -219,7 +221,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             config,
-            tasks: Slab::new(),
+            tasks: TaskSlab::default(),
             slot_by_id: IdIndex::default(),
             queues: Slab::new(),
             queue_by_name: HashMap::new(),

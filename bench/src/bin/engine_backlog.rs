@@ -5,7 +5,8 @@
 //! engine lock), then leasing them all back. Repeats five times on fresh engines
 //! and prints the medians, in ns per task, and the engine's resident memory per
 //! queued task beyond its payload (RSS growth over the first run's enqueues,
-//! from `/proc/self/statm`).
+//! from `/proc/self/statm`). A sixth run times each enqueue on its own and
+//! prints the longest (the stall of the enqueue that makes a structure grow).
 //!
 //! ```text
 //! taskset -c 1 cargo run --release -p tqx-bench --bin engine_backlog [-- COUNT]
@@ -58,13 +59,27 @@ fn main() {
         }
         lease_ns.push(start.elapsed().as_nanos() as f64 / count as f64);
     }
+    // One more run timing each enqueue alone: the longest is what a growing
+    // backlog costs the one request that triggers a reallocation.
+    let enqueue_max_us = {
+        let mut engine = engine_with_queue(&QueueConfigPatch::default());
+        engine.set_change_tracking(true);
+        let mut max = std::time::Duration::ZERO;
+        for _ in 0..count {
+            let task = task();
+            let start = Instant::now();
+            std::hint::black_box(engine.enqueue(QUEUE, task, 1_000).expect("enqueue"));
+            max = max.max(start.elapsed());
+        }
+        max.as_secs_f64() * 1e6
+    };
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[RUNS / 2]
     };
     println!(
         "count={count} enqueue_ns_per_task={:.1} take_changes_ns_per_task={:.1} dequeue_ns_per_task={:.1} \
-         rss_bytes_per_task_beyond_payload={:.0}",
+         rss_bytes_per_task_beyond_payload={:.0} enqueue_max_us={enqueue_max_us:.0}",
         median(&mut enqueue_ns),
         median(&mut changes_ns),
         median(&mut lease_ns),
