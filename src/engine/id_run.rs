@@ -27,6 +27,8 @@ use super::types::TaskId;
 /// Marks an id in the deque as removed. Ids stay far below 2^63 (one per
 /// enqueue), and the order of the marked values is the order of the ids.
 const REMOVED: u64 = 1 << 63;
+/// Task ids stay below this (checked where an id counter comes from disk).
+pub(crate) const TASK_ID_END: TaskId = REMOVED;
 
 /// Below this many marks the deque is not rebuilt (rebuilding a small deque often
 /// would cost more than the marks).

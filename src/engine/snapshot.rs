@@ -824,6 +824,9 @@ fn decode_meta(row: &[u8]) -> Result<Meta, String> {
     if meta.next_id == 0 {
         return Err("next id 0 (ids start at 1)".into());
     }
+    if meta.next_id > super::id_run::TASK_ID_END {
+        return Err(format!("next id {} out of range (ids stay below 2^63)", meta.next_id));
+    }
     Ok(meta)
 }
 

@@ -299,6 +299,17 @@ fn restore_err(store: &Rows) -> String {
 }
 
 #[test]
+fn a_next_id_past_the_id_range_is_refused_rather_than_a_panic() {
+    // Ids index structures that mark removed entries with the top bit
+    // (`id_run.rs`); a damaged counter from disk must be an error, not a panic.
+    let (mut e, _) = populated();
+    let mut store = full_store(&mut e);
+    store.meta[9..17].copy_from_slice(&((1u64 << 63) + 5).to_le_bytes()); // u8 version | u64 seed | u64 next_id
+    let why = restore_err(&store);
+    assert!(why.contains("out of range"), "{why}");
+}
+
+#[test]
 fn truncated_or_extended_rows_are_refused() {
     let (mut e, _) = populated();
     let store = full_store(&mut e);
