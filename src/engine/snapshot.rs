@@ -106,15 +106,6 @@ pub enum PayloadRow<'a> {
     Shared(&'a Bytes),
 }
 
-impl PayloadRow<'_> {
-    pub fn as_slice(&self) -> &[u8] {
-        match self {
-            PayloadRow::Slice(bytes) => bytes,
-            PayloadRow::Shared(bytes) => bytes,
-        }
-    }
-}
-
 /// Where [`Engine::take_changes_into`] puts the rows that changed: `Some` for a
 /// row created or changed, `None` for one deleted. It runs under whatever lock
 /// guards the engine, so an implementation copies what it needs and returns.

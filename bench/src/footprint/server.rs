@@ -3,12 +3,10 @@
 //! `GET /healthz`, its memory from `/proc`. Dropping it kills it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,19 +67,6 @@ impl Tqx {
         let started = Instant::now();
         let mut child = command.spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("tqx stdout not captured")?;
-        let (tx, rx) = mpsc::channel::<String>();
-        // Keeps draining stdout after the two lines, so the server never
-        // blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(line) => {
-                        let _ = tx.send(line);
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
         let mut server = Tqx {
             child,
             started,
@@ -90,31 +75,14 @@ impl Tqx {
             listening_after: Duration::ZERO,
             log: log.to_path_buf(),
         };
-        let (http, binary) = server.read_listening(&rx)?;
+        let (http, binary) =
+            crate::report::run::listening_addrs(stdout, started + LISTEN_TIMEOUT).ok_or_else(|| {
+                format!("tqx printed no listening lines within {LISTEN_TIMEOUT:?}: {}", server.log_tail())
+            })?;
         server.http = http;
         server.binary = binary;
         server.listening_after = started.elapsed();
         Ok(server)
-    }
-
-    fn read_listening(&mut self, rx: &mpsc::Receiver<String>) -> Result<(SocketAddr, SocketAddr), String> {
-        let deadline = self.started + LISTEN_TIMEOUT;
-        let (mut http, mut binary) = (None, None);
-        loop {
-            if let (Some(http), Some(binary)) = (http, binary) {
-                return Ok((http, binary));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).map_err(|_| {
-                format!("tqx printed no listening lines within {LISTEN_TIMEOUT:?}: {}", self.log_tail())
-            })?;
-            let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
-            if let Some(rest) = line.strip_prefix("listening http=") {
-                http = parse(rest);
-            } else if let Some(rest) = line.strip_prefix("listening binary=") {
-                binary = parse(rest);
-            }
-        }
     }
 
     /// Polls `GET /healthz` until it answers 200; returns the time since

@@ -19,7 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -448,38 +448,10 @@ impl ServerProcess {
         }
     }
 
-    /// Reads `listening http=` and `listening binary=` from `tqx`'s stdout;
-    /// a thread keeps draining it afterwards so the server never blocks on a
-    /// full pipe.
+    /// Reads `listening http=` and `listening binary=` from `tqx`'s stdout.
     fn read_listening(&mut self, deadline: Instant) -> Result<(SocketAddr, SocketAddr), String> {
         let stdout = self.child.stdout.take().ok_or("tqx stdout not captured")?;
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    // After the two lines nobody listens; keep reading anyway.
-                    Ok(line) => {
-                        let _ = tx.send(line);
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        let (mut http, mut binary) = (None, None);
-        while http.is_none() || binary.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => return Err(format!("tqx printed no listening lines: {}", self.log_tail())),
-            };
-            let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
-            if let Some(rest) = line.strip_prefix("listening http=") {
-                http = parse(rest);
-            } else if let Some(rest) = line.strip_prefix("listening binary=") {
-                binary = parse(rest);
-            }
-        }
-        Ok((http.expect("loop ends with both"), binary.expect("loop ends with both")))
+        listening_addrs(stdout, deadline).ok_or_else(|| format!("tqx printed no listening lines: {}", self.log_tail()))
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
@@ -514,6 +486,38 @@ impl Drop for ServerProcess {
         if self.exited().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The addresses of `tqx serve`'s `listening http=IP:PORT` and
+/// `listening binary=IP:PORT` lines on its stdout, or `None` if both have not
+/// come by `deadline` (also `bench-footprint`'s). A thread keeps draining
+/// stdout afterwards, so the server never blocks on a full pipe.
+pub(crate) fn listening_addrs(stdout: ChildStdout, deadline: Instant) -> Option<(SocketAddr, SocketAddr)> {
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                // After the two lines nobody listens; keep reading anyway.
+                Ok(line) => {
+                    let _ = tx.send(line);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let (mut http, mut binary) = (None, None);
+    loop {
+        if let (Some(http), Some(binary)) = (http, binary) {
+            return Some((http, binary));
+        }
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+        let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
+        if let Some(rest) = line.strip_prefix("listening http=") {
+            http = parse(rest);
+        } else if let Some(rest) = line.strip_prefix("listening binary=") {
+            binary = parse(rest);
         }
     }
 }
