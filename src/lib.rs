@@ -8,6 +8,7 @@ pub mod client;
 pub mod command;
 pub mod engine;
 pub mod http;
+pub mod limits;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
