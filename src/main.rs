@@ -165,6 +165,26 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = server::READ_BYTES_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(512..=(16 << 20)))]
     read_bytes_max: u32,
+    /// Back-pressure: encoded reply bytes one connection may hold waiting for its client to read them;
+    /// at it the connection takes no new request (and stops reading) until they drain.
+    #[arg(long, value_name = "BYTES", default_value_t = taskqueuex::limits::CONNECTION_REPLY_BYTES_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 32)))]
+    connection_reply_bytes_max: u64,
+    /// Back-pressure: requests one connection may have taken and not yet answered; at it the
+    /// connection takes no new request (and stops reading) until replies go out.
+    #[arg(long, value_name = "N", default_value_t = taskqueuex::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    connection_requests_in_flight_max: u32,
+    /// Back-pressure: reply bytes waiting for their clients on all connections together; at it no
+    /// connection takes a new request until they drain.
+    #[arg(long, value_name = "BYTES", default_value_t = taskqueuex::limits::REPLY_BYTES_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 40)))]
+    reply_bytes_max: u64,
+    /// Long polls (dequeues with wait_ms) one connection may have waiting; past it a long poll is
+    /// answered at once with 503 `capacity_exceeded` (retryable).
+    #[arg(long, value_name = "N", default_value_t = taskqueuex::limits::CONNECTION_LONG_POLLS_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    connection_long_polls_max: u32,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -372,6 +392,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         worker_threads: args.workers as usize,
         max_connections: args.max_connections as usize,
         read_bytes_max: args.read_bytes_max as usize,
+        connection_reply_bytes_max: usize::try_from(args.connection_reply_bytes_max).unwrap_or(usize::MAX),
+        connection_requests_in_flight_max: args.connection_requests_in_flight_max as usize,
+        reply_bytes_max: usize::try_from(args.reply_bytes_max).unwrap_or(usize::MAX),
+        connection_long_polls_max: args.connection_long_polls_max as usize,
         pin_threads,
         pin_workers_with_reactors: args.pin_workers_with_reactors,
         request_queue_capacity: args.queue_capacity as usize,

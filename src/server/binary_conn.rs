@@ -14,15 +14,26 @@
 //!   workers. Their replies come back through the reactor's mailbox
 //!   ([`Replies`], `reply.rs`), whose one task encodes each into its
 //!   connection's output; only a long poll gets a task of its own, which
-//!   awaits its reply and watches for the peer leaving. It takes no new frame while
-//!   [`IN_FLIGHT_REQUESTS_MAX`] requests are in flight or
-//!   [`OUTPUT_BYTES_PAUSE`] bytes wait for the peer to read them: a client
-//!   that pipelines without reading cannot grow the server's memory. Reads
-//!   themselves pause only on a full inbox, not on the in-flight count: a
-//!   reader paused while thousands of long polls wait would not see their
-//!   client leave, and abandoned polls would lease tasks nobody receives;
+//!   awaits its reply and watches for the peer leaving. It takes no new frame
+//!   while `--connection-requests-in-flight-max` requests are in flight, or
+//!   `--connection-reply-bytes-max` reply bytes wait for the peer to read them,
+//!   or all connections together hold `--reply-bytes-max` (back-pressure,
+//!   docs/connections.md): a client that pipelines without reading cannot
+//!   grow the server's memory. It takes at most
+//!   [`CONNECTION_REQUESTS_PER_PASS_MAX`] frames before letting the reactor's
+//!   other connections take theirs (fairness). Reads themselves pause only on
+//!   a full inbox, not on the in-flight count: a reader paused while long
+//!   polls wait would not see their client leave, and abandoned polls would
+//!   lease tasks nobody receives;
+//! - **answers** to requests in flight (from the mailbox or a long poll's
+//!   task) are parked unencoded and encoded into the output only while the
+//!   encoded output is under `--connection-reply-bytes-max` (at least one
+//!   when it is empty). A parked reply shares a large payload with the engine
+//!   rather than copying it, so a thousand answers to `get_task` of a 1 MiB
+//!   task cost a thousand small structs, not a GiB of encoded frames;
 //! - the **writer** writes whatever replies have accumulated in one write,
-//!   so replies that finish together leave together.
+//!   so replies that finish together leave together, and encodes parked
+//!   answers as each write drains the output.
 //!
 //! Replies leave in the order they are ready, not the order of the requests;
 //! each carries its request's id. A long poll is abandoned when the peer's
@@ -32,6 +43,7 @@
 //! every request in flight is answered and written, then the connection closes.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -44,20 +56,13 @@ use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
-use super::reply::{ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
+use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
 use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
-
-/// Requests of one connection handed to workers and not yet answered. Each
-/// holds a slot in the request queue; past it, frames wait
-/// in the inbox (and reads pause once it is full).
-pub(crate) const IN_FLIGHT_REQUESTS_MAX: usize = 4096;
-/// Encoded replies waiting for the peer to read them, past which no new frame
-/// is taken (replies already in flight still land: the bound is soft by at
-/// most their size).
-pub(crate) const OUTPUT_BYTES_PAUSE: usize = 4 << 20;
+use crate::engine::EngineError;
+use crate::limits::{CONNECTION_REQUESTS_PER_PASS_MAX, REPLY_BUDGET_RECHECK_MS};
 /// An output buffer that grew past this (a large reply) is released after
 /// its write rather than kept for the life of the connection.
 const OUTPUT_BYTES_KEPT_MAX: usize = 1 << 20;
@@ -68,8 +73,20 @@ struct Conn {
     inbox: RefCell<BytesMut>,
     /// The peer's stream has ended (or the socket was shut down, or a read failed).
     ended: Cell<bool>,
-    /// Requests handed to workers whose replies are not yet encoded.
+    /// Requests handed to workers whose replies are not yet encoded (parked
+    /// answers included).
     in_flight: Cell<usize>,
+    /// Long polls among them (`--connection-long-polls-max`).
+    long_polls: Cell<usize>,
+    /// Answers not yet encoded, oldest first (see the module comment).
+    parked: RefCell<VecDeque<Answer>>,
+    /// Their estimated encoded size (`reply_bytes_estimate`).
+    parked_bytes: Cell<usize>,
+    /// What this connection counts now in `Shared::reply_bytes_pending`.
+    accounted_bytes: Cell<usize>,
+    /// The connection is over: answers still arriving are dropped.
+    finished: Cell<bool>,
+    shared: Arc<Shared>,
     /// Encoded replies the writer has not taken yet.
     output: RefCell<Vec<u8>>,
     /// Bytes of the write in flight.
@@ -85,9 +102,75 @@ struct Conn {
     peer_gone: Notify,
 }
 
+/// An answer to a request in flight, waiting to be encoded.
+struct Answer {
+    opcode: u8,
+    request_id: u64,
+    /// `None`: the workers dropped the request (they stopped).
+    reply: Option<Reply>,
+    bytes: usize,
+}
+
 impl Conn {
     fn output_pending_bytes(&self) -> usize {
         self.output.borrow().len() + self.writing_bytes.get()
+    }
+
+    /// Reply bytes waiting for the peer: encoded and unwritten, or parked.
+    fn reply_bytes_pending(&self) -> usize {
+        self.output_pending_bytes() + self.parked_bytes.get()
+    }
+
+    /// Brings the server-wide count of waiting reply bytes in step with this
+    /// connection's.
+    fn account(&self) {
+        let now = if self.finished.get() { 0 } else { self.reply_bytes_pending() };
+        self.shared.account_reply_bytes(self.accounted_bytes.replace(now), now);
+    }
+
+    /// The answer to a request in flight: parked, then encoded as far as the
+    /// connection's reply budget allows.
+    fn answer(&self, opcode: u8, request_id: u64, reply: Option<Reply>) {
+        if self.finished.get() {
+            return; // nobody left to send it to
+        }
+        let bytes = reply.as_ref().map_or(HEADER_BYTES, reply_bytes_estimate);
+        self.parked.borrow_mut().push_back(Answer { opcode, request_id, reply, bytes });
+        self.parked_bytes.set(self.parked_bytes.get() + bytes);
+        self.encode_parked();
+    }
+
+    /// Encodes parked answers while the encoded output waiting is under
+    /// `--connection-reply-bytes-max` (so it passes it by at most one reply,
+    /// and a reply larger than the budget still goes out, alone).
+    fn encode_parked(&self) {
+        let mut encoded_any = false;
+        while self.output_pending_bytes() < self.shared.connection_reply_bytes_max {
+            let Some(answer) = self.parked.borrow_mut().pop_front() else { break };
+            self.parked_bytes.set(self.parked_bytes.get() - answer.bytes);
+            let mut out = self.output.borrow_mut();
+            match answer.reply {
+                Some(reply) => binary::render_reply(&reply, answer.opcode, answer.request_id, &mut out),
+                None => binary::render_refusal(ErrorCode::ShuttingDown, answer.opcode, answer.request_id, &mut out),
+            }
+            self.in_flight.set(self.in_flight.get() - 1);
+            encoded_any = true;
+        }
+        self.account();
+        if encoded_any {
+            self.wake_writer.notify_one();
+            self.wake_processor.notify_one();
+        }
+    }
+
+    /// The connection is over: what it still holds is released and no longer
+    /// counted against the server-wide budget.
+    fn finish(&self) {
+        self.finished.set(true);
+        self.parked.borrow_mut().clear();
+        self.parked_bytes.set(0);
+        *self.output.borrow_mut() = Vec::new();
+        self.account();
     }
 
     fn end_of_stream(&self) {
@@ -96,9 +179,11 @@ impl Conn {
         self.wake_processor.notify_one();
     }
 
-    /// Appends to the output and wakes the writer.
+    /// Appends an answer given without a worker (small: an error, a pong) to
+    /// the output and wakes the writer.
     fn send(&self, write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.output.borrow_mut());
+        self.account();
         self.wake_writer.notify_one();
     }
 }
@@ -170,15 +255,8 @@ impl Replies {
         if registered.generation != delivery.conn.generation {
             return;
         }
-        let conn = &registered.conn;
-        let (opcode, request_id) = (delivery.opcode, delivery.request_id);
-        match delivery.reply {
-            Some(reply) => conn.send(|out| binary::render_reply(&reply, opcode, request_id, out)),
-            // The workers dropped the request (they stopped).
-            None => conn.send(|out| binary::render_refusal(ErrorCode::ShuttingDown, opcode, request_id, out)),
-        }
-        conn.in_flight.set(conn.in_flight.get() - 1);
-        conn.wake_processor.notify_one();
+        // `None`: the workers dropped the request (they stopped).
+        registered.conn.answer(delivery.opcode, delivery.request_id, delivery.reply);
     }
 }
 
@@ -200,6 +278,12 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
         inbox: RefCell::new(BytesMut::new()),
         ended: Cell::new(false),
         in_flight: Cell::new(0),
+        long_polls: Cell::new(0),
+        parked: RefCell::new(VecDeque::new()),
+        parked_bytes: Cell::new(0),
+        accounted_bytes: Cell::new(0),
+        finished: Cell::new(false),
+        shared: shared.clone(),
         output: RefCell::new(Vec::new()),
         writing_bytes: Cell::new(0),
         write_failed: Cell::new(false),
@@ -235,6 +319,7 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
     // their long polls go, and drop the others when they arrive.
     conn.end_of_stream();
     replies.unregister(key);
+    conn.finish();
 }
 
 async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize, read_bytes_max: usize) {
@@ -312,13 +397,17 @@ async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
         }
         buffer.clear();
         spare = buffer;
-        // The output shrank: the processor may take frames again.
-        conn.wake_processor.notify_one();
         if let Err(error) = result {
             tracing::debug!(%error, "write failed");
             conn.write_failed.set(true);
+            conn.account();
+            conn.wake_processor.notify_one();
             return;
         }
+        // The output shrank: encode what was parked; the processor may take
+        // frames again.
+        conn.encode_parked();
+        conn.wake_processor.notify_one();
     }
 }
 
@@ -329,10 +418,17 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
         if conn.write_failed.get() {
             return;
         }
-        let room = if conn.output_pending_bytes() >= OUTPUT_BYTES_PAUSE {
+        // Back-pressure: no new request while this connection's replies, or
+        // all connections', wait for their peers; fairness: at most a pass's
+        // worth before the reactor's other connections have their turn.
+        let budget_spent = shared.reply_budget_spent();
+        let room = if budget_spent || conn.reply_bytes_pending() >= shared.connection_reply_bytes_max {
             0
         } else {
-            IN_FLIGHT_REQUESTS_MAX.saturating_sub(conn.in_flight.get())
+            shared
+                .connection_requests_in_flight_max
+                .saturating_sub(conn.in_flight.get())
+                .min(CONNECTION_REQUESTS_PER_PASS_MAX)
         };
         let inbox_len_before = conn.inbox.borrow().len();
         binary::take_frames(&mut conn.inbox.borrow_mut(), &mut state, &shared.binary_limits, room, &mut nexts);
@@ -347,15 +443,31 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
                 *inbox = BytesMut::new();
             }
         }
-        let took_any = !nexts.is_empty();
+        let took = nexts.len();
         for next in nexts.drain(..) {
             dispatch(next, shared, conn, replies, key);
         }
         if state.is_closed() {
             return; // a framing error: its error frame is in the output
         }
-        if conn.ended.get() && !took_any && room > 0 {
+        if conn.ended.get() && took == 0 && room > 0 {
             return; // whatever is left is not a whole frame, and no more will come
+        }
+        if took > 0 && took == room {
+            // A full pass: more frames may wait. The other connections of
+            // this reactor take theirs first, so their requests reach the
+            // workers between this one's, not after its whole backlog.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if room == 0 && budget_spent {
+            // The server-wide budget drains on every reactor, and the others
+            // do not wake this connection: look again shortly.
+            tokio::select! {
+                () = conn.wake_processor.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(REPLY_BUDGET_RECHECK_MS)) => {}
+            }
+            continue;
         }
         conn.wake_processor.notified().await;
     }
@@ -376,6 +488,13 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         }
         BinaryNext::Execute { request_id, opcode, command, long_poll } => (request_id, opcode, command, long_poll),
     };
+    if long_poll && conn.long_polls.get() >= shared.connection_long_polls_max {
+        // One client must not hold all of the workers' long-poll slots.
+        let limit = shared.connection_long_polls_max;
+        let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
+        conn.send(|out| binary::render_reply(&Reply::Error(error), opcode, request_id, out));
+        return;
+    }
     let refusal = if shared.stopping.load(Ordering::SeqCst) {
         Some(ErrorCode::ShuttingDown)
     } else if !shared.recovered.load(Ordering::Acquire) {
@@ -408,18 +527,22 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         return;
     }
     conn.in_flight.set(conn.in_flight.get() + 1);
+    conn.long_polls.set(conn.long_polls.get() + 1);
     let (conn, shared) = (conn.clone(), shared.clone());
     tokio_uring::spawn(async move {
-        match await_reply(receiver, &conn, &shared).await {
-            Some(reply) => conn.send(|out| binary::render_reply(&reply, opcode, request_id, out)),
+        let reply = await_reply(receiver, &conn, &shared).await;
+        conn.long_polls.set(conn.long_polls.get() - 1);
+        match reply {
+            Some(reply) => conn.answer(opcode, request_id, Some(reply)),
             // The peer left during the long poll: nobody to answer.
-            None if !shared.stopping.load(Ordering::SeqCst) => {}
+            None if !shared.stopping.load(Ordering::SeqCst) => {
+                conn.in_flight.set(conn.in_flight.get() - 1);
+                conn.wake_processor.notify_one();
+                conn.wake_writer.notify_one();
+            }
             // The workers dropped the request (they stopped).
-            None => conn.send(|out| binary::render_refusal(ErrorCode::ShuttingDown, opcode, request_id, out)),
+            None => conn.answer(opcode, request_id, None),
         }
-        conn.in_flight.set(conn.in_flight.get() - 1);
-        conn.wake_processor.notify_one();
-        conn.wake_writer.notify_one();
     });
 }
 

@@ -96,6 +96,17 @@ pub struct ServeConfig {
     /// The largest read a connection asks for; reads start at 512 bytes and
     /// grow toward it only while they come back full (`buffers.rs`).
     pub read_bytes_max: usize,
+    /// Back-pressure (docs/connections.md): encoded reply bytes one connection
+    /// may hold unread before it stops taking requests (`--connection-reply-bytes-max`).
+    pub connection_reply_bytes_max: usize,
+    /// Requests one connection may have taken and not yet answered
+    /// (`--connection-requests-in-flight-max`).
+    pub connection_requests_in_flight_max: usize,
+    /// Reply bytes waiting on all connections together before none takes a
+    /// new request (`--reply-bytes-max`).
+    pub reply_bytes_max: usize,
+    /// Long polls one connection may have waiting (`--connection-long-polls-max`).
+    pub connection_long_polls_max: usize,
 }
 
 #[derive(Debug)]
@@ -222,6 +233,14 @@ pub(crate) struct Shared {
     pub(crate) connections_max: usize,
     /// `--read-bytes-max`: the largest read a connection asks for (buffers.rs).
     pub(crate) read_bytes_max: usize,
+    /// Back-pressure and overload limits (`ServeConfig`'s fields of the same names).
+    pub(crate) connection_reply_bytes_max: usize,
+    pub(crate) connection_requests_in_flight_max: usize,
+    pub(crate) reply_bytes_max: usize,
+    pub(crate) connection_long_polls_max: usize,
+    /// Reply bytes waiting for their peers on every connection now: encoded
+    /// and unwritten, or (binary) answered and not yet encoded.
+    pub(crate) reply_bytes_pending: AtomicUsize,
 }
 
 impl Shared {
@@ -237,6 +256,21 @@ impl Shared {
     /// the current pass, so a worker finds them together).
     pub(crate) fn submit_quietly(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         self.jobs.push(job)
+    }
+
+    /// Whether the server-wide reply budget (`--reply-bytes-max`) is spent:
+    /// then no connection takes a new request until replies drain.
+    pub(crate) fn reply_budget_spent(&self) -> bool {
+        self.reply_bytes_pending.load(Ordering::Relaxed) >= self.reply_bytes_max
+    }
+
+    /// Adjusts the server-wide count of reply bytes waiting by `after - before`.
+    pub(crate) fn account_reply_bytes(&self, before: usize, after: usize) {
+        if after > before {
+            self.reply_bytes_pending.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.reply_bytes_pending.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn track_socket(&self, fd: RawFd) {
@@ -330,6 +364,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         connections_open: AtomicUsize::new(0),
         connections_max,
         read_bytes_max: config.read_bytes_max,
+        connection_reply_bytes_max: config.connection_reply_bytes_max.max(1),
+        connection_requests_in_flight_max: config.connection_requests_in_flight_max.max(1),
+        reply_bytes_max: config.reply_bytes_max.max(1),
+        connection_long_polls_max: config.connection_long_polls_max,
+        reply_bytes_pending: AtomicUsize::new(0),
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());

@@ -37,6 +37,8 @@ use super::reply::ReplyTo;
 use super::worker::Job;
 use super::{binary_conn, os, Shared};
 use crate::command::{Command, Reply};
+use crate::engine::EngineError;
+use crate::limits::{CONNECTION_REQUESTS_PER_PASS_MAX, REPLY_BUDGET_RECHECK_MS};
 use crate::http::{self, Action, Next};
 
 /// Submission queue entries per ring (the completion queue gets twice as many).
@@ -198,6 +200,10 @@ enum Pending {
     Recovering { keep_alive: bool },
     ShuttingDown,
     Worker { reply: oneshot::Receiver<Reply>, keep_alive: bool, long_poll: bool },
+    /// A worker's reply that arrived while this request waited behind others.
+    Answered { reply: Reply, keep_alive: bool, long_poll: bool },
+    /// Nobody will answer (the workers stopped).
+    Gone,
 }
 
 /// Bytes the reader has received and the processor has not yet consumed, and
@@ -300,28 +306,54 @@ async fn read_loop(
     }
 }
 
+/// The processor of one HTTP connection: parses, submits, and answers in
+/// request order. It keeps taking requests while earlier ones wait (so a long
+/// poll does not hold up reading the requests behind it), within the
+/// connection's bounds (docs/connections.md): at most
+/// `--connection-requests-in-flight-max` requests taken and not yet answered,
+/// at most [`CONNECTION_REQUESTS_PER_PASS_MAX`] per pass before the reactor's
+/// other connections have their turn, none while the server-wide reply budget
+/// (`--reply-bytes-max`) is spent, and at most `--connection-reply-bytes-max`
+/// bytes of responses rendered before they are written. Requests parsed and
+/// not yet taken stay parsed; the inbox is parsed again only once they are
+/// all taken, so meanwhile it fills and the reader pauses (back-pressure).
 async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wake: &Notify, wake_reader: &Notify) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
     let mut output: Vec<u8> = Vec::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut parsed: Vec<Next> = Vec::new();
+    let mut taken: Vec<Next> = Vec::new();
+    let mut parsed: VecDeque<Next> = VecDeque::new();
+    // Long polls among `pending` (`--connection-long-polls-max`).
+    let mut long_polls = 0usize;
+    // No more requests are taken: after `Connection: close`, a fatal error or
+    // a `shutting_down` answer.
+    let mut close = false;
     loop {
-        let mut close = false;
         let ended = {
             let mut inbox = inbox.borrow_mut();
-            http::take_requests(&mut inbox.bytes, &shared.limits, &mut parsed);
-            // An emptied inbox gives its memory back; the next read allocates.
-            if inbox.bytes.is_empty() && inbox.bytes.capacity() > 0 {
-                inbox.bytes = Vec::new();
+            if parsed.is_empty() && !close {
+                http::take_requests(&mut inbox.bytes, &shared.limits, &mut taken);
+                parsed.extend(taken.drain(..));
+                // An emptied inbox gives its memory back; the next read allocates.
+                if inbox.bytes.is_empty() && inbox.bytes.capacity() > 0 {
+                    inbox.bytes = Vec::new();
+                }
             }
             inbox.ended
         };
-        for next in parsed.drain(..) {
-            if close {
-                // After a `shutting_down` answer nothing more is submitted.
-                break;
-            }
+        wake_reader.notify_one();
+
+        let budget_spent = shared.reply_budget_spent();
+        let room = if budget_spent {
+            0
+        } else {
+            shared.connection_requests_in_flight_max.saturating_sub(pending.len()).min(CONNECTION_REQUESTS_PER_PASS_MAX)
+        };
+        let mut took = 0;
+        while took < room && !close {
+            let Some(next) = parsed.pop_front() else { break };
+            took += 1;
             match next {
                 Next::Incomplete => {}
                 Next::Fatal { response } => {
@@ -330,61 +362,149 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
                 }
                 Next::Request { action, keep_alive, consumed: _ } => {
                     close = !keep_alive;
-                    pending.push_back(dispatch(action, keep_alive, shared, &mut close));
-                }
-            }
-        }
-        wake_reader.notify_one();
-        if pending.is_empty() {
-            if ended || close {
-                return;
-            }
-            wake.notified().await;
-            continue;
-        }
-
-        // Answer in request order, whatever order the workers finish in.
-        for waiting in pending.drain(..) {
-            match waiting {
-                Pending::Rendered(response) => output.extend_from_slice(&response),
-                Pending::Health { keep_alive } if shared.recovered.load(std::sync::atomic::Ordering::Acquire) => {
-                    http::render_health(keep_alive, &mut output)
-                }
-                Pending::Health { keep_alive } => http::render_health_recovering(keep_alive, &mut output),
-                Pending::Recovering { keep_alive } => http::render_recovering(keep_alive, &mut output),
-                Pending::Overloaded { keep_alive } => http::render_overloaded(keep_alive, &mut output),
-                Pending::ShuttingDown => http::render_shutting_down(&mut output),
-                Pending::Worker { reply, keep_alive, long_poll } => {
-                    match await_reply(reply, long_poll, inbox, wake, shared).await {
-                        Some(reply) => http::render_reply(&reply, keep_alive, &mut output),
-                        None => {
-                            // Peer gone during a long poll, or workers gone while stopping.
-                            close = true;
-                            if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                                http::render_shutting_down(&mut output);
-                            }
-                            break;
-                        }
+                    let long_polls_full = long_polls >= shared.connection_long_polls_max;
+                    let waiting = dispatch(action, keep_alive, shared, &mut close, long_polls_full);
+                    if matches!(waiting, Pending::Worker { long_poll: true, .. }) {
+                        long_polls += 1;
                     }
+                    pending.push_back(waiting);
                 }
             }
         }
-        pending.clear();
+        if close {
+            // After a `shutting_down` answer nothing more is submitted.
+            parsed.clear();
+        }
+        let full_pass = took > 0 && took == room && !parsed.is_empty();
+
+        // Answer in request order, whatever order the workers finish in, as
+        // far as the answers are ready and the connection's budget allows.
+        let mut gone = false;
+        let mut budget_reached = false;
+        while let Some(front) = pending.front_mut() {
+            if output.len() >= shared.connection_reply_bytes_max {
+                budget_reached = true;
+                break;
+            }
+            let long_poll = match render_ready(front, shared, &mut output) {
+                Rendered::NotReady => break,
+                Rendered::Done { long_poll } => long_poll,
+                Rendered::Gone => {
+                    // Peer gone during a long poll, or workers gone while stopping.
+                    close = true;
+                    gone = true;
+                    if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        http::render_shutting_down(&mut output);
+                    }
+                    break;
+                }
+            };
+            long_polls -= usize::from(long_poll);
+            pending.pop_front();
+        }
         if !output.is_empty() {
-            let (result, _) = stream.write_all(std::mem::take(&mut output)).await;
+            let batch = std::mem::take(&mut output);
+            let bytes = batch.len();
+            shared.account_reply_bytes(0, bytes);
+            let (result, _) = stream.write_all(batch).await;
+            shared.account_reply_bytes(bytes, 0);
             if let Err(error) = result {
                 tracing::debug!(%error, "write failed");
                 return;
             }
         }
-        if close {
+        if gone || (pending.is_empty() && parsed.is_empty() && (close || ended)) {
             return;
+        }
+        if budget_reached {
+            continue; // more answers are ready: the write made room for them
+        }
+        if full_pass {
+            // More requests wait: the reactor's other connections take theirs
+            // first, so their requests reach the workers between this one's.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Nothing to do until an answer arrives or more input does; while the
+        // server-wide budget is spent, look again shortly (it drains on
+        // every reactor, and the others do not wake this connection).
+        let recheck = budget_spent && !parsed.is_empty();
+        let recheck_pause = tokio::time::sleep(Duration::from_millis(REPLY_BUDGET_RECHECK_MS));
+        let answered = match pending.front_mut() {
+            Some(Pending::Worker { reply, long_poll, .. }) => {
+                if *long_poll && ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The peer left during a long poll: abandon it (the dropped
+                    // receiver tells the worker not to lease tasks for it).
+                    return;
+                }
+                tokio::select! {
+                    result = reply => Some(result.ok()),
+                    () = wake.notified() => None,
+                    () = recheck_pause, if recheck => None,
+                }
+            }
+            _ => {
+                tokio::select! {
+                    () = wake.notified() => None,
+                    () = recheck_pause, if recheck => None,
+                }
+            }
+        };
+        if let Some(answer) = answered {
+            if let Some(Pending::Worker { keep_alive, long_poll, .. }) = pending.front() {
+                let (keep_alive, long_poll) = (*keep_alive, *long_poll);
+                pending[0] = match answer {
+                    Some(reply) => Pending::Answered { reply, keep_alive, long_poll },
+                    None => Pending::Gone,
+                };
+            }
         }
     }
 }
 
+/// What [`render_ready`] did with the oldest request waiting.
+enum Rendered {
+    /// Its response is in the output.
+    Done { long_poll: bool },
+    /// Its reply has not arrived yet.
+    NotReady,
+    /// Nobody will answer it (the workers stopped): close the connection.
+    Gone,
+}
+
+/// Renders the oldest waiting request's response if it is ready.
+fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) -> Rendered {
+    let recovered = shared.recovered.load(std::sync::atomic::Ordering::Acquire);
+    match waiting {
+        Pending::Rendered(response) => output.extend_from_slice(response),
+        Pending::Health { keep_alive } if recovered => http::render_health(*keep_alive, output),
+        Pending::Health { keep_alive } => http::render_health_recovering(*keep_alive, output),
+        Pending::Recovering { keep_alive } => http::render_recovering(*keep_alive, output),
+        Pending::Overloaded { keep_alive } => http::render_overloaded(*keep_alive, output),
+        Pending::ShuttingDown => http::render_shutting_down(output),
+        Pending::Answered { reply, keep_alive, long_poll } => {
+            http::render_reply(reply, *keep_alive, output);
+            return Rendered::Done { long_poll: *long_poll };
+        }
+        Pending::Gone => return Rendered::Gone,
+        Pending::Worker { reply, keep_alive, long_poll } => {
+            return match reply.try_recv() {
+                Ok(reply) => {
+                    http::render_reply(&reply, *keep_alive, output);
+                    Rendered::Done { long_poll: *long_poll }
+                }
+                Err(oneshot::error::TryRecvError::Empty) => Rendered::NotReady,
+                Err(oneshot::error::TryRecvError::Closed) => Rendered::Gone,
+            };
+        }
+    }
+    Rendered::Done { long_poll: false }
+}
+
 /// Hands an executable request to the workers, or answers it at once.
-fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool) -> Pending {
+/// `long_polls_full`: the connection holds `--connection-long-polls-max` long
+/// polls, so another is refused at once.
+fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool, long_polls_full: bool) -> Pending {
     match action {
         Action::Respond(response) => Pending::Rendered(response),
         Action::Health => Pending::Health { keep_alive },
@@ -397,36 +517,19 @@ fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool)
         }
         Action::Execute(command) => {
             let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
+            if long_poll && long_polls_full {
+                // One client must not hold all of the workers' long-poll slots.
+                let limit = shared.connection_long_polls_max;
+                let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
+                let mut response = Vec::new();
+                http::render_reply(&Reply::Error(error), keep_alive, &mut response);
+                return Pending::Rendered(response);
+            }
             let (reply, receiver) = oneshot::channel();
             match shared.submit(Box::new(Job { command, reply: ReplyTo::Task(reply) })) {
                 Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
                 Err(_) => Pending::Overloaded { keep_alive },
             }
-        }
-    }
-}
-
-/// Waits for a worker's reply. A long poll is abandoned (`None`, and the dropped
-/// receiver tells the worker not to lease tasks for it) when the peer's stream
-/// ends while it waits, unless the server is stopping (then the worker answers it).
-async fn await_reply(
-    mut reply: oneshot::Receiver<Reply>,
-    long_poll: bool,
-    inbox: &RefCell<Inbox>,
-    wake: &Notify,
-    shared: &Shared,
-) -> Option<Reply> {
-    if !long_poll {
-        return reply.await.ok();
-    }
-    loop {
-        let peer_gone = inbox.borrow().ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst);
-        if peer_gone {
-            return None;
-        }
-        tokio::select! {
-            result = &mut reply => return result.ok(),
-            () = wake.notified() => {}
         }
     }
 }

@@ -24,6 +24,7 @@ use super::reply::ReplyTo;
 use super::Shared;
 use crate::command::{Command, Reply};
 use crate::engine::{Engine, EngineError};
+use crate::limits::LONG_POLLS_COUNT_MAX;
 use crate::wal::record::Entry;
 
 /// A request handed from a reactor to a worker.
@@ -40,8 +41,6 @@ const JOBS_PER_BATCH_MAX: usize = 256;
 const TICK_WORK_MAX: usize = 10_000;
 /// Longest sleep: a backstop so a worker notices shutdown and clock jumps.
 const IDLE_SLEEP_MS_MAX: u64 = 100;
-/// Long polls held at once; past it a long poll gets `503 capacity_exceeded`.
-pub(crate) const LONG_POLLS_COUNT_MAX: usize = 10_000;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
