@@ -375,7 +375,6 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
             // After a `shutting_down` answer nothing more is submitted.
             parsed.clear();
         }
-        let full_pass = took > 0 && took == room && !parsed.is_empty();
 
         // Answer in request order, whatever order the workers finish in, as
         // far as the answers are ready and the connection's budget allows.
@@ -419,10 +418,13 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
         if budget_reached {
             continue; // more answers are ready: the write made room for them
         }
-        if full_pass {
-            // More requests wait: the reactor's other connections take theirs
-            // first, so their requests reach the workers between this one's.
-            tokio::task::yield_now().await;
+        if !parsed.is_empty() && !close && !budget_spent && pending.len() < shared.connection_requests_in_flight_max {
+            // More requests wait and may be taken. After a full pass the
+            // reactor's other connections take theirs first, so their
+            // requests reach the workers between this one's.
+            if took > 0 {
+                tokio::task::yield_now().await;
+            }
             continue;
         }
         // Nothing to do until an answer arrives or more input does; while the

@@ -75,6 +75,11 @@ impl Server {
         server
     }
 
+    /// The server's process id (to read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's data directory (`--data`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -427,6 +432,12 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         Client::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// A client over a connection opened elsewhere (already written to).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        let addr = stream.peer_addr().expect("a connected stream");
+        Client { stream, buffer: Vec::new(), addr }
     }
 
     pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {

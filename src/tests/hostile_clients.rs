@@ -1,0 +1,397 @@
+//! Clients that try to make the server hold too much or serve them before
+//! others (issue 15, items 3 and 5), each against the real `tqx serve` over
+//! loopback, at the smallest scale that shows the mechanism
+//! (docs/connections.md, "Back-pressure" and "Overload and fairness").
+//!
+//! Memory is read from `/proc/PID/status` (`VmRSS`) of the server process.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+use support::Server;
+use tqx_wire::{peek_frame, ErrorCode, Header, Request, Response, TaskSpec, HEADER_BYTES};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The issue's bound: the server's resident memory while a client pipelines
+/// a thousand requests for a 1 MiB task and does not read the replies.
+const RSS_BYTES_MAX: u64 = 300 << 20;
+/// Just under the engine's 1 MiB payload limit.
+const PAYLOAD_BYTES: usize = 1_000_000;
+/// Room for a 1 MiB payload plus the request around it.
+const BODY_ARGS: [&str; 2] = ["--max-body-bytes", "4194304"];
+
+// ---- helpers ------------------------------------------------------------------------
+
+/// The server's resident set size, in bytes.
+fn rss_bytes(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc/PID/status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// The largest RSS seen while sampling for `duration`.
+fn rss_peak_over(server: &Server, duration: Duration) -> u64 {
+    let end = Instant::now() + duration;
+    let mut peak = 0;
+    while Instant::now() < end {
+        peak = peak.max(rss_bytes(server));
+        thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+/// A raw binary-protocol connection that has said hello.
+struct Binary {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    next_id: u64,
+}
+
+impl Binary {
+    fn connect(addr: SocketAddr) -> Binary {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = Binary { stream, buffer: Vec::new(), next_id: 1 };
+        let hello = client.call(&Request::Hello { version_min: 1, version_max: 1 });
+        assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
+        client
+    }
+
+    /// Encodes `request` with a fresh id into `out`; returns the id.
+    fn encode(&mut self, request: &Request, out: &mut Vec<u8>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        request.encode(id, out);
+        id
+    }
+
+    fn send(&mut self, request: &Request) -> u64 {
+        let mut frame = Vec::new();
+        let id = self.encode(request, &mut frame);
+        self.stream.write_all(&frame).expect("write to the server");
+        id
+    }
+
+    /// The next reply frame, or `None` if none came within the read timeout
+    /// or the connection closed.
+    fn try_read(&mut self) -> Option<(Header, Response)> {
+        loop {
+            if let Some(header) = peek_frame(&self.buffer, usize::MAX).expect("the server's framing") {
+                let end = HEADER_BYTES + header.body_len.get() as usize;
+                let body = Bytes::copy_from_slice(&self.buffer[HEADER_BYTES..end]);
+                self.buffer.drain(..end);
+                let response = Response::decode(&header, body).expect("the server's reply decodes");
+                return Some((header, response));
+            }
+            let mut chunk = [0u8; 64 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    #[track_caller]
+    fn read(&mut self) -> (Header, Response) {
+        self.try_read().expect("a reply")
+    }
+
+    #[track_caller]
+    fn call(&mut self, request: &Request) -> Response {
+        let id = self.send(request);
+        let (header, response) = self.read();
+        assert_eq!(header.request_id.get(), id, "{response:?}");
+        response
+    }
+
+    #[track_caller]
+    fn enqueue(&mut self, queue: &str, payload: Vec<u8>) -> u64 {
+        match self.call(&enqueue(queue, payload)) {
+            Response::Enqueued(enqueued) => enqueued.id,
+            other => panic!("enqueue: {other:?}"),
+        }
+    }
+}
+
+fn enqueue(queue: &str, payload: Vec<u8>) -> Request {
+    Request::Enqueue { queue: queue.into(), task: TaskSpec { payload: Bytes::from(payload), ..TaskSpec::default() } }
+}
+
+fn long_poll(queue: &str, wait_ms: u64) -> Request {
+    Request::Dequeue { queues: vec![queue.into()], max: 1, lease_ms: None, wait_ms }
+}
+
+#[track_caller]
+fn assert_error(response: &Response, expected: ErrorCode) -> String {
+    match response {
+        Response::Error { code, message } => {
+            assert_eq!(*code, expected, "{message}");
+            message.clone()
+        }
+        other => panic!("expected {expected}, got {other:?}"),
+    }
+}
+
+/// A fresh client is served normally: a binary `get_task` of the big task
+/// returns it whole, and HTTP answers.
+#[track_caller]
+fn assert_fresh_clients_served(server: &Server, big_task: u64) {
+    let binary = server.binary_addr.expect("a binary address");
+    let mut fresh = Binary::connect(binary);
+    match fresh.call(&Request::GetTask { id: big_task }) {
+        // Over HTTP the payload was a JSON string: its quotes are stored too.
+        Response::Task(view) => assert!(view.payload.len() >= PAYLOAD_BYTES, "{}", view.payload.len()),
+        other => panic!("get_task on a fresh connection: {other:?}"),
+    }
+    let mut http = server.client();
+    assert_eq!(http.get("/healthz").status, 200);
+}
+
+// ---- item 3: memory amplification -----------------------------------------------
+
+/// Before the fix: a thousand `get_task` of a 1 MiB task, pipelined on one
+/// connection that never reads, grew the server to 1.1 GiB (every reply was
+/// encoded into the connection's output at once).
+#[test]
+fn pipelined_get_task_of_a_1mib_task_without_reading_does_not_grow_the_server_binary() {
+    let server = Server::start_binary("127.0.0.1:0", &[&BODY_ARGS[..], &["--durability", "memory"]].concat());
+    let binary = server.binary_addr.unwrap();
+    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let before = rss_bytes(&server);
+
+    let mut attacker = Binary::connect(binary);
+    let mut frames = Vec::new();
+    for _ in 0..1000 {
+        attacker.encode(&Request::GetTask { id }, &mut frames);
+    }
+    attacker.stream.write_all(&frames).expect("the pipelined requests fit the socket buffers");
+    // The attacker never reads. Long enough for every request to be answered
+    // and encoded (it took well under a second before the fix).
+    let peak = rss_peak_over(&server, Duration::from_secs(2));
+    assert!(peak < RSS_BYTES_MAX, "server RSS grew from {before} to {peak} bytes");
+    assert_fresh_clients_served(&server, id);
+    assert!(rss_bytes(&server) < RSS_BYTES_MAX);
+    drop(attacker);
+}
+
+/// Before the fix: pipelined `GET /v1/tasks/ID` of a 1 MiB task behind a long
+/// poll were all answered into one output buffer once the poll ended, even
+/// for a client that reads (here it reads nothing until the end).
+#[test]
+fn pipelined_gets_of_a_1mib_task_behind_a_long_poll_do_not_grow_the_server_http() {
+    let server = Server::start_binary("127.0.0.1:0", &[&BODY_ARGS[..], &["--durability", "memory"]].concat());
+    let mut client = server.client();
+    let payload = "x".repeat(PAYLOAD_BYTES);
+    let id = client.enqueue("big", json!({ "payload": payload }));
+    let before = rss_bytes(&server);
+
+    let mut attacker = TcpStream::connect(server.addr).unwrap();
+    let mut requests = support::request_bytes("POST", "/v1/dequeue", Some(br#"{"queues":["empty"],"wait_ms":500}"#));
+    for _ in 0..1000 {
+        requests.extend_from_slice(&support::request_bytes("GET", &format!("/v1/tasks/{id}"), None));
+    }
+    attacker.write_all(&requests).unwrap();
+    // Past the long poll's end, long enough to answer every GET behind it.
+    let peak = rss_peak_over(&server, Duration::from_millis(2500));
+    assert!(peak < RSS_BYTES_MAX, "server RSS grew from {before} to {peak} bytes");
+    assert_fresh_clients_served(&server, id.parse().unwrap());
+
+    // The attacker still gets every response, in order, once it reads.
+    attacker.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut reader = support::Client::from_stream(attacker);
+    let poll = reader.read_response().expect("the long poll's response");
+    assert_eq!(poll.status, 200, "{poll:?}");
+    for i in 0..1000 {
+        let response = reader.read_response().unwrap_or_else(|e| panic!("response {i}: {e:?}"));
+        assert_eq!(response.status, 200, "response {i}");
+    }
+}
+
+// ---- item 5: overload answers, fairly ---------------------------------------------
+
+/// One connection may hold `--connection-long-polls-max` (64) long polls; the
+/// 65th is refused at once with `capacity_exceeded`, while another
+/// connection can still long-poll. Before the fix only the server-wide 10,000
+/// bounded them.
+#[test]
+fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_binary() {
+    let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
+    let binary = server.binary_addr.unwrap();
+    let mut greedy = Binary::connect(binary);
+    let mut frames = Vec::new();
+    for _ in 0..64 {
+        greedy.encode(&long_poll("jobs", 30_000), &mut frames);
+    }
+    let refused_id = greedy.encode(&long_poll("jobs", 30_000), &mut frames);
+    greedy.stream.write_all(&frames).unwrap();
+    // The only reply that can come before 30 s is the refusal.
+    let (header, response) = greedy.read();
+    assert_eq!(header.request_id.get(), refused_id, "{response:?}");
+    let message = assert_error(&response, ErrorCode::CapacityExceeded);
+    assert!(message.contains("64 long polls on this connection"), "{message}");
+
+    let mut other = Binary::connect(binary);
+    let poll = other.send(&long_poll("jobs", 30_000));
+    // The greedy connection's polls are older: a task goes to them first.
+    let mut producer = Binary::connect(binary);
+    for _ in 0..65 {
+        producer.enqueue("jobs", b"t".to_vec());
+    }
+    let (header, response) = other.read();
+    assert_eq!(header.request_id.get(), poll);
+    assert!(matches!(&response, Response::Leased(tasks) if tasks.len() == 1), "{response:?}");
+}
+
+#[test]
+fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_http() {
+    let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
+    let mut greedy = TcpStream::connect(server.addr).unwrap();
+    let body = br#"{"queues":["jobs"],"wait_ms":1500}"#;
+    let mut requests = Vec::new();
+    for _ in 0..65 {
+        requests.extend_from_slice(&support::request_bytes("POST", "/v1/dequeue", Some(body)));
+    }
+    greedy.write_all(&requests).unwrap();
+    greedy.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+
+    // Another connection's long poll is accepted and gets a task.
+    let mut other = server.client();
+    let mut producer = server.client();
+    let waiter = thread::spawn(move || other.post("/v1/dequeue", json!({"queues": ["other"], "wait_ms": 20_000})));
+    thread::sleep(Duration::from_millis(200));
+    producer.enqueue("other", json!({"payload": 1}));
+    let leased = waiter.join().unwrap();
+    assert_eq!(leased.status, 200, "{leased:?}");
+    assert_eq!(leased.body["tasks"].as_array().map(Vec::len), Some(1), "{leased:?}");
+
+    // In order: 64 polls that waited and found nothing, then the refusal.
+    let mut reader = support::Client::from_stream(greedy);
+    for i in 0..64 {
+        let response = reader.read_response().unwrap_or_else(|e| panic!("poll {i}: {e:?}"));
+        assert_eq!(response.status, 200, "poll {i}: {response:?}");
+    }
+    let refused = reader.read_response().expect("the 65th response");
+    refused.assert_error(503, "capacity_exceeded");
+    assert!(refused.message().contains("64 long polls on this connection"), "{refused:?}");
+}
+
+/// A connection with a deep pipeline does not get its whole backlog served
+/// before another connection's request: task ids are handed out in execution
+/// order, so the other connection's task id says how many of the deep
+/// pipeline's enqueues ran first. At most the per-connection in-flight bound
+/// (1,024) and a pass (64) may run ahead.
+#[test]
+fn a_deep_pipeline_does_not_make_another_connection_wait_for_its_whole_backlog_binary() {
+    const BACKLOG: usize = 20_000;
+    let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
+    let binary = server.binary_addr.unwrap();
+    let mut deep = Binary::connect(binary);
+    let mut other = Binary::connect(binary);
+    let mut frames = Vec::new();
+    for _ in 0..BACKLOG {
+        deep.encode(&enqueue("deep", b"d".to_vec()), &mut frames);
+    }
+    let mut writer = deep.stream.try_clone().unwrap();
+    let writing = thread::spawn(move || writer.write_all(&frames).unwrap());
+    // The other connection asks once the deep one is being served.
+    let (_, first) = deep.read();
+    let Response::Enqueued(first) = first else { panic!("{first:?}") };
+    let other_id = other.enqueue("other", b"o".to_vec());
+    let ahead = other_id - first.id - 1;
+    assert!(ahead <= 1024 + 64 + 64, "{ahead} of the deep pipeline's enqueues ran before the other connection's");
+    let mut answered = 1;
+    while answered < BACKLOG {
+        deep.read();
+        answered += 1;
+    }
+    writing.join().unwrap();
+}
+
+#[test]
+fn a_deep_pipeline_does_not_make_another_connection_wait_for_its_whole_backlog_http() {
+    const BACKLOG: usize = 5_000;
+    let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
+    let deep = TcpStream::connect(server.addr).unwrap();
+    deep.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut requests = Vec::new();
+    for _ in 0..BACKLOG {
+        requests.extend_from_slice(&support::request_bytes("POST", "/v1/queues/deep/tasks", Some(br#"{"payload":1}"#)));
+    }
+    let mut writer = deep.try_clone().unwrap();
+    let writing = thread::spawn(move || writer.write_all(&requests).unwrap());
+    let mut deep = support::Client::from_stream(deep);
+    let first = deep.read_response().unwrap();
+    let first_id: u64 = first.body["id"].as_str().unwrap().parse().unwrap();
+    let other_id: u64 = server.client().enqueue("other", json!({"payload": 2})).parse().unwrap();
+    let ahead = other_id - first_id - 1;
+    assert!(ahead <= 1024 + 64 + 64, "{ahead} of the deep pipeline's enqueues ran before the other connection's");
+    for i in 1..BACKLOG {
+        let response = deep.read_response().unwrap_or_else(|e| panic!("response {i}: {e:?}"));
+        assert_eq!(response.status, 201);
+    }
+    writing.join().unwrap();
+}
+
+/// At `--max-connections` a new client gets its refusal at once, with a
+/// retry hint, even while the connections held are busy, and even if it sent
+/// its request before reading: `503` with `Retry-After` over HTTP,
+/// `overloaded` (retryable) over the binary protocol.
+#[test]
+fn a_client_past_max_connections_gets_a_prompt_503_with_retry_after_and_the_binary_overloaded() {
+    let server = Server::launch_binary(support::fresh_dir(), "127.0.0.1:0", &["--max-connections", "2"]);
+    let binary = server.binary_addr.unwrap();
+    // Two held connections, each with a long poll parked (busy, not idle).
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        assert!(Instant::now() < deadline, "could not take the two connection slots");
+        let mut client = Binary::connect(binary);
+        match client.call(&Request::Ping) {
+            Response::Pong { ready: true } => {
+                client.send(&long_poll("idle", 30_000));
+                held.push(client);
+            }
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut http = TcpStream::connect(server.addr).unwrap();
+        http.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let _ = http.write_all(&support::request_bytes("GET", "/v1/queues", None));
+        let mut text = String::new();
+        let _ = http.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text:?}");
+        assert!(text.contains("Retry-After: 1") && text.contains("\"code\":\"overloaded\""), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the refusal took {:?}", started.elapsed());
+
+        let started = Instant::now();
+        let mut refused = TcpStream::connect(binary).unwrap();
+        refused.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut hello = Vec::new();
+        Request::Hello { version_min: 1, version_max: 1 }.encode(1, &mut hello);
+        let _ = refused.write_all(&hello);
+        let mut bytes = Vec::new();
+        let _ = refused.read_to_end(&mut bytes);
+        let header = peek_frame(&bytes, usize::MAX).ok().flatten().expect("one whole error frame");
+        let body = Bytes::copy_from_slice(&bytes[HEADER_BYTES..HEADER_BYTES + header.body_len.get() as usize]);
+        let response = Response::decode(&header, body).unwrap();
+        let message = assert_error(&response, ErrorCode::Overloaded);
+        assert!(message.contains("retry"), "{message}");
+        assert!(ErrorCode::Overloaded.retryable());
+        assert!(started.elapsed() < Duration::from_secs(5), "the refusal took {:?}", started.elapsed());
+    }
+    drop(held);
+}
