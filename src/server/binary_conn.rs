@@ -82,7 +82,10 @@ struct Conn {
     parked: RefCell<VecDeque<Answer>>,
     /// Their estimated encoded size (`reply_bytes_estimate`).
     parked_bytes: Cell<usize>,
-    /// What this connection counts now in `Shared::reply_bytes_pending`.
+    /// What this connection counts now in `Shared::reply_bytes_pending`: its
+    /// encoded output, not the parked answers (they share large payloads
+    /// with the engine; counting their estimate server-wide would let one
+    /// connection with a thousand parked answers stop every other).
     accounted_bytes: Cell<usize>,
     /// The connection is over: answers still arriving are dropped.
     finished: Cell<bool>,
@@ -124,7 +127,7 @@ impl Conn {
     /// Brings the server-wide count of waiting reply bytes in step with this
     /// connection's.
     fn account(&self) {
-        let now = if self.finished.get() { 0 } else { self.reply_bytes_pending() };
+        let now = if self.finished.get() { 0 } else { self.output_pending_bytes() };
         self.shared.account_reply_bytes(self.accounted_bytes.replace(now), now);
     }
 

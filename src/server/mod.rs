@@ -238,8 +238,7 @@ pub(crate) struct Shared {
     pub(crate) connection_requests_in_flight_max: usize,
     pub(crate) reply_bytes_max: usize,
     pub(crate) connection_long_polls_max: usize,
-    /// Reply bytes waiting for their peers on every connection now: encoded
-    /// and unwritten, or (binary) answered and not yet encoded.
+    /// Encoded reply bytes waiting for their peers on every connection now.
     pub(crate) reply_bytes_pending: AtomicUsize,
 }
 
