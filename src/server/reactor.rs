@@ -329,6 +329,10 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
     // No more requests are taken: after `Connection: close`, a fatal error or
     // a `shutting_down` answer.
     let mut close = false;
+    // The inbox's length after the last parse: what it holds past that came
+    // in while earlier requests were still being taken, and is parsed next
+    // (the reader's wake for it may have been spent already).
+    let mut unparsed_from = 0usize;
     loop {
         let ended = {
             let mut inbox = inbox.borrow_mut();
@@ -339,6 +343,7 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
                 if inbox.bytes.is_empty() && inbox.bytes.capacity() > 0 {
                     inbox.bytes = Vec::new();
                 }
+                unparsed_from = inbox.bytes.len();
             }
             inbox.ended
         };
@@ -426,6 +431,9 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
                 tokio::task::yield_now().await;
             }
             continue;
+        }
+        if parsed.is_empty() && !close && inbox.borrow().bytes.len() != unparsed_from {
+            continue; // input arrived while the parsed requests were taken
         }
         // Nothing to do until an answer arrives or more input does; while the
         // server-wide budget is spent, look again shortly (it drains on
