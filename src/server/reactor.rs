@@ -38,8 +38,8 @@ use super::worker::Job;
 use super::{binary_conn, os, Shared};
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
-use crate::limits::{CONNECTION_REQUESTS_PER_PASS_MAX, REPLY_BUDGET_RECHECK_MS};
 use crate::http::{self, Action, Next};
+use crate::limits::{CONNECTION_REQUESTS_PER_PASS_MAX, REPLY_BUDGET_RECHECK_MS};
 
 /// Submission queue entries per ring (the completion queue gets twice as many).
 const RING_ENTRIES_COUNT: u32 = 1024;
@@ -195,13 +195,27 @@ async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize) {
 /// What a parsed request is waiting for before its response can be written.
 enum Pending {
     Rendered(Vec<u8>),
-    Health { keep_alive: bool },
-    Overloaded { keep_alive: bool },
-    Recovering { keep_alive: bool },
+    Health {
+        keep_alive: bool,
+    },
+    Overloaded {
+        keep_alive: bool,
+    },
+    Recovering {
+        keep_alive: bool,
+    },
     ShuttingDown,
-    Worker { reply: oneshot::Receiver<Reply>, keep_alive: bool, long_poll: bool },
+    Worker {
+        reply: oneshot::Receiver<Reply>,
+        keep_alive: bool,
+        long_poll: bool,
+    },
     /// A worker's reply that arrived while this request waited behind others.
-    Answered { reply: Reply, keep_alive: bool, long_poll: bool },
+    Answered {
+        reply: Box<Reply>,
+        keep_alive: bool,
+        long_poll: bool,
+    },
     /// Nobody will answer (the workers stopped).
     Gone,
 }
@@ -464,7 +478,7 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
             if let Some(Pending::Worker { keep_alive, long_poll, .. }) = pending.front() {
                 let (keep_alive, long_poll) = (*keep_alive, *long_poll);
                 pending[0] = match answer {
-                    Some(reply) => Pending::Answered { reply, keep_alive, long_poll },
+                    Some(reply) => Pending::Answered { reply: Box::new(reply), keep_alive, long_poll },
                     None => Pending::Gone,
                 };
             }

@@ -298,7 +298,8 @@ fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_
 fn runs_while_both_waited(first: &[u64], second: &[u64]) -> Vec<usize> {
     let both_from = first[0].max(second[0]);
     let both_until = first[first.len() - 1].min(second[second.len() - 1]);
-    let mut ids: Vec<(u64, bool)> = first.iter().map(|&id| (id, true)).chain(second.iter().map(|&id| (id, false))).collect();
+    let mut ids: Vec<(u64, bool)> =
+        first.iter().map(|&id| (id, true)).chain(second.iter().map(|&id| (id, false))).collect();
     ids.sort_unstable();
     let mut runs: Vec<usize> = Vec::new();
     let mut last = None;
