@@ -56,13 +56,14 @@ use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
+use super::reactor::reply_budget_released;
 use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
 use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
 use crate::engine::EngineError;
-use crate::limits::{CONNECTION_REQUESTS_PER_PASS_MAX, REPLY_BUDGET_RECHECK_MS};
+use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 /// An output buffer that grew past this (a large reply) is released after
 /// its write rather than kept for the life of the connection.
 const OUTPUT_BYTES_KEPT_MAX: usize = 1 << 20;
@@ -465,10 +466,10 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
         }
         if room == 0 && budget_spent {
             // The server-wide budget drains on every reactor, and the others
-            // do not wake this connection: look again shortly.
+            // do not wake this connection: the reactor's watcher does.
             tokio::select! {
                 () = conn.wake_processor.notified() => {}
-                () = tokio::time::sleep(std::time::Duration::from_millis(REPLY_BUDGET_RECHECK_MS)) => {}
+                () = reply_budget_released(shared) => {}
             }
             continue;
         }

@@ -192,6 +192,60 @@ async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize) {
     tracing::debug!(limit, "refused a connection past --max-connections");
 }
 
+/// The connections of this reactor waiting for the server-wide reply budget
+/// (`--reply-bytes-max`) to drain, and whether the one task that watches it
+/// for them is running.
+#[derive(Default)]
+struct BudgetWaiters {
+    count: Cell<usize>,
+    released: Notify,
+    wake_watcher: Notify,
+    watcher_started: Cell<bool>,
+}
+
+thread_local! {
+    /// One per reactor thread.
+    static BUDGET_WAITERS: Rc<BudgetWaiters> = Rc::default();
+}
+
+/// Returns once the server-wide reply budget is no longer spent. The budget
+/// drains on every reactor, and the others do not wake this one, so one task
+/// per reactor looks every [`REPLY_BUDGET_RECHECK_MS`] while anyone waits,
+/// whatever the number of connections waiting (a timer per connection would
+/// be thousands of wake-ups per pause under exactly the load that spends the
+/// budget). Dropping the future (in a `select!`) is fine.
+pub(crate) async fn reply_budget_released(shared: &Arc<Shared>) {
+    let waiters = BUDGET_WAITERS.with(Rc::clone);
+    if !waiters.watcher_started.replace(true) {
+        tokio_uring::spawn(watch_reply_budget(waiters.clone(), shared.clone()));
+    }
+    // Created before the count is raised: a `notify_waiters` reaches it from
+    // its creation on, polled or not.
+    let released = waiters.released.notified();
+    struct Waiting<'a>(&'a BudgetWaiters);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.count.set(self.0.count.get() - 1);
+        }
+    }
+    waiters.count.set(waiters.count.get() + 1);
+    let _waiting = Waiting(&waiters);
+    waiters.wake_watcher.notify_one();
+    released.await;
+}
+
+async fn watch_reply_budget(waiters: Rc<BudgetWaiters>, shared: Arc<Shared>) {
+    loop {
+        while waiters.count.get() == 0 {
+            waiters.wake_watcher.notified().await;
+        }
+        tokio::time::sleep(Duration::from_millis(REPLY_BUDGET_RECHECK_MS)).await;
+        if !shared.reply_budget_spent() {
+            waiters.released.notify_waiters();
+        }
+    }
+}
+
 /// What a parsed request is waiting for before its response can be written.
 enum Pending {
     Rendered(Vec<u8>),
@@ -232,7 +286,7 @@ struct Inbox {
 /// exactly one read in flight (so the end of the peer's stream is seen even while
 /// a long poll waits, and no read is ever dropped half-way), and the processor
 /// below, which parses, submits, awaits replies in order and writes.
-async fn serve_connection(stream: &Rc<TcpStream>, shared: &Shared, pool: Option<FixedBufPool<Vec<u8>>>) {
+async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>, pool: Option<FixedBufPool<Vec<u8>>>) {
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -331,7 +385,13 @@ async fn read_loop(
 /// bytes of responses rendered before they are written. Requests parsed and
 /// not yet taken stay parsed; the inbox is parsed again only once they are
 /// all taken, so meanwhile it fills and the reader pauses (back-pressure).
-async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wake: &Notify, wake_reader: &Notify) {
+async fn process(
+    stream: &TcpStream,
+    shared: &Arc<Shared>,
+    inbox: &RefCell<Inbox>,
+    wake: &Notify,
+    wake_reader: &Notify,
+) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
     let mut output: Vec<u8> = Vec::new();
@@ -449,11 +509,10 @@ async fn process(stream: &TcpStream, shared: &Shared, inbox: &RefCell<Inbox>, wa
         if parsed.is_empty() && !close && inbox.borrow().bytes.len() != unparsed_from {
             continue; // input arrived while the parsed requests were taken
         }
-        // Nothing to do until an answer arrives or more input does; while the
-        // server-wide budget is spent, look again shortly (it drains on
-        // every reactor, and the others do not wake this connection).
+        // Nothing to do until an answer arrives or more input does, or (with
+        // requests waiting to be taken) the server-wide budget drains.
         let recheck = budget_spent && !parsed.is_empty();
-        let recheck_pause = tokio::time::sleep(Duration::from_millis(REPLY_BUDGET_RECHECK_MS));
+        let recheck_pause = reply_budget_released(shared);
         let answered = match pending.front_mut() {
             Some(Pending::Worker { reply, long_poll, .. }) => {
                 if *long_poll && ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {

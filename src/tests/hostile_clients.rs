@@ -358,7 +358,7 @@ fn send_buffer_for_backlog(stream: &TcpStream) {
 /// thousands of it) first. Task ids are handed out in execution order.
 #[test]
 fn two_deep_pipelines_are_served_in_turns_binary() {
-    const BACKLOG: usize = 10_000;
+    const BACKLOG: usize = 20_000;
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
     let binary = server.binary_addr.unwrap();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
@@ -485,4 +485,48 @@ fn a_client_past_max_connections_gets_a_prompt_503_with_retry_after_and_the_bina
         assert!(started.elapsed() < Duration::from_secs(5), "the refusal took {:?}", started.elapsed());
     }
     drop(held);
+}
+
+/// `--reply-bytes-max`: replies waiting on all connections together. Three
+/// connections that pipeline `get_task` of a 1 MiB task and do not read hold
+/// more than the server-wide budget (8 MiB here) between them; a new
+/// connection's requests then wait, unread (not refused), until the budget
+/// drains, here by the three leaving.
+#[test]
+fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary() {
+    let args = [&BODY_ARGS[..], &["--durability", "memory", "--reply-bytes-max", "8388608"]].concat();
+    let server = Server::start_binary("127.0.0.1:0", &args);
+    let binary = server.binary_addr.unwrap();
+    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+
+    // All connected (their hellos answered) before any spends the budget.
+    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
+    for attacker in &mut attackers {
+        let mut frames = Vec::new();
+        for _ in 0..20 {
+            attacker.encode(&Request::GetTask { id }, &mut frames);
+        }
+        attacker.stream.write_all(&frames).unwrap();
+    }
+    // Until the three have spent the budget (each holds a write of about
+    // 5 MiB the kernel's buffers cannot take whole), a new connection may
+    // still be served.
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut waiting = loop {
+        let stream = TcpStream::connect(binary).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut client = Binary { stream, buffer: Vec::new(), next_id: 1 };
+        client.send(&Request::Hello { version_min: 1, version_max: 1 });
+        if client.try_read().is_none() {
+            break client; // not answered: the budget is spent
+        }
+        assert!(Instant::now() < deadline, "the server-wide reply budget never stopped a new connection");
+    };
+    // Still waiting, not refused or closed.
+    assert!(waiting.try_read().is_none());
+    drop(attackers);
+    waiting.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let (_, hello) = waiting.read();
+    assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
+    assert!(matches!(waiting.call(&Request::Ping), Response::Pong { ready: true }));
 }
