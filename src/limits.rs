@@ -58,8 +58,10 @@ pub const LONG_POLLS_COUNT_MAX: usize = 10_000;
 /// connections', not its whole backlog first). Smaller costs more passes per
 /// request (a yield each); larger lets one connection run further ahead.
 pub const CONNECTION_REQUESTS_PER_PASS_MAX: usize = 64;
-/// How often a connection paused on the server-wide reply budget looks again
-/// (the budget drains on other reactors, which do not wake this one).
+/// How often a reactor looks at the server-wide reply budget while any of
+/// its connections is paused on it (the budget drains on other reactors,
+/// which do not wake this one): a paused connection resumes up to this late.
+/// One timer per reactor, only while someone waits.
 pub const REPLY_BUDGET_RECHECK_MS: u64 = 5;
 
 const _: () = assert!(CONNECTION_LONG_POLLS_MAX_DEFAULT <= CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT);

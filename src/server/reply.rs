@@ -243,6 +243,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_estimate_counts_its_payloads_so_parked_answers_count_against_the_budget() {
+        use crate::engine::{TaskState, TaskView};
+        let view = TaskView {
+            id: 1,
+            queue: "q".into(),
+            state: TaskState::Ready,
+            payload: bytes::Bytes::from(vec![0u8; 1 << 20]),
+            priority: 0,
+            group: None,
+            depends_on: Vec::new(),
+            key: None,
+            attempts: 0,
+            max_attempts: 1,
+            result: Some(bytes::Bytes::from(vec![0u8; 1000])),
+            error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            not_before_ms: None,
+            lease_expires_at_ms: None,
+            purge_at_ms: None,
+        };
+        let estimate = reply_bytes_estimate(&Reply::Task(view));
+        assert!(estimate >= (1 << 20) + 1000 && estimate < (1 << 20) + 4096, "{estimate}");
+        assert!(reply_bytes_estimate(&any_reply()) > 0, "every answer counts for something");
+    }
+
+    #[test]
     fn a_sent_reply_is_delivered_once_with_its_tags() {
         let mailbox = Arc::new(Mailbox::default());
         reply_to(&mailbox, 41).send(any_reply());
