@@ -183,7 +183,7 @@ struct ServeArgs {
     /// Long polls (dequeues with wait_ms) one connection may have waiting; past it a long poll is
     /// answered at once with 503 `capacity_exceeded` (retryable).
     #[arg(long, value_name = "N", default_value_t = taskqueuex::limits::CONNECTION_LONG_POLLS_MAX_DEFAULT as u32,
-          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connection_long_polls_max: u32,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
