@@ -262,7 +262,7 @@ fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_
 fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_http() {
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
     let mut greedy = TcpStream::connect(server.addr).unwrap();
-    let body = br#"{"queues":["jobs"],"wait_ms":1500}"#;
+    let body = br#"{"queues":["jobs"],"wait_ms":3000}"#;
     let mut requests = Vec::new();
     for _ in 0..65 {
         requests.extend_from_slice(&support::request_bytes("POST", "/v1/dequeue", Some(body)));
