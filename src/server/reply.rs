@@ -265,7 +265,7 @@ mod tests {
             purge_at_ms: None,
         };
         let estimate = reply_bytes_estimate(&Reply::Task(view));
-        assert!(estimate >= (1 << 20) + 1000 && estimate < (1 << 20) + 4096, "{estimate}");
+        assert!(((1 << 20) + 1000..(1 << 20) + 4096).contains(&estimate), "{estimate}");
         assert!(reply_bytes_estimate(&any_reply()) > 0, "every answer counts for something");
     }
 
