@@ -104,12 +104,7 @@ struct Failed {
 }
 
 /// One round; the new applied LSN, or `None` if nothing changed.
-fn checkpoint(
-    shared: &Shared,
-    store: &Store,
-    committer: &Committer,
-    applied_lsn: u64,
-) -> Result<Option<u64>, Failed> {
+fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn: u64) -> Result<Option<u64>, Failed> {
     let started = Instant::now();
     let taken = |error| Failed { error, rows_taken: true };
     // The rows go straight into RocksDB's write batch, one copy each, under the

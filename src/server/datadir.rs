@@ -34,8 +34,14 @@ pub(crate) struct DataDirLock {
 #[derive(Debug)]
 pub enum DataDirError {
     /// Another process holds the lock: its pid, if the lock file names one.
-    InUse { dir: PathBuf, pid: Option<u32> },
-    Io { dir: PathBuf, error: io::Error },
+    InUse {
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
+    Io {
+        dir: PathBuf,
+        error: io::Error,
+    },
 }
 
 impl std::fmt::Display for DataDirError {
@@ -68,8 +74,13 @@ pub(crate) fn claim(dir: &Path) -> Result<DataDirLock, DataDirError> {
     fs::DirBuilder::new().recursive(true).mode(DATA_DIR_MODE).create(dir).map_err(io_error)?;
     // Opening (creating if absent) the lock file changes nothing another server
     // relies on: its content is only read by the message below.
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(dir.join(LOCK_FILE)).map_err(io_error)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io_error)?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = io::Error::last_os_error();

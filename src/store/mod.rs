@@ -317,7 +317,10 @@ impl Store {
         let families = CF_ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors(&db_options(), dir, families)
             .map_err(|e| StoreError::rocksdb(&format!("open {}", dir.display()), e))?;
-        let store = Store { db, state: Mutex::new(WriteState { applied_lsn_last: None, failure: None, writes_until_failure: None }) };
+        let store = Store {
+            db,
+            state: Mutex::new(WriteState { applied_lsn_last: None, failure: None, writes_until_failure: None }),
+        };
         store.check_layout_version()?;
         let applied_lsn_last = store.applied_lsn()?;
         store.lock_state().applied_lsn_last = applied_lsn_last;

@@ -445,7 +445,10 @@ fn a_wal_segment_cut_short_refuses_to_start_and_accept_data_loss_starts_saying_w
     let server = Server::launch(server.data_dir().parent().unwrap().to_path_buf(), &["--accept-data-loss"]);
     server.wait_healthy();
     let log = server.stderr();
-    assert!(log.contains("--accept-data-loss") && log.contains("cut short") && log.contains("kept every record up to LSN"), "{log}");
+    assert!(
+        log.contains("--accept-data-loss") && log.contains("cut short") && log.contains("kept every record up to LSN"),
+        "{log}"
+    );
     let mut client = server.client();
     // The seed is batch 1 and each enqueue one batch: the first 9 tasks precede the cut.
     for id in &ids[..9] {

@@ -209,8 +209,8 @@ fn the_data_directory_is_0700_and_every_file_in_it_0600() {
     let mut files = 0;
     check(&server.data_dir(), &mut files);
     assert!(files >= 8, "WAL, manifest, lock and RocksDB's files: {files}");
-    let sst = std::fs::read_dir(server.data_dir().join("store")).unwrap().any(|e| {
-        e.unwrap().path().extension().is_some_and(|x| x == "sst")
-    });
+    let sst = std::fs::read_dir(server.data_dir().join("store"))
+        .unwrap()
+        .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "sst"));
     assert!(sst, "a checkpoint was flushed to an SST file");
 }

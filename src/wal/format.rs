@@ -341,16 +341,15 @@ pub fn scan_segment_prefix(bytes: &[u8]) -> Result<(SegmentScan<'_>, Option<Form
     // A segment's size is synced when it is created, before any batch goes in,
     // so no crash leaves it shorter: it was cut (and whatever stood past the
     // cut is gone).
-    let size_error = (header.segment_bytes != 0 && (bytes.len() as u64) < header.segment_bytes).then(|| {
-        FormatError::Corruption {
+    let size_error =
+        (header.segment_bytes != 0 && (bytes.len() as u64) < header.segment_bytes).then(|| FormatError::Corruption {
             offset: bytes.len(),
             reason: format!(
                 "the file is {} bytes but its header says {}: it was cut short (a crash cannot shorten a segment)",
                 bytes.len(),
                 header.segment_bytes
             ),
-        }
-    });
+        });
     if size_error.is_some() {
         scan.torn_tail = false;
         scan.torn = None;

@@ -28,9 +28,9 @@ use std::io;
 use std::ops::Range;
 
 use super::format::{
-    decode_manifest, decode_segment_header, encode_batch, encode_manifest, encode_segment_header,
-    scan_segment_prefix, FormatError, Manifest, SegmentHeader, BATCH_BODY_BYTES_MAX, BATCH_HEADER_BYTES,
-    RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+    decode_manifest, decode_segment_header, encode_batch, encode_manifest, encode_segment_header, scan_segment_prefix,
+    FormatError, Manifest, SegmentHeader, BATCH_BODY_BYTES_MAX, BATCH_HEADER_BYTES, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
 use super::storage::{SegmentFile, Storage};
 
@@ -243,7 +243,9 @@ impl<S: Storage> Log<S> {
                     // An older log (no manifest): its creation was interrupted
                     // before the header was durable; it never held a batch.
                     log.storage.remove(id).map_err(|e| io_error("remove", id, e))?;
-                    recovered.notes.push(format!("segment {id:020}.wal was all zeros (an interrupted creation); removed"));
+                    recovered
+                        .notes
+                        .push(format!("segment {id:020}.wal was all zeros (an interrupted creation); removed"));
                     break;
                 }
                 Err(error) => {

@@ -272,7 +272,10 @@ fn a_segment_cut_short_refuses_to_start_and_accept_data_loss_keeps_what_precedes
     match refusal(open(&storage)) {
         WalError::Corruption { segment, offset, reason } => {
             assert_eq!((segment, offset), (id, cut));
-            assert!(reason.contains(&format!("the file is {cut} bytes but its header says {SEGMENT_BYTES}")), "{reason}");
+            assert!(
+                reason.contains(&format!("the file is {cut} bytes but its header says {SEGMENT_BYTES}")),
+                "{reason}"
+            );
         }
         other => panic!("{other}"),
     }
