@@ -73,11 +73,13 @@ pub(crate) fn claim(dir: &Path) -> Result<DataDirLock, DataDirError> {
     }
     fs::DirBuilder::new().recursive(true).mode(DATA_DIR_MODE).create(dir).map_err(io_error)?;
     // Opening (creating if absent) the lock file changes nothing another server
-    // relies on: its content is only read by the message below.
+    // relies on: not truncated here (the holder's pid is read below), only once
+    // the lock is ours.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(dir.join(LOCK_FILE))
         .map_err(io_error)?;
