@@ -470,3 +470,42 @@ fn restart_at_continues_the_log_after_a_checkpoint_past_its_end() {
     assert_eq!(recovered.records, more);
     assert_eq!(log.first_lsn(), 500);
 }
+
+#[test]
+fn a_failed_manifest_write_at_a_roll_poisons_the_log_and_the_unnamed_segment_is_removed_at_open() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    let mut acknowledged = Vec::new();
+    let segments = storage.disk().segment_ids().len();
+    storage.disk().manifest_writes_fail = true;
+    let mut i = 0;
+    let error = loop {
+        match log.append(&[record(i)]) {
+            Ok(lsns) => acknowledged.extend(lsns.zip([record(i)])),
+            Err(error) => break error,
+        }
+        i += 1;
+    };
+    assert!(matches!(error, WalError::Io { operation: "write manifest", .. }), "{error}");
+    assert!(matches!(log.append(&[b"x"]), Err(WalError::Poisoned)));
+    assert_eq!(storage.disk().segment_ids().len(), segments + 1, "the new segment exists, unnamed");
+    drop(log);
+    storage.disk().manifest_writes_fail = false;
+    let (_, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records, acknowledged);
+    assert!(recovered.notes.iter().any(|n| n.contains("held no batch and was removed")), "{:?}", recovered.notes);
+}
+
+#[test]
+fn a_segment_newer_than_the_manifest_names_that_holds_records_refuses_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 30);
+    let older_manifest = storage.disk().manifest.clone();
+    let before = storage.disk().segment_ids().len();
+    write(&mut log, 30, 300);
+    assert!(storage.disk().segment_ids().len() >= before + 2);
+    drop(log);
+    storage.disk().manifest = older_manifest; // an old copy restored
+    assert!(matches!(refusal(open(&storage)), WalError::Corruption { reason, .. } if reason.contains("with records")));
+}

@@ -193,6 +193,8 @@ pub struct SimDisk {
     pub sync_gate: Option<SyncGate>,
     /// The manifest (written atomically and durably, so one copy suffices).
     pub manifest: Option<Vec<u8>>,
+    /// The next manifest writes fail (the old manifest stays).
+    pub manifest_writes_fail: bool,
 }
 
 /// Lets a test hold a sync open and observe what waits for it, without
@@ -360,7 +362,11 @@ impl Storage for SimStorage {
     }
 
     fn write_manifest(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.disk().manifest = Some(bytes.to_vec());
+        let mut disk = self.disk();
+        if disk.manifest_writes_fail {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        disk.manifest = Some(bytes.to_vec());
         Ok(())
     }
 }
