@@ -156,7 +156,8 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
 /// with RocksDB's raw LOCK error, having renamed RocksDB's LOG on its way.
 #[test]
 fn a_second_server_on_a_data_directory_in_use_stops_before_listening_naming_the_pid_and_touches_nothing() {
-    let first = support::Server::start(&[]);
+    // No checkpoint round between the two snapshots below.
+    let first = support::Server::start(&["--checkpoint-interval-ms", "86400000"]);
     first.client().enqueue("q", serde_json::json!({"payload": 1}));
     let data = first.data_dir();
     let before = snapshot(&data);
