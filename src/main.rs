@@ -123,6 +123,14 @@ struct ServeArgs {
     /// Test hook: read one byte from this FIFO before each WAL sync (holds syncs open).
     #[arg(long, value_name = "FIFO", hide = true)]
     debug_wal_sync_gate: Option<PathBuf>,
+    /// Start even if the write-ahead log is damaged in a way a crash cannot cause (cut short, a segment
+    /// missing, damage before valid batches): keep the log up to the first damage, drop the rest, and log
+    /// exactly what was dropped. Without it such a log refuses to start (docs/durability.md).
+    #[arg(long)]
+    accept_data_loss: bool,
+    /// Test hook: the checkpoint store's write fails after N successful ones.
+    #[arg(long, value_name = "N", hide = true)]
+    debug_fail_checkpoint_writes_after: Option<u64>,
     /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
     #[arg(long, value_name = "N", default_value_t = default_reactors(),
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -388,6 +396,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         wal_sync_gate: args.debug_wal_sync_gate,
         memory_limit_bytes: args.memory_limit,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        accept_data_loss: args.accept_data_loss,
+        fail_checkpoint_writes_after: args.debug_fail_checkpoint_writes_after,
         reactor_threads: args.reactors as usize,
         worker_threads: args.workers as usize,
         max_connections: args.max_connections as usize,

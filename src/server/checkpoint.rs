@@ -17,6 +17,18 @@
 //!
 //! RocksDB is only ever called from this thread and from recovery, never from a
 //! reactor or a worker.
+//!
+//! **Failure is fail-stop, after bounded retries.** A round that fails before
+//! it took anything from the engine (the write batch could not be opened) is
+//! retried in the next round, up to [`CHECKPOINT_RETRIES_MAX`] times in a row. A
+//! round that fails in its write or flush is not retried at all: the engine's
+//! change tracking was already consumed into the lost batch, so a later round
+//! would write a checkpoint that lacks those rows yet claims their LSN, and the
+//! store refuses further writes anyway (it is fail-stop). Either way the server
+//! then stops (as on SIGTERM) and exits with status 1: the write-ahead log below
+//! the last good checkpoint was never removed, so a restart recovers everything
+//! from the last good checkpoint plus the log. Retrying forever instead let the
+//! log grow without bound while the disk failed (issue 15, item 9).
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -29,50 +41,76 @@ use crate::wal::committer::Committer;
 
 /// `--checkpoint-interval-ms` default: time between checkpoints while anything changes.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5_000;
+/// Rounds in a row that may fail before anything was taken from the engine
+/// before the server stops (~3 intervals: a transient error gets that long).
+pub const CHECKPOINT_RETRIES_MAX: u32 = 3;
 /// Poll period while waiting for the log to become durable up to a checkpoint.
 const DURABLE_POLL: Duration = Duration::from_millis(1);
 
 /// Runs a round every `interval` or when nudged, until told to
-/// stop (or the channel closes); then takes one last checkpoint.
+/// stop (or the channel closes); then takes one last checkpoint. Returns why
+/// it stopped the server, if a checkpoint failed (module docs).
 pub(crate) fn run(
     shared: Arc<Shared>,
     store: Arc<Store>,
     committer: Arc<Committer>,
     signals: Receiver<CheckpointSignal>,
     interval: Duration,
-) {
+) -> Result<(), Arc<str>> {
     let mut applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
+    let mut failures_in_a_row = 0;
     loop {
         let last = match signals.recv_timeout(interval) {
             Ok(CheckpointSignal::Nudge) | Err(RecvTimeoutError::Timeout) => false,
             Ok(CheckpointSignal::Stop) | Err(RecvTimeoutError::Disconnected) => true,
         };
         if shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            return; // fail-stop: the log failed; write nothing more anywhere
+            return Ok(()); // fail-stop: the log failed; write nothing more anywhere
         }
         match checkpoint(&shared, &store, &committer, applied_lsn) {
-            Ok(Some(lsn)) => applied_lsn = lsn,
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "checkpoint failed; the log is kept and the next round retries"),
+            Ok(Some(lsn)) => {
+                applied_lsn = lsn;
+                failures_in_a_row = 0;
+            }
+            Ok(None) => failures_in_a_row = 0,
+            Err(Failed { error, rows_taken: false }) if failures_in_a_row < CHECKPOINT_RETRIES_MAX && !last => {
+                failures_in_a_row += 1;
+                tracing::warn!(%error, failures_in_a_row, "checkpoint failed before taking any rows; the next round retries");
+            }
+            Err(Failed { error, rows_taken }) => {
+                let reason: Arc<str> = Arc::from(format!(
+                    "a checkpoint into RocksDB failed ({error}){}",
+                    if rows_taken {
+                        "; its rows were taken from the engine, so no later checkpoint could be complete"
+                    } else {
+                        ""
+                    }
+                ));
+                tracing::error!(%reason, "stopping the server; the write-ahead log is intact and a restart recovers");
+                super::os::signal_stop();
+                return Err(reason);
+            }
         }
         if last {
-            return;
+            return Ok(());
         }
     }
 }
 
+/// A failed round, and whether it got as far as taking the engine's changes.
+struct Failed {
+    error: crate::store::StoreError,
+    rows_taken: bool,
+}
+
 /// One round; the new applied LSN, or `None` if nothing changed.
-fn checkpoint(
-    shared: &Shared,
-    store: &Store,
-    committer: &Committer,
-    applied_lsn: u64,
-) -> Result<Option<u64>, crate::store::StoreError> {
+fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn: u64) -> Result<Option<u64>, Failed> {
     let started = Instant::now();
+    let taken = |error| Failed { error, rows_taken: true };
     // The rows go straight into RocksDB's write batch, one copy each, under the
     // engine lock (no intermediate copy per row: a checkpoint of millions of
     // rows otherwise held both at once).
-    let mut rows = store.rows()?;
+    let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
     let (meta, next_id, upto) = {
         let mut state = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
         let upto = committer.last_submitted_lsn();
@@ -95,8 +133,8 @@ fn checkpoint(
     // a backlog growing meanwhile does not find this copy still held on top of
     // the next checkpoint's.
     let (tasks_count, queues_count) = (rows.task_rows(), rows.queue_rows());
-    store.write_rows(rows, upto, &meta)?;
-    let durable = store.flush()?;
+    store.write_rows(rows, upto, &meta).map_err(taken)?;
+    let durable = store.flush().map_err(taken)?;
     assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
     committer.remove_through(durable);
     {

@@ -22,7 +22,7 @@ use crate::command::{execute, Command, Reply};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::store::Store;
 use crate::wal::committer::{CommitError, Committer, CommitterOptions, FailureHook};
-use crate::wal::log::Log;
+use crate::wal::log::{Log, OpenOptions};
 use crate::wal::record::{self, Entry, LogRecord};
 use crate::wal::storage::DirStorage;
 
@@ -252,6 +252,7 @@ pub(crate) fn recover(
     mode: DurabilityMode,
     sync_gate: Option<&Path>,
     memory_limit_bytes: u64,
+    accept_data_loss: bool,
     on_failure: FailureHook,
 ) -> Result<Recovered, ServeError> {
     let wal_dir = data_dir.join("wal");
@@ -282,10 +283,24 @@ pub(crate) fn recover(
     }
     .map_err(ServeError::Io)?;
     let wal_error = |error| ServeError::Wal(wal_dir.display().to_string(), error);
-    let (mut log, recovered) =
-        Log::open(storage, WAL_SEGMENT_BYTES, Box::new(super::os::random_u64)).map_err(wal_error)?;
-    if recovered.torn_tail {
-        tracing::warn!("the log ended in a torn batch (a crash during a write); it was dropped, never acknowledged");
+    let options = OpenOptions { accept_data_loss };
+    let (mut log, mut recovered) =
+        Log::open_with(storage, WAL_SEGMENT_BYTES, Box::new(super::os::random_u64), options).map_err(wal_error)?;
+    if let Some(torn) = &recovered.torn {
+        // Only a crash during a batch's write leaves this, and that batch was
+        // never acknowledged (its fdatasync had not returned). Damage confined
+        // to the final batch alone looks the same, hence the wording.
+        tracing::warn!(
+            dropped = %torn,
+            "the log ended in an incomplete final batch, as a crash during its write leaves it; it was dropped \
+             (if a crash tore it, none of it was acknowledged: replies wait for the batch's fdatasync)"
+        );
+    }
+    for note in &recovered.notes {
+        tracing::info!("{note}");
+    }
+    for dropped in &recovered.dropped {
+        tracing::error!(%dropped, "--accept-data-loss: damaged write-ahead log; dropped");
     }
 
     let (mut engine, applied_lsn) = match checkpoint {
@@ -307,6 +322,19 @@ pub(crate) fn recover(
         None => (None, 0),
     };
     // The log must hold every record after the checkpoint.
+    if accept_data_loss && applied_lsn > 0 && (log.first_lsn() > applied_lsn + 1 || log.next_lsn() <= applied_lsn) {
+        // The checkpoint holds more than the log can add to: keep it, and
+        // restart the log right after it (what the log held past it is lost).
+        tracing::error!(
+            checkpoint_lsn = applied_lsn,
+            log_first_lsn = log.first_lsn(),
+            log_next_lsn = log.next_lsn(),
+            "--accept-data-loss: the log cannot continue the checkpoint; every segment removed, the log restarts \
+             after the checkpoint, and every record it held after the checkpoint is dropped"
+        );
+        log.restart_at(applied_lsn + 1).map_err(wal_error)?;
+        recovered.records.clear();
+    }
     if log.first_lsn() > applied_lsn + 1 || log.next_lsn() <= applied_lsn {
         return Err(ServeError::Replay {
             lsn: applied_lsn,

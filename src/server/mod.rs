@@ -28,6 +28,7 @@ mod binary_conn;
 mod buffers;
 pub use buffers::READ_BYTES_MAX_DEFAULT;
 mod checkpoint;
+mod datadir;
 mod durability;
 mod os;
 mod reactor;
@@ -74,6 +75,12 @@ pub struct ServeConfig {
     pub memory_limit_bytes: u64,
     /// Time between checkpoints into RocksDB while anything changes.
     pub checkpoint_interval_ms: u64,
+    /// `--accept-data-loss`: start on a damaged log, keeping it up to the first
+    /// damage and logging what was dropped (docs/durability.md).
+    pub accept_data_loss: bool,
+    /// Test hook (`--debug-fail-checkpoint-writes-after N`): the checkpoint
+    /// store's write fails after N successful ones.
+    pub fail_checkpoint_writes_after: Option<u64>,
     /// Threads running an io_uring reactor each (accept, parse, reply).
     pub reactor_threads: usize,
     /// Threads executing commands against the engine.
@@ -130,6 +137,11 @@ pub enum ServeError {
     Storage(Arc<str>),
     /// The RocksDB checkpoint store in this directory cannot be opened or read.
     Store(String, String),
+    /// The data directory is in use by another server, or cannot be used.
+    DataDir(datadir::DataDirError),
+    /// A checkpoint into RocksDB failed while serving; the server stopped
+    /// (the log below the last good checkpoint is intact).
+    Checkpoint(Arc<str>),
 }
 
 impl std::fmt::Display for ServeError {
@@ -147,6 +159,11 @@ impl std::fmt::Display for ServeError {
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
+            ServeError::DataDir(error) => write!(f, "{error}"),
+            ServeError::Checkpoint(reason) => write!(
+                f,
+                "stopped because {reason}. The write-ahead log is intact; fix the disk and restart to recover"
+            ),
             ServeError::Storage(reason) => write!(
                 f,
                 "stopped because the write-ahead log failed: {reason}. Nothing after the failure was acknowledged; \
@@ -326,7 +343,8 @@ fn connections_max(asked: usize) -> usize {
 /// requests in flight and returns.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
-    std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Io)?;
+    // First: one server per data directory, owner-only files (datadir.rs).
+    let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
     let connections_max = connections_max(config.max_connections);
     // Before any thread exists, so every thread inherits the mask and only the
     // signal thread below receives SIGINT and SIGTERM.
@@ -423,6 +441,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         config.durability,
         config.wal_sync_gate.as_deref(),
         config.memory_limit_bytes,
+        config.accept_data_loss,
         on_failure,
     ) {
         Ok(recovered) => recovered,
@@ -446,6 +465,9 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     shared.recovered.store(true, Ordering::Release);
     let checkpointer = match (recovered.checkpointing, checkpoint_signals) {
         (Some((store, committer)), Some((stop, stop_rx))) => {
+            if let Some(writes) = config.fail_checkpoint_writes_after {
+                store.fail_writes_after(writes);
+            }
             let shared = shared.clone();
             let interval = Duration::from_millis(config.checkpoint_interval_ms);
             let handle = thread::Builder::new()
@@ -499,11 +521,15 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         let _ = handle.join();
     }
     // A last checkpoint, so the next start replays little; then the log stops.
+    let mut checkpoint_failure = None;
     if let Some((stop, handle)) = checkpointer {
         let _ = stop.send(durability::CheckpointSignal::Stop);
-        let _ = handle.join();
+        checkpoint_failure = handle.join().ok().and_then(Result::err);
     }
     shared.engine.lock().unwrap_or_else(|e| e.into_inner()).journal.stop();
+    if let Some(reason) = checkpoint_failure {
+        return Err(ServeError::Checkpoint(reason));
+    }
     if let Some(reason) = shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(ServeError::Storage(reason));
     }

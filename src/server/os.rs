@@ -17,13 +17,32 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 /// Pending connections the kernel queues per listener before refusing more.
 const LISTEN_BACKLOG_COUNT: libc::c_int = 4096;
 
-/// Binds `addr` without SO_REUSEPORT and releases it at once: fails with
-/// "address in use" if any socket listens there (even one with SO_REUSEPORT), and
-/// returns the address with port 0 resolved. The reuseport listeners bind the
-/// returned address right after; the window between the two is microseconds.
+/// How long [`probe_exclusive`] keeps trying an address that is in use. A
+/// server killed a moment ago still holds its listening sockets for ~10–25 ms
+/// (its io_uring instance, which holds them, is torn down asynchronously after
+/// the process is gone): without this, a restart right after `kill -9` failed
+/// with "Address already in use" about half the time. A live server holds the
+/// address past this and is refused. Costs at most this much at start.
+pub(crate) const BIND_IN_USE_WAIT_MS: u64 = 2_000;
+/// Pause between two tries within [`BIND_IN_USE_WAIT_MS`].
+const BIND_RETRY_PAUSE_MS: u64 = 10;
+
+/// Binds `addr` without SO_REUSEPORT (with SO_REUSEADDR, so connections of an
+/// earlier server in TIME_WAIT do not block it) and releases it at once: fails
+/// with "address in use" if any socket listens there (even one with
+/// SO_REUSEPORT) for longer than [`BIND_IN_USE_WAIT_MS`], and returns the
+/// address with port 0 resolved. The reuseport listeners bind the returned
+/// address right after; the window between the two is microseconds.
 pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let probe = TcpListener::bind(addr)?;
-    probe.local_addr()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BIND_IN_USE_WAIT_MS);
+    loop {
+        match listen_with(addr, false).and_then(|probe| probe.local_addr()) {
+            Err(error) if error.raw_os_error() == Some(libc::EADDRINUSE) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(BIND_RETRY_PAUSE_MS));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A listening TCP socket on `addr` with SO_REUSEADDR (restart without waiting
@@ -35,6 +54,10 @@ pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<SocketAddr> {
 /// `setsockopt` per accepted connection (measured in
 /// docs/benchmarks/changelog.md).
 pub(crate) fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_with(addr, true)
+}
+
+fn listen_with(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -44,11 +67,16 @@ pub(crate) fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
         let fd = check(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?;
         let listener = TcpListener::from_raw_fd(fd); // closes fd on every early return
         let one: libc::c_int = 1;
-        for (level, option) in [
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-            (libc::SOL_SOCKET, libc::SO_REUSEPORT),
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
-        ] {
+        let options: &[(libc::c_int, libc::c_int)] = if reuseport {
+            &[
+                (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+                (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+                (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            ]
+        } else {
+            &[(libc::SOL_SOCKET, libc::SO_REUSEADDR)]
+        };
+        for &(level, option) in options {
             check(libc::setsockopt(
                 fd,
                 level,

@@ -284,6 +284,10 @@ struct WriteState {
     applied_lsn_last: Option<u64>,
     /// Set by the first failed `write` or `flush`; the store is fail-stop after it.
     failure: Option<String>,
+    /// Fault injection (tests, `tqx serve --debug-fail-checkpoint-writes-after`):
+    /// this many more `write_rows` succeed, then the next fails as a RocksDB
+    /// write error would (and poisons the store).
+    writes_until_failure: Option<u64>,
 }
 
 /// The RocksDB checkpoint store. `Send + Sync`; every call blocks on disk I/O, so it
@@ -313,7 +317,10 @@ impl Store {
         let families = CF_ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors(&db_options(), dir, families)
             .map_err(|e| StoreError::rocksdb(&format!("open {}", dir.display()), e))?;
-        let store = Store { db, state: Mutex::new(WriteState { applied_lsn_last: None, failure: None }) };
+        let store = Store {
+            db,
+            state: Mutex::new(WriteState { applied_lsn_last: None, failure: None, writes_until_failure: None }),
+        };
         store.check_layout_version()?;
         let applied_lsn_last = store.applied_lsn()?;
         store.lock_state().applied_lsn_last = applied_lsn_last;
@@ -441,11 +448,27 @@ impl Store {
         })
     }
 
+    /// Fault injection for tests: after `writes` more successful
+    /// [`Store::write_rows`], the next fails like a RocksDB write error and
+    /// poisons the store.
+    pub fn fail_writes_after(&self, writes: u64) {
+        self.lock_state().writes_until_failure = Some(writes);
+    }
+
     /// Writes `rows` with `meta` and `applied_lsn`, as [`Store::write`] does.
     pub fn write_rows(&self, rows: Rows<'_>, applied_lsn: u64, meta: &[u8]) -> Result<(), StoreError> {
         let mut state = self.lock_state();
         if let Some(failure) = &state.failure {
             return Err(poisoned(failure));
+        }
+        match state.writes_until_failure {
+            Some(0) => {
+                let error = StoreError::Io(format!("write checkpoint at applied_lsn {applied_lsn}: injected failure"));
+                state.failure = Some(error.to_string());
+                return Err(error);
+            }
+            Some(left) => state.writes_until_failure = Some(left - 1),
+            None => {}
         }
         if let Some(last) = state.applied_lsn_last {
             assert!(

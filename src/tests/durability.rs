@@ -214,7 +214,7 @@ fn a_damaged_record_before_the_end_refuses_to_start_naming_the_file_and_offset()
 
     // Damage the second batch (the first enqueue): later batches follow it, so
     // this is corruption, not a torn tail.
-    let segment = std::fs::read_dir(data.join("wal")).unwrap().next().unwrap().unwrap().path();
+    let segment = newest_segment(&data);
     let bytes = std::fs::read(&segment).unwrap();
     let needle = b"task 0";
     let offset = bytes.windows(needle.len()).position(|w| w == needle).expect("the payload is in the log");
@@ -305,7 +305,9 @@ fn payloads_past_the_memory_limit_are_read_back_from_the_store_also_after_a_cras
     }
 
     // After a crash, recovery loads payloads only up to the budget; the rest
-    // stay in the store and still come back whole.
+    // stay in the store and still come back whole. (The leases' records must be
+    // durable before the kill, or those tasks are rightly delivered again.)
+    sync_barrier(&mut client);
     let server = server.crash_and_restart(&args);
     let mut client = server.client();
     let rest: Vec<Value> = client.dequeue(&["big"], 1000);
@@ -337,5 +339,231 @@ fn memory_mode_refuses_enqueues_past_the_memory_limit_until_payloads_are_freed()
     let lease = leased[0]["lease"].clone();
     assert_eq!(client.post(&format!("/v1/tasks/{first}/complete"), json!({"lease": lease})).status, 200);
     client.enqueue("q", big);
+    server.assert_healthy();
+}
+
+// Recovery's damage table (docs/durability.md, "What recovery does with
+// damage") on real files against the real binary. Each of these once started
+// and served a shorter history without a word.
+
+/// Runs `tqx serve` on `data` until it exits (or 20 s, then kills it):
+/// (exit status if it exited, stdout, stderr).
+fn serve_until_exit(data: &Path, extra_args: &[&str]) -> (Option<std::process::ExitStatus>, String, String) {
+    let out = data.with_extension("out");
+    let err = data.with_extension("err");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--reactors", "1", "--workers", "1"])
+        .args(["--no-pin", "--data"])
+        .arg(data)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&out).unwrap_or_default(), std::fs::read_to_string(&err).unwrap_or_default())
+}
+
+/// The refusal of a damaged log: exit 1, with a message naming
+/// `file` and each of `needles`.
+fn assert_refuses(data: &Path, file: &str, needles: &[&str]) {
+    let (status, stdout, stderr) = serve_until_exit(data, &[]);
+    assert!(status.is_some_and(|s| s.code() == Some(1)), "started on a damaged log ({status:?}); stderr:\n{stderr}");
+    // (It prints `listening` before recovery; /healthz says 503 until then.)
+    let _ = stdout;
+    assert!(stderr.contains(file), "names {file}:\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "says {needle:?}:\n{stderr}");
+    }
+}
+
+/// A server in a directory of our own with `count` tasks enqueued one by one
+/// (a batch each); their ids.
+fn server_with_tasks(count: usize) -> (Server, Vec<String>) {
+    let server = Server::launch(fresh_dir(), &[]);
+    server.wait_healthy();
+    let mut client = server.client();
+    let ids = (0..count).map(|i| client.enqueue("q", json!({"payload": format!("task {i}")}))).collect();
+    (server, ids)
+}
+
+fn kill_9(server: &mut Server) {
+    server.signal(libc::SIGKILL);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+fn stop(server: &mut Server) {
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", server.stderr());
+}
+
+fn newest_segment(data: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+/// Offsets of the batch headers in a segment (their magic, 8-aligned).
+fn batch_offsets(segment: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(segment).unwrap();
+    (64..bytes.len() - 4).step_by(8).filter(|&at| &bytes[at..at + 4] == b"TQXB").collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_wal_segment_cut_short_refuses_to_start_and_accept_data_loss_starts_saying_what_it_dropped() {
+    let (mut server, ids) = server_with_tasks(20);
+    kill_9(&mut server);
+    let data = server.data_dir();
+    let segment = newest_segment(&data);
+    let batches = batch_offsets(&segment);
+    let cut = batches[10];
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.set_len(cut as u64).unwrap();
+    drop(file);
+    assert_refuses(&data, &file_name(&segment), &[&format!("offset {cut}"), "cut short", "33554432"]);
+
+    let server = Server::launch(server.data_dir().parent().unwrap().to_path_buf(), &["--accept-data-loss"]);
+    server.wait_healthy();
+    let log = server.stderr();
+    assert!(
+        log.contains("--accept-data-loss") && log.contains("cut short") && log.contains("kept every record up to LSN"),
+        "{log}"
+    );
+    let mut client = server.client();
+    // The seed is batch 1 and each enqueue one batch: the first 9 tasks precede the cut.
+    for id in &ids[..9] {
+        assert_eq!(client.get(&format!("/v1/tasks/{id}")).status, 200);
+    }
+    assert_eq!(client.get(&format!("/v1/tasks/{}", ids[9])).status, 404);
+    server.assert_healthy();
+}
+
+#[test]
+fn a_deleted_newest_wal_segment_refuses_to_start_and_accept_data_loss_keeps_the_checkpoint() {
+    let (mut server, ids) = server_with_tasks(5);
+    stop(&mut server); // a clean stop checkpoints everything into RocksDB
+    let data = server.data_dir();
+    let segment = newest_segment(&data);
+    std::fs::remove_file(&segment).unwrap();
+    assert_refuses(&data, &file_name(&segment), &["is missing", "the manifest names it"]);
+
+    let server = Server::launch(data.parent().unwrap().to_path_buf(), &["--accept-data-loss"]);
+    server.wait_healthy();
+    assert!(server.stderr().contains("the log restarts after the checkpoint"), "{}", server.stderr());
+    let mut client = server.client();
+    for id in &ids {
+        assert_eq!(client.get(&format!("/v1/tasks/{id}")).status, 200, "task {id} from the checkpoint");
+    }
+    server.assert_healthy();
+    // ...and the restarted log recovers after a crash.
+    let server = server.crash_and_restart(&[]);
+    server.assert_healthy();
+}
+
+#[test]
+fn zeroed_headers_of_the_last_three_wal_batches_refuse_to_start() {
+    let (mut server, _) = server_with_tasks(12);
+    kill_9(&mut server);
+    let data = server.data_dir();
+    let segment = newest_segment(&data);
+    let batches = batch_offsets(&segment);
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    for &at in &batches[batches.len() - 3..] {
+        file.write_all_at(&[0u8; 32], at as u64).unwrap();
+    }
+    drop(file);
+    let first = batches[batches.len() - 3];
+    assert_refuses(&data, &file_name(&segment), &[&format!("offset {first}"), "a later batch follows"]);
+}
+
+#[test]
+fn a_torn_final_wal_batch_after_a_crash_is_dropped_and_logged() {
+    let (mut server, ids) = server_with_tasks(6);
+    kill_9(&mut server);
+    let data = server.data_dir();
+    let segment = newest_segment(&data);
+    let last = *batch_offsets(&segment).last().unwrap();
+    // What a crash during that batch's write could leave: part of it missing.
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0u8; 8], last as u64 + 40).unwrap();
+    drop(file);
+    let server = Server::launch(data.parent().unwrap().to_path_buf(), &[]);
+    server.wait_healthy();
+    let log = server.stderr();
+    assert!(log.contains("incomplete final batch") && log.contains(&file_name(&segment)), "{log}");
+    let mut client = server.client();
+    for id in &ids[..5] {
+        assert_eq!(client.get(&format!("/v1/tasks/{id}")).status, 200);
+    }
+    assert_eq!(client.get(&format!("/v1/tasks/{}", ids[5])).status, 404);
+}
+
+#[test]
+fn damage_to_the_last_wal_batch_after_a_clean_stop_refuses_to_start() {
+    let (mut server, _) = server_with_tasks(6);
+    stop(&mut server);
+    let data = server.data_dir();
+    let segment = newest_segment(&data);
+    let last = *batch_offsets(&segment).last().unwrap();
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0u8; 8], last as u64 + 40).unwrap();
+    drop(file);
+    assert_refuses(&data, &file_name(&segment), &[&format!("offset {last}"), "closed cleanly"]);
+}
+
+#[test]
+fn a_failing_checkpoint_stops_the_server_and_a_restart_recovers_every_acknowledged_task() {
+    // Every checkpoint write fails; it was retried forever while the log grew.
+    let args = ["--checkpoint-interval-ms", "1000", "--debug-fail-checkpoint-writes-after", "0"];
+    let mut server = Server::launch(fresh_dir(), &args);
+    server.wait_healthy();
+    let mut acknowledged = Vec::new();
+    let mut client = server.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.is_running() {
+        assert!(std::time::Instant::now() < deadline, "the server kept running: {}", server.stderr());
+        if client.send_raw_lossy(&request_bytes("POST", "/v1/queues/q/tasks", Some(br#"{"payload":"p"}"#))).is_err() {
+            break;
+        }
+        match client.read_response() {
+            Ok(response) if response.status == 201 => {
+                acknowledged.push(response.body["id"].as_str().unwrap().to_string())
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    assert!(!acknowledged.is_empty(), "the server stopped before acknowledging anything");
+    let status = server.wait_exit(Duration::from_secs(20));
+    let log = server.stderr();
+    assert!(status.is_some_and(|s| s.code() == Some(1)), "exit {status:?}:\n{log}");
+    assert!(log.contains("stopped because a checkpoint into RocksDB failed") && log.contains("injected"), "{log}");
+
+    let server = Server::launch(server.data_dir().parent().unwrap().to_path_buf(), &[]);
+    server.wait_healthy();
+    let mut client = server.client();
+    for id in &acknowledged {
+        assert_eq!(client.get(&format!("/v1/tasks/{id}")).status, 200, "acknowledged task {id}");
+    }
     server.assert_healthy();
 }

@@ -83,3 +83,135 @@ fn serve_refuses_an_address_another_process_listens_on() {
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("cannot listen on") && stderr.contains("in use"), "stderr: {stderr}");
 }
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Starts `tqx serve` on fixed addresses and waits for its `listening binary=`
+/// line; on failure returns what it printed on stderr.
+fn start_on(http: &str, binary: &str, data: &Path) -> Result<std::process::Child, String> {
+    let stderr = data.with_extension("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .args(["serve", "--no-pin", "--reactors", "1", "--workers", "1", "--http", http, "--binary", binary])
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn tqx serve");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("listening binary=") {
+            return Ok(child);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(std::fs::read_to_string(&stderr).unwrap_or_default())
+}
+
+/// A restart right after `kill -9` failed about half the time with "Address
+/// already in use": the dead server's io_uring instance still held its
+/// listening sockets for some milliseconds.
+#[test]
+fn restarting_on_the_same_port_right_after_kill_9_succeeds() {
+    let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (http, binary) = (free(), free());
+    let data = support::fresh_dir();
+    for attempt in 0..8 {
+        let mut server = start_on(&http, &binary, &data)
+            .unwrap_or_else(|stderr| panic!("restart {attempt} on {http} failed:\n{stderr}"));
+        // A connection, as a client reconnecting at once would make.
+        let _ = std::net::TcpStream::connect(&http);
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(data.with_extension("stderr"));
+}
+
+/// Every file under `dir` with its length and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let metadata = entry.metadata().unwrap();
+        if metadata.is_dir() {
+            files.extend(snapshot(&entry.path()));
+        } else {
+            files.push((entry.path(), metadata.len(), metadata.modified().unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A second server on a data directory in use printed `listening`, then died
+/// with RocksDB's raw LOCK error, having renamed RocksDB's LOG on its way.
+#[test]
+fn a_second_server_on_a_data_directory_in_use_stops_before_listening_naming_the_pid_and_touches_nothing() {
+    // No checkpoint round between the two snapshots below.
+    let first = support::Server::start(&["--checkpoint-interval-ms", "86400000"]);
+    first.client().enqueue("q", serde_json::json!({"payload": 1}));
+    let data = first.data_dir();
+    let before = snapshot(&data);
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .args(["serve", "--no-pin", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tqx serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"), "it listened first");
+    let pid: u32 = std::fs::read_to_string(data.join("tqx.lock")).unwrap().trim().parse().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(cmdline.contains(data.to_str().unwrap()), "the lock names the first server, pid {pid}: {cmdline:?}");
+    assert!(stderr.contains("is in use") && stderr.contains(&format!("pid {pid}")), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited for something");
+    assert_eq!(snapshot(&data), before, "the second server changed the first one's files");
+    first.assert_healthy();
+}
+
+/// Task data is readable by the server's user only, whatever the umask it
+/// was started with.
+#[test]
+fn the_data_directory_is_0700_and_every_file_in_it_0600() {
+    let mut server = support::Server::start(&[]);
+    let mut client = server.client();
+    for i in 0..10 {
+        client.enqueue("q", serde_json::json!({"payload": i}));
+    }
+    // A clean stop checkpoints: RocksDB's SST, MANIFEST and OPTIONS files exist.
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    fn check(dir: &Path, files: &mut usize) {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                check(&path, files);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", path.display());
+                *files += 1;
+            }
+        }
+    }
+    let mut files = 0;
+    check(&server.data_dir(), &mut files);
+    assert!(files >= 8, "WAL, manifest, lock and RocksDB's files: {files}");
+    let sst = std::fs::read_dir(server.data_dir().join("store"))
+        .unwrap()
+        .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "sst"));
+    assert!(sst, "a checkpoint was flushed to an SST file");
+}

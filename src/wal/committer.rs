@@ -194,6 +194,14 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
                 continue;
             }
             if inbox.pending.is_empty() {
+                // Stopping with everything written and synced: mark the log
+                // closed cleanly, so the next open takes no damage at its end
+                // for a crash's tear. (A failed log stays unmarked.)
+                if inbox.failed.is_none() {
+                    if let Err(error) = log.close_cleanly() {
+                        tracing::warn!(%error, "could not mark the write-ahead log closed cleanly");
+                    }
+                }
                 return;
             }
             // Interval mode: let records gather until the oldest has waited `linger`.

@@ -209,3 +209,303 @@ fn segments_below_a_checkpoint_are_removed_and_the_rest_still_recovers() {
     assert_eq!(recovered.records, expected, "every record from the first kept segment on");
     assert_eq!(log.next_lsn(), 311);
 }
+
+// Recovery's damage table (docs/durability.md, "What recovery does with
+// damage"): one test per row, on the simulated disk.
+
+fn open_accepting(storage: &SimStorage) -> Result<(Log<SimStorage>, Recovered), WalError> {
+    Log::open_with(storage.clone(), SEGMENT_BYTES, salts(), super::log::OpenOptions { accept_data_loss: true })
+}
+
+/// Offsets of the batch headers in segment `id` (found by their magic; the
+/// test payloads never contain it).
+fn batch_offsets(storage: &SimStorage, id: u64) -> Vec<usize> {
+    let bytes = storage.disk().bytes(id);
+    (64..bytes.len().saturating_sub(4)).step_by(8).filter(|&at| &bytes[at..at + 4] == b"TQXB").collect()
+}
+
+fn newest(storage: &SimStorage) -> u64 {
+    *storage.disk().segment_ids().last().unwrap()
+}
+
+fn refusal(result: Result<(Log<SimStorage>, Recovered), WalError>) -> WalError {
+    match result {
+        Err(error) => error,
+        Ok((_, recovered)) => panic!("expected a refusal, recovered {} records", recovered.records.len()),
+    }
+}
+
+/// A crashed server's log: several segments, the last batch torn.
+fn crashed_log(storage: &SimStorage) -> Vec<(u64, Vec<u8>)> {
+    let (mut log, _) = open(storage).unwrap();
+    let acknowledged = write(&mut log, 0, 120);
+    storage.disk().syncs_until_failure = Some(0);
+    assert!(log.append(&[record(500), record(501)]).is_err());
+    drop(log);
+    storage.disk().syncs_until_failure = None;
+    storage.disk().crash(|_, _| true); // the unsynced batch reached the disk whole...
+    let id = newest(storage);
+    let last = *batch_offsets(storage, id).last().unwrap();
+    storage.disk().damage(id, |bytes| bytes[last + 40] ^= 0xFF); // ...but one byte of it did not
+    acknowledged
+}
+
+#[test]
+fn a_torn_final_batch_is_dropped_and_described() {
+    let storage = SimStorage::default();
+    let acknowledged = crashed_log(&storage);
+    let (_, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records, acknowledged);
+    let torn = recovered.torn.expect("described");
+    assert!(torn.contains(&format!("{:020}.wal", newest(&storage))) && torn.contains("LSN 121"), "{torn}");
+}
+
+#[test]
+fn a_segment_cut_short_refuses_to_start_and_accept_data_loss_keeps_what_precedes_the_cut() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 120);
+    drop(log);
+    let id = newest(&storage);
+    let cut = batch_offsets(&storage, id)[1] + 10;
+    storage.disk().damage(id, |bytes| bytes.truncate(cut));
+    match refusal(open(&storage)) {
+        WalError::Corruption { segment, offset, reason } => {
+            assert_eq!((segment, offset), (id, cut));
+            assert!(
+                reason.contains(&format!("the file is {cut} bytes but its header says {SEGMENT_BYTES}")),
+                "{reason}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    let (mut log, recovered) = open_accepting(&storage).unwrap();
+    assert_eq!(recovered.dropped.len(), 1, "{:?}", recovered.dropped);
+    assert!(recovered.dropped[0].contains("cut short") && recovered.dropped[0].contains("kept every record up to LSN"));
+    // The log goes on from what was kept, and opens cleanly afterwards.
+    let kept = recovered.records.len() as u64;
+    assert_eq!(log.next_lsn(), kept + 1);
+    write(&mut log, 1000, 30);
+    drop(log);
+    let (_, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records.len() as u64, kept + 30);
+}
+
+#[test]
+fn a_gap_in_segment_numbers_refuses_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 300);
+    drop(log);
+    let ids = storage.disk().segment_ids();
+    assert!(ids.len() >= 4);
+    storage.disk().delete(ids[1]);
+    match refusal(open(&storage)) {
+        WalError::Corruption { segment, offset: 0, reason } => {
+            assert_eq!(segment, ids[2]);
+            assert!(reason.contains("a gap") && reason.contains(&format!("{:020}.wal", ids[1])), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_missing_newest_segment_refuses_to_start_and_accept_data_loss_continues_without_it() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 300);
+    drop(log);
+    let id = newest(&storage);
+    storage.disk().delete(id);
+    match refusal(open(&storage)) {
+        WalError::Missing { segment, reason } => {
+            assert_eq!(segment, id);
+            assert!(reason.contains("the manifest names it"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    let (mut log, recovered) = open_accepting(&storage).unwrap();
+    assert!(recovered.dropped.iter().any(|d| d.contains("is missing")), "{:?}", recovered.dropped);
+    write(&mut log, 1000, 3);
+    drop(log);
+    open(&storage).expect("after accepting, the log is consistent again");
+}
+
+#[test]
+fn valid_batches_after_a_bad_one_refuse_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 60);
+    drop(log);
+    let id = newest(&storage);
+    let batches = batch_offsets(&storage, id);
+    let bad = batches[batches.len() - 3];
+    storage.disk().damage(id, |bytes| bytes[bad..bad + 32].fill(0));
+    match refusal(open(&storage)) {
+        WalError::Corruption { segment, offset, reason } => {
+            assert_eq!((segment, offset), (id, bad));
+            assert!(reason.contains("follows"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn more_than_one_bad_batch_at_the_end_refuses_to_start() {
+    // Zeroing the headers of the last three batches once lost them silently.
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 60);
+    drop(log);
+    let id = newest(&storage);
+    let batches = batch_offsets(&storage, id);
+    for &at in &batches[batches.len() - 3..] {
+        storage.disk().damage(id, |bytes| bytes[at..at + 32].fill(0));
+    }
+    match refusal(open(&storage)) {
+        WalError::Corruption { segment, offset, reason } => {
+            assert_eq!((segment, offset), (id, batches[batches.len() - 3]));
+            assert!(reason.contains("a later batch follows"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    // Two damaged batches, the first with its header whole: bytes past its end.
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 60);
+    drop(log);
+    let id = newest(&storage);
+    let batches = batch_offsets(&storage, id);
+    let (second_last, last) = (batches[batches.len() - 2], batches[batches.len() - 1]);
+    storage.disk().damage(id, |bytes| {
+        bytes[second_last + 40] ^= 1;
+        bytes[last..last + 32].fill(0);
+    });
+    assert!(matches!(refusal(open(&storage)), WalError::Corruption { reason, .. } if reason.contains("more than one")));
+}
+
+#[test]
+fn damage_at_the_end_of_a_cleanly_closed_log_refuses_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 60);
+    log.close_cleanly().unwrap();
+    drop(log);
+    let id = newest(&storage);
+    let last = *batch_offsets(&storage, id).last().unwrap();
+    // After a crash this would be a torn final batch; after a clean close it is damage.
+    storage.disk().damage(id, |bytes| bytes[last..last + 32].fill(0));
+    match refusal(open(&storage)) {
+        WalError::Corruption { segment, offset, reason } => {
+            assert_eq!((segment, offset), (id, last));
+            assert!(reason.contains("closed cleanly"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    // A clean log reopens, and reopening marks it open again: a crash from
+    // here may tear its end.
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 9);
+    log.close_cleanly().unwrap();
+    drop(log);
+    let (mut log, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records.len(), 9);
+    storage.disk().syncs_until_failure = Some(0);
+    assert!(log.append(&[record(7)]).is_err());
+    drop(log);
+    storage.disk().syncs_until_failure = None;
+    storage.disk().crash(|_, _| true);
+    let id = newest(&storage);
+    let last = *batch_offsets(&storage, id).last().unwrap();
+    storage.disk().damage(id, |bytes| bytes[last + 40] ^= 1);
+    assert!(open(&storage).unwrap().1.torn_tail);
+}
+
+#[test]
+fn a_deleted_manifest_refuses_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 9);
+    drop(log);
+    storage.disk().manifest = None;
+    assert!(matches!(refusal(open(&storage)), WalError::Manifest { reason } if reason.contains("missing")));
+}
+
+#[test]
+fn accept_data_loss_cuts_at_the_first_damage_and_lists_what_it_dropped() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    let acknowledged = write(&mut log, 0, 300);
+    drop(log);
+    let ids = storage.disk().segment_ids();
+    let bad = batch_offsets(&storage, ids[1])[2];
+    storage.disk().flip_bit(ids[1], bad + 40, 0);
+    let (mut log, recovered) = open_accepting(&storage).unwrap();
+    let kept = recovered.records.len();
+    assert_eq!(recovered.records, acknowledged[..kept]);
+    assert!(kept < acknowledged.len());
+    let dropped = recovered.dropped.join("\n");
+    assert!(dropped.contains(&format!("{:020}.wal is corrupt at offset {bad}", ids[1])), "{dropped}");
+    assert!(dropped.contains(&format!("{:020}.wal..={:020}.wal removed", ids[2], ids[ids.len() - 1])), "{dropped}");
+    assert_eq!(storage.disk().segment_ids(), ids[..2]);
+    let more = write(&mut log, 1000, 30);
+    drop(log);
+    let (_, recovered) = open(&storage).unwrap();
+    let expected: Vec<_> = acknowledged[..kept].iter().cloned().chain(more).collect();
+    assert_eq!(recovered.records, expected);
+}
+
+#[test]
+fn restart_at_continues_the_log_after_a_checkpoint_past_its_end() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 30);
+    log.restart_at(500).unwrap();
+    assert_eq!(log.next_lsn(), 500);
+    let more = write(&mut log, 0, 6);
+    assert_eq!(more[0].0, 500);
+    drop(log);
+    let (log, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records, more);
+    assert_eq!(log.first_lsn(), 500);
+}
+
+#[test]
+fn a_failed_manifest_write_at_a_roll_poisons_the_log_and_the_unnamed_segment_is_removed_at_open() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    let mut acknowledged = Vec::new();
+    let segments = storage.disk().segment_ids().len();
+    storage.disk().manifest_writes_fail = true;
+    let mut i = 0;
+    let error = loop {
+        match log.append(&[record(i)]) {
+            Ok(lsns) => acknowledged.extend(lsns.zip([record(i)])),
+            Err(error) => break error,
+        }
+        i += 1;
+    };
+    assert!(matches!(error, WalError::Io { operation: "write manifest", .. }), "{error}");
+    assert!(matches!(log.append(&[b"x"]), Err(WalError::Poisoned)));
+    assert_eq!(storage.disk().segment_ids().len(), segments + 1, "the new segment exists, unnamed");
+    drop(log);
+    storage.disk().manifest_writes_fail = false;
+    let (_, recovered) = open(&storage).unwrap();
+    assert_eq!(recovered.records, acknowledged);
+    assert!(recovered.notes.iter().any(|n| n.contains("held no batch and was removed")), "{:?}", recovered.notes);
+}
+
+#[test]
+fn a_segment_newer_than_the_manifest_names_that_holds_records_refuses_to_start() {
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 30);
+    let older_manifest = storage.disk().manifest.clone();
+    let before = storage.disk().segment_ids().len();
+    write(&mut log, 30, 300);
+    assert!(storage.disk().segment_ids().len() >= before + 2);
+    drop(log);
+    storage.disk().manifest = older_manifest; // an old copy restored
+    assert!(matches!(refusal(open(&storage)), WalError::Corruption { reason, .. } if reason.contains("with records")));
+}

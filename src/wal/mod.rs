@@ -1,5 +1,5 @@
-//! The write-ahead log (being built for the durability issue; not wired into the
-//! server yet): `format` is the on-disk layout and its checks, as pure functions;
+//! The write-ahead log: `format` is the on-disk layout (segments, batches,
+//! records, the manifest) and its checks, as pure functions;
 //! `storage` the seam to the disk (real files, and a simulated disk that injects
 //! faults); `log` the fail-stop writer and recovery; `committer` the group-commit
 //! thread; `record` what a record holds.

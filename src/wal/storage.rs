@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +33,19 @@ pub trait Storage {
     fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<Self::File>;
     fn open(&mut self, id: u64) -> io::Result<Self::File>;
     fn remove(&mut self, id: u64) -> io::Result<()>;
+    /// The manifest's bytes (`format::Manifest`), or `None` if there is none.
+    fn read_manifest(&mut self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the manifest atomically and durably: after a crash either the
+    /// old or the new one is there, whole.
+    fn write_manifest(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
+
+/// The manifest's file name in the WAL directory.
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// Where a new manifest is written before it is renamed over the old one.
+const MANIFEST_TEMPORARY_FILE: &str = "MANIFEST.tmp";
+/// Mode of every file the log creates: only the server's user reads task data.
+pub const WAL_FILE_MODE: u32 = 0o600;
 
 /// Segments as files `<id, 20 digits>.wal` in a directory.
 pub struct DirStorage {
@@ -118,7 +130,8 @@ impl Storage for DirStorage {
     }
 
     fn create(&mut self, id: u64, bytes: usize, header: &[u8]) -> io::Result<DirFile> {
-        let mut file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(id))?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create_new(true).mode(WAL_FILE_MODE).open(self.path(id))?;
         let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(bytes)];
         let mut written = 0;
         while written < bytes {
@@ -138,6 +151,24 @@ impl Storage for DirStorage {
 
     fn remove(&mut self, id: u64) -> io::Result<()> {
         fs::remove_file(self.path(id))?;
+        self.sync_dir()
+    }
+
+    fn read_manifest(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.dir.join(MANIFEST_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn write_manifest(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let temporary = self.dir.join(MANIFEST_TEMPORARY_FILE);
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(WAL_FILE_MODE).open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, self.dir.join(MANIFEST_FILE))?;
         self.sync_dir()
     }
 }
@@ -160,6 +191,10 @@ pub struct SimDisk {
     pub short_write_bytes: Option<usize>,
     /// When set, every sync waits at this gate (see [`SyncGate`]).
     pub sync_gate: Option<SyncGate>,
+    /// The manifest (written atomically and durably, so one copy suffices).
+    pub manifest: Option<Vec<u8>>,
+    /// The next manifest writes fail (the old manifest stays).
+    pub manifest_writes_fail: bool,
 }
 
 /// Lets a test hold a sync open and observe what waits for it, without
@@ -198,6 +233,26 @@ impl SimDisk {
 
     pub fn segment_ids(&self) -> Vec<u64> {
         self.visible.keys().copied().collect()
+    }
+
+    /// Damage an operator or a bad disk may do to a stopped server's files
+    /// (never a crash): `f` edits segment `id`'s durable bytes.
+    pub fn damage(&mut self, id: u64, f: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(bytes) = self.durable.get_mut(&id) {
+            f(bytes);
+            self.visible.insert(id, bytes.clone());
+        }
+    }
+
+    /// Deletes segment `id` outright (operator damage).
+    pub fn delete(&mut self, id: u64) {
+        self.durable.remove(&id);
+        self.visible.remove(&id);
+    }
+
+    /// Durable bytes of segment `id`.
+    pub fn bytes(&self, id: u64) -> Vec<u8> {
+        self.durable.get(&id).cloned().unwrap_or_default()
     }
 }
 
@@ -299,6 +354,19 @@ impl Storage for SimStorage {
         let mut disk = self.disk();
         disk.visible.remove(&id);
         disk.durable.remove(&id);
+        Ok(())
+    }
+
+    fn read_manifest(&mut self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.disk().manifest.clone())
+    }
+
+    fn write_manifest(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut disk = self.disk();
+        if disk.manifest_writes_fail {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        disk.manifest = Some(bytes.to_vec());
         Ok(())
     }
 }

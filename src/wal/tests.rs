@@ -5,7 +5,8 @@ use proptest::prelude::*;
 
 use super::format::*;
 
-const SEGMENT: SegmentHeader = SegmentHeader { segment_id: 7, first_lsn: 100, first_batch_seq: 40, salt: 0x5eed_5a17 };
+const SEGMENT: SegmentHeader =
+    SegmentHeader { segment_id: 7, first_lsn: 100, first_batch_seq: 40, salt: 0x5eed_5a17, segment_bytes: 0 };
 
 /// A zero-filled segment of `size` bytes holding `batches` (payload lists), and
 /// the offset at which each batch starts.
@@ -179,7 +180,15 @@ proptest! {
             .collect();
         let (mut bytes, starts) = segment(&batches, 64 << 10);
         let last = *starts.last().unwrap();
-        let end = last + BATCH_HEADER_BYTES + 8 * 600 * 4;
+        // The last batch's own bytes: a crash never writes past them.
+        let mut end_of_batches = encode_segment_header(&SEGMENT).to_vec();
+        let (mut seq, mut lsn) = (SEGMENT.first_batch_seq, SEGMENT.first_lsn);
+        for payloads in &batches {
+            encode_batch(&mut end_of_batches, &SEGMENT, seq, lsn, payloads);
+            seq += 1;
+            lsn += payloads.len() as u64;
+        }
+        let end = end_of_batches.len();
         for (index, value) in &damage {
             let at = last + index.index(end - last);
             bytes[at] = *value;
