@@ -145,7 +145,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     queue_capacity: u32,
-    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body.
+    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body. At most
+    /// 3,969,104: larger bodies could decode to commands the write-ahead log cannot hold (docs/limits.md).
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     max_body_bytes: u64,

@@ -119,6 +119,9 @@ pub enum ServeError {
     Storage(Arc<str>),
     /// The RocksDB checkpoint store in this directory cannot be opened or read.
     Store(String, String),
+    /// The configuration breaks a relation between limits (`src/limits.rs`):
+    /// the message names both.
+    Limits(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -135,6 +138,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Io(e) => write!(f, "{e}"),
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
+            ServeError::Limits(message) => f.write_str(message),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::Storage(reason) => write!(
                 f,
@@ -293,6 +297,8 @@ fn connections_max(asked: usize) -> usize {
 /// requests in flight and returns.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
+    // Before anything is opened or bound: a body limit the log cannot hold is refused.
+    crate::limits::check_body_bytes_max(config.max_body_bytes).map_err(ServeError::Limits)?;
     std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Io)?;
     let connections_max = connections_max(config.max_connections);
     // Before any thread exists, so every thread inherits the mask and only the
