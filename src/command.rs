@@ -12,9 +12,9 @@ use crate::engine::{
 };
 pub use crate::limits::COMPLETE_BATCH_ITEMS_COUNT_MAX;
 use crate::limits::{
-    BATCH_DEPENDS_ON_COUNT_MAX, BATCH_TASKS_COUNT_MAX, DEPENDS_ON_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX, DEQUEUE_TASKS_COUNT_MAX,
-    ERROR_MESSAGE_BYTES_MAX, GROUP_NAME_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX,
-    WAIT_MS_MAX,
+    BATCH_DEPENDS_ON_COUNT_MAX, BATCH_TASKS_COUNT_MAX, DEPENDS_ON_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX,
+    DEQUEUE_TASKS_COUNT_MAX, ERROR_MESSAGE_BYTES_MAX, GROUP_NAME_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
 };
 
 /// One item of [`Command::CompleteBatch`]: what a single complete carries.
@@ -304,7 +304,8 @@ mod tests {
     #[test]
     fn check_limits_names_each_field_over_its_limit_and_the_limit() {
         let long = |n: usize| "x".repeat(n);
-        let dequeue = |queues: Vec<String>, max: usize, wait_ms: u64| Command::Dequeue { queues, max, lease_ms: None, wait_ms };
+        let dequeue =
+            |queues: Vec<String>, max: usize, wait_ms: u64| Command::Dequeue { queues, max, lease_ms: None, wait_ms };
         let cases: Vec<(Command, &str, &str, usize)> = vec![
             (Command::GetQueue { queue: long(70_000) }, "payload_too_large", "queue", limits::QUEUE_NAME_BYTES_MAX),
             (
@@ -338,7 +339,10 @@ mod tests {
                 Command::EnqueueBatch {
                     queue: "q".into(),
                     tasks: vec![
-                        NewTask { depends_on: vec![DepRef::Task(1); limits::DEPENDS_ON_COUNT_MAX], ..task(b"1") };
+                        NewTask {
+                            depends_on: vec![DepRef::Task(1); limits::DEPENDS_ON_COUNT_MAX],
+                            ..task(b"1")
+                        };
                         limits::BATCH_DEPENDS_ON_COUNT_MAX / limits::DEPENDS_ON_COUNT_MAX + 1
                     ],
                 },
@@ -346,8 +350,18 @@ mod tests {
                 "tasks",
                 limits::BATCH_DEPENDS_ON_COUNT_MAX,
             ),
-            (dequeue(vec!["q".into(), long(70_000)], 1, 0), "payload_too_large", "queues", limits::QUEUE_NAME_BYTES_MAX),
-            (dequeue(vec!["q".into()], 1, limits::WAIT_MS_MAX + 1), "invalid_argument", "wait_ms", limits::WAIT_MS_MAX as usize),
+            (
+                dequeue(vec!["q".into(), long(70_000)], 1, 0),
+                "payload_too_large",
+                "queues",
+                limits::QUEUE_NAME_BYTES_MAX,
+            ),
+            (
+                dequeue(vec!["q".into()], 1, limits::WAIT_MS_MAX + 1),
+                "invalid_argument",
+                "wait_ms",
+                limits::WAIT_MS_MAX as usize,
+            ),
             (dequeue(vec!["q".into()], 1 << 32, 0), "invalid_argument", "max", limits::DEQUEUE_TASKS_COUNT_MAX),
             (
                 Command::Fail { id: 1, lease: 1, error: long(70_000), retry: true },
@@ -356,7 +370,11 @@ mod tests {
                 limits::ERROR_MESSAGE_BYTES_MAX,
             ),
             (
-                Command::Complete { id: 1, lease: 1, result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])) },
+                Command::Complete {
+                    id: 1,
+                    lease: 1,
+                    result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])),
+                },
                 "payload_too_large",
                 "result",
                 limits::RESULT_BYTES_MAX,
@@ -365,7 +383,11 @@ mod tests {
                 Command::CompleteBatch {
                     items: vec![
                         CompleteItem { id: 1, lease: 1, result: None },
-                        CompleteItem { id: 2, lease: 1, result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])) },
+                        CompleteItem {
+                            id: 2,
+                            lease: 1,
+                            result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])),
+                        },
                     ],
                 },
                 "payload_too_large",
@@ -484,7 +506,8 @@ mod tests {
         let queues = vec!["a".to_string(); limits::DEQUEUE_QUEUES_COUNT_MAX];
         via_binary(Request::Dequeue { queues, max: 1, lease_ms: Some(1), wait_ms: 0 });
         via_binary(Request::Complete { id: 1, lease: 1, result: Some(Bytes::new()) });
-        let items = vec![WireItem { id: 1, lease: 1, result: Some(Bytes::new()) }; limits::COMPLETE_BATCH_ITEMS_COUNT_MAX];
+        let items =
+            vec![WireItem { id: 1, lease: 1, result: Some(Bytes::new()) }; limits::COMPLETE_BATCH_ITEMS_COUNT_MAX];
         via_binary(Request::CompleteBatch { items });
         via_binary(Request::Fail { id: 1, lease: 1, error: String::new(), retry: true });
         via_binary(Request::Extend { id: 1, lease: 1, lease_ms: 1 });

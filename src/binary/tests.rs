@@ -9,8 +9,8 @@ use tqx_wire::{CompleteItem as WireItem, Dep, ErrorCode, Header, Opcode, Request
 
 use super::*;
 use crate::command::{CompleteItem, Reply};
-use crate::limits::BATCH_TASKS_COUNT_MAX;
 use crate::engine::{self, EngineError, QueueConfig, StateCounts};
+use crate::limits::BATCH_TASKS_COUNT_MAX;
 
 const HELLO: Request = Request::Hello { version_min: 1, version_max: 1 };
 
@@ -283,7 +283,12 @@ fn request_checks_match_the_http_api() {
     same_as_http(Request::GetQueue { queue: "a/b".into() }, "GET", "/v1/queues/a%2Fb", "");
     let long = "x".repeat(129);
     refused_with(Request::DeleteQueue { queue: long.clone(), force: false }, ErrorCode::PayloadTooLarge, "queue");
-    same_as_http(Request::DeleteQueue { queue: long.clone(), force: false }, "DELETE", &format!("/v1/queues/{long}"), "");
+    same_as_http(
+        Request::DeleteQueue { queue: long.clone(), force: false },
+        "DELETE",
+        &format!("/v1/queues/{long}"),
+        "",
+    );
     let grouped = Request::Enqueue {
         queue: "q".into(),
         task: TaskSpec { payload: Bytes::from_static(b"1"), group: Some(long.clone()), ..TaskSpec::default() },

@@ -853,7 +853,11 @@ fn a_group_key_queue_name_or_error_over_its_limit_gets_payload_too_large_and_the
             128,
         ),
         (Request::Enqueue { queue: long.clone(), task: spec(None, None) }, "queue", 128),
-        (Request::Dequeue { queues: vec!["q".into(), long.clone()], max: 1, lease_ms: None, wait_ms: 0 }, "queues", 128),
+        (
+            Request::Dequeue { queues: vec!["q".into(), long.clone()], max: 1, lease_ms: None, wait_ms: 0 },
+            "queues",
+            128,
+        ),
         (Request::Fail { id: 1, lease: 1, error: long.clone(), retry: true }, "error", 4096),
     ];
     for (request, field, limit) in cases {
@@ -873,7 +877,8 @@ fn a_batch_dense_with_dependencies_at_the_largest_body_limit_is_refused_before_t
     // 4 MiB limit, and the server stopped.
     let server = Server::start(&["--max-body-bytes", "3969104"]);
     let mut client = server.client();
-    let task = TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Task(1); 1024], ..TaskSpec::default() };
+    let task =
+        TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Task(1); 1024], ..TaskSpec::default() };
     let request = Request::EnqueueBatch { queue: "q".into(), tasks: vec![task; 470] };
     match client.call(&request) {
         Response::Error { code: ErrorCode::InvalidArgument, message } => {
