@@ -595,6 +595,16 @@ mod tests {
         assert!(decode(&huge).unwrap_err().0.contains("a count of"));
     }
 
+    /// Unreachable from a client (`command::check_limits` refuses such a
+    /// command at the edge); if an edge forgets a field, the process stops
+    /// with a message that names the cause instead of logging a bad record.
+    #[test]
+    #[should_panic(expected = "the protocol edge (command::check_limits) must refuse")]
+    fn a_string_the_edge_should_have_refused_stops_with_the_reason() {
+        let command = Command::Fail { id: 1, lease: 1, error: "x".repeat(70_000), retry: true };
+        encode_command(0, &command, &mut Vec::new());
+    }
+
     #[test]
     fn reads_are_not_logged() {
         assert!(!is_logged(&Command::ListQueues));
