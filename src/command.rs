@@ -231,23 +231,21 @@ pub fn check_limits(command: &Command) -> Result<(), EngineError> {
             }
             Ok(())
         }
-        Command::Complete { result, .. } => check_result(result.as_ref()),
+        Command::Complete { result, .. } => {
+            validate_length("result", result.as_ref().map_or(0, Bytes::len), RESULT_BYTES_MAX)
+        }
         Command::Fail { error, .. } => validate_length("error", error.len(), ERROR_MESSAGE_BYTES_MAX),
         Command::CompleteBatch { items } => {
             validate_complete_batch(items.len())?;
             for (index, item) in items.iter().enumerate() {
-                check_result(item.result.as_ref()).map_err(|_| {
-                    let length = item.result.as_ref().map_or(0, Bytes::len);
-                    EngineError::too_large(format!("items[{index}].result"), length, RESULT_BYTES_MAX)
-                })?;
+                let length = item.result.as_ref().map_or(0, Bytes::len);
+                if length > RESULT_BYTES_MAX {
+                    return Err(EngineError::too_large(format!("items[{index}].result"), length, RESULT_BYTES_MAX));
+                }
             }
             Ok(())
         }
     }
-}
-
-fn check_result(result: Option<&Bytes>) -> Result<(), EngineError> {
-    validate_length("result", result.map_or(0, Bytes::len), RESULT_BYTES_MAX)
 }
 
 /// The bounds of one task: its lengths, and its dependency count (which the
