@@ -121,8 +121,8 @@ const _: () = assert!(WAL_RECORD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(16 + WAL_RECORD_BYTES_MAX + 8 <= WAL_BATCH_BODY_BYTES_MAX);
 
 /// Checks a `--max-body-bytes` value against the log: the message names both
-/// limits. `main` refuses the flag with it, and `server::serve` refuses a
-/// configuration with it, before anything listens.
+/// limits. `main` refuses the flag with it while it reads the arguments, and
+/// `server::serve` refuses a configuration with it before anything is opened.
 pub fn check_body_bytes_max(body_bytes_max: usize) -> Result<(), String> {
     if body_bytes_max == 0 || body_bytes_max > BODY_BYTES_MAX_MAX {
         return Err(format!(

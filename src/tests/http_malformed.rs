@@ -770,7 +770,7 @@ fn a_batch_dense_with_dependencies_is_refused_before_it_makes_a_log_record_over_
 }
 
 /// Starts `tqx serve` with `args` and expects it to exit non-zero before it
-/// listens; returns its stderr.
+/// creates its data directory or listens; returns its stderr.
 fn refused_at_start(args: &[&str]) -> String {
     let dir = support::fresh_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -797,7 +797,9 @@ fn refused_at_start(args: &[&str]) -> String {
         thread::sleep(Duration::from_millis(20));
     };
     let output = child.wait_with_output().unwrap();
+    let created = dir.join("data").exists();
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(!created, "{args:?} must be refused before the data directory is touched");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!status.success(), "{args:?}: {status:?}");
     assert!(!stdout.contains("listening"), "{args:?} must be refused before listening: {stdout}");
