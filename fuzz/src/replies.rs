@@ -12,6 +12,8 @@
 use taskqueuex::binary;
 use taskqueuex::command::{execute, Command, Reply};
 use taskqueuex::engine::{DepRef, Engine, EngineConfig, LeaseToken, NewTask, QueueConfigPatch, TaskId};
+use taskqueuex::limits;
+use taskqueuex::wal::record;
 use tqx_wire::{peek_frame, Header, Opcode, Response, HEADER_BYTES};
 
 use crate::response;
@@ -21,6 +23,24 @@ pub const NOW_MS: u64 = 1_764_000_000_000;
 
 /// Statuses a reply may carry over HTTP (docs/http-api.md).
 const HTTP_STATUSES: [u16; 8] = [200, 201, 400, 404, 409, 413, 500, 503];
+
+/// A command an edge accepted from a body (or frame body) of `body_bytes`
+/// bytes fits one log record, within the bound `src/limits.rs` derives
+/// (`RECORD_BYTES_OVER_BODY_MAX`): the WAL record encoder, which asserts it
+/// gets nothing longer than it can encode, is fed exactly what a worker would
+/// feed it.
+pub fn check_record_fits(command: &Command, body_bytes: usize) {
+    if !record::is_logged(command) {
+        return;
+    }
+    let mut bytes = Vec::new();
+    record::encode_command(NOW_MS, command, &mut bytes);
+    assert!(
+        bytes.len() <= body_bytes + limits::RECORD_BYTES_OVER_BODY_MAX,
+        "a {body_bytes}-byte body made a {}-byte log record, more than the bound allows",
+        bytes.len()
+    );
+}
 
 /// The engine every command runs against, and the lease token of its task 1.
 pub fn fixture() -> (Engine, LeaseToken) {
