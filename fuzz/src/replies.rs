@@ -25,19 +25,27 @@ pub const NOW_MS: u64 = 1_764_000_000_000;
 const HTTP_STATUSES: [u16; 8] = [200, 201, 400, 404, 409, 413, 500, 503];
 
 /// A command an edge accepted from a body (or frame body) of `body_bytes`
-/// bytes fits one log record, within the bound `src/limits.rs` derives
-/// (`RECORD_BYTES_OVER_BODY_MAX`): the WAL record encoder, which asserts it
-/// gets nothing longer than it can encode, is fed exactly what a worker would
-/// feed it.
+/// bytes fits one log record, within the bound `src/limits.rs` derives for
+/// its tasks and dependencies (`record_bytes_over_body_max`, at most
+/// `RECORD_BYTES_OVER_BODY_MAX`): the WAL record encoder, which asserts it gets
+/// nothing longer than it can encode, is fed exactly what a worker would feed it.
 pub fn check_record_fits(command: &Command, body_bytes: usize) {
     if !record::is_logged(command) {
         return;
     }
+    let tasks: &[NewTask] = match command {
+        Command::Enqueue { task, .. } => std::slice::from_ref(task),
+        Command::EnqueueBatch { tasks, .. } => tasks,
+        _ => &[],
+    };
+    let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
+    let bound = limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
+    assert!(bound <= limits::RECORD_BYTES_OVER_BODY_MAX);
     let mut bytes = Vec::new();
     record::encode_command(NOW_MS, command, &mut bytes);
     assert!(
-        bytes.len() <= body_bytes + limits::RECORD_BYTES_OVER_BODY_MAX,
-        "a {body_bytes}-byte body made a {}-byte log record, more than the bound allows",
+        bytes.len() <= body_bytes + bound,
+        "a {body_bytes}-byte body made a {}-byte log record, more than the {bound} bytes the bound allows",
         bytes.len()
     );
 }
