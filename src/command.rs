@@ -173,7 +173,7 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
 /// Checks every bound on what `command` may carry (`src/limits.rs`): the
 /// length of every string and byte field (queue names, group, key, payload,
 /// result, error message) and every count (tasks and dependencies of a batch,
-/// queues of a dequeue, items of a batch complete), and `wait_ms`. Both
+/// queues and tasks of a dequeue, items of a batch complete), and `wait_ms`. Both
 /// protocols call this on the command they built, before it is executed or
 /// logged: it is the one place these bounds are checked for clients, so no
 /// protocol can forget one, and a command that passes fits one log record

@@ -283,10 +283,10 @@ fn discipline(discipline: tqx_wire::Discipline) -> engine::Discipline {
 
 /// Maps a decoded request to the [`Command`] a worker executes, checked by
 /// `command::check_limits` like the HTTP API's (same codes and messages: every
-/// length, count and `wait_ms`; a field over its length limit is
-/// `payload_too_large` and the connection stays), plus batch references only
-/// inside a batch. Ranges the engine checks (lease, delay, attempts, dequeue
-/// `max`) are left to it, so each has one message.
+/// length, count, `wait_ms` and dequeue `max`; a field over its length limit
+/// is `payload_too_large` and the connection stays), plus batch references
+/// only inside a batch. Ranges the engine checks (lease, delay, attempts) are
+/// left to it, so each has one message.
 ///
 /// `Hello` and `Ping` are connection-level requests, not commands: they are
 /// refused here with `invalid_argument` ([`take_frames`] answers them itself).
