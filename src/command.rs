@@ -6,15 +6,16 @@
 
 use bytes::Bytes;
 
-use crate::engine::limits::BATCH_TASKS_COUNT_MAX;
 use crate::engine::{
-    validate_queue_name, Engine, EngineError, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo,
-    TaskId, TaskState, TaskView,
+    validate_length, validate_queue_name, validate_text, Engine, EngineError, Enqueued, LeaseToken, LeasedTask,
+    NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
 };
-
-/// Items one batch complete may hold: the same bound as an enqueue batch, for
-/// the same reason (the latency one request adds to everyone behind it).
-pub const COMPLETE_BATCH_ITEMS_COUNT_MAX: usize = BATCH_TASKS_COUNT_MAX;
+pub use crate::limits::COMPLETE_BATCH_ITEMS_COUNT_MAX;
+use crate::limits::{
+    BATCH_DEPENDS_ON_COUNT_MAX, BATCH_TASKS_COUNT_MAX, DEPENDS_ON_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX,
+    DEQUEUE_TASKS_COUNT_MAX, ERROR_MESSAGE_BYTES_MAX, GROUP_NAME_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
+    PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
+};
 
 /// One item of [`Command::CompleteBatch`]: what a single complete carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +170,100 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
     result.unwrap_or_else(Reply::Error)
 }
 
+/// Checks every bound on what `command` may carry (`src/limits.rs`): the
+/// length of every string and byte field (queue names, group, key, payload,
+/// result, error message) and every count (tasks and dependencies of a batch,
+/// queues and tasks of a dequeue, items of a batch complete), and `wait_ms`. Both
+/// protocols call this on the command they built, before it is executed or
+/// logged: it is the one place these bounds are checked for clients, so no
+/// protocol can forget one, and a command that passes fits one log record
+/// (`limits::RECORD_BYTES_OVER_BODY_MAX`). A length over its limit is
+/// `TooLarge` (413 over HTTP, `payload_too_large` on the wire); a count or
+/// anything else out of range is `Invalid` (400, `invalid_argument`); each
+/// names the field and its limit. Ranges that depend only on the engine's
+/// rules (lease, delay, attempts) are left to the engine, which cannot be
+/// made to log more by them.
+pub fn check_limits(command: &Command) -> Result<(), EngineError> {
+    match command {
+        Command::ListQueues | Command::GetTask { .. } | Command::Extend { .. } | Command::Cancel { .. } => Ok(()),
+        Command::ConfigureQueue { queue, .. } | Command::GetQueue { queue } | Command::DeleteQueue { queue, .. } => {
+            validate_queue_name(queue, "queue")
+        }
+        Command::Enqueue { queue, task } => {
+            validate_queue_name(queue, "queue")?;
+            check_task(task)
+        }
+        Command::EnqueueBatch { queue, tasks } => {
+            validate_queue_name(queue, "queue")?;
+            if tasks.is_empty() || tasks.len() > BATCH_TASKS_COUNT_MAX {
+                return Err(EngineError::invalid("tasks", format!("a batch holds 1 to {BATCH_TASKS_COUNT_MAX} tasks")));
+            }
+            let mut depends_on_count: usize = 0;
+            for (index, task) in tasks.iter().enumerate() {
+                check_task(task).map_err(|error| error.in_batch(index))?;
+                depends_on_count += task.depends_on.len();
+            }
+            if depends_on_count > BATCH_DEPENDS_ON_COUNT_MAX {
+                return Err(EngineError::invalid(
+                    "tasks",
+                    format!(
+                        "the batch's tasks have {depends_on_count} dependencies in all; the limit is \
+                         {BATCH_DEPENDS_ON_COUNT_MAX}"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Command::Dequeue { queues, max, wait_ms, .. } => {
+            if queues.is_empty() || queues.len() > DEQUEUE_QUEUES_COUNT_MAX {
+                let reason = format!("expected an array of 1 to {DEQUEUE_QUEUES_COUNT_MAX} queue names");
+                return Err(EngineError::invalid("queues", reason));
+            }
+            for queue in queues {
+                validate_queue_name(queue, "queues")?;
+            }
+            if *wait_ms > WAIT_MS_MAX {
+                return Err(EngineError::invalid("wait_ms", format!("must be between 0 and {WAIT_MS_MAX}")));
+            }
+            // The engine checks it too, but its record holds a u32.
+            if *max == 0 || *max > DEQUEUE_TASKS_COUNT_MAX {
+                return Err(EngineError::invalid("max", format!("must be between 1 and {DEQUEUE_TASKS_COUNT_MAX}")));
+            }
+            Ok(())
+        }
+        Command::Complete { result, .. } => {
+            validate_length("result", result.as_ref().map_or(0, Bytes::len), RESULT_BYTES_MAX)
+        }
+        Command::Fail { error, .. } => validate_length("error", error.len(), ERROR_MESSAGE_BYTES_MAX),
+        Command::CompleteBatch { items } => {
+            validate_complete_batch(items.len())?;
+            for (index, item) in items.iter().enumerate() {
+                let length = item.result.as_ref().map_or(0, Bytes::len);
+                if length > RESULT_BYTES_MAX {
+                    return Err(EngineError::too_large(format!("items[{index}].result"), length, RESULT_BYTES_MAX));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The bounds of one task: its lengths, and its dependency count (which the
+/// engine checks too, but a batch's total is only known here).
+fn check_task(task: &NewTask) -> Result<(), EngineError> {
+    validate_length("payload", task.payload.len(), PAYLOAD_BYTES_MAX)?;
+    if let Some(group) = &task.group {
+        validate_text("group", group, GROUP_NAME_BYTES_MAX)?;
+    }
+    if let Some(key) = &task.key {
+        validate_text("key", key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+    }
+    if task.depends_on.len() > DEPENDS_ON_COUNT_MAX {
+        return Err(EngineError::invalid("depends_on", format!("at most {DEPENDS_ON_COUNT_MAX} dependencies")));
+    }
+    Ok(())
+}
+
 /// Checks the size of a batch complete (the same check for every protocol).
 pub fn validate_complete_batch(items_count: usize) -> Result<(), EngineError> {
     if items_count == 0 || items_count > COMPLETE_BATCH_ITEMS_COUNT_MAX {
@@ -197,7 +292,251 @@ fn complete_batch(engine: &mut Engine, items: Vec<CompleteItem>, now_ms: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::EngineConfig;
+    use crate::engine::{DepRef, EngineConfig};
+    use crate::limits;
+
+    fn task(payload: &[u8]) -> NewTask {
+        NewTask { payload: Bytes::copy_from_slice(payload), ..NewTask::default() }
+    }
+
+    #[test]
+    fn check_limits_names_each_field_over_its_limit_and_the_limit() {
+        let long = |n: usize| "x".repeat(n);
+        let dequeue =
+            |queues: Vec<String>, max: usize, wait_ms: u64| Command::Dequeue { queues, max, lease_ms: None, wait_ms };
+        let cases: Vec<(Command, &str, &str, usize)> = vec![
+            (Command::GetQueue { queue: long(70_000) }, "payload_too_large", "queue", limits::QUEUE_NAME_BYTES_MAX),
+            (
+                Command::Enqueue { queue: "q".into(), task: NewTask { group: Some(long(70_000)), ..task(b"1") } },
+                "payload_too_large",
+                "group",
+                limits::GROUP_NAME_BYTES_MAX,
+            ),
+            (
+                Command::Enqueue { queue: "q".into(), task: NewTask { key: Some(long(257)), ..task(b"1") } },
+                "payload_too_large",
+                "key",
+                limits::IDEMPOTENCY_KEY_BYTES_MAX,
+            ),
+            (
+                Command::Enqueue { queue: "q".into(), task: task(&vec![b'1'; limits::PAYLOAD_BYTES_MAX + 1]) },
+                "payload_too_large",
+                "payload",
+                limits::PAYLOAD_BYTES_MAX,
+            ),
+            (
+                Command::EnqueueBatch {
+                    queue: "q".into(),
+                    tasks: vec![task(b"1"), NewTask { group: Some(long(129)), ..task(b"1") }],
+                },
+                "payload_too_large",
+                "tasks[1].group",
+                limits::GROUP_NAME_BYTES_MAX,
+            ),
+            (
+                Command::EnqueueBatch {
+                    queue: "q".into(),
+                    tasks: vec![
+                        NewTask {
+                            depends_on: vec![DepRef::Task(1); limits::DEPENDS_ON_COUNT_MAX],
+                            ..task(b"1")
+                        };
+                        limits::BATCH_DEPENDS_ON_COUNT_MAX / limits::DEPENDS_ON_COUNT_MAX + 1
+                    ],
+                },
+                "invalid_argument",
+                "tasks",
+                limits::BATCH_DEPENDS_ON_COUNT_MAX,
+            ),
+            (
+                dequeue(vec!["q".into(), long(70_000)], 1, 0),
+                "payload_too_large",
+                "queues",
+                limits::QUEUE_NAME_BYTES_MAX,
+            ),
+            (
+                dequeue(vec!["q".into()], 1, limits::WAIT_MS_MAX + 1),
+                "invalid_argument",
+                "wait_ms",
+                limits::WAIT_MS_MAX as usize,
+            ),
+            (dequeue(vec!["q".into()], 1 << 32, 0), "invalid_argument", "max", limits::DEQUEUE_TASKS_COUNT_MAX),
+            (
+                Command::Fail { id: 1, lease: 1, error: long(70_000), retry: true },
+                "payload_too_large",
+                "error",
+                limits::ERROR_MESSAGE_BYTES_MAX,
+            ),
+            (
+                Command::Complete {
+                    id: 1,
+                    lease: 1,
+                    result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])),
+                },
+                "payload_too_large",
+                "result",
+                limits::RESULT_BYTES_MAX,
+            ),
+            (
+                Command::CompleteBatch {
+                    items: vec![
+                        CompleteItem { id: 1, lease: 1, result: None },
+                        CompleteItem {
+                            id: 2,
+                            lease: 1,
+                            result: Some(Bytes::from(vec![b'1'; limits::RESULT_BYTES_MAX + 1])),
+                        },
+                    ],
+                },
+                "payload_too_large",
+                "items[1].result",
+                limits::RESULT_BYTES_MAX,
+            ),
+        ];
+        for (command, code, field, limit) in cases {
+            let error = check_limits(&command).expect_err(field);
+            let message = error.to_string();
+            assert_eq!(error.code(), code, "{field}: {message}");
+            assert!(message.starts_with(field) || message.contains(&format!(" {field}")), "{field}: {message}");
+            assert!(message.contains(&limit.to_string()), "{field}: {message}");
+        }
+        // At the limits, everything passes.
+        let at_limits = NewTask {
+            group: Some(long(limits::GROUP_NAME_BYTES_MAX)),
+            key: Some(long(limits::IDEMPOTENCY_KEY_BYTES_MAX)),
+            depends_on: vec![DepRef::Task(1); limits::DEPENDS_ON_COUNT_MAX],
+            ..task(&vec![b'1'; limits::PAYLOAD_BYTES_MAX])
+        };
+        check_limits(&Command::Enqueue { queue: long(limits::QUEUE_NAME_BYTES_MAX), task: at_limits }).unwrap();
+        let error = long(limits::ERROR_MESSAGE_BYTES_MAX);
+        check_limits(&Command::Fail { id: 1, lease: 1, error, retry: false }).unwrap();
+    }
+
+    /// `limits::record_bytes_over_body_max` for the tasks and dependencies of
+    /// `command` (at most `RECORD_BYTES_OVER_BODY_MAX`).
+    fn bound_of(command: &Command) -> usize {
+        let tasks: &[NewTask] = match command {
+            Command::Enqueue { task, .. } => std::slice::from_ref(task),
+            Command::EnqueueBatch { tasks, .. } => tasks,
+            _ => &[],
+        };
+        let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
+        let bound = limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
+        assert!(bound <= limits::RECORD_BYTES_OVER_BODY_MAX);
+        bound
+    }
+
+    /// The bound `limits::RECORD_BYTES_OVER_BODY_MAX` is derived by hand from
+    /// the record layout; this builds the bodies that gain the most on each
+    /// protocol (minimal tasks, dependencies at their densest, every optional
+    /// field, the longest path name) and checks it.
+    #[test]
+    fn record_bytes_never_exceed_the_body_by_more_than_the_bound() {
+        use crate::http::{self, Action, Next};
+        use crate::wal::record;
+
+        let bound = limits::RECORD_BYTES_OVER_BODY_MAX;
+        let record_of = |command: &Command| {
+            let mut bytes = Vec::new();
+            record::encode_command(u64::MAX, command, &mut bytes);
+            bytes.len()
+        };
+        let queue = "q".repeat(limits::QUEUE_NAME_BYTES_MAX);
+        let http_limits = http::Limits { body_bytes_max: limits::BODY_BYTES_MAX_MAX, ..http::Limits::default() };
+        let via_http = |method: &str, path: &str, body: &str| {
+            let request = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            match http::next_request(request.as_bytes(), &http_limits) {
+                Next::Request { action: Action::Execute(command), .. } => {
+                    let gain = record_of(&command) as i64 - body.len() as i64;
+                    let own = bound_of(&command);
+                    assert!(gain <= own as i64, "{method} {path}: {gain} > {own}");
+                    gain
+                }
+                other => panic!("{method} {path}: {other:?}"),
+            }
+        };
+        // A batch: as many tasks as dependencies allow at 1,024 each, then
+        // the rest minimal; every dependency `1,`.
+        let deps = vec!["1"; limits::DEPENDS_ON_COUNT_MAX].join(",");
+        let dense = limits::BATCH_DEPENDS_ON_COUNT_MAX / limits::DEPENDS_ON_COUNT_MAX;
+        let mut entries = vec![format!(r#"{{"payload":0,"depends_on":[{deps}]}}"#); dense];
+        entries.resize(limits::BATCH_TASKS_COUNT_MAX, r#"{"payload":0}"#.to_string());
+        let body = format!(r#"{{"tasks":[{}]}}"#, entries.join(","));
+        let batch_gain = via_http("POST", &format!("/v1/queues/{queue}/tasks/batch"), &body);
+        assert!(batch_gain > bound as i64 * 9 / 10, "the bound is tight: {batch_gain} of {bound}");
+        let full = r#"{"payload":0,"group":"g","key":"k","max_attempts":1,"priority":1,"delay_ms":1,"depends_on":[1]}"#;
+        via_http("POST", &format!("/v1/queues/{queue}/tasks/batch"), &format!(r#"{{"tasks":[{full},{full}]}}"#));
+        via_http("POST", &format!("/v1/queues/{queue}/tasks"), &format!(r#"{{"payload":0,"depends_on":[{deps}]}}"#));
+        via_http("POST", &format!("/v1/queues/{queue}/tasks"), full);
+        via_http("PUT", &format!("/v1/queues/{queue}"), "");
+        let patch = r#"{"discipline":"fifo","lease_ms":1,"max_attempts":1,"backoff_ms":1,"backoff_max_ms":1,"retention_ms":1,"group_concurrency":1}"#;
+        via_http("PUT", &format!("/v1/queues/{queue}"), patch);
+        via_http("DELETE", &format!("/v1/queues/{queue}"), "");
+        let names = vec![r#""a""#; limits::DEQUEUE_QUEUES_COUNT_MAX].join(",");
+        via_http("POST", "/v1/dequeue", &format!(r#"{{"queues":[{names}],"lease_ms":1}}"#));
+        via_http("POST", "/v1/tasks/1/complete", r#"{"lease":1}"#);
+        via_http("POST", "/v1/tasks/1/complete", r#"{"lease":1,"result":0}"#);
+        via_http("POST", "/v1/tasks/1/fail", r#"{"lease":1,"error":""}"#);
+        via_http("POST", "/v1/tasks/1/extend", r#"{"lease":1,"lease_ms":1}"#);
+        via_http("DELETE", "/v1/tasks/1", "");
+
+        // Binary: the same commands as frames.
+        use tqx_wire::{CompleteItem as WireItem, Dep, QueuePatch, Request, TaskSpec, HEADER_BYTES};
+        let via_binary = |request: Request| {
+            let mut frame = Vec::new();
+            request.encode(1, &mut frame);
+            let header = tqx_wire::peek_frame(&frame, usize::MAX).unwrap().unwrap();
+            let body = Bytes::copy_from_slice(&frame[HEADER_BYTES..]);
+            let body_bytes = body.len();
+            let command = crate::binary::request_to_command(Request::decode(&header, body).unwrap()).unwrap();
+            let gain = record_of(&command) as i64 - body_bytes as i64;
+            let own = bound_of(&command);
+            assert!(gain <= own as i64, "{gain} > {own}");
+        };
+        let spec = |depends_on: Vec<Dep>| TaskSpec {
+            payload: Bytes::new(),
+            priority: 1,
+            group: Some("g".into()),
+            delay_ms: 1,
+            max_attempts: Some(1),
+            depends_on,
+            key: Some("k".into()),
+        };
+        let mut tasks = vec![spec(vec![Dep::Task(1); limits::DEPENDS_ON_COUNT_MAX]); dense];
+        tasks.resize(limits::BATCH_TASKS_COUNT_MAX, spec(Vec::new()));
+        via_binary(Request::EnqueueBatch { queue: queue.clone(), tasks });
+        via_binary(Request::Enqueue { queue: queue.clone(), task: spec(vec![Dep::Task(1); 1024]) });
+        let patch = QueuePatch {
+            discipline: Some(tqx_wire::Discipline::Fifo),
+            lease_ms: Some(1),
+            max_attempts: Some(1),
+            backoff_ms: Some(1),
+            backoff_max_ms: Some(1),
+            retention_ms: Some(1),
+            group_concurrency: Some(Some(1)),
+        };
+        via_binary(Request::ConfigureQueue { queue: queue.clone(), patch });
+        via_binary(Request::DeleteQueue { queue: queue.clone(), force: true });
+        let queues = vec!["a".to_string(); limits::DEQUEUE_QUEUES_COUNT_MAX];
+        via_binary(Request::Dequeue { queues, max: 1, lease_ms: Some(1), wait_ms: 0 });
+        via_binary(Request::Complete { id: 1, lease: 1, result: Some(Bytes::new()) });
+        let items =
+            vec![WireItem { id: 1, lease: 1, result: Some(Bytes::new()) }; limits::COMPLETE_BATCH_ITEMS_COUNT_MAX];
+        via_binary(Request::CompleteBatch { items });
+        via_binary(Request::Fail { id: 1, lease: 1, error: String::new(), retry: true });
+        via_binary(Request::Extend { id: 1, lease: 1, lease_ms: 1 });
+        via_binary(Request::Cancel { id: 1 });
+    }
+
+    #[test]
+    fn the_documented_body_limit_ceiling_is_the_derived_one() {
+        // docs/limits.md and `tqx serve --help` quote these figures.
+        assert_eq!(limits::RECORD_BYTES_OVER_BODY_MAX, 225_200);
+        assert_eq!(limits::BODY_BYTES_MAX_MAX, 3_969_104);
+        assert!(limits::check_body_bytes_max(limits::BODY_BYTES_MAX_MAX).is_ok());
+        let refusal = limits::check_body_bytes_max(16 << 20).unwrap_err();
+        assert!(refusal.contains("--max-body-bytes 16777216") && refusal.contains("4194304"), "{refusal}");
+    }
 
     #[test]
     fn execute_maps_engine_results_and_errors_to_replies() {

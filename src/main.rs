@@ -153,9 +153,9 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     queue_capacity: u32,
-    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body.
-    #[arg(long, value_name = "N", default_value_t = 1 << 20,
-          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body. At most
+    /// 3,969,104: larger bodies could decode to commands the write-ahead log cannot hold (docs/limits.md).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = max_body_bytes)]
     max_body_bytes: u64,
     /// Registered (fixed) receive buffers per reactor ring, 16 KiB each, for HTTP reads; 0 reads
     /// into ordinary buffers. Connections beyond the pool read into ordinary ones.
@@ -367,6 +367,15 @@ fn main() -> ExitCode {
 
 /// `--binary`'s default port (next to HTTP's 7700).
 const BINARY_PORT_DEFAULT: u16 = 7701;
+
+/// `--max-body-bytes`: refused while the arguments are read, before anything
+/// is created or bound, if the log could not hold every command a body that
+/// large decodes to (the message names both limits; `serve` checks again).
+fn max_body_bytes(text: &str) -> Result<u64, String> {
+    let bytes: u64 = text.parse().map_err(|error| format!("{error}"))?;
+    taskqueuex::limits::check_body_bytes_max(usize::try_from(bytes).unwrap_or(usize::MAX))?;
+    Ok(bytes)
+}
 
 fn serve(args: ServeArgs) -> ExitCode {
     if let Err(message) = init_logging(args.log_format, &args.log_level) {

@@ -12,6 +12,8 @@
 use taskqueuex::binary;
 use taskqueuex::command::{execute, Command, Reply};
 use taskqueuex::engine::{DepRef, Engine, EngineConfig, LeaseToken, NewTask, QueueConfigPatch, TaskId};
+use taskqueuex::limits;
+use taskqueuex::wal::record;
 use tqx_wire::{peek_frame, Header, Opcode, Response, HEADER_BYTES};
 
 use crate::response;
@@ -21,6 +23,32 @@ pub const NOW_MS: u64 = 1_764_000_000_000;
 
 /// Statuses a reply may carry over HTTP (docs/http-api.md).
 const HTTP_STATUSES: [u16; 8] = [200, 201, 400, 404, 409, 413, 500, 503];
+
+/// A command an edge accepted from a body (or frame body) of `body_bytes`
+/// bytes fits one log record, within the bound `src/limits.rs` derives for
+/// its tasks and dependencies (`record_bytes_over_body_max`, at most
+/// `RECORD_BYTES_OVER_BODY_MAX`): the WAL record encoder, which asserts it gets
+/// nothing longer than it can encode, is fed exactly what a worker would feed it.
+pub fn check_record_fits(command: &Command, body_bytes: usize) {
+    if !record::is_logged(command) {
+        return;
+    }
+    let tasks: &[NewTask] = match command {
+        Command::Enqueue { task, .. } => std::slice::from_ref(task),
+        Command::EnqueueBatch { tasks, .. } => tasks,
+        _ => &[],
+    };
+    let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
+    let bound = limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
+    assert!(bound <= limits::RECORD_BYTES_OVER_BODY_MAX);
+    let mut bytes = Vec::new();
+    record::encode_command(NOW_MS, command, &mut bytes);
+    assert!(
+        bytes.len() <= body_bytes + bound,
+        "a {body_bytes}-byte body made a {}-byte log record, more than the {bound} bytes the bound allows",
+        bytes.len()
+    );
+}
 
 /// The engine every command runs against, and the lease token of its task 1.
 pub fn fixture() -> (Engine, LeaseToken) {

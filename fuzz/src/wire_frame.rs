@@ -8,8 +8,9 @@
 //! - a request that decodes re-encodes to one frame with the same opcode and
 //!   request id, which decodes to the same request (round trip); likewise a
 //!   response;
-//! - a request the server maps to a command runs against a small engine, and
-//!   its reply renders on both protocols (`replies.rs`).
+//! - a request the server maps to a command fits one log record within the
+//!   bound of `src/limits.rs`, runs against a small engine, and its reply
+//!   renders on both protocols (`replies.rs`).
 
 use bytes::Bytes;
 use tqx_wire::{peek_frame, Header, Request, Response, FRAME_BODY_BYTES_MAX_DEFAULT, HEADER_BYTES};
@@ -52,6 +53,7 @@ pub fn check_frame(header: &Header, body: Bytes) {
         // both protocols (hello and ping are answered by the connection).
         if let Ok(command) = taskqueuex::binary::request_to_command(request) {
             assert_eq!(crate::replies::opcode_of(&command) as u8, header.opcode);
+            crate::replies::check_record_fits(&command, body.len());
             crate::replies::run_and_check(command, request_id);
         }
     }

@@ -6,8 +6,8 @@
 //!   receive buffer and says, for each, what to do: execute a [`Command`],
 //!   answer a ping (the reactor knows whether recovery is done), send an
 //!   already-encoded reply, or send a last error frame and close;
-//! - [`request_to_command`] maps a decoded request to a [`Command`], with the
-//!   same checks (and error codes) as the HTTP API's body mapping;
+//! - [`request_to_command`] maps a decoded request to a [`Command`], checked by
+//!   `command::check_limits` like the HTTP API's (same codes and messages);
 //! - [`render_reply`] encodes a worker's [`Reply`] as a reply frame.
 //!
 //! Connection rules (why the stream stays trustworthy):
@@ -30,12 +30,11 @@ use tqx_wire::{
     peek_frame, DecodeError, Dep, ErrorCode, FrameError, Header, Opcode, Request, Response, HEADER_BYTES, VERSION,
 };
 
-use crate::command::{validate_complete_batch, Command, CompleteItem, Reply};
-use crate::engine::limits::{BATCH_TASKS_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX};
-use crate::engine::{self, validate_queue_name, DepRef, EngineError, NewTask, QueueConfigPatch};
+use crate::command::{check_limits, Command, CompleteItem, Reply};
+use crate::engine::{self, DepRef, EngineError, NewTask, QueueConfigPatch};
 
 /// The longest a dequeue may ask to be held (`wait_ms`): the HTTP API's bound.
-pub use crate::http::WAIT_MS_MAX;
+pub use crate::limits::WAIT_MS_MAX;
 
 /// Payloads and results shorter than this are copied out of the receive
 /// buffer; longer ones stay zero-copy slices of it. A slice keeps its whole
@@ -54,7 +53,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { frame_body_bytes_max: tqx_wire::FRAME_BODY_BYTES_MAX_DEFAULT }
+        Limits { frame_body_bytes_max: crate::limits::FRAME_BODY_BYTES_MAX_DEFAULT }
     }
 }
 
@@ -282,23 +281,28 @@ fn discipline(discipline: tqx_wire::Discipline) -> engine::Discipline {
     }
 }
 
-/// Maps a decoded request to the [`Command`] a worker executes, checking what
-/// the HTTP API's body mapping checks, with the same error codes and messages:
-/// queue names, 1 to 64 dequeue queues, `wait_ms` up to [`WAIT_MS_MAX`], 1 to
-/// 10,000 tasks in an enqueue batch and items in a batch complete, batch
-/// references only inside a batch. Ranges the engine checks (lease, delay,
-/// attempts, dequeue `max`, sizes) are left to it, so each has one message.
+/// Maps a decoded request to the [`Command`] a worker executes, checked by
+/// `command::check_limits` like the HTTP API's (same codes and messages: every
+/// length, count, `wait_ms` and dequeue `max`; a field over its length limit
+/// is `payload_too_large` and the connection stays), plus batch references
+/// only inside a batch. Ranges the engine checks (lease, delay, attempts) are
+/// left to it, so each has one message.
 ///
 /// `Hello` and `Ping` are connection-level requests, not commands: they are
 /// refused here with `invalid_argument` ([`take_frames`] answers them itself).
 pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, String)> {
-    let queue_name = |queue: &str| validate_queue_name(queue, "queue").map_err(refused);
+    let command = request_command(request)?;
+    check_limits(&command).map_err(refused)?;
+    Ok(command)
+}
+
+/// The command a request asks for, before `check_limits`.
+fn request_command(request: Request) -> Result<Command, (ErrorCode, String)> {
     Ok(match request {
         Request::Hello { .. } | Request::Ping => {
             return Err((ErrorCode::InvalidArgument, "hello and ping are answered by the connection".into()))
         }
         Request::ConfigureQueue { queue, patch } => {
-            queue_name(&queue)?;
             let patch = QueueConfigPatch {
                 discipline: patch.discipline.map(discipline),
                 lease_ms: patch.lease_ms,
@@ -311,38 +315,14 @@ pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, Strin
             Command::ConfigureQueue { queue, patch }
         }
         Request::ListQueues => Command::ListQueues,
-        Request::GetQueue { queue } => {
-            queue_name(&queue)?;
-            Command::GetQueue { queue }
-        }
-        Request::DeleteQueue { queue, force } => {
-            queue_name(&queue)?;
-            Command::DeleteQueue { queue, force }
-        }
-        Request::Enqueue { queue, task } => {
-            queue_name(&queue)?;
-            Command::Enqueue { queue, task: new_task(task, false)? }
-        }
+        Request::GetQueue { queue } => Command::GetQueue { queue },
+        Request::DeleteQueue { queue, force } => Command::DeleteQueue { queue, force },
+        Request::Enqueue { queue, task } => Command::Enqueue { queue, task: new_task(task, false)? },
         Request::EnqueueBatch { queue, tasks } => {
-            queue_name(&queue)?;
-            if tasks.is_empty() || tasks.len() > BATCH_TASKS_COUNT_MAX {
-                let reason = format!("a batch holds 1 to {BATCH_TASKS_COUNT_MAX} tasks");
-                return Err(refused(EngineError::invalid("tasks", reason)));
-            }
             let tasks = tasks.into_iter().map(|spec| new_task(spec, true)).collect::<Result<_, _>>()?;
             Command::EnqueueBatch { queue, tasks }
         }
         Request::Dequeue { queues, max, lease_ms, wait_ms } => {
-            if queues.is_empty() || queues.len() > DEQUEUE_QUEUES_COUNT_MAX {
-                let reason = format!("expected an array of 1 to {DEQUEUE_QUEUES_COUNT_MAX} queue names");
-                return Err(refused(EngineError::invalid("queues", reason)));
-            }
-            for queue in &queues {
-                validate_queue_name(queue, "queues").map_err(refused)?;
-            }
-            if wait_ms > WAIT_MS_MAX {
-                return Err(refused(EngineError::invalid("wait_ms", format!("must be between 0 and {WAIT_MS_MAX}"))));
-            }
             Command::Dequeue { queues, max: usize::from(max), lease_ms, wait_ms }
         }
         Request::GetTask { id } => Command::GetTask { id },
@@ -351,7 +331,6 @@ pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, Strin
         Request::Extend { id, lease, lease_ms } => Command::Extend { id, lease, lease_ms },
         Request::Cancel { id } => Command::Cancel { id },
         Request::CompleteBatch { items } => {
-            validate_complete_batch(items.len()).map_err(refused)?;
             let items = items
                 .into_iter()
                 .map(|item| CompleteItem { id: item.id, lease: item.lease, result: item.result.map(held) })

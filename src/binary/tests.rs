@@ -10,6 +10,7 @@ use tqx_wire::{CompleteItem as WireItem, Dep, ErrorCode, Header, Opcode, Request
 use super::*;
 use crate::command::{CompleteItem, Reply};
 use crate::engine::{self, EngineError, QueueConfig, StateCounts};
+use crate::limits::BATCH_TASKS_COUNT_MAX;
 
 const HELLO: Request = Request::Hello { version_min: 1, version_max: 1 };
 
@@ -275,11 +276,28 @@ fn request_checks_match_the_http_api() {
         "/v1/queues/q/tasks/batch",
         r#"{"tasks":[]}"#,
     );
-    // Queue names and dequeue `max` are checked by the engine for HTTP: same code.
+    // Queue names are checked at the edge for both protocols (command::check_limits).
     refused_with(dequeue(vec!["bad name".into()], 0), ErrorCode::InvalidArgument, "queues");
     refused_with(enqueue("", b"1"), ErrorCode::InvalidArgument, "queue");
     refused_with(Request::GetQueue { queue: "a/b".into() }, ErrorCode::InvalidArgument, "queue");
-    refused_with(Request::DeleteQueue { queue: "x".repeat(129), force: false }, ErrorCode::InvalidArgument, "queue");
+    same_as_http(Request::GetQueue { queue: "a/b".into() }, "GET", "/v1/queues/a%2Fb", "");
+    let long = "x".repeat(129);
+    refused_with(Request::DeleteQueue { queue: long.clone(), force: false }, ErrorCode::PayloadTooLarge, "queue");
+    same_as_http(
+        Request::DeleteQueue { queue: long.clone(), force: false },
+        "DELETE",
+        &format!("/v1/queues/{long}"),
+        "",
+    );
+    let grouped = Request::Enqueue {
+        queue: "q".into(),
+        task: TaskSpec { payload: Bytes::from_static(b"1"), group: Some(long.clone()), ..TaskSpec::default() },
+    };
+    let body = format!(r#"{{"payload":1,"group":"{long}"}}"#);
+    same_as_http(grouped, "POST", "/v1/queues/q/tasks", &body);
+    let failed = Request::Fail { id: 1, lease: 1, error: "e".repeat(5000), retry: true };
+    let body = format!(r#"{{"lease":1,"error":"{}"}}"#, "e".repeat(5000));
+    same_as_http(failed, "POST", "/v1/tasks/1/fail", &body);
     let with_batch_ref = Request::Enqueue {
         queue: "q".into(),
         task: TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Batch(0)], ..TaskSpec::default() },

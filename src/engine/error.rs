@@ -7,11 +7,14 @@ use std::fmt;
 
 use super::types::{TaskId, TaskState};
 
-/// The four kinds of failure a caller has to tell apart.
+/// The kinds of failure a caller has to tell apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The request itself is wrong; retrying it unchanged fails again.
     InvalidArgument,
+    /// A field of the request is longer than its limit (HTTP 413); retrying it
+    /// unchanged fails again.
+    TooLarge,
     /// The task or queue does not exist (never did, or was purged).
     NotFound,
     /// The request is well-formed but conflicts with the current state
@@ -28,6 +31,15 @@ pub enum EngineError {
     Invalid {
         field: Cow<'static, str>,
         reason: Cow<'static, str>,
+    },
+    /// A field is longer than its limit (`src/limits.rs`): `length` and
+    /// `limit` in `unit`s (`bytes`). Checked at the protocol edge before a
+    /// command is executed or logged; the engine checks again.
+    TooLarge {
+        field: Cow<'static, str>,
+        length: usize,
+        limit: usize,
+        unit: &'static str,
     },
     TaskNotFound(TaskId),
     QueueNotFound(String),
@@ -64,11 +76,20 @@ impl EngineError {
         EngineError::Invalid { field: field.into(), reason: reason.into() }
     }
 
-    /// Prefixes the field of an `Invalid` error with the batch position it came from.
+    /// `field` is `length` bytes, over its `limit`.
+    pub(crate) fn too_large(field: impl Into<Cow<'static, str>>, length: usize, limit: usize) -> Self {
+        EngineError::TooLarge { field: field.into(), length, limit, unit: "bytes" }
+    }
+
+    /// Prefixes the field of an `Invalid` or `TooLarge` error with the batch
+    /// position it came from.
     pub(crate) fn in_batch(self, index: usize) -> Self {
         match self {
             EngineError::Invalid { field, reason } => {
                 EngineError::Invalid { field: format!("tasks[{index}].{field}").into(), reason }
+            }
+            EngineError::TooLarge { field, length, limit, unit } => {
+                EngineError::TooLarge { field: format!("tasks[{index}].{field}").into(), length, limit, unit }
             }
             other => other,
         }
@@ -77,6 +98,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::Invalid { .. } => ErrorKind::InvalidArgument,
+            EngineError::TooLarge { .. } => ErrorKind::TooLarge,
             EngineError::TaskNotFound(_) | EngineError::QueueNotFound(_) => ErrorKind::NotFound,
             EngineError::LeaseMismatch(_)
             | EngineError::LeaseExpired(_)
@@ -97,6 +119,8 @@ impl EngineError {
     pub fn code(&self) -> &'static str {
         match self {
             EngineError::Invalid { .. } => "invalid_argument",
+            // The HTTP API's 413 code, also the wire's `payload_too_large`.
+            EngineError::TooLarge { .. } => "payload_too_large",
             EngineError::TaskNotFound(_) => "task_not_found",
             EngineError::QueueNotFound(_) => "queue_not_found",
             EngineError::LeaseMismatch(_) => "lease_mismatch",
@@ -113,6 +137,9 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::Invalid { field, reason } => write!(f, "invalid {field}: {reason}"),
+            EngineError::TooLarge { field, length, limit, unit } => {
+                write!(f, "{field} is too large: {length} {unit}; the limit is {limit} {unit}")
+            }
             EngineError::TaskNotFound(id) => write!(f, "task {id} not found"),
             EngineError::QueueNotFound(q) => write!(f, "queue {q:?} not found"),
             EngineError::LeaseMismatch(id) => write!(f, "task {id} is leased under another lease token"),

@@ -171,7 +171,10 @@ fn timer_key(due_ms: u64, id: TaskId) -> u128 {
 
 /// Checks that `name` can be a queue name (`field` names it in the error).
 pub fn validate_queue_name(name: &str, field: &'static str) -> Result<(), EngineError> {
-    if name.is_empty() || name.len() > QUEUE_NAME_BYTES_MAX {
+    if name.len() > QUEUE_NAME_BYTES_MAX {
+        return Err(EngineError::too_large(field, name.len(), QUEUE_NAME_BYTES_MAX));
+    }
+    if name.is_empty() {
         return Err(EngineError::invalid(field, format!("queue names are 1 to {QUEUE_NAME_BYTES_MAX} bytes")));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
@@ -187,8 +190,19 @@ fn validate_range(field: &'static str, value: u64, min: u64, max: u64) -> Result
     Ok(())
 }
 
-fn validate_text(field: &'static str, text: &str, bytes_max: usize) -> Result<(), EngineError> {
-    if text.is_empty() || text.len() > bytes_max {
+/// Checks that `length` bytes of `field` are within `bytes_max` (a `TooLarge`
+/// error past it, 413 over HTTP).
+pub fn validate_length(field: &'static str, length: usize, bytes_max: usize) -> Result<(), EngineError> {
+    if length > bytes_max {
+        return Err(EngineError::too_large(field, length, bytes_max));
+    }
+    Ok(())
+}
+
+/// Group names and idempotency keys: 1 to `bytes_max` bytes.
+pub fn validate_text(field: &'static str, text: &str, bytes_max: usize) -> Result<(), EngineError> {
+    validate_length(field, text.len(), bytes_max)?;
+    if text.is_empty() {
         return Err(EngineError::invalid(field, format!("must be 1 to {bytes_max} bytes")));
     }
     Ok(())
@@ -411,12 +425,7 @@ impl Engine {
     // ---- enqueue ------------------------------------------------------------
 
     fn validate_task(&self, task: &NewTask, position: Option<usize>) -> Result<(), EngineError> {
-        if task.payload.len() > PAYLOAD_BYTES_MAX {
-            return Err(EngineError::invalid(
-                "payload",
-                format!("is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", task.payload.len()),
-            ));
-        }
+        validate_length("payload", task.payload.len(), PAYLOAD_BYTES_MAX)?;
         if let Some(group) = &task.group {
             validate_text("group", group, GROUP_NAME_BYTES_MAX)?;
         }
@@ -899,12 +908,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = self.advance_clock(now_ms);
         if let Some(result) = &result {
-            if result.len() > RESULT_BYTES_MAX {
-                return Err(EngineError::invalid(
-                    "result",
-                    format!("is {} bytes; the limit is {RESULT_BYTES_MAX}", result.len()),
-                ));
-            }
+            validate_length("result", result.len(), RESULT_BYTES_MAX)?;
         }
         let slot = self.leased_slot(id, lease, now)?;
         if result.is_some() {
@@ -925,9 +929,7 @@ impl Engine {
         now_ms: u64,
     ) -> Result<TaskState, EngineError> {
         let now = self.advance_clock(now_ms);
-        if error.len() > ERROR_MESSAGE_BYTES_MAX {
-            return Err(EngineError::invalid("error", format!("at most {ERROR_MESSAGE_BYTES_MAX} bytes")));
-        }
+        validate_length("error", error.len(), ERROR_MESSAGE_BYTES_MAX)?;
         let slot = self.leased_slot(id, lease, now)?;
         Ok(self.end_attempt(slot, error.into(), retry))
     }

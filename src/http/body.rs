@@ -7,8 +7,11 @@
 //! text sent. `null` for an optional member is the same as leaving it out (except
 //! `group_concurrency`, where it removes the limit).
 //!
-//! Ranges the engine checks (lease and delay bounds, attempts, name syntax...) are
-//! left to it, so that there is one message for each; numbers too large for their
+//! Lengths and counts (queue names, group, key, payload, result, error, batch
+//! and dequeue sizes, `wait_ms`) are checked on the built command by
+//! `command::check_limits`, the same function the binary protocol calls;
+//! ranges the engine checks (lease and delay bounds, attempts...) are left to
+//! it, so that there is one message for each; numbers too large for their
 //! field saturate so that the engine's range message is the one a client sees.
 
 use std::borrow::Cow;
@@ -24,13 +27,15 @@ use crate::command::Command;
 use crate::engine::limits::{BATCH_TASKS_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX};
 use crate::engine::{DepRef, Discipline, EngineError, LeaseToken, NewTask, QueueConfigPatch, TaskId};
 
-/// Why a well-framed request is refused (400; the connection stays open).
+/// Why a well-framed request is refused (400, or 413 for a field over its
+/// length limit; the connection stays open).
 #[derive(Debug)]
 pub(super) enum Refused {
     /// The body is not JSON (`malformed_request`).
     Malformed(String),
     /// A member is missing, unknown, repeated, of the wrong type or out of range
-    /// (`invalid_argument`, the message names it).
+    /// (`invalid_argument`), or longer than its limit (`payload_too_large`,
+    /// from `command::check_limits`); the message names it.
     Invalid(EngineError),
 }
 
@@ -41,11 +46,12 @@ impl Refused {
 
     pub(super) fn render(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {
         let mut response = Vec::with_capacity(256);
-        let (code, message) = match self {
-            Refused::Malformed(message) => ("malformed_request", Cow::Borrowed(message.as_str())),
-            Refused::Invalid(error) => (error.code(), Cow::Owned(error.to_string())),
+        let (status, code, message) = match self {
+            Refused::Malformed(message) => (render::BAD_REQUEST, "malformed_request", Cow::Borrowed(message.as_str())),
+            // 400, or 413 for a field over its length limit.
+            Refused::Invalid(error) => (render::status_of(error), error.code(), Cow::Owned(error.to_string())),
         };
-        render::error_response(&mut response, render::BAD_REQUEST, code, &message, keep_alive, "", head_only);
+        render::error_response(&mut response, status, code, &message, keep_alive, "", head_only);
         response
     }
 }
@@ -339,6 +345,8 @@ pub(super) fn enqueue(queue: &str, body: &[u8]) -> Result<Command> {
 pub(super) fn enqueue_batch(queue: &str, body: &[u8]) -> Result<Command> {
     let [tasks] = object(utf8(body)?, &["tasks"], TOP)?;
     let entries = required(TOP, "tasks", tasks, |raw| array_of(raw).ok_or("expected an array of task objects".into()))?;
+    // Refused before its entries are parsed (`command::check_limits` checks
+    // the count again, with the same message, for both protocols).
     if entries.is_empty() || entries.len() > BATCH_TASKS_COUNT_MAX {
         return Err(Refused::invalid("tasks", format!("a batch holds 1 to {BATCH_TASKS_COUNT_MAX} tasks")));
     }
@@ -392,9 +400,6 @@ pub(super) fn dequeue(body: &[u8]) -> Result<Command> {
         items.iter().map(|item| serde_json::from_str::<String>(item.get()).map_err(|_| not_names())).collect()
     })?;
     let wait_ms = optional(TOP, "wait_ms", wait_ms, u64_of)?.unwrap_or(0);
-    if wait_ms > super::WAIT_MS_MAX {
-        return Err(Refused::invalid("wait_ms", format!("must be between 0 and {}", super::WAIT_MS_MAX)));
-    }
     Ok(Command::Dequeue {
         queues,
         max: optional(TOP, "max", max, usize_of)?.unwrap_or(1),

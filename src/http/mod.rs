@@ -15,7 +15,8 @@
 //!   `head_bytes_max + body_bytes_max` bytes (plus one read) to make progress.
 //!
 //! Errors that leave the framing intact (unknown path, wrong method, a body that is
-//! not JSON or has a wrong field) are answered with the connection kept.
+//! not JSON or has a wrong field, a field over its length limit: 413 naming it)
+//! are answered with the connection kept.
 
 mod body;
 mod render;
@@ -29,17 +30,14 @@ pub use render::{
     render_too_many_connections,
 };
 
-use crate::command::Command;
+use crate::command::{check_limits, Command};
 use crate::engine::TaskId;
 
-/// Request line and headers together, in bytes.
-pub const HEAD_BYTES_MAX_DEFAULT: usize = 16 << 10;
-/// Headers per request; the parser's header array has this many slots.
-pub const HEADERS_COUNT_MAX: usize = 64;
-/// Body bytes (`--max-body-bytes`).
-pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
-/// The longest a dequeue may ask to be held (`wait_ms`).
-pub const WAIT_MS_MAX: u64 = 60_000;
+// The bounds are defined, with what they cost, in `src/limits.rs`.
+pub use crate::limits::{
+    BODY_BYTES_MAX_DEFAULT, HTTP_HEADERS_COUNT_MAX as HEADERS_COUNT_MAX,
+    HTTP_HEAD_BYTES_MAX_DEFAULT as HEAD_BYTES_MAX_DEFAULT, WAIT_MS_MAX,
+};
 
 /// Bounds on what one request may make the server buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -424,7 +422,9 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
     }
 }
 
-/// Turns a routed request into what the reactor does with it.
+/// Turns a routed request into what the reactor does with it: a command
+/// only once it passed `command::check_limits` (every length and count, so
+/// nothing the log cannot hold is executed or logged).
 fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refused> {
     let command = match route {
         Route::Health => return Ok(Action::Health),
@@ -441,6 +441,7 @@ fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refus
         Route::Fail(id) => body::fail(path_id(id)?, body)?,
         Route::Extend(id) => body::extend(path_id(id)?, body)?,
     };
+    check_limits(&command).map_err(body::Refused::Invalid)?;
     Ok(Action::Execute(command))
 }
 

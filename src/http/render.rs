@@ -157,6 +157,7 @@ pub fn render_shutting_down(out: &mut Vec<u8>) {
 pub(super) fn status_of(error: &EngineError) -> Status {
     match error.kind() {
         ErrorKind::InvalidArgument => BAD_REQUEST,
+        ErrorKind::TooLarge => PAYLOAD_TOO_LARGE,
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Conflict => CONFLICT,
         ErrorKind::Unavailable => SERVICE_UNAVAILABLE,

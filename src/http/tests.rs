@@ -192,9 +192,15 @@ fn queue_reads_and_deletes() {
 }
 
 #[test]
-fn queue_names_are_taken_raw_for_the_engine_to_check() {
-    assert_eq!(command("GET", "/v1/queues/a%2Fb", None), Command::GetQueue { queue: "a%2Fb".into() });
+fn queue_names_are_taken_raw_and_checked_before_they_become_commands() {
+    // Not percent-decoded: `%` is not a queue name character.
+    let refused = respond("GET", "/v1/queues/a%2Fb", None);
+    assert_error(&refused, 400, "invalid_argument");
+    assert!(message(&refused).starts_with("invalid queue:"), "{}", message(&refused));
     assert_eq!(command("GET", "/v1/queues/a.b:c-d_e", None), Command::GetQueue { queue: "a.b:c-d_e".into() });
+    let refused = respond("GET", &format!("/v1/queues/{}", "q".repeat(129)), None);
+    assert_error(&refused, 413, "payload_too_large");
+    assert_eq!(message(&refused), "queue is too large: 129 bytes; the limit is 128 bytes");
 }
 
 #[test]

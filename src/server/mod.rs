@@ -142,6 +142,9 @@ pub enum ServeError {
     /// A checkpoint into RocksDB failed while serving; the server stopped
     /// (the log below the last good checkpoint is intact).
     Checkpoint(Arc<str>),
+    /// The configuration breaks a relation between limits (`src/limits.rs`):
+    /// the message names both.
+    Limits(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -158,6 +161,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Io(e) => write!(f, "{e}"),
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
+            ServeError::Limits(message) => f.write_str(message),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
             ServeError::Checkpoint(reason) => write!(
@@ -343,7 +347,9 @@ fn connections_max(asked: usize) -> usize {
 /// requests in flight and returns.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
-    // First: one server per data directory, owner-only files (datadir.rs).
+    // Before anything is opened or bound: a body limit the log cannot hold is refused.
+    crate::limits::check_body_bytes_max(config.max_body_bytes).map_err(ServeError::Limits)?;
+    // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
     let connections_max = connections_max(config.max_connections);
     // Before any thread exists, so every thread inherits the mask and only the

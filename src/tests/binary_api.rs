@@ -821,3 +821,73 @@ fn a_connection_past_max_connections_gets_one_overloaded_frame_and_a_freed_slot_
     let mut again = served_connection(&server);
     assert!(matches!(again.call(&Request::Ping), Response::Pong { .. }));
 }
+
+// ---- limits (issue 15, item 1: one request stops the server) ----------------------
+
+/// `response` is `payload_too_large` naming `field` and its `limit`.
+#[track_caller]
+fn assert_too_large(response: &Response, field: &str, limit: usize) {
+    assert_error(response, ErrorCode::PayloadTooLarge);
+    let Response::Error { message, .. } = response else { unreachable!() };
+    assert!(message.contains(field) && message.contains(&limit.to_string()), "{field}, {limit}: {message}");
+}
+
+#[test]
+fn a_group_key_queue_name_or_error_over_its_limit_gets_payload_too_large_and_the_connection_stays() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    // The longest string a frame can carry (16-bit lengths).
+    let long = "x".repeat(u16::MAX as usize);
+    let spec = |group: Option<String>, key: Option<String>| TaskSpec {
+        payload: Bytes::from_static(b"1"),
+        group,
+        key,
+        ..TaskSpec::default()
+    };
+    let cases = [
+        (Request::Enqueue { queue: "q".into(), task: spec(Some(long.clone()), None) }, "group", 128),
+        (Request::Enqueue { queue: "q".into(), task: spec(None, Some(long.clone())) }, "key", 256),
+        (
+            Request::EnqueueBatch { queue: "q".into(), tasks: vec![spec(None, None), spec(Some(long.clone()), None)] },
+            "tasks[1].group",
+            128,
+        ),
+        (Request::Enqueue { queue: long.clone(), task: spec(None, None) }, "queue", 128),
+        (
+            Request::Dequeue { queues: vec!["q".into(), long.clone()], max: 1, lease_ms: None, wait_ms: 0 },
+            "queues",
+            128,
+        ),
+        (Request::Fail { id: 1, lease: 1, error: long.clone(), retry: true }, "error", 4096),
+    ];
+    for (request, field, limit) in cases {
+        assert_too_large(&client.call(&request), field, limit);
+        assert_eq!(client.call(&Request::Ping), Response::Pong { ready: true }, "{field}: the connection stays");
+        let mut fresh = server.client();
+        let id = fresh.enqueue("other", b"fresh");
+        assert_eq!(fresh.dequeue("other", 1)[0].id, id, "{field}: a fresh connection is served");
+    }
+    assert_error(&client.call(&Request::GetQueue { queue: "q".into() }), ErrorCode::QueueNotFound);
+}
+
+#[test]
+fn a_batch_dense_with_dependencies_at_the_largest_body_limit_is_refused_before_the_log() {
+    // Each dependency is 8 bytes of frame and 9 of log record: at a body limit
+    // near 4 MiB, 470 tasks of 1,024 dependencies made a record over the log's
+    // 4 MiB limit, and the server stopped.
+    let server = Server::start(&["--max-body-bytes", "3969104"]);
+    let mut client = server.client();
+    let task =
+        TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Task(1); 1024], ..TaskSpec::default() };
+    let request = Request::EnqueueBatch { queue: "q".into(), tasks: vec![task; 470] };
+    match client.call(&request) {
+        Response::Error { code: ErrorCode::InvalidArgument, message } => {
+            assert!(message.contains("tasks") && message.contains("16384"), "{message}")
+        }
+        other => panic!("expected invalid_argument naming tasks: {other:?}"),
+    }
+    assert_eq!(client.call(&Request::Ping), Response::Pong { ready: true });
+    let mut fresh = server.client();
+    let id = fresh.enqueue("other", b"fresh");
+    assert_eq!(fresh.task(id).payload, Bytes::from_static(b"fresh"));
+}

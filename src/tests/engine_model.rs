@@ -69,6 +69,7 @@ fn default_queue_config() -> QueueConfig {
 
 type Code = &'static str;
 const INVALID: Code = "invalid_argument";
+const TOO_LARGE: Code = "payload_too_large";
 const TASK_NOT_FOUND: Code = "task_not_found";
 const QUEUE_NOT_FOUND: Code = "queue_not_found";
 const LEASE_MISMATCH: Code = "lease_mismatch";
@@ -78,10 +79,27 @@ const TASK_FINISHED: Code = "task_finished";
 const QUEUE_NOT_EMPTY: Code = "queue_not_empty";
 const CAPACITY: Code = "capacity_exceeded";
 
-fn valid_queue_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= QUEUE_NAME_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+/// A name over its length limit is `payload_too_large`; empty or with another
+/// character, `invalid_argument`.
+fn check_queue_name(name: &str) -> Result<(), Code> {
+    if name.len() > QUEUE_NAME_MAX {
+        return Err(TOO_LARGE);
+    }
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
+        return Err(INVALID);
+    }
+    Ok(())
+}
+
+/// Group names and keys: over the limit `payload_too_large`, empty `invalid_argument`.
+fn check_text(text: &str, bytes_max: usize) -> Result<(), Code> {
+    if text.len() > bytes_max {
+        return Err(TOO_LARGE);
+    }
+    if text.is_empty() {
+        return Err(INVALID);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -197,17 +215,13 @@ impl Model {
 
     fn validate_task(&self, task: &NewTask, position: Option<usize>) -> Result<(), Code> {
         if task.payload.len() > PAYLOAD_MAX {
-            return Err(INVALID);
+            return Err(TOO_LARGE);
         }
         if let Some(g) = &task.group {
-            if g.is_empty() || g.len() > GROUP_MAX {
-                return Err(INVALID);
-            }
+            check_text(g, GROUP_MAX)?;
         }
         if let Some(k) = &task.key {
-            if k.is_empty() || k.len() > KEY_MAX {
-                return Err(INVALID);
-            }
+            check_text(k, KEY_MAX)?;
         }
         if let Some(m) = task.max_attempts {
             if !(1..=ATTEMPTS_MAX).contains(&m) {
@@ -255,9 +269,7 @@ impl Model {
 
     fn enqueue(&mut self, queue: &str, task: NewTask, now: u64) -> Result<Enqueued, Code> {
         self.advance(now);
-        if !valid_queue_name(queue) {
-            return Err(INVALID);
-        }
+        check_queue_name(queue)?;
         self.validate_task(&task, None)?;
         if self.queues.contains_key(queue) {
             if let Some(found) = self.live_with_key(queue, task.key.as_deref()) {
@@ -283,9 +295,7 @@ impl Model {
 
     fn enqueue_batch(&mut self, queue: &str, tasks: Vec<NewTask>, now: u64) -> Result<Vec<Enqueued>, Code> {
         self.advance(now);
-        if !valid_queue_name(queue) {
-            return Err(INVALID);
-        }
+        check_queue_name(queue)?;
         if tasks.is_empty() || tasks.len() > BATCH_MAX {
             return Err(INVALID);
         }
@@ -483,8 +493,8 @@ impl Model {
         if queues.is_empty() || queues.len() > DEQUEUE_QUEUES_MAX {
             return Err(INVALID);
         }
-        if !queues.iter().all(|q| valid_queue_name(q)) {
-            return Err(INVALID);
+        for q in queues {
+            check_queue_name(q)?;
         }
         if !(1..=DEQUEUE_TASKS_MAX).contains(&max) {
             return Err(INVALID);
@@ -545,7 +555,7 @@ impl Model {
     fn complete(&mut self, id: u64, token: u64, result: Option<Bytes>, now: u64) -> Result<(), Code> {
         self.advance(now);
         if result.as_ref().is_some_and(|r| r.len() > RESULT_MAX) {
-            return Err(INVALID);
+            return Err(TOO_LARGE);
         }
         self.check_lease(id, token)?;
         if result.is_some() {
@@ -581,7 +591,7 @@ impl Model {
     fn fail(&mut self, id: u64, token: u64, error: &str, retry: bool, now: u64) -> Result<TaskState, Code> {
         self.advance(now);
         if error.len() > ERROR_MAX {
-            return Err(INVALID);
+            return Err(TOO_LARGE);
         }
         self.check_lease(id, token)?;
         Ok(self.end_attempt(id, error.to_owned(), retry))
@@ -652,9 +662,7 @@ impl Model {
 
     fn configure(&mut self, name: &str, patch: &QueueConfigPatch, now: u64) -> Result<QueueConfig, Code> {
         self.advance(now);
-        if !valid_queue_name(name) {
-            return Err(INVALID);
-        }
+        check_queue_name(name)?;
         let mut c = self.queues.get(name).map(|q| q.config.clone()).unwrap_or_else(default_queue_config);
         if let Some(d) = patch.discipline {
             c.discipline = d;
@@ -709,9 +717,7 @@ impl Model {
 
     fn delete_queue(&mut self, name: &str, force: bool, now: u64) -> Result<(), Code> {
         self.advance(now);
-        if !valid_queue_name(name) {
-            return Err(INVALID);
-        }
+        check_queue_name(name)?;
         if !self.queues.contains_key(name) {
             return Err(QUEUE_NOT_FOUND);
         }

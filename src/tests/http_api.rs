@@ -708,7 +708,9 @@ fn invalid_argument_names_the_field() {
     client.put("/v1/queues/q", json!({"group_concurrency": 0})).assert_invalid("group_concurrency");
     client.put("/v1/queues/q", json!({"backoff_ms": 100, "backoff_max_ms": 50})).assert_invalid("backoff_max_ms");
     let long_name = "n".repeat(129);
-    client.put(&format!("/v1/queues/{long_name}"), json!({})).assert_invalid("queue");
+    let too_long = client.put(&format!("/v1/queues/{long_name}"), json!({}));
+    too_long.assert_error(413, "payload_too_large");
+    assert_eq!(too_long.message(), "queue is too large: 129 bytes; the limit is 128 bytes");
     client.put("/v1/queues/bad!name", json!({})).assert_invalid("queue");
     let id = client.enqueue("q", json!({"payload": 1}));
     client.post(&format!("/v1/tasks/{id}/complete"), json!({})).assert_invalid("lease");

@@ -406,15 +406,10 @@ fn request_line_of_100_kib_is_431() {
     client.assert_closed(ANSWER_WITHIN);
     server.assert_healthy();
     // A long path within the limit is an ordinary request: a name too long for a
-    // queue is refused (400 naming it) or simply not found.
+    // queue is refused (413 naming it and its limit), the connection kept.
     let mut client = server.client();
     let response = client.get(&format!("/v1/queues/{}", "q".repeat(8 * 1024)));
-    if response.status == 404 {
-        response.assert_error(404, "queue_not_found");
-    } else {
-        response.assert_invalid("queue");
-    }
-    assert_connection_usable(&mut client);
+    assert_too_large(&mut client, &response, "queue", 128);
 }
 
 #[test]
@@ -701,4 +696,142 @@ fn closing_while_the_reader_is_paused_on_a_full_buffer_does_not_hang_the_stop() 
     let status = server.wait_exit(Duration::from_secs(15)).expect("the server exits after SIGTERM");
     assert!(status.success());
     assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+}
+
+// ---- limits (issue 15, item 1: one request stops the server) ----------------------
+
+/// A string of `bytes` bytes, longer than any field's limit: past 64 KiB the
+/// old WAL record encoder panicked on its u16 length while the worker held the
+/// engine, and the server hung.
+fn over_64_kib() -> String {
+    "x".repeat(70_000)
+}
+
+/// `response` is `413 payload_too_large` naming `field` and its `limit`, and
+/// the connection stays usable.
+#[track_caller]
+fn assert_too_large(client: &mut Client, response: &Response, field: &str, limit: usize) {
+    response.assert_error(413, "payload_too_large");
+    let message = response.message();
+    assert!(message.contains(field) && message.contains(&limit.to_string()), "{field}, {limit}: {message}");
+    assert!(!response.closes(), "a field over its limit leaves the framing intact: {response:?}");
+    assert_connection_usable(client);
+}
+
+#[test]
+fn a_group_key_queue_name_or_error_over_64_kib_gets_413_and_the_server_keeps_serving() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let long = over_64_kib();
+    let cases = [
+        ("/v1/queues/q/tasks", json!({"payload": 1, "group": long}), "group", 128),
+        ("/v1/queues/q/tasks", json!({"payload": 1, "key": long}), "key", 256),
+        (
+            "/v1/queues/q/tasks/batch",
+            json!({"tasks": [{"payload": 1}, {"payload": 1, "group": long}]}),
+            "tasks[1].group",
+            128,
+        ),
+        ("/v1/dequeue", json!({"queues": ["q", long]}), "queues", 128),
+        ("/v1/tasks/1/fail", json!({"lease": "1", "error": long}), "error", 4096),
+    ];
+    for (path, body, field, limit) in cases {
+        client.set_read_timeout(ANSWER_WITHIN);
+        let response = client.post(path, body);
+        assert_too_large(&mut client, &response, field, limit);
+        server.assert_healthy();
+    }
+    // A queue name over its limit in a path (the head allows 16 KiB).
+    let path = format!("/v1/queues/{}/tasks", "q".repeat(10_000));
+    let response = client.post(&path, json!({"payload": 1}));
+    assert_too_large(&mut client, &response, "queue", 128);
+    // Nothing was enqueued into any queue.
+    assert_eq!(client.get("/v1/queues/q").status, 404);
+    server.assert_healthy();
+}
+
+#[test]
+fn a_batch_dense_with_dependencies_is_refused_before_it_makes_a_log_record_over_4_mib() {
+    // Each dependency `1,` is 2 bytes of body and 9 of log record: 480 tasks of
+    // 1,024 dependencies fit the default 1 MiB body and made a 4.4 MiB record,
+    // over the log's 4 MiB record limit, and the server stopped.
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let deps = vec!["1"; 1024].join(",");
+    let entry = format!(r#"{{"payload":0,"depends_on":[{deps}]}}"#);
+    let body = format!(r#"{{"tasks":[{}]}}"#, vec![entry; 480].join(","));
+    assert!(body.len() <= 1 << 20);
+    client.set_read_timeout(ANSWER_WITHIN);
+    let response = client.request_bytes("POST", "/v1/queues/q/tasks/batch", Some(body.as_bytes()));
+    response.assert_invalid("tasks");
+    assert!(response.message().contains("16384"), "{response:?}");
+    assert_connection_usable(&mut client);
+    server.assert_healthy();
+}
+
+/// Starts `tqx serve` with `args` and expects it to exit non-zero before it
+/// creates its data directory or listens; returns its stderr.
+fn refused_at_start(args: &[&str]) -> String {
+    let dir = support::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data"])
+        .arg(dir.join("data"))
+        .args(["--reactors", "1", "--workers", "1", "--no-pin"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tqx serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tqx serve {args:?} kept running");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let created = dir.join("data").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!created, "{args:?} must be refused before the data directory is touched");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "{args:?}: {status:?}");
+    assert!(!stdout.contains("listening"), "{args:?} must be refused before listening: {stdout}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_max_body_bytes_the_log_cannot_hold_is_refused_at_start() {
+    // Under --max-body-bytes 16777216 an HTTP batch of 5 tasks of 1 MiB each
+    // made a 5 MiB log record, over the 4 MiB record limit, and the server
+    // stopped: such a body limit is now refused before the server listens.
+    let stderr = refused_at_start(&["--max-body-bytes", "16777216"]);
+    assert!(
+        stderr.contains("--max-body-bytes 16777216") && stderr.contains("4194304") && stderr.contains("3969104"),
+        "the refusal names both limits: {stderr}"
+    );
+    refused_at_start(&["--max-body-bytes", "3969105"]);
+}
+
+#[test]
+fn at_the_largest_accepted_body_limit_a_batch_of_three_1_mib_payloads_is_logged_and_served() {
+    let server = Server::start(&["--max-body-bytes", "3969104"]);
+    let mut client = server.client();
+    let payload = "p".repeat((1 << 20) - 2); // a JSON string of exactly 1 MiB
+    let body = json!({"tasks": [{"payload": payload}, {"payload": payload}, {"payload": payload}]});
+    let response = client.post("/v1/queues/big/tasks/batch", body);
+    assert_eq!(response.status, 201, "{}", response.raw_text().chars().take(300).collect::<String>());
+    // Five no longer fit one body: 413 and close, and the server stays up.
+    let five = json!({"tasks": vec![json!({"payload": payload}); 5]});
+    let response = client.send_raw_and_read(json_request("POST", "/v1/queues/big/tasks/batch", &five));
+    response.expect("a 413").assert_error(413, "payload_too_large");
+    server.assert_healthy();
+    let server = server.crash_and_restart(&["--max-body-bytes", "3969104"]);
+    assert_eq!(server.client().queue_counts("big")["ready"], json!(3), "the batch was logged and replays");
 }

@@ -65,10 +65,11 @@ pub const SEGMENT_HEADER_BYTES: usize = 64;
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TQXB");
 pub const BATCH_HEADER_BYTES: usize = 32;
 pub const RECORD_HEADER_BYTES: usize = 16;
-/// Largest record payload: a batch of one maximal task plus its metadata fits.
-pub const RECORD_PAYLOAD_BYTES_MAX: usize = 4 << 20;
-/// Largest batch body; a group commit that would exceed it is split.
-pub const BATCH_BODY_BYTES_MAX: usize = 16 << 20;
+/// Largest record payload and largest batch body: defined, with what they cost
+/// and how they relate to the protocols' limits, in `src/limits.rs`.
+pub use crate::limits::{
+    WAL_BATCH_BODY_BYTES_MAX as BATCH_BODY_BYTES_MAX, WAL_RECORD_BYTES_MAX as RECORD_PAYLOAD_BYTES_MAX,
+};
 
 const _: () = assert!(RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX + 8 <= BATCH_BODY_BYTES_MAX);
 const _: () = assert!(SEGMENT_HEADER_BYTES % 8 == 0 && BATCH_HEADER_BYTES % 8 == 0);

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! record  = kind:u8  now_ms:u64  body
-//! string  = len:u16 bytes        (UTF-8; every engine string limit fits u16)
+//! string  = len:u16 bytes        (UTF-8; every string limit fits u16, src/limits.rs)
 //! bytes   = len:u32 bytes
 //! option  = 0:u8 | 1:u8 value
 //! ```
@@ -14,6 +14,7 @@
 
 use bytes::Bytes;
 
+use super::format::RECORD_PAYLOAD_BYTES_MAX;
 use crate::command::{Command, CompleteItem};
 use crate::engine::{DepRef, Discipline, NewTask, QueueConfigPatch};
 
@@ -87,14 +88,35 @@ impl Writer<'_> {
         self.u8(u8::from(v));
     }
     fn string(&mut self, s: &str) {
-        // Engine limits keep every string far below 64 KiB; a longer one is a bug.
-        let length = u16::try_from(s.len()).expect("strings in commands are under 64 KiB");
+        // `command::check_limits` refuses, at the protocol edge, every string
+        // longer than its limit, and src/limits.rs asserts at compile time that
+        // each limit fits a u16: a longer string here is a bug in the edge,
+        // never a client's doing, and logging a mangled length would corrupt
+        // replay, so stop loudly.
+        let Ok(length) = u16::try_from(s.len()) else {
+            panic!(
+                "a {}-byte string reached the log encoder: the protocol edge (command::check_limits) must refuse \
+                 strings over their limits (src/limits.rs)",
+                s.len()
+            )
+        };
         self.0.extend_from_slice(&length.to_le_bytes());
         self.0.extend_from_slice(s.as_bytes());
     }
     fn bytes(&mut self, b: &[u8]) {
-        self.u32(u32::try_from(b.len()).expect("payloads are under 4 GiB"));
+        // Likewise: payloads and results are at most 1 MiB past the edge.
+        let Ok(length) = u32::try_from(b.len()) else {
+            panic!("{} bytes reached the log encoder as one field: the protocol edge must refuse them", b.len())
+        };
+        self.u32(length);
         self.0.extend_from_slice(b);
+    }
+    fn count(&mut self, count: usize) {
+        // Counts are bounded by BATCH_TASKS_COUNT_MAX and friends at the edge.
+        let Ok(count) = u32::try_from(count) else {
+            panic!("a count of {count} reached the log encoder: the protocol edge must refuse it")
+        };
+        self.u32(count);
     }
     fn option<T>(&mut self, value: &Option<T>, mut write: impl FnMut(&mut Self, &T)) {
         match value {
@@ -111,7 +133,7 @@ impl Writer<'_> {
         self.option(&task.group, |w, g| w.string(g));
         self.u64(task.delay_ms);
         self.option(&task.max_attempts, |w, n| w.u32(*n));
-        self.u32(task.depends_on.len() as u32);
+        self.count(task.depends_on.len());
         for dep in &task.depends_on {
             match *dep {
                 DepRef::Task(id) => {
@@ -163,8 +185,25 @@ pub fn encode(record: &LogRecord, out: &mut Vec<u8>) {
 /// [`encode`] of `Entry::Command`), without moving the command into a
 /// [`LogRecord`]: workers encode a command just before executing it.
 ///
-/// Panics on a read, which the log must not hold (see [`is_logged`]).
+/// `command` must have passed `command::check_limits` (both protocols check
+/// every command they build): then every length fits its field and the record
+/// fits [`RECORD_PAYLOAD_BYTES_MAX`] (`limits::RECORD_BYTES_OVER_BODY_MAX`,
+/// checked at compile time and at start against `--max-body-bytes`). A command
+/// that did not is a bug in an edge and stops the process with a message that
+/// says so, before anything is logged. Panics on a read too, which the log
+/// must not hold (see [`is_logged`]).
 pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
+    let start = out.len();
+    encode_command_unchecked(now_ms, command, out);
+    let record_bytes = out.len() - start;
+    assert!(
+        record_bytes <= RECORD_PAYLOAD_BYTES_MAX,
+        "a {record_bytes}-byte log record, over the {RECORD_PAYLOAD_BYTES_MAX}-byte limit: the protocol edge and \
+         --max-body-bytes must make this impossible (src/limits.rs)"
+    );
+}
+
+fn encode_command_unchecked(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
     let mut w = Writer(out);
     let kind = match command {
         Command::ConfigureQueue { .. } => kind::CONFIGURE_QUEUE,
@@ -202,17 +241,20 @@ pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
         }
         Command::EnqueueBatch { queue, tasks } => {
             w.string(queue);
-            w.u32(tasks.len() as u32);
+            w.count(tasks.len());
             for task in tasks {
                 w.task(task);
             }
         }
         Command::Dequeue { queues, max, lease_ms, wait_ms: _ } => {
-            w.u32(queues.len() as u32);
+            w.count(queues.len());
             for queue in queues {
                 w.string(queue);
             }
-            w.u32(*max as u32);
+            // `max` is not checked at the edge (the engine refuses it past
+            // DEQUEUE_TASKS_COUNT_MAX), so it saturates: the replayed dequeue
+            // is refused the same way.
+            w.u32(u32::try_from(*max).unwrap_or(u32::MAX));
             w.option(lease_ms, |w, v| w.u64(*v));
         }
         Command::Complete { id, lease, result } => {
@@ -233,7 +275,7 @@ pub fn encode_command(now_ms: u64, command: &Command, out: &mut Vec<u8>) {
         }
         Command::Cancel { id } => w.u64(*id),
         Command::CompleteBatch { items } => {
-            w.u32(u32::try_from(items.len()).expect("batch completes are bounded far below 2^32 items"));
+            w.count(items.len());
             for item in items {
                 w.u64(item.id);
                 w.u64(item.lease);
@@ -551,6 +593,16 @@ mod tests {
         huge.extend_from_slice(&0u64.to_le_bytes());
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge).unwrap_err().0.contains("a count of"));
+    }
+
+    /// Unreachable from a client (`command::check_limits` refuses such a
+    /// command at the edge); if an edge forgets a field, the process stops
+    /// with a message that names the cause instead of logging a bad record.
+    #[test]
+    #[should_panic(expected = "the protocol edge (command::check_limits) must refuse")]
+    fn a_string_the_edge_should_have_refused_stops_with_the_reason() {
+        let command = Command::Fail { id: 1, lease: 1, error: "x".repeat(70_000), retry: true };
+        encode_command(0, &command, &mut Vec::new());
     }
 
     #[test]
