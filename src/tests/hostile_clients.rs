@@ -24,7 +24,7 @@ const RSS_BYTES_MAX: u64 = 300 << 20;
 /// Just under the engine's 1 MiB payload limit.
 const PAYLOAD_BYTES: usize = 1_000_000;
 /// Room for a 1 MiB payload plus the request around it.
-const BODY_ARGS: [&str; 2] = ["--max-body-bytes", "4194304"];
+const BODY_ARGS: [&str; 2] = ["--max-body-bytes", "2097152"];
 
 // ---- helpers ------------------------------------------------------------------------
 
