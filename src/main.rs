@@ -131,6 +131,23 @@ struct ServeArgs {
     /// Test hook: the checkpoint store's write fails after N successful ones.
     #[arg(long, value_name = "N", hide = true)]
     debug_fail_checkpoint_writes_after: Option<u64>,
+    /// Make a new lease key when DATA/lease.key is missing or damaged although the directory holds a log
+    /// or checkpoint (the server refuses to start otherwise). Every outstanding lease is then refused;
+    /// its task is delivered again once the lease expires.
+    #[arg(long)]
+    regenerate_lease_key: bool,
+    /// Test hook: read one byte from this FIFO before each read of a cold payload (holds reads open).
+    #[arg(long, value_name = "FIFO", hide = true)]
+    debug_cold_read_gate: Option<PathBuf>,
+    /// Test hook: a worker panics when it executes an enqueue into this queue.
+    #[arg(long, value_name = "QUEUE", hide = true)]
+    debug_panic_on_queue: Option<String>,
+    /// A server thread (reactor, worker, log writer, checkpointer: 6 times this) that has work but makes
+    /// no progress for this long, or has died, makes /healthz answer 503 {"status":"stalled"} and a binary
+    /// ping `ready: false` until it progresses again.
+    #[arg(long, value_name = "MS", default_value_t = server::STALL_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    stall_timeout_ms: u64,
     /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
     #[arg(long, value_name = "N", default_value_t = default_reactors(),
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -325,6 +342,7 @@ fn default_reactors() -> u32 {
 }
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     if client_server_opt(&command).is_some_and(|server| server.binary) {
@@ -363,6 +381,24 @@ fn main() -> ExitCode {
         }
     };
     call.run()
+}
+
+/// Makes a panic loud before the process ends. The release profile has
+/// `panic = "abort"` (Cargo.toml): a bug on any thread ends the whole process,
+/// so a supervisor restarts it and recovery replays the log, instead of a server
+/// that accepts connections and answers nothing (issue 15, item 2). The hook runs
+/// before the abort: it logs the panic through `tracing` (JSON logs included) with
+/// the thread's name, then the default hook prints the message and location. It
+/// also aborts itself, so the guarantee holds in a build without the profile.
+fn install_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(thread, panic = %info, "a bug: the process stops now; restart it and recovery replays the log");
+        default_hook(info);
+        std::process::abort();
+    }));
 }
 
 /// `--binary`'s default port (next to HTTP's 7700).
@@ -420,6 +456,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         fixed_buffers_count: args.fixed_buffers.into(),
+        regenerate_lease_key: args.regenerate_lease_key,
+        stall_timeout_ms: args.stall_timeout_ms,
+        cold_read_gate: args.debug_cold_read_gate,
+        debug_panic_queue: args.debug_panic_on_queue,
     };
     tracing::debug!(?config, "starting");
     match server::serve(config) {

@@ -51,14 +51,16 @@ use slab::Slab;
 
 pub use error::{EngineError, ErrorKind};
 pub use jitter::backoff_delay_ms;
+#[cfg(feature = "server")] // the lease key file's checksum (server/lease_key.rs)
+pub(crate) use jitter::siphash24;
 pub use snapshot::{ChangeSink, Changes, PayloadRow, SnapshotError};
 pub use types::{
-    DepRef, Discipline, EngineConfig, Enqueued, LeaseToken, LeasedTask, NewTask, QueueConfig, QueueConfigPatch,
-    QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,
+    DepRef, Discipline, EngineConfig, Enqueued, LeaseKey, LeaseToken, LeasedTask, NewTask, QueueConfig,
+    QueueConfigPatch, QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,
 };
 
 use id_index::{id_hash, IdIndex};
-use jitter::lease_token;
+use jitter::{lease_token, tokens_equal};
 use limits::*;
 use payload::Payload;
 use queue::{GroupIx, Queue, QueueIx, UNGROUPED};
@@ -877,7 +879,7 @@ impl Engine {
             priority: task.priority,
             group: queue.group_name(task.group),
             attempt: task.attempts.into(),
-            lease: lease_token(self.config.seed, id, task.attempts.into()),
+            lease: lease_token(&self.config.lease_key, self.config.seed, id, task.attempts.into()),
             lease_expires_at_ms: task.due_ms,
         })
     }
@@ -889,7 +891,8 @@ impl Engine {
         if task.state != TaskState::Leased {
             return Err(EngineError::NotLeased { id, state: task.state });
         }
-        if lease_token(self.config.seed, id, task.attempts.into()) != lease {
+        // Constant time: how far a guess matched must not show in the timing.
+        if !tokens_equal(lease_token(&self.config.lease_key, self.config.seed, id, task.attempts.into()), lease) {
             return Err(EngineError::LeaseMismatch(id));
         }
         if now >= task.due_ms {

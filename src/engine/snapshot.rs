@@ -14,14 +14,16 @@
 //!
 //! - engine row: format version, seed, next task id, clock. The engine has no
 //!   stateful random generator: lease tokens and retry jitter are pure functions
-//!   of (seed, task id, attempt), so the seed *is* the RNG state.
+//!   of (seed, task id, attempt) — tokens also of the secret lease key, which
+//!   comes with the `EngineConfig` and is never written to a row — so the seed
+//!   *is* the RNG state.
 //! - queue row: settings, the queue's serve clock, and when each group that has a
 //!   task and has been served was last served (round-robin order). Per-state
 //!   counts, groups' task and slot counts, idempotency keys and the ready index
 //!   are derived from the tasks.
 //! - task row: every field of the task but its payload (queue by name, group by
 //!   name, state, times, attempts, dependencies, key, result, error).
-//!   Timers follow from state and due time, lease tokens from (seed, id, attempt).
+//!   Timers follow from state and due time, lease tokens from (key, seed, id, attempt).
 //!   A dependency's `dependents` list and a waiting task's count of pending
 //!   dependencies are derived: while a task is unfinished, its dependents are
 //!   exactly the waiting tasks that name it (taken in id order, as they were
@@ -315,7 +317,7 @@ impl Engine {
     /// Rebuilds an engine from rows as [`Engine::take_changes`] produces them,
     /// accumulated in a key-value store (latest row per key, deleted keys absent),
     /// in any order. `config` supplies the limits; the seed, next id and clock come
-    /// from `meta` (`config.seed` is ignored). Change tracking is on in the result,
+    /// from `meta` (`config.seed` is ignored; `config.lease_key` is used). Change tracking is on in the result,
     /// with nothing pending.
     ///
     /// Every row is validated: one that cannot be decoded, or rows that are not a

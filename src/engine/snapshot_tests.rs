@@ -730,7 +730,8 @@ impl Harness {
         self.leased.clear();
         for id in 1..=self.max_id {
             if let Some(view) = a.task(id).filter(|v| v.state == TaskState::Leased) {
-                self.tokens.insert(id, super::jitter::lease_token(a.config.seed, id, view.attempts));
+                self.tokens
+                    .insert(id, super::jitter::lease_token(&a.config.lease_key, a.config.seed, id, view.attempts));
                 self.leased.push(id);
             }
         }

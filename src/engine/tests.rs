@@ -613,7 +613,8 @@ fn batch_size_and_fields_are_bounded() {
 
 #[test]
 fn capacity_bounds_tasks_and_queues_with_a_retryable_error() {
-    let mut e = Engine::new(EngineConfig { seed: 1, tasks_count_max: 2, queues_count_max: 1 });
+    let mut e =
+        Engine::new(EngineConfig { seed: 1, tasks_count_max: 2, queues_count_max: 1, ..EngineConfig::default() });
     enqueue(&mut e, "q", task("a"), 0);
     let err = e.enqueue("other", task("b"), 0).unwrap_err();
     assert_eq!((err.code(), err.retryable()), ("capacity_exceeded", true));

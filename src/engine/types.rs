@@ -256,11 +256,29 @@ pub struct TickReport {
     pub more_due: bool,
 }
 
+/// The 128-bit secret lease tokens are keyed with (`jitter.rs`: SipHash-2-4 of
+/// seed, task id and attempt). The server makes it from the OS random source at
+/// first start and keeps it in the data directory (`lease.key`, mode 0600), never
+/// in the log or the checkpoint store; `Debug` does not print it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LeaseKey(pub [u8; 16]);
+
+impl std::fmt::Debug for LeaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseKey(..)")
+    }
+}
+
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Seeds retry jitter and lease tokens. Same seed and same calls, same results.
+    /// Logged (the log's first record) and checkpointed: not a secret.
     pub seed: u64,
+    /// Keys lease tokens: same key, seed and calls, same tokens. A secret: it
+    /// comes from the driver and is never logged or checkpointed. The default is
+    /// a fixed, public key, fit for tests and simulations only.
+    pub lease_key: LeaseKey,
     pub tasks_count_max: usize,
     pub queues_count_max: usize,
 }
@@ -269,6 +287,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             seed: 0x7451_7845_6e67_696e,
+            lease_key: LeaseKey(*b"tqx-public-key!!"),
             tasks_count_max: super::limits::TASKS_COUNT_MAX_DEFAULT,
             queues_count_max: super::limits::QUEUES_COUNT_MAX_DEFAULT,
         }

@@ -26,8 +26,8 @@ mod tests;
 use std::borrow::Cow;
 
 pub use render::{
-    render_health, render_health_recovering, render_overloaded, render_recovering, render_reply, render_shutting_down,
-    render_too_many_connections,
+    render_health, render_health_recovering, render_health_stalled, render_overloaded, render_recovering, render_reply,
+    render_shutting_down, render_too_many_connections,
 };
 
 use crate::command::{check_limits, Command};

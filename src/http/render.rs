@@ -128,6 +128,15 @@ pub fn render_health_recovering(keep_alive: bool, out: &mut Vec<u8>) {
     finish(out, start, SERVICE_UNAVAILABLE, keep_alive, "Retry-After: 1\r\n");
 }
 
+/// `GET /healthz` while a server thread is stuck or gone (`server/liveness.rs`):
+/// `503 {"status":"stalled"}`. Not retryable in a second: a supervisor should
+/// restart the server.
+pub fn render_health_stalled(keep_alive: bool, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"status\":\"stalled\"}");
+    finish(out, start, SERVICE_UNAVAILABLE, keep_alive, "");
+}
+
 /// A command arrived before recovery finished: `503 recovering`, `Retry-After: 1`.
 pub fn render_recovering(keep_alive: bool, out: &mut Vec<u8>) {
     let message = "the server is recovering its state from disk; retry after 1 second";

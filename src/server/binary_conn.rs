@@ -486,7 +486,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             return;
         }
         BinaryNext::Ping { request_id } => {
-            let ready = shared.recovered.load(Ordering::Acquire);
+            let ready = matches!(shared.health(), super::Health::Ready);
             conn.send(|out| binary::render_pong(ready, request_id, out));
             return;
         }

@@ -59,8 +59,12 @@ pub(crate) fn run(
 ) -> Result<(), Arc<str>> {
     let mut applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
     let mut failures_in_a_row = 0;
+    let heartbeat = shared.liveness.register_current();
     loop {
-        let last = match signals.recv_timeout(interval) {
+        heartbeat.idle();
+        let received = signals.recv_timeout(interval);
+        heartbeat.beat();
+        let last = match received {
             Ok(CheckpointSignal::Nudge) | Err(RecvTimeoutError::Timeout) => false,
             Ok(CheckpointSignal::Stop) | Err(RecvTimeoutError::Disconnected) => true,
         };
@@ -111,15 +115,19 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     // engine lock (no intermediate copy per row: a checkpoint of millions of
     // rows otherwise held both at once).
     let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
-    let (meta, next_id, upto) = {
+    let (meta, next_id, upto, cold_reads) = {
         let mut state = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
         let upto = committer.last_submitted_lsn();
         if upto == applied_lsn {
             return Ok(None);
         }
         let (meta, next_id) = state.engine.take_changes_into(&mut rows);
-        (meta, next_id, upto)
+        (meta, next_id, upto, state.journal.tiering.as_ref().map(|t| t.fence.advance()))
     };
+    // Cold payloads being read off the lock keep their rows (tiering.rs).
+    if let Some(drain) = cold_reads {
+        drain.wait();
+    }
     // Every task below this id has its payload row in `rows` or an earlier
     // checkpoint; once flushed, those payloads may leave memory.
     let checkpointed_below = next_id;

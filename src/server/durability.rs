@@ -138,7 +138,17 @@ impl Journal {
         })
     }
 
-    /// Fills in payloads that live only in the store (tiered storage).
+    /// Sends `result` to `reply`, its cold payloads (tiered storage) read off
+    /// the engine lock first (`tiering.rs`).
+    pub(crate) fn reply(&self, engine: &Engine, result: Reply, reply: ReplyTo) {
+        match &self.tiering {
+            Some(tiering) => tiering.send(engine, result, reply),
+            None => reply.send(result),
+        }
+    }
+
+    /// Fills in payloads that live only in the store (tiered storage), here
+    /// under the lock: for a reply that waits for its sync.
     pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
         if let Some(tiering) = &self.tiering {
             tiering.warm(engine, reply);
@@ -182,20 +192,19 @@ impl Journal {
             return;
         }
         let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
-            let mut result = execute(engine, command, now_ms);
-            self.warm(engine, &mut result);
-            reply.send(result);
+            let result = execute(engine, command, now_ms);
+            self.reply(engine, result, reply);
             return;
         };
         let mut bytes = Vec::with_capacity(64);
         record::encode_command(now_ms, &command, &mut bytes);
         let waits = self.replies_wait && !matches!(command, Command::Dequeue { .. } | Command::Extend { .. });
         let mut result = execute(engine, command, now_ms);
-        self.warm(engine, &mut result);
         if matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
             // An empty dequeue changed nothing: no record.
             reply.send(result);
         } else if waits {
+            self.warm(engine, &mut result); // no such reply carries a payload today
             committer.submit(
                 bytes,
                 Box::new(move |durable| {
@@ -210,7 +219,7 @@ impl Journal {
             );
         } else {
             committer.submit(bytes, Box::new(ignore));
-            reply.send(result);
+            self.reply(engine, result, reply);
         }
     }
 
@@ -247,7 +256,9 @@ pub(crate) struct Recovered {
 
 /// Opens the log in `data_dir/wal`, replays it into a fresh engine and starts
 /// the WAL thread. In `memory` mode there is no log; a fresh engine starts.
+/// `config` carries the lease key (`lease_key.rs`); its seed is the log's.
 pub(crate) fn recover(
+    config: EngineConfig,
     data_dir: &Path,
     mode: DurabilityMode,
     sync_gate: Option<&Path>,
@@ -260,7 +271,7 @@ pub(crate) fn recover(
         if wal_dir.exists() {
             tracing::warn!(dir = %wal_dir.display(), "durability is memory: the write-ahead log there is ignored");
         }
-        let engine = Engine::new(EngineConfig { seed: super::os::random_u64(), ..EngineConfig::default() });
+        let engine = Engine::new(EngineConfig { seed: super::os::random_u64(), ..config });
         return Ok(Recovered {
             engine,
             journal: Journal::memory(memory_limit_bytes),
@@ -306,7 +317,7 @@ pub(crate) fn recover(
     let (mut engine, applied_lsn) = match checkpoint {
         Some(checkpoint) => {
             let restored = Engine::restore(
-                EngineConfig::default(),
+                config.clone(),
                 &checkpoint.meta,
                 checkpoint.queues,
                 checkpoint.tasks,
@@ -356,7 +367,7 @@ pub(crate) fn recover(
         let LogRecord { now_ms, entry } = record::decode(&bytes).map_err(|e| replay_error(e.0))?;
         clock_ms = clock_ms.max(now_ms);
         match (entry, engine.as_mut()) {
-            (Entry::Seed(seed), None) => engine = Some(Engine::new(EngineConfig { seed, ..EngineConfig::default() })),
+            (Entry::Seed(seed), None) => engine = Some(Engine::new(EngineConfig { seed, ..config.clone() })),
             (Entry::Command(command), Some(engine)) => {
                 execute(engine, command, now_ms);
             }
@@ -377,7 +388,7 @@ pub(crate) fn recover(
             // A new log: its first record is the seed, synced before anything else.
             let seed = super::os::random_u64();
             log.append(&[encode_entry(0, Entry::Seed(seed))]).map_err(wal_error)?;
-            Engine::new(EngineConfig { seed, ..EngineConfig::default() })
+            Engine::new(EngineConfig { seed, ..config })
         }
     };
     if let Err(reason) = engine.check_invariants() {
@@ -412,7 +423,7 @@ pub(crate) fn recover(
     let journal = Journal {
         committer: Some(committer.clone()),
         replies_wait: mode == DurabilityMode::Sync,
-        tiering: Some(Tiering { store: store.clone(), budget_bytes: memory_limit_bytes }),
+        tiering: Some(Tiering::new(store.clone(), memory_limit_bytes)),
         nudge: None,             // set when the checkpointer starts
         payload_bytes_max: None, // tiering moves payloads to the store instead
     };

@@ -30,6 +30,8 @@ pub use buffers::READ_BYTES_MAX_DEFAULT;
 mod checkpoint;
 mod datadir;
 mod durability;
+mod lease_key;
+mod liveness;
 mod os;
 mod reactor;
 mod reply;
@@ -38,6 +40,7 @@ mod worker;
 
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
 pub use durability::{DurabilityMode, INTERVAL_MS_MAX, WAL_SEGMENT_BYTES};
+pub use liveness::STALL_TIMEOUT_MS_DEFAULT;
 pub use tiering::{parse_bytes, MEMORY_LIMIT_BYTES_DEFAULT};
 
 use std::collections::HashSet;
@@ -114,6 +117,18 @@ pub struct ServeConfig {
     pub reply_bytes_max: usize,
     /// Long polls one connection may have waiting (`--connection-long-polls-max`).
     pub connection_long_polls_max: usize,
+    /// Make a new lease key when `lease.key` is missing or damaged in a data
+    /// directory that holds state (`--regenerate-lease-key`; `lease_key.rs`).
+    pub regenerate_lease_key: bool,
+    /// Test hook (`--debug-cold-read-gate`): a FIFO each cold payload read
+    /// reads a byte from first, so a test can hold one open (`tiering.rs`).
+    pub cold_read_gate: Option<PathBuf>,
+    /// Test hook (`--debug-panic-on-queue`): a worker panics on an enqueue into
+    /// this queue (`liveness.rs`), to show a bug ends the process.
+    pub debug_panic_queue: Option<String>,
+    /// How long a server thread with work may make no progress before
+    /// `/healthz` and ping report not ready (`--stall-timeout-ms`; `liveness.rs`).
+    pub stall_timeout_ms: u64,
 }
 
 #[derive(Debug)]
@@ -145,6 +160,9 @@ pub enum ServeError {
     /// The configuration breaks a relation between limits (`src/limits.rs`):
     /// the message names both.
     Limits(String),
+    /// The lease key cannot be read or made (`lease_key.rs`); the message says
+    /// which file and what to do.
+    LeaseKey(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -162,6 +180,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
             ServeError::Limits(message) => f.write_str(message),
+            ServeError::LeaseKey(message) => write!(f, "{message}"),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
             ServeError::Checkpoint(reason) => write!(
@@ -261,6 +280,17 @@ pub(crate) struct Shared {
     pub(crate) connection_long_polls_max: usize,
     /// Encoded reply bytes waiting for their peers on every connection now.
     pub(crate) reply_bytes_pending: AtomicUsize,
+    /// Whether every thread is alive and progressing (`liveness.rs`).
+    pub(crate) liveness: Arc<liveness::Liveness>,
+}
+
+/// What `/healthz` and the binary ping say.
+pub(crate) enum Health {
+    Ready,
+    /// Replaying the log (or not yet checked): 503, retry shortly.
+    Recovering,
+    /// A thread is stuck or gone (`liveness.rs`): 503 until it progresses.
+    Stalled,
 }
 
 impl Shared {
@@ -301,7 +331,19 @@ impl Shared {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&fd);
     }
 
+    pub(crate) fn health(&self) -> Health {
+        if !self.recovered.load(Ordering::Acquire) || !self.liveness.sampled() {
+            Health::Recovering
+        } else if self.liveness.ready() {
+            Health::Ready
+        } else {
+            Health::Stalled
+        }
+    }
+
     fn begin_stop(&self) {
+        // Threads now exit on purpose: the watchdog stops judging them.
+        self.liveness.stop();
         self.stopping.store(true, Ordering::SeqCst);
         // Workers answer the long polls they hold, so those connections can end.
         self.sleepers.wake_all();
@@ -352,6 +394,9 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
     let connections_max = connections_max(config.max_connections);
+    if let Some(queue) = config.debug_panic_queue.clone() {
+        liveness::set_debug_panic_queue(queue);
+    }
     // Before any thread exists, so every thread inherits the mask and only the
     // signal thread below receives SIGINT and SIGTERM.
     os::block_stop_signals().map_err(ServeError::Io)?;
@@ -392,6 +437,13 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         reply_bytes_max: config.reply_bytes_max.max(1),
         connection_long_polls_max: config.connection_long_polls_max,
         reply_bytes_pending: AtomicUsize::new(0),
+        liveness: liveness::Liveness::new(
+            config.stall_timeout_ms,
+            match config.durability {
+                DurabilityMode::Interval { ms } => ms,
+                _ => 0,
+            },
+        ),
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
@@ -442,14 +494,23 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         *failure_shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.0.clone());
         os::signal_stop();
     });
-    let recovered = match durability::recover(
-        &config.data_dir,
-        config.durability,
-        config.wal_sync_gate.as_deref(),
-        config.memory_limit_bytes,
-        config.accept_data_loss,
-        on_failure,
-    ) {
+    // The key is read (or made) before the log and the store exist, so no lease
+    // is ever signed with a key a crash could lose.
+    let lease_key = match config.durability {
+        DurabilityMode::Memory => lease_key::random_key().map_err(|e| e.to_string()),
+        _ => lease_key::load_or_create(&config.data_dir, config.regenerate_lease_key),
+    };
+    let recovered = match lease_key.map_err(ServeError::LeaseKey).and_then(|lease_key| {
+        durability::recover(
+            EngineConfig { lease_key, ..EngineConfig::default() },
+            &config.data_dir,
+            config.durability,
+            config.wal_sync_gate.as_deref(),
+            config.memory_limit_bytes,
+            config.accept_data_loss,
+            on_failure,
+        )
+    }) {
         Ok(recovered) => recovered,
         Err(error) => {
             shared.begin_stop();
@@ -460,6 +521,9 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     };
     let mut journal = recovered.journal;
+    if let Some(tiering) = journal.tiering.as_mut() {
+        tiering.start_reader(config.cold_read_gate.as_deref(), shared.liveness.clone()).map_err(ServeError::Io)?;
+    }
     let checkpoint_signals = recovered.checkpointing.as_ref().map(|_| {
         // One pending nudge is enough; more would say nothing new.
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
@@ -474,6 +538,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
             if let Some(writes) = config.fail_checkpoint_writes_after {
                 store.fail_writes_after(writes);
             }
+            shared.liveness.observe_wal(&committer);
             let shared = shared.clone();
             let interval = Duration::from_millis(config.checkpoint_interval_ms);
             let handle = thread::Builder::new()
@@ -513,11 +578,13 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         workers.push(handle);
     }
 
+    let watchdog = shared.liveness.start_watchdog().map_err(ServeError::Io)?;
     tracing::info!(durability = %config.durability, "ready");
 
     let signal = os::wait_for_stop_signal();
     tracing::info!(signal, "stopping: no new connections; finishing requests in flight");
     shared.begin_stop();
+    let _ = watchdog.join();
     for handle in reactors {
         let _ = handle.join();
     }

@@ -90,6 +90,7 @@ pub(crate) fn run(
     };
     let _ = started.send(Ok(()));
     runtime.block_on(async move {
+        tokio_uring::spawn(super::liveness::reactor_heartbeat(shared.liveness.clone()));
         let pool = (fixed_buffers_count > 0).then(|| {
             // Created with `with_capacity`: a cloned Vec loses its capacity and the
             // kernel rejects it (measured). Registered before any I/O on the ring.
@@ -557,11 +558,13 @@ enum Rendered {
 
 /// Renders the oldest waiting request's response if it is ready.
 fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) -> Rendered {
-    let recovered = shared.recovered.load(std::sync::atomic::Ordering::Acquire);
     match waiting {
         Pending::Rendered(response) => output.extend_from_slice(response),
-        Pending::Health { keep_alive } if recovered => http::render_health(*keep_alive, output),
-        Pending::Health { keep_alive } => http::render_health_recovering(*keep_alive, output),
+        Pending::Health { keep_alive } => match shared.health() {
+            super::Health::Ready => http::render_health(*keep_alive, output),
+            super::Health::Recovering => http::render_health_recovering(*keep_alive, output),
+            super::Health::Stalled => http::render_health_stalled(*keep_alive, output),
+        },
         Pending::Recovering { keep_alive } => http::render_recovering(*keep_alive, output),
         Pending::Overloaded { keep_alive } => http::render_overloaded(*keep_alive, output),
         Pending::ShuttingDown => http::render_shutting_down(output),

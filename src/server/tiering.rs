@@ -3,12 +3,40 @@
 //! Past the budget, the checkpointer drops from memory the payloads of tasks
 //! whose payload rows are already flushed to RocksDB (newest first: in the
 //! usual FIFO order they are delivered last). Those payloads are "cold": the
-//! engine keeps the task, and a worker reads the payload back from the store
-//! when the task is leased or looked up. Nothing else changes: a cold task is
+//! engine keeps the task, and the payload is read back from the store when the
+//! task is leased or looked up. Nothing else changes: a cold task is
 //! scheduled, retried and checkpointed like any other.
+//!
+//! **Cold reads happen off the engine lock** (issue 15, item 9: one slow disk
+//! read under the lock stalled every client). Under the lock, a worker only
+//! notes which payloads of a reply are cold and takes a [`PurgeFence`] ticket;
+//! the reply goes to the cold-reader thread (`tqx-cold-read`), which reads the
+//! payloads from RocksDB, fills them in and sends the reply. Replies that carry
+//! payloads (leases, lookups) never wait for a log sync, so sending them from
+//! that thread releases nothing early; a reply that must wait for its sync
+//! (none carries a payload today) is still filled in under the lock.
+//!
+//! **Why the row is still there.** A payload row is deleted only by a
+//! checkpoint's write batch, for a task purged before that checkpoint took its
+//! changes (under the engine lock). A reader registers under the engine lock
+//! while the task is live and its payload cold (so its row was flushed before
+//! the payload left memory). A checkpoint whose changes were taken *after* the
+//! registration may delete the row, so it waits, before writing, for every
+//! reader registered before its changes were taken ([`PurgeFence::advance`],
+//! [`Drain::wait`]); one taken *before* cannot hold the row's deletion, as the
+//! task was live after it. Ids are never reused.
 
+use std::fs::File;
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
+use super::liveness::Liveness;
+use super::reply::ReplyTo;
 use crate::command::Reply;
 use crate::engine::{Engine, TaskId};
 use crate::store::Store;
@@ -19,6 +47,14 @@ pub const MEMORY_LIMIT_BYTES_DEFAULT: u64 = 4 << 30;
 /// Eviction frees down to this share of the budget, so that it does not run
 /// again after every few enqueues.
 const EVICT_TO_PERCENT: u64 = 90;
+/// Replies waiting for the cold-reader thread. Past it a worker reads the
+/// payloads itself, under the engine lock (the old behaviour): a bound on what
+/// is held for a disk that cannot keep up, at the cost of everyone's latency
+/// while it lasts. An entry is a reply whose payloads are not read yet (a few
+/// hundred bytes), so the queue holds a few MiB at most.
+const COLD_READS_QUEUED_MAX: usize = 4_096;
+/// How often a waiting checkpoint looks at the readers it waits for.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
 
 /// Parses `4GiB`, `512MiB`, `64KiB` or a plain number of bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -43,9 +79,112 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 pub(crate) struct Tiering {
     pub(crate) store: Arc<Store>,
     pub(crate) budget_bytes: u64,
+    /// Keeps payload rows that readers are about to read from being deleted.
+    pub(crate) fence: Arc<PurgeFence>,
+    /// The cold-reader thread's queue, once started (`start_reader`); until
+    /// then payloads are read in place.
+    reads: Option<SyncSender<ColdRead>>,
+    /// Joined when the tiering is dropped: the thread holds the store, whose
+    /// last owner must close it before the process exits (RocksDB closing on a
+    /// thread while `exit` runs its static destructors aborts the process).
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Drop for Tiering {
+    fn drop(&mut self) {
+        self.reads = None; // the reader drains what is queued, then ends
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A reply whose cold payloads are still to be read.
+struct ColdRead {
+    reply: Reply,
+    to: ReplyTo,
+    /// Which of the reply's tasks are cold (`Reply::Task`: `[0]`).
+    cold: Vec<usize>,
+    /// Held until the payloads are read.
+    ticket: Ticket,
+}
+
+/// Orders cold reads before the deletion of the rows they read (see the module
+/// comment): readers register under the engine lock in the current epoch; a
+/// checkpoint flips the epoch under the lock when it takes its changes, then
+/// waits for the previous epoch's readers before it writes. Two epochs suffice
+/// because a checkpoint drains before the next one flips (one checkpointer).
+#[derive(Default)]
+pub(crate) struct PurgeFence {
+    epoch: AtomicUsize,
+    readers: [AtomicU64; 2],
+}
+
+/// A reader's registration; dropping it ends the read.
+struct Ticket {
+    fence: Arc<PurgeFence>,
+    epoch: usize,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.fence.readers[self.epoch].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a checkpoint waits for before writing (from [`PurgeFence::advance`]).
+pub(crate) struct Drain {
+    fence: Arc<PurgeFence>,
+    epoch: usize,
+}
+
+impl PurgeFence {
+    /// Under the engine lock.
+    fn enter(self: &Arc<Self>) -> Ticket {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.readers[epoch].fetch_add(1, Ordering::SeqCst);
+        Ticket { fence: self.clone(), epoch }
+    }
+
+    /// Under the engine lock, when a checkpoint takes its changes: later
+    /// readers go to the other epoch; the returned drain waits for this one's.
+    pub(crate) fn advance(self: &Arc<Self>) -> Drain {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.epoch.store(1 - epoch, Ordering::SeqCst);
+        Drain { fence: self.clone(), epoch }
+    }
+}
+
+impl Drain {
+    /// Off the lock, before the checkpoint writes: returns once every reader
+    /// registered before the flip has read its payloads.
+    pub(crate) fn wait(self) {
+        while self.fence.readers[self.epoch].load(Ordering::SeqCst) != 0 {
+            std::thread::sleep(DRAIN_POLL);
+        }
+    }
 }
 
 impl Tiering {
+    pub(crate) fn new(store: Arc<Store>, budget_bytes: u64) -> Tiering {
+        Tiering { store, budget_bytes, fence: Arc::default(), reads: None, reader: None }
+    }
+
+    /// Starts the cold-reader thread. `gate`: the test hook
+    /// `--debug-cold-read-gate FIFO` (each cold read first reads a byte from it,
+    /// so a test can hold a read open and see what waits for it).
+    pub(crate) fn start_reader(&mut self, gate: Option<&Path>, liveness: Arc<Liveness>) -> std::io::Result<()> {
+        let gate = gate.map(File::open).transpose()?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(COLD_READS_QUEUED_MAX);
+        let store = self.store.clone();
+        let reader = std::thread::Builder::new()
+            .name("tqx-cold-read".into())
+            .spawn(move || read_cold(&store, receiver, gate, &liveness))?;
+        self.reads = Some(sender);
+        self.reader = Some(reader);
+        Ok(())
+    }
+
     /// Whether the payloads held in memory exceed the budget.
     pub(crate) fn over_budget(&self, engine: &Engine) -> bool {
         engine.resident_payload_bytes() > self.budget_bytes
@@ -63,39 +202,115 @@ impl Tiering {
         tracing::info!(count, bytes, resident_bytes = resident - bytes, "payloads moved to the store (memory limit)");
     }
 
-    /// Fills in the cold payloads of `reply` from the store. A payload missing
-    /// from the store (which the checkpoint order rules out) or a read error
-    /// turns the reply into `storage_failed`; the task itself is unaffected.
-    pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
-        let result = match reply {
-            Reply::Leased(tasks) => tasks.iter_mut().try_for_each(|task| self.fill(engine, task.id, &mut task.payload)),
-            Reply::Task(view) => self.fill(engine, view.id, &mut view.payload),
-            _ => Ok(()),
-        };
-        if let Err(reason) = result {
-            tracing::error!(%reason, "cannot read a cold payload");
-            *reply = Reply::StorageFailed(Arc::from(reason));
+    /// Sends `reply` to `to`; called under the engine lock. If the reply shows
+    /// cold payloads, the cold-reader thread reads them and sends it, once
+    /// the lock is long released (see the module comment).
+    pub(crate) fn send(&self, engine: &Engine, reply: Reply, to: ReplyTo) {
+        let cold = cold_positions(engine, &reply);
+        if cold.is_empty() {
+            to.send(reply);
+            return;
         }
+        let read = ColdRead { reply, to, cold, ticket: self.fence.enter() };
+        let read = match &self.reads {
+            Some(reads) => match reads.try_send(read) {
+                Ok(()) => return,
+                Err(TrySendError::Full(read) | TrySendError::Disconnected(read)) => read,
+            },
+            None => read,
+        };
+        // No reader thread, or it is this far behind: read here.
+        let ColdRead { mut reply, to, cold, .. } = read;
+        fill(&self.store, &mut reply, &cold, None);
+        to.send(reply);
     }
 
-    fn fill(&self, engine: &Engine, id: TaskId, payload: &mut bytes::Bytes) -> Result<(), String> {
-        if !engine.payload_is_cold(id) {
-            return Ok(());
+    /// Fills in the cold payloads of `reply` here and now, under the engine
+    /// lock: for a reply that must also wait for its log sync.
+    pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
+        let cold = cold_positions(engine, reply);
+        fill(&self.store, reply, &cold, None);
+    }
+}
+
+/// Which tasks of `reply` have their payload in the store only.
+fn cold_positions(engine: &Engine, reply: &Reply) -> Vec<usize> {
+    match reply {
+        Reply::Leased(tasks) => (0..tasks.len()).filter(|&i| engine.payload_is_cold(tasks[i].id)).collect(),
+        Reply::Task(view) if engine.payload_is_cold(view.id) => vec![0],
+        _ => Vec::new(),
+    }
+}
+
+/// The cold-reader thread: reads each queued reply's payloads, then sends it.
+/// Ends when the tiering (its sender) is dropped.
+fn read_cold(store: &Store, reads: Receiver<ColdRead>, mut gate: Option<File>, liveness: &Arc<Liveness>) {
+    let heartbeat = liveness.register_current();
+    loop {
+        heartbeat.idle();
+        let Ok(ColdRead { mut reply, to, cold, ticket }) = reads.recv() else { return };
+        heartbeat.beat();
+        fill(store, &mut reply, &cold, gate.as_mut());
+        drop(ticket); // read: the rows may go now
+        to.send(reply);
+    }
+}
+
+/// Reads the payloads of the tasks at `cold` in `reply`. A payload missing from
+/// the store (which the checkpoint order and the fence rule out) or a read
+/// error turns the reply into `storage_failed`; the task itself is unaffected.
+fn fill(store: &Store, reply: &mut Reply, cold: &[usize], gate: Option<&mut File>) {
+    if cold.is_empty() {
+        return;
+    }
+    if let Some(gate) = gate {
+        let mut byte = [0u8; 1];
+        let _ = gate.read_exact(&mut byte);
+    }
+    let result = match reply {
+        Reply::Leased(tasks) => {
+            cold.iter().try_for_each(|&i| read_payload(store, tasks[i].id).map(|bytes| tasks[i].payload = bytes))
         }
-        match self.store.payload(id) {
-            Ok(Some(bytes)) => {
-                *payload = bytes;
-                Ok(())
-            }
-            Ok(None) => Err(format!("the payload of task {id} is neither in memory nor in the store")),
-            Err(error) => Err(format!("reading the payload of task {id} from the store failed: {error}")),
-        }
+        Reply::Task(view) => read_payload(store, view.id).map(|bytes| view.payload = bytes),
+        _ => Ok(()),
+    };
+    if let Err(reason) = result {
+        tracing::error!(%reason, "cannot read a cold payload");
+        *reply = Reply::StorageFailed(Arc::from(reason));
+    }
+}
+
+fn read_payload(store: &Store, id: TaskId) -> Result<bytes::Bytes, String> {
+    match store.payload(id) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(format!("the payload of task {id} is neither in memory nor in the store")),
+        Err(error) => Err(format!("reading the payload of task {id} from the store failed: {error}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_waits_for_readers_registered_before_it_took_its_changes_only() {
+        let fence = Arc::new(PurgeFence::default());
+        let before = fence.enter();
+        let drain = fence.advance();
+        let after = fence.enter(); // registered after the changes were taken
+        let waited = std::thread::spawn(move || drain.wait());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!waited.is_finished(), "the drain must wait for the earlier reader");
+        drop(before);
+        waited.join().unwrap();
+        // The next checkpoint waits for the later reader.
+        let drain = fence.advance();
+        let waited = std::thread::spawn(move || drain.wait());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!waited.is_finished(), "the next drain must wait for the later reader");
+        drop(after);
+        waited.join().unwrap();
+    }
 
     #[test]
     fn memory_limits_parse_with_binary_units_and_refuse_nonsense() {

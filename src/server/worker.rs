@@ -91,6 +91,7 @@ impl EngineState {
     /// Executes one job. A long poll that finds nothing is held, unless the
     /// server is stopping (`hold` false), when it is answered empty at once.
     fn run(&mut self, job: Job, now: u64, hold: bool) -> bool {
+        super::liveness::debug_panic_check(&job.command);
         let may_ready = job.command.may_ready_tasks();
         match job.command {
             Command::Dequeue { queues, max, lease_ms, wait_ms } if wait_ms > 0 && hold => {
@@ -111,9 +112,7 @@ impl EngineState {
                         Reply::Leased(out)
                     }
                 };
-                let mut reply = reply;
-                self.journal.warm(&self.engine, &mut reply);
-                job.reply.send(reply);
+                self.journal.reply(&self.engine, reply, job.reply);
             }
             command => self.journal.execute(&mut self.engine, command, now, job.reply),
         }
@@ -138,11 +137,9 @@ impl EngineState {
                 if let Ok(count) = self.engine.dequeue(&poll.queues, poll.max, poll.lease_ms, now, &mut out) {
                     if count > 0 {
                         self.log_lease(now, &poll.queues, poll.max, poll.lease_ms);
-                        let mut reply = Reply::Leased(out);
-                        self.journal.warm(&self.engine, &mut reply);
                         // If the client left between the check and the send, the
                         // leases run out and the tasks are delivered again.
-                        poll.reply.send(reply);
+                        self.journal.reply(&self.engine, Reply::Leased(out), poll.reply);
                         continue;
                     }
                 }
@@ -178,7 +175,9 @@ impl EngineState {
 /// The worker loop. Returns when the server stops and the queue is empty.
 pub(crate) fn run(shared: Arc<Shared>, index: usize) {
     let mut batch: Vec<Job> = Vec::with_capacity(JOBS_PER_BATCH_MAX);
+    let heartbeat = shared.liveness.register_current();
     loop {
+        heartbeat.beat();
         while batch.len() < JOBS_PER_BATCH_MAX {
             match shared.jobs.pop() {
                 Some(job) => batch.push(*job),
@@ -222,6 +221,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         }
         let sleep_ms = wake_ms.map_or(IDLE_SLEEP_MS_MAX, |t| t.saturating_sub(now).min(IDLE_SLEEP_MS_MAX));
         if sleep_ms > 0 {
+            heartbeat.idle(); // the sleep is bounded (IDLE_SLEEP_MS_MAX) and ends when a job arrives
             shared.sleepers.sleep(index, Duration::from_millis(sleep_ms), || shared.jobs.is_empty());
         }
     }

@@ -1226,7 +1226,12 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn run_case(case: &Case) -> Result<(), String> {
-    let config = EngineConfig { seed: case.seed, tasks_count_max: case.tasks_max, queues_count_max: case.queues_max };
+    let config = EngineConfig {
+        seed: case.seed,
+        tasks_count_max: case.tasks_max,
+        queues_count_max: case.queues_max,
+        ..EngineConfig::default()
+    };
     let mut run = Run {
         engine: Engine::new(config),
         model: Model::new(case.seed, case.tasks_max, case.queues_max),
