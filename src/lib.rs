@@ -13,4 +13,5 @@ pub mod limits;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
+pub mod sync;
 pub mod wal;

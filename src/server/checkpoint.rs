@@ -68,7 +68,7 @@ pub(crate) fn run(
             Ok(CheckpointSignal::Nudge) | Err(RecvTimeoutError::Timeout) => false,
             Ok(CheckpointSignal::Stop) | Err(RecvTimeoutError::Disconnected) => true,
         };
-        if shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        if crate::sync::lock(&shared.storage_failure).is_some() {
             return Ok(()); // fail-stop: the log failed; write nothing more anywhere
         }
         match checkpoint(&shared, &store, &committer, applied_lsn) {
@@ -116,7 +116,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     // rows otherwise held both at once).
     let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
     let (meta, next_id, upto, cold_reads) = {
-        let mut state = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&shared.engine);
         let upto = committer.last_submitted_lsn();
         if upto == applied_lsn {
             return Ok(None);
@@ -132,7 +132,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     // checkpoint; once flushed, those payloads may leave memory.
     let checkpointed_below = next_id;
     while committer.durable_lsn() < upto {
-        if shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        if crate::sync::lock(&shared.storage_failure).is_some() {
             return Ok(None);
         }
         std::thread::sleep(DURABLE_POLL);
@@ -146,7 +146,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
     committer.remove_through(durable);
     {
-        let mut state = shared.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&shared.engine);
         let state = &mut *state;
         if let Some(tiering) = &state.journal.tiering {
             tiering.evict(&mut state.engine, checkpointed_below);

@@ -151,7 +151,7 @@ impl Liveness {
             exited: AtomicBool::new(false),
             stall_ms,
         });
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
+        crate::sync::lock(&self.slots).push(slot.clone());
         Heartbeat { slot, liveness: self.clone() }
     }
 
@@ -185,7 +185,7 @@ impl Liveness {
     /// What is wrong now, if anything: the first stalled or exited thread.
     fn check(&self, wal_seen: &mut WalSeen) -> Option<String> {
         let now = self.now_ms();
-        for slot in self.slots.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for slot in crate::sync::lock(&self.slots).iter() {
             if slot.exited.load(Ordering::Acquire) {
                 return Some(format!("thread {} has exited", slot.name));
             }

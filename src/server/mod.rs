@@ -324,11 +324,11 @@ impl Shared {
     }
 
     pub(crate) fn track_socket(&self, fd: RawFd) {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(fd);
+        crate::sync::lock(&self.sockets).insert(fd);
     }
 
     pub(crate) fn untrack_socket(&self, fd: RawFd) {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&fd);
+        crate::sync::lock(&self.sockets).remove(&fd);
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -347,7 +347,7 @@ impl Shared {
         self.stopping.store(true, Ordering::SeqCst);
         // Workers answer the long polls they hold, so those connections can end.
         self.sleepers.wake_all();
-        for &fd in self.sockets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for &fd in crate::sync::lock(&self.sockets).iter() {
             os::shutdown_read(fd);
         }
     }
@@ -491,7 +491,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let failure_shared = shared.clone();
     let on_failure = Box::new(move |error: &crate::wal::committer::CommitError| {
-        *failure_shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.0.clone());
+        *crate::sync::lock(&failure_shared.storage_failure) = Some(error.0.clone());
         os::signal_stop();
     });
     // The key is read (or made) before the log and the store exist, so no lease
@@ -530,8 +530,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         journal.nudge = Some(sender.clone());
         (sender, receiver)
     });
-    *shared.engine.lock().unwrap_or_else(|e| e.into_inner()) =
-        EngineState::new(recovered.engine, journal, recovered.clock_ms);
+    *crate::sync::lock(&shared.engine) = EngineState::new(recovered.engine, journal, recovered.clock_ms);
     shared.recovered.store(true, Ordering::Release);
     let checkpointer = match (recovered.checkpointing, checkpoint_signals) {
         (Some((store, committer)), Some((stop, stop_rx))) => {
@@ -599,11 +598,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         let _ = stop.send(durability::CheckpointSignal::Stop);
         checkpoint_failure = handle.join().ok().and_then(Result::err);
     }
-    shared.engine.lock().unwrap_or_else(|e| e.into_inner()).journal.stop();
+    crate::sync::lock(&shared.engine).journal.stop();
     if let Some(reason) = checkpoint_failure {
         return Err(ServeError::Checkpoint(reason));
     }
-    if let Some(reason) = shared.storage_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(reason) = crate::sync::lock(&shared.storage_failure).take() {
         return Err(ServeError::Storage(reason));
     }
     tracing::info!("stopped");

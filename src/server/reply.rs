@@ -59,7 +59,7 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     fn push(self: &Arc<Self>, delivery: Delivery) {
         let was_empty = {
-            let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut deliveries = crate::sync::lock(&self.deliveries);
             deliveries.push(delivery);
             deliveries.len() == 1
         };
@@ -75,7 +75,7 @@ impl Mailbox {
     /// allocation is reused by the next pushes).
     pub(crate) fn take(&self, into: &mut Vec<Delivery>) {
         debug_assert!(into.is_empty());
-        let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut deliveries = crate::sync::lock(&self.deliveries);
         std::mem::swap(&mut *deliveries, into);
     }
 

@@ -192,7 +192,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         let wall_ms = now_ms();
         // Replies to binary connections wake their reactors once, after the batch.
         let (now, wake_ms) = super::reply::batch_wakes(|| {
-            let mut state = shared.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut state = crate::sync::lock(&shared.engine);
             let now = state.advance_clock(wall_ms);
             let mut may_ready = false;
             for job in batch.drain(..) {

@@ -579,9 +579,9 @@ impl Store {
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, WriteState> {
-        // A poisoned lock means a `write` panicked on the applied_lsn assertion; the
-        // state it guards is still consistent (the panic came before the write).
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        // A panic while holding it (the applied_lsn assertion in `write`) ends the
+        // process; the lock is never reused after one (crate::sync).
+        crate::sync::lock(&self.state)
     }
 }
 

@@ -71,7 +71,7 @@ struct Shared {
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inbox> {
-    shared.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(&shared.inbox)
 }
 
 impl Committer {
@@ -180,7 +180,7 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
         {
             let mut inbox = lock(shared);
             while inbox.pending.is_empty() && !inbox.stopping && inbox.remove_through.is_none() {
-                inbox = shared.wake.wait(inbox).unwrap_or_else(|e| e.into_inner());
+                inbox = crate::sync::wait(&shared.wake, inbox);
             }
             if let Some(lsn) = inbox.remove_through.take() {
                 drop(inbox);
@@ -208,7 +208,7 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
             while !inbox.stopping {
                 let waited = inbox.oldest_pending_at.map_or(options.linger, |t| t.elapsed());
                 let Some(left) = options.linger.checked_sub(waited).filter(|d| !d.is_zero()) else { break };
-                inbox = shared.wake.wait_timeout(inbox, left).unwrap_or_else(|e| e.into_inner()).0;
+                inbox = crate::sync::wait_timeout(&shared.wake, inbox, left);
             }
             // Take records in arrival order while they fit one batch.
             let mut body_bytes = 0;

@@ -102,7 +102,7 @@ impl SegmentFile for DirFile {
     fn sync(&mut self) -> io::Result<()> {
         if let Some(gate) = &self.sync_gate {
             let mut byte = [0u8; 1];
-            gate.lock().unwrap_or_else(|e| e.into_inner()).read_exact(&mut byte)?;
+            crate::sync::lock(gate).read_exact(&mut byte)?;
         }
         self.file.sync_data()
     }
@@ -262,9 +262,9 @@ pub struct SimStorage {
 }
 
 impl SimStorage {
-    /// The simulated disk (a poisoned lock only means a test already failed).
+    /// The simulated disk.
     pub fn disk(&self) -> MutexGuard<'_, SimDisk> {
-        self.disk.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.disk)
     }
 }
 
@@ -310,7 +310,7 @@ impl SegmentFile for SimFile {
         let gate = self.storage.disk().sync_gate.clone();
         if let Some(gate) = gate {
             let _ = gate.entered.send(());
-            let _ = gate.open.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let _ = crate::sync::lock(&gate.open).recv();
         }
         let mut disk = self.storage.disk();
         match disk.syncs_until_failure {
