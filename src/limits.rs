@@ -197,3 +197,59 @@ const _: () = assert!(CONNECTION_LONG_POLLS_MAX_DEFAULT <= CONNECTION_REQUESTS_I
 const _: () = assert!(CONNECTION_LONG_POLLS_MAX_DEFAULT <= LONG_POLLS_COUNT_MAX);
 const _: () = assert!(CONNECTION_REQUESTS_PER_PASS_MAX <= CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT);
 const _: () = assert!(CONNECTION_REPLY_BYTES_MAX_DEFAULT <= REPLY_BYTES_MAX_DEFAULT);
+// deadlines, idle timeout, pruning (src/server/conn_timers.rs; docs/connections.md)
+
+/// Default `--request-deadline-ms`: once the first byte of an HTTP request (head
+/// and body) or a binary frame has arrived, the whole of it must arrive within
+/// this, counted while the connection has nothing in flight; past it the
+/// connection is closed. What it costs an honest client: a request slower than
+/// 10 s to upload (1 MiB at under ~100 KB/s). What it saves: a slot held by a
+/// client trickling a byte every few seconds.
+pub const REQUEST_DEADLINE_MS_DEFAULT: u64 = 10_000;
+/// Default `--idle-timeout-ms`: a connection with no request started and
+/// nothing in flight for this long is closed (0 turns it off). An idle
+/// connection costs a slot, a descriptor and ~2-4 KB of buffers.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// The largest value either flag takes (24 h).
+pub const CONNECTION_TIMEOUT_MS_MAX: u64 = 86_400_000;
+/// Default `--prune-above-percent`: open connections past this share of
+/// `--max-connections` make an accept close the longest-idle connections
+/// first, keeping 10 % of the slots free for new clients (100: never prune).
+/// What it costs: idle clients past the threshold reconnect.
+pub const PRUNE_ABOVE_PERCENT_DEFAULT: u8 = 90;
+/// The smallest `--prune-above-percent` accepted: below it the server would
+/// close idle connections while half its slots are free.
+pub const PRUNE_ABOVE_PERCENT_MIN: u8 = 50;
+/// How far below that threshold one pruning pass goes, in thousandths of
+/// `--max-connections` (at least one connection): pruning 1 % at a time
+/// amortizes the scan over all connections across many accepts.
+pub const PRUNE_BATCH_PERMILLE: usize = 10;
+/// After a pruning scan (O(open connections), under the registry lock) that
+/// found too few idle connections, no other for this long: a server whose
+/// connections are all busy is not rescanned on every accept. (A scan that
+/// found enough needs no limit: it goes 1 % below the threshold, so the next
+/// is due only that many accepts later.)
+pub const PRUNE_SCAN_INTERVAL_MS: u64 = 10;
+/// A connection accepted at `--max-connections` is still admitted while at
+/// least as many pruned or timed-out connections are ending (their slots
+/// are being freed: each closes as soon as its reactor runs it), up to this
+/// many past the limit. Without it, a burst of connections faster than
+/// pruning scans leaves the server full, and the first client after it is
+/// refused although room is being made. Costs at most this many descriptors
+/// past the limit (and at most a tenth of the limit), for moments: inside
+/// the ones the server keeps in reserve (1,024, or half the open-file limit
+/// under 2,048; `FD_RESERVE_COUNT` in `server/mod.rs`).
+pub const CONNECTIONS_CLOSING_ADMITTED_MAX: usize = 64;
+/// Each reactor sweeps its connections for missed deadlines and idle ones
+/// every quarter of the shorter of the two timeouts, within these bounds: a
+/// deadline is enforced at most this late (the default 10 s deadline: within
+/// 11 s), and a sweep of 16,384 connections costs ~0.1 ms per second.
+pub const CONNECTION_SWEEP_INTERVAL_MS_MAX: u64 = 1_000;
+/// ... and at most this often, however short the timeouts (tests use ~1 s).
+pub const CONNECTION_SWEEP_INTERVAL_MS_MIN: u64 = 10;
+
+const _: () = assert!(PRUNE_ABOVE_PERCENT_MIN <= PRUNE_ABOVE_PERCENT_DEFAULT && PRUNE_ABOVE_PERCENT_DEFAULT <= 100);
+const _: () = assert!(PRUNE_BATCH_PERMILLE * 100 < PRUNE_ABOVE_PERCENT_MIN as usize * 1000);
+const _: () = assert!(CONNECTION_SWEEP_INTERVAL_MS_MIN <= CONNECTION_SWEEP_INTERVAL_MS_MAX);
+const _: () = assert!(REQUEST_DEADLINE_MS_DEFAULT <= CONNECTION_TIMEOUT_MS_MAX);
+const _: () = assert!(IDLE_TIMEOUT_MS_DEFAULT <= CONNECTION_TIMEOUT_MS_MAX);

@@ -210,6 +210,22 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = taskqueuex::limits::CONNECTION_LONG_POLLS_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connection_long_polls_max: u32,
+    /// Once the first byte of an HTTP request (head and body) or a binary frame has arrived, the time
+    /// the whole of it must arrive within, in milliseconds (time spent answering earlier requests is not
+    /// counted); past it the connection is closed. 0: no deadline.
+    #[arg(long, value_name = "MS", default_value_t = taskqueuex::limits::REQUEST_DEADLINE_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=taskqueuex::limits::CONNECTION_TIMEOUT_MS_MAX))]
+    request_deadline_ms: u64,
+    /// A connection with no request started and nothing in flight (a long poll counts as in flight) for
+    /// this many milliseconds is closed. 0: never.
+    #[arg(long, value_name = "MS", default_value_t = taskqueuex::limits::IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=taskqueuex::limits::CONNECTION_TIMEOUT_MS_MAX))]
+    idle_timeout_ms: u64,
+    /// When open connections pass this percentage of --max-connections, each accept first closes the
+    /// longest-idle connections (never one with a request in flight or a long poll). 100: never.
+    #[arg(long, value_name = "PERCENT", default_value_t = taskqueuex::limits::PRUNE_ABOVE_PERCENT_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(taskqueuex::limits::PRUNE_ABOVE_PERCENT_MIN as i64..=100))]
+    prune_above_percent: u8,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -451,6 +467,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         connection_requests_in_flight_max: args.connection_requests_in_flight_max as usize,
         reply_bytes_max: usize::try_from(args.reply_bytes_max).unwrap_or(usize::MAX),
         connection_long_polls_max: args.connection_long_polls_max as usize,
+        request_deadline_ms: args.request_deadline_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
+        prune_above_percent: args.prune_above_percent,
         pin_threads,
         pin_workers_with_reactors: args.pin_workers_with_reactors,
         request_queue_capacity: args.queue_capacity as usize,

@@ -56,6 +56,7 @@ use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
+use super::conn_timers::ConnTimer;
 use super::reactor::reply_budget_released;
 use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
 use super::worker::Job;
@@ -104,6 +105,9 @@ struct Conn {
     wake_writer: Notify,
     /// Woken (`notify_waiters`) when the peer's stream ends, for long polls.
     peer_gone: Notify,
+    /// Held while requests are in flight or a write is: the request deadline,
+    /// the idle timeout and pruning leave a busy connection alone (conn_timers.rs).
+    timer: Rc<ConnTimer>,
 }
 
 /// An answer to a request in flight, waiting to be encoded.
@@ -158,6 +162,7 @@ impl Conn {
                 None => binary::render_refusal(ErrorCode::ShuttingDown, answer.opcode, answer.request_id, &mut out),
             }
             self.in_flight.set(self.in_flight.get() - 1);
+            self.timer.release();
             encoded_any = true;
         }
         self.account();
@@ -276,7 +281,12 @@ async fn deliver_loop(replies: Rc<Replies>) {
     }
 }
 
-pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>, replies: &Rc<Replies>) {
+pub(crate) async fn serve_connection(
+    stream: &Rc<TcpStream>,
+    shared: &Arc<Shared>,
+    replies: &Rc<Replies>,
+    timer: &Rc<ConnTimer>,
+) {
     let conn = Rc::new(Conn {
         // Allocated by the first read; released whenever it is emptied.
         inbox: RefCell::new(BytesMut::new()),
@@ -296,6 +306,7 @@ pub(crate) async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared
         wake_reader: Notify::new(),
         wake_writer: Notify::new(),
         peer_gone: Notify::new(),
+        timer: timer.clone(),
     });
     // One maximal frame, so a frame can always complete; reads pause past it.
     let buffered_bytes_max = HEADER_BYTES + shared.binary_limits.frame_body_bytes_max;
@@ -394,7 +405,9 @@ async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
             continue;
         };
         conn.writing_bytes.set(batch.len());
+        conn.timer.hold();
         let (result, mut buffer) = stream.write_all(batch).await;
+        conn.timer.release();
         conn.writing_bytes.set(0);
         if buffer.capacity() > OUTPUT_BYTES_KEPT_MAX {
             buffer = Vec::new();
@@ -418,6 +431,8 @@ async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
 async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
     let mut state = ConnState::new();
     let mut nexts: Vec<BinaryNext> = Vec::new();
+    // Whether the timer is held for frames waiting on back-pressure.
+    let mut paused = false;
     loop {
         if conn.write_failed.get() {
             return;
@@ -436,7 +451,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
         };
         let inbox_len_before = conn.inbox.borrow().len();
         binary::take_frames(&mut conn.inbox.borrow_mut(), &mut state, &shared.binary_limits, room, &mut nexts);
-        {
+        let unfinished = {
             let mut inbox = conn.inbox.borrow_mut();
             if inbox.len() < inbox_len_before {
                 conn.wake_reader.notify_one();
@@ -446,11 +461,21 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
             if inbox.is_empty() && inbox.capacity() > 0 {
                 *inbox = BytesMut::new();
             }
-        }
+            !inbox.is_empty()
+        };
         let took = nexts.len();
         for next in nexts.drain(..) {
             dispatch(next, shared, conn, replies, key);
         }
+        // With room, take_frames took every whole frame it could: what is left
+        // is the start of one (its deadline runs, conn_timers.rs). Without
+        // room, whole frames wait for us, not for the client: nothing to say.
+        if room > 0 {
+            conn.timer.parsed(took > 0, unfinished);
+        }
+        // Frames waiting while there is no room wait for the server (its
+        // replies to drain), not for the client: busy meanwhile.
+        conn.timer.hold_while(&mut paused, room == 0 && unfinished);
         if state.is_closed() {
             return; // a framing error: its error frame is in the output
         }
@@ -523,6 +548,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         }
         replies.wake_worker_soon(shared);
         conn.in_flight.set(conn.in_flight.get() + 1);
+        conn.timer.hold();
         return;
     }
     let (reply, receiver) = oneshot::channel();
@@ -531,6 +557,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         return;
     }
     conn.in_flight.set(conn.in_flight.get() + 1);
+    conn.timer.hold();
     conn.long_polls.set(conn.long_polls.get() + 1);
     let (conn, shared) = (conn.clone(), shared.clone());
     tokio_uring::spawn(async move {
@@ -541,6 +568,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             // The peer left during the long poll: nobody to answer.
             None if !shared.stopping.load(Ordering::SeqCst) => {
                 conn.in_flight.set(conn.in_flight.get() - 1);
+                conn.timer.release();
                 conn.wake_processor.notify_one();
                 conn.wake_writer.notify_one();
             }

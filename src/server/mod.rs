@@ -28,6 +28,7 @@ mod binary_conn;
 mod buffers;
 pub use buffers::READ_BYTES_MAX_DEFAULT;
 mod checkpoint;
+mod conn_timers;
 mod datadir;
 mod durability;
 mod lease_key;
@@ -129,6 +130,14 @@ pub struct ServeConfig {
     /// How long a server thread with work may make no progress before
     /// `/healthz` and ping report not ready (`--stall-timeout-ms`; `liveness.rs`).
     pub stall_timeout_ms: u64,
+    /// Once a request's first byte has arrived, the time its last must arrive
+    /// within (0: no deadline); see `conn_timers.rs`.
+    pub request_deadline_ms: u64,
+    /// A connection with nothing started or in flight this long is closed (0: never).
+    pub idle_timeout_ms: u64,
+    /// Past this share of `max_connections`, an accept closes the longest-idle
+    /// connections (100: never).
+    pub prune_above_percent: u8,
 }
 
 #[derive(Debug)]
@@ -282,6 +291,9 @@ pub(crate) struct Shared {
     pub(crate) reply_bytes_pending: AtomicUsize,
     /// Whether every thread is alive and progressing (`liveness.rs`).
     pub(crate) liveness: Arc<liveness::Liveness>,
+    /// Every connection's idle time, for the request deadline, the idle
+    /// timeout and pruning (`conn_timers.rs`).
+    pub(crate) conns: conn_timers::Registry,
 }
 
 /// What `/healthz` and the binary ping say.
@@ -443,6 +455,15 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
                 DurabilityMode::Interval { ms } => ms,
                 _ => 0,
             },
+        ),
+        conns: conn_timers::Registry::new(
+            conn_timers::Policy {
+                request_deadline_ms: config.request_deadline_ms,
+                idle_timeout_ms: config.idle_timeout_ms,
+                prune_above_percent: config.prune_above_percent,
+                connections_max,
+            },
+            conn_timers::Clock::monotonic(),
         ),
     });
 

@@ -33,6 +33,7 @@ use tokio_uring::buf::fixed::FixedBufPool;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
+use super::conn_timers::{self, ConnTimer, ReactorConns};
 use super::reply::ReplyTo;
 use super::worker::Job;
 use super::{binary_conn, os, Shared};
@@ -107,9 +108,18 @@ pub(crate) fn run(
         // have finished (or the grace period is over).
         let live = Rc::new(Cell::new(0usize));
         let replies = binary_conn::Replies::start();
-        let binary =
-            tokio_uring::spawn(accept_loop(binary_listener, shared.clone(), Protocol::Binary(replies), live.clone()));
-        accept_loop(listener, shared, Protocol::Http(pool.flatten()), live.clone()).await;
+        // This reactor's connections, swept for missed request deadlines and
+        // idle timeouts (conn_timers.rs).
+        let conns = Rc::new(ReactorConns::default());
+        tokio_uring::spawn(conn_timers::sweep_loop(conns.clone(), shared.clone()));
+        let binary = tokio_uring::spawn(accept_loop(
+            binary_listener,
+            shared.clone(),
+            Protocol::Binary(replies),
+            live.clone(),
+            conns.clone(),
+        ));
+        accept_loop(listener, shared, Protocol::Http(pool.flatten()), live.clone(), conns).await;
         let _ = binary.await;
         let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
         while live.get() > 0 && Instant::now() < deadline {
@@ -128,7 +138,13 @@ enum Protocol {
     Binary(Rc<binary_conn::Replies>),
 }
 
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, protocol: Protocol, live: Rc<Cell<usize>>) {
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+    live: Rc<Cell<usize>>,
+    conns: Rc<ReactorConns>,
+) {
     let listener = TcpListener::from_std(listener);
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept().await {
@@ -138,7 +154,11 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                 }
                 // TCP_NODELAY is already on: accepted sockets inherit it from
                 // the listener (`os::listen_reuseport`).
-                if shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= shared.connections_max {
+                // Past --prune-above-percent the longest-idle connections are
+                // closed first (not this one: it is registered after); at
+                // --max-connections it is refused unless some are closing.
+                let open_before = shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                if !shared.conns.admit(open_before) {
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     live.set(live.get() + 1);
                     let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
@@ -150,14 +170,20 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, proto
                 }
                 let fd = stream.as_raw_fd();
                 shared.track_socket(fd);
+                let timer = conns.register(&shared.conns, fd);
                 live.set(live.get() + 1);
-                let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
+                let (shared, live, protocol, conns) = (shared.clone(), live.clone(), protocol.clone(), conns.clone());
                 let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
                     match protocol {
-                        Protocol::Http(pool) => serve_connection(&stream, &shared, pool).await,
-                        Protocol::Binary(replies) => binary_conn::serve_connection(&stream, &shared, &replies).await,
+                        Protocol::Http(pool) => serve_connection(&stream, &shared, pool, &timer).await,
+                        Protocol::Binary(replies) => {
+                            binary_conn::serve_connection(&stream, &shared, &replies, &timer).await
+                        }
                     }
+                    // Before the socket is closed (when `stream` drops), so no
+                    // pruner shuts down a reused descriptor number.
+                    conns.unregister(&shared.conns, &timer);
                     shared.untrack_socket(fd);
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     live.set(live.get() - 1);
@@ -287,7 +313,12 @@ struct Inbox {
 /// exactly one read in flight (so the end of the peer's stream is seen even while
 /// a long poll waits, and no read is ever dropped half-way), and the processor
 /// below, which parses, submits, awaits replies in order and writes.
-async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>, pool: Option<FixedBufPool<Vec<u8>>>) {
+async fn serve_connection(
+    stream: &Rc<TcpStream>,
+    shared: &Arc<Shared>,
+    pool: Option<FixedBufPool<Vec<u8>>>,
+    timer: &ConnTimer,
+) {
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -303,7 +334,7 @@ async fn serve_connection(stream: &Rc<TcpStream>, shared: &Arc<Shared>, pool: Op
         buffered_bytes_max,
         shared.read_bytes_max,
     ));
-    process(stream, shared, &inbox, &wake_processor, &wake_reader).await;
+    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
     // for it, so the socket is never dropped with a read in flight. `ended`
@@ -392,6 +423,7 @@ async fn process(
     inbox: &RefCell<Inbox>,
     wake: &Notify,
     wake_reader: &Notify,
+    timer: &ConnTimer,
 ) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
@@ -408,7 +440,14 @@ async fn process(
     // in while earlier requests were still being taken, and is parsed next
     // (the reader's wake for it may have been spent already).
     let mut unparsed_from = 0usize;
+    // Whether this connection holds its timer busy (conn_timers.rs): while
+    // requests are taken and not yet answered and written, or parsed and
+    // waiting for room (they wait for the server, not the client).
+    let mut held = false;
     loop {
+        // Whether bytes of an unfinished request remain after a parse pass
+        // (None: no pass this time, whole requests are still waiting).
+        let mut unfinished = None;
         let ended = {
             let mut inbox = inbox.borrow_mut();
             if parsed.is_empty() && !close {
@@ -419,6 +458,9 @@ async fn process(
                     inbox.bytes = Vec::new();
                 }
                 unparsed_from = inbox.bytes.len();
+                // take_requests takes every whole request: what is left is
+                // the start of one (its deadline runs, conn_timers.rs).
+                unfinished = Some(!inbox.bytes.is_empty());
             }
             inbox.ended
         };
@@ -455,6 +497,8 @@ async fn process(
             // After a `shutting_down` answer nothing more is submitted.
             parsed.clear();
         }
+        timer.hold_while(&mut held, !pending.is_empty() || !parsed.is_empty());
+        timer.parsed(took > 0, unfinished.unwrap_or(false));
 
         // Answer in request order, whatever order the workers finish in, as
         // far as the answers are ready and the connection's budget allows.
@@ -492,6 +536,7 @@ async fn process(
                 return;
             }
         }
+        timer.hold_while(&mut held, !pending.is_empty() || !parsed.is_empty());
         if gone || (pending.is_empty() && parsed.is_empty() && (close || ended)) {
             return;
         }

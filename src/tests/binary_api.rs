@@ -793,8 +793,10 @@ fn served_connection(server: &Server) -> Client {
 fn a_connection_past_max_connections_gets_one_overloaded_frame_and_a_freed_slot_serves_again() {
     // Not `start`: its readiness probes would race the limit of 2 (a probe's
     // slot frees only once the server has seen it close). `served_connection`
-    // retries instead, and a pong, ready or not, means served.
-    let server = Server::launch(support::fresh_dir(), &["--max-connections", "2"]);
+    // retries instead, and a pong, ready or not, means served. Pruning is
+    // off: at its default (90 %) the second connection would close the first,
+    // idle one to keep a slot free (tested in slow_clients.rs).
+    let server = Server::launch(support::fresh_dir(), &["--max-connections", "2", "--prune-above-percent", "100"]);
     let mut held = vec![served_connection(&server), served_connection(&server)];
 
     // Binary: one frame with opcode 0 and request id 0 (no request was read),
