@@ -440,7 +440,13 @@ fn two_deep_pipelines_are_served_in_turns_http() {
 /// `overloaded` (retryable) over the binary protocol.
 #[test]
 fn a_client_past_max_connections_gets_a_prompt_503_with_retry_after_and_the_binary_overloaded() {
-    let server = Server::launch_binary(support::fresh_dir(), "127.0.0.1:0", &["--max-connections", "2"]);
+    // Pruning off: at 90 % of 2, the second connection's accept would close
+    // the first if it came before the first's long poll was read (idle then).
+    let server = Server::launch_binary(
+        support::fresh_dir(),
+        "127.0.0.1:0",
+        &["--max-connections", "2", "--prune-above-percent", "100"],
+    );
     let binary = server.binary_addr.unwrap();
     // Two held connections, each with a long poll parked (busy, not idle).
     let deadline = Instant::now() + READ_TIMEOUT;
