@@ -406,7 +406,9 @@ async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
         };
         conn.writing_bytes.set(batch.len());
         conn.timer.hold();
+        conn.timer.write_begin(); // a peer that does not read is closed (conn_timers::write_late)
         let (result, mut buffer) = stream.write_all(batch).await;
+        conn.timer.write_end();
         conn.timer.release();
         conn.writing_bytes.set(0);
         if buffer.capacity() > OUTPUT_BYTES_KEPT_MAX {

@@ -11,6 +11,11 @@
 //!   until its wait ends);
 //! - [`ConnTimer::parsed`] after each parse pass: whether it took whole
 //!   requests, and whether bytes of an unfinished request remain.
+//! - [`ConnTimer::write_begin`] / [`ConnTimer::write_end`] around each write
+//!   of replies: a write still pending after the request deadline means the
+//!   peer does not read what it asked for, and closes the connection (both
+//!   ways, so the write fails), busy or not: otherwise such a client holds
+//!   its reply budget, and with a few others the server-wide one, forever.
 //!
 //! From these it keeps two times: `idle_since_ms` (when the connection last
 //! stopped being busy or had a request taken; at accept, the accept) and
@@ -31,7 +36,7 @@
 //! place of a connection already closing (a bounded few past the limit), so a
 //! burst faster than pruning does not leave the server full ([`Registry::admit`]).
 //!
-//! Closing is `shutdown(SHUT_RD)`, never dropping a future: the connection's
+//! Closing is `shutdown(SHUT_RD)` (`SHUT_RDWR` for a late write), never dropping a future: the connection's
 //! pending io_uring read completes with end of stream and the connection ends
 //! the usual way (requests already taken are still answered, which is what
 //! makes the one race benign: a connection picked by a pruner on another
@@ -147,6 +152,10 @@ pub(crate) enum Verdict {
     RequestDeadline,
     /// No request and nothing in flight for `--idle-timeout-ms`.
     IdleTimeout,
+    /// A write of replies waited `--request-deadline-ms` for the peer to read
+    /// (a client that asks and never reads holds its reply budget, and with
+    /// enough of them the server-wide one, until this closes it).
+    WriteDeadline,
 }
 
 impl Verdict {
@@ -155,6 +164,7 @@ impl Verdict {
             Verdict::Keep => "kept",
             Verdict::RequestDeadline => "request deadline missed (--request-deadline-ms)",
             Verdict::IdleTimeout => "idle timeout (--idle-timeout-ms)",
+            Verdict::WriteDeadline => "replies not read within --request-deadline-ms",
         }
     }
 }
@@ -184,6 +194,16 @@ pub(crate) fn verdict(
     } else {
         Verdict::Keep
     }
+}
+
+/// Whether a write of replies that began at `write_started_ms` (`NO_REQUEST`:
+/// none pending) has waited out the request deadline. It applies while the
+/// connection is busy too: a write pending that long is the peer's doing
+/// (it does not read), unlike a request at a worker or a long poll.
+pub(crate) fn write_late(policy: &Policy, now_ms: u64, write_started_ms: u64) -> bool {
+    policy.request_deadline_ms > 0
+        && write_started_ms != NO_REQUEST
+        && now_ms.saturating_sub(write_started_ms) >= policy.request_deadline_ms
 }
 
 /// How many connections a pruning pass closes, with `open_count` open of
@@ -306,7 +326,7 @@ impl Registry {
         let mut closed = 0;
         for &(idle_since_ms, key) in candidates.iter() {
             // Registered (we hold the lock), so its descriptor is still its own.
-            if self.close(&slots[key]) {
+            if self.close(&slots[key], false) {
                 closed += 1;
                 tracing::debug!(
                     idle_ms = now_ms.saturating_sub(idle_since_ms),
@@ -346,14 +366,19 @@ impl Registry {
     }
 
     /// Shuts a connection down for reading, once: its pending read completes
-    /// with end of stream and it ends. The caller guarantees the slot is
-    /// registered (so `fd` is still this connection's).
-    fn close(&self, slot: &ConnSlot) -> bool {
+    /// with end of stream and it ends. `both_ways` shuts writing down too, so
+    /// a write stuck on a peer that does not read fails. The caller guarantees
+    /// the slot is registered (so `fd` is still this connection's).
+    fn close(&self, slot: &ConnSlot, both_ways: bool) -> bool {
         if slot.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
         self.closing_count.fetch_add(1, Ordering::AcqRel);
-        os::shutdown_read(slot.fd);
+        if both_ways {
+            os::shutdown_both(slot.fd);
+        } else {
+            os::shutdown_read(slot.fd);
+        }
         true
     }
 
@@ -379,6 +404,8 @@ impl Registry {
 /// One connection's timing state, on its reactor's thread.
 pub(crate) struct ConnTimer {
     holds: Cell<u32>,
+    /// When the write of replies now pending began (`NO_REQUEST`: none).
+    write_started_ms: Cell<u64>,
     request_started_ms: Cell<u64>,
     idle_since_ms: Cell<u64>,
     local_key: Cell<usize>,
@@ -446,7 +473,21 @@ impl ConnTimer {
         }
     }
 
+    /// A write of replies to the peer begins (one `write_all` of a batch);
+    /// it must end within the request deadline (`write_late`).
+    pub(crate) fn write_begin(&self) {
+        self.write_started_ms.set(self.clock.now_ms());
+    }
+
+    /// The write begun by `write_begin` ended (done or failed).
+    pub(crate) fn write_end(&self) {
+        self.write_started_ms.set(NO_REQUEST);
+    }
+
     fn verdict(&self, policy: &Policy, now_ms: u64) -> Verdict {
+        if write_late(policy, now_ms, self.write_started_ms.get()) {
+            return Verdict::WriteDeadline;
+        }
         verdict(policy, now_ms, self.holds.get(), self.request_started_ms.get(), self.idle_since_ms.get())
     }
 }
@@ -465,6 +506,7 @@ impl ReactorConns {
         let global_key = registry.insert(slot.clone());
         let timer = Rc::new(ConnTimer {
             holds: Cell::new(0),
+            write_started_ms: Cell::new(NO_REQUEST),
             request_started_ms: Cell::new(NO_REQUEST),
             idle_since_ms: Cell::new(now_ms),
             local_key: Cell::new(usize::MAX),
@@ -491,9 +533,10 @@ impl ReactorConns {
         for (_, timer) in self.conns.borrow().iter() {
             let verdict = timer.verdict(&registry.policy, now_ms);
             // Registered, on its owner's thread: the descriptor is its own.
-            if verdict != Verdict::Keep && registry.close(&timer.slot) {
+            let both_ways = verdict == Verdict::WriteDeadline;
+            if verdict != Verdict::Keep && registry.close(&timer.slot, both_ways) {
                 closed += 1;
-                deadline_closed += usize::from(verdict == Verdict::RequestDeadline);
+                deadline_closed += usize::from(verdict != Verdict::IdleTimeout);
                 tracing::debug!(reason = verdict.reason(), "closed a connection");
             }
         }
@@ -504,7 +547,7 @@ impl ReactorConns {
             tracing::info!(
                 closed = deadline_closed,
                 deadline_ms = registry.policy.request_deadline_ms,
-                "closed connections whose request did not arrive within --request-deadline-ms"
+                "closed connections that missed --request-deadline-ms (a request too slow to arrive, or replies not read)"
             );
         }
         closed
@@ -564,6 +607,15 @@ mod tests {
         assert_eq!((prune_count(&small, 18, 0), prune_count(&small, 19, 0)), (0, 2));
         let never = Policy { prune_above_percent: 100, ..p };
         assert_eq!(prune_count(&never, 2_000, 0), 0);
+    }
+
+    #[test]
+    fn a_write_pending_past_the_request_deadline_is_late_even_while_busy() {
+        let p = policy(10_000, 300_000, 100);
+        assert!(!write_late(&p, 1_000_000, NO_REQUEST), "no write pending");
+        assert!(!write_late(&p, 10_999, 1_000));
+        assert!(write_late(&p, 11_000, 1_000));
+        assert!(!write_late(&policy(0, 300_000, 100), u64::MAX - 2, 0), "0 turns the deadline off");
     }
 
     #[test]

@@ -128,6 +128,16 @@ pub(crate) fn shutdown_read(fd: RawFd) {
     }
 }
 
+/// Shuts a socket down both ways: a pending read completes with end of
+/// stream and a pending write (a peer that stopped reading) fails, so the
+/// connection's tasks end the usual way without dropping an io_uring operation.
+pub(crate) fn shutdown_both(fd: RawFd) {
+    // SAFETY: shutdown on a descriptor number; at worst it fails with ENOTSOCK/EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// Pins the calling thread to `core`. Failure (a cpuset that excludes the core)
 /// is reported, not fatal: an unpinned server still serves.
 pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {

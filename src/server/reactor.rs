@@ -529,7 +529,9 @@ async fn process(
             let batch = std::mem::take(&mut output);
             let bytes = batch.len();
             shared.account_reply_bytes(0, bytes);
+            timer.write_begin(); // a peer that does not read is closed (conn_timers::write_late)
             let (result, _) = stream.write_all(batch).await;
+            timer.write_end();
             shared.account_reply_bytes(bytes, 0);
             if let Err(error) = result {
                 tracing::debug!(%error, "write failed");

@@ -353,6 +353,36 @@ fn send_buffer_for_backlog(stream: &TcpStream) {
     assert_eq!(result, 0, "SO_SNDBUF");
 }
 
+/// The two pipelines' backlogs are both in the server's socket buffers before
+/// it reads either: the server is stopped (SIGSTOP) while the clients write
+/// them (each fits the client's send buffer, `send_buffer_for_backlog`) and
+/// continued after. Without this, on a loaded machine one client's thread may
+/// not have written yet while the other's backlog is served, which measures
+/// the scheduler, not the server's turns.
+#[derive(Clone)]
+struct Steps {
+    connected: std::sync::Arc<std::sync::Barrier>,
+    stopped: std::sync::Arc<std::sync::Barrier>,
+    written: std::sync::Arc<std::sync::Barrier>,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let barrier = || std::sync::Arc::new(std::sync::Barrier::new(3));
+        Steps { connected: barrier(), stopped: barrier(), written: barrier() }
+    }
+
+    /// The test thread's side: both clients connected, stop the server, let
+    /// them write, continue it.
+    fn with_backlogs_in_place(&self, server: &Server) {
+        self.connected.wait();
+        server.signal(libc::SIGSTOP);
+        self.stopped.wait();
+        self.written.wait();
+        server.signal(libc::SIGCONT);
+    }
+}
+
 /// Two connections pipeline a deep backlog each, at the same time: their
 /// requests are executed in turns, not one connection's whole backlog (or
 /// thousands of it) first. Task ids are handed out in execution order.
@@ -361,11 +391,11 @@ fn two_deep_pipelines_are_served_in_turns_binary() {
     const BACKLOG: usize = 20_000;
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
     let binary = server.binary_addr.unwrap();
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let steps = Steps::new();
     let pipelines: Vec<_> = ["a", "b"]
         .into_iter()
         .map(|queue| {
-            let barrier = barrier.clone();
+            let steps = steps.clone();
             thread::spawn(move || {
                 let mut client = Binary::connect(binary);
                 send_buffer_for_backlog(&client.stream);
@@ -373,9 +403,10 @@ fn two_deep_pipelines_are_served_in_turns_binary() {
                 for _ in 0..BACKLOG {
                     client.encode(&enqueue(queue, b"d".to_vec()), &mut frames);
                 }
-                let mut writer = client.stream.try_clone().unwrap();
-                barrier.wait();
-                let writing = thread::spawn(move || writer.write_all(&frames).unwrap());
+                steps.connected.wait();
+                steps.stopped.wait();
+                client.stream.write_all(&frames).unwrap();
+                steps.written.wait();
                 let mut ids = Vec::with_capacity(BACKLOG);
                 for _ in 0..BACKLOG {
                     match client.read() {
@@ -383,12 +414,12 @@ fn two_deep_pipelines_are_served_in_turns_binary() {
                         (_, other) => panic!("{other:?}"),
                     }
                 }
-                writing.join().unwrap();
                 ids.sort_unstable();
                 ids
             })
         })
         .collect();
+    steps.with_backlogs_in_place(&server);
     let ids: Vec<Vec<u64>> = pipelines.into_iter().map(|p| p.join().unwrap()).collect();
     assert_served_in_turns(&ids);
 }
@@ -399,13 +430,13 @@ fn two_deep_pipelines_are_served_in_turns_http() {
     // Large reads, so that a read brings thousands of requests at once.
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory", "--read-bytes-max", "1048576"]);
     let addr = server.addr;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let steps = Steps::new();
     let pipelines: Vec<_> = ["a", "b"]
         .into_iter()
         .map(|queue| {
-            let barrier = barrier.clone();
+            let steps = steps.clone();
             thread::spawn(move || {
-                let stream = TcpStream::connect(addr).unwrap();
+                let mut stream = TcpStream::connect(addr).unwrap();
                 send_buffer_for_backlog(&stream);
                 stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
                 let path = format!("/v1/queues/{queue}/tasks");
@@ -413,9 +444,10 @@ fn two_deep_pipelines_are_served_in_turns_http() {
                 for _ in 0..BACKLOG {
                     requests.extend_from_slice(&support::request_bytes("POST", &path, Some(br#"{"payload":1}"#)));
                 }
-                let mut writer = stream.try_clone().unwrap();
-                barrier.wait();
-                let writing = thread::spawn(move || writer.write_all(&requests).unwrap());
+                steps.connected.wait();
+                steps.stopped.wait();
+                stream.write_all(&requests).unwrap();
+                steps.written.wait();
                 let mut client = support::Client::from_stream(stream);
                 let mut ids: Vec<u64> = (0..BACKLOG)
                     .map(|i| {
@@ -424,12 +456,12 @@ fn two_deep_pipelines_are_served_in_turns_http() {
                         response.body["id"].as_str().unwrap().parse().unwrap()
                     })
                     .collect();
-                writing.join().unwrap();
                 ids.sort_unstable();
                 ids
             })
         })
         .collect();
+    steps.with_backlogs_in_place(&server);
     let ids: Vec<Vec<u64>> = pipelines.into_iter().map(|p| p.join().unwrap()).collect();
     assert_served_in_turns(&ids);
 }
@@ -535,4 +567,40 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
     let (_, hello) = waiting.read();
     assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
     assert!(matches!(waiting.call(&Request::Ping), Response::Pong { ready: true }));
+}
+
+/// Clients that ask for large replies and never read them held their writes,
+/// and so the server-wide reply budget, forever: a busy connection was never
+/// timed out or pruned, and every other connection waited for them. A write
+/// of replies now has `--request-deadline-ms` to finish; the three are closed
+/// and the waiting connection is served while they are still connected.
+#[test]
+fn clients_that_never_read_are_closed_at_the_request_deadline_and_free_the_reply_budget_binary() {
+    let args =
+        [&BODY_ARGS[..], &["--durability", "memory", "--reply-bytes-max", "8388608", "--request-deadline-ms", "1000"]]
+            .concat();
+    let server = Server::start_binary("127.0.0.1:0", &args);
+    let binary = server.binary_addr.unwrap();
+    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+
+    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
+    for attacker in &mut attackers {
+        let mut frames = Vec::new();
+        for _ in 0..20 {
+            attacker.encode(&Request::GetTask { id }, &mut frames);
+        }
+        attacker.stream.write_all(&frames).unwrap();
+    }
+    // The attackers stay connected and never read; a new connection's hello
+    // is answered once their writes miss the deadline and they are closed
+    // (before: never, while they stayed).
+    let stream = TcpStream::connect(binary).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut fresh = Binary { stream, buffer: Vec::new(), next_id: 1 };
+    fresh.send(&Request::Hello { version_min: 1, version_max: 1 });
+    let (_, hello) = fresh.read();
+    assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
+    assert!(matches!(fresh.call(&Request::Ping), Response::Pong { ready: true }));
+    assert!(matches!(fresh.call(&Request::GetTask { id }), Response::Task(_)));
+    drop(attackers);
 }
