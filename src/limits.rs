@@ -172,6 +172,13 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
 /// they drain. Costs up to this much memory (plus, per connection, what was
 /// already in flight when the bound was reached).
 pub const REPLY_BYTES_MAX_DEFAULT: usize = 256 << 20;
+/// Payload bytes read back from RocksDB (payloads tiered storage moved out of
+/// memory, `--memory-limit`) and held by replies not yet encoded, all
+/// connections together. Each reply carries its own copy, and a reply can wait
+/// for a client that does not read; past this the cold-reader thread waits
+/// for room before it starts the next reply (src/server/tiering.rs). Costs up
+/// to this much memory, plus one reply.
+pub const COLD_READ_BYTES_MAX: usize = 64 << 20;
 /// `--connection-long-polls-max` default: long polls (dequeues with `wait_ms`)
 /// one connection may have waiting at once; past it a long poll is answered at
 /// once with `capacity_exceeded` (503 over HTTP; retryable). Keeps one client

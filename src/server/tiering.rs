@@ -16,6 +16,16 @@
 //! that thread releases nothing early; a reply that must wait for its sync
 //! (none carries a payload today) is still filled in under the lock.
 //!
+//! **Cold copies are bounded server-wide.** A payload read back is a fresh
+//! copy per reply (unlike a resident one, which replies share), and a reply
+//! can wait unencoded for a client that does not read (`binary_conn.rs`). Every
+//! copy is charged to [`ColdBytes`] until the reply drops it (once encoded,
+//! or with its connection), and the cold-reader thread starts a reply only
+//! while less than [`COLD_READ_BYTES_MAX`] is charged: past it, cold reads wait
+//! for clients to read (the request deadline closes those that never do), and
+//! memory stays at the bound plus one reply. Reads under the engine lock (the
+//! fallbacks below) are charged but never wait.
+//!
 //! **Why the row is still there.** A payload row is deleted only by a
 //! checkpoint's write batch, for a task purged before that checkpoint took its
 //! changes (under the engine lock). A reader registers under the engine lock
@@ -31,7 +41,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,6 +49,7 @@ use super::liveness::Liveness;
 use super::reply::ReplyTo;
 use crate::command::Reply;
 use crate::engine::{Engine, TaskId};
+use crate::limits::COLD_READ_BYTES_MAX;
 use crate::store::Store;
 
 /// `--memory-limit` default: payload bytes kept in memory (this machine kind
@@ -84,6 +95,8 @@ pub(crate) struct Tiering {
     /// The cold-reader thread's queue, once started (`start_reader`); until
     /// then payloads are read in place.
     reads: Option<SyncSender<ColdRead>>,
+    /// Cold payload copies held by replies (see the module comment).
+    cold: Arc<ColdBytes>,
     /// Joined when the tiering is dropped: the thread holds the store, whose
     /// last owner must close it before the process exits (RocksDB closing on a
     /// thread while `exit` runs its static destructors aborts the process).
@@ -167,7 +180,8 @@ impl Drain {
 
 impl Tiering {
     pub(crate) fn new(store: Arc<Store>, budget_bytes: u64) -> Tiering {
-        Tiering { store, budget_bytes, fence: Arc::default(), reads: None, reader: None }
+        let cold = Arc::new(ColdBytes { held: Mutex::new(0), freed: Condvar::new(), max: COLD_READ_BYTES_MAX });
+        Tiering { store, budget_bytes, fence: Arc::default(), reads: None, cold, reader: None }
     }
 
     /// Starts the cold-reader thread. `gate`: the test hook
@@ -177,9 +191,10 @@ impl Tiering {
         let gate = gate.map(File::open).transpose()?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(COLD_READS_QUEUED_MAX);
         let store = self.store.clone();
+        let cold = self.cold.clone();
         let reader = std::thread::Builder::new()
             .name("tqx-cold-read".into())
-            .spawn(move || read_cold(&store, receiver, gate, &liveness))?;
+            .spawn(move || read_cold(&store, &cold, receiver, gate, &liveness))?;
         self.reads = Some(sender);
         self.reader = Some(reader);
         Ok(())
@@ -221,7 +236,7 @@ impl Tiering {
         };
         // No reader thread, or it is this far behind: read here.
         let ColdRead { mut reply, to, cold, .. } = read;
-        fill(&self.store, &mut reply, &cold, None);
+        fill(&self.store, &self.cold, &mut reply, &cold, None);
         to.send(reply);
     }
 
@@ -229,7 +244,7 @@ impl Tiering {
     /// lock: for a reply that must also wait for its log sync.
     pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
         let cold = cold_positions(engine, reply);
-        fill(&self.store, reply, &cold, None);
+        fill(&self.store, &self.cold, reply, &cold, None);
     }
 }
 
@@ -244,13 +259,21 @@ fn cold_positions(engine: &Engine, reply: &Reply) -> Vec<usize> {
 
 /// The cold-reader thread: reads each queued reply's payloads, then sends it.
 /// Ends when the tiering (its sender) is dropped.
-fn read_cold(store: &Store, reads: Receiver<ColdRead>, mut gate: Option<File>, liveness: &Arc<Liveness>) {
+fn read_cold(
+    store: &Store,
+    budget: &Arc<ColdBytes>,
+    reads: Receiver<ColdRead>,
+    mut gate: Option<File>,
+    liveness: &Arc<Liveness>,
+) {
     let heartbeat = liveness.register_current();
     loop {
         heartbeat.idle();
         let Ok(ColdRead { mut reply, to, cold, ticket }) = reads.recv() else { return };
         heartbeat.beat();
-        fill(store, &mut reply, &cold, gate.as_mut());
+        // Waiting for clients to read is not a stalled server: beat meanwhile.
+        budget.wait_for_room(|| heartbeat.beat());
+        fill(store, budget, &mut reply, &cold, gate.as_mut());
         drop(ticket); // read: the rows may go now
         to.send(reply);
     }
@@ -259,7 +282,7 @@ fn read_cold(store: &Store, reads: Receiver<ColdRead>, mut gate: Option<File>, l
 /// Reads the payloads of the tasks at `cold` in `reply`. A payload missing from
 /// the store (which the checkpoint order and the fence rule out) or a read
 /// error turns the reply into `storage_failed`; the task itself is unaffected.
-fn fill(store: &Store, reply: &mut Reply, cold: &[usize], gate: Option<&mut File>) {
+fn fill(store: &Store, budget: &Arc<ColdBytes>, reply: &mut Reply, cold: &[usize], gate: Option<&mut File>) {
     if cold.is_empty() {
         return;
     }
@@ -268,15 +291,61 @@ fn fill(store: &Store, reply: &mut Reply, cold: &[usize], gate: Option<&mut File
         let _ = gate.read_exact(&mut byte);
     }
     let result = match reply {
-        Reply::Leased(tasks) => {
-            cold.iter().try_for_each(|&i| read_payload(store, tasks[i].id).map(|bytes| tasks[i].payload = bytes))
-        }
-        Reply::Task(view) => read_payload(store, view.id).map(|bytes| view.payload = bytes),
+        Reply::Leased(tasks) => cold
+            .iter()
+            .try_for_each(|&i| read_payload(store, tasks[i].id).map(|bytes| tasks[i].payload = budget.charge(bytes))),
+        Reply::Task(view) => read_payload(store, view.id).map(|bytes| view.payload = budget.charge(bytes)),
         _ => Ok(()),
     };
     if let Err(reason) = result {
         tracing::error!(%reason, "cannot read a cold payload");
         *reply = Reply::StorageFailed(Arc::from(reason));
+    }
+}
+
+/// Cold payload bytes held by replies, server-wide (module comment).
+struct ColdBytes {
+    held: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+/// A charged copy: gives its bytes back to the budget when the last `Bytes`
+/// sharing it is dropped.
+struct Charged {
+    bytes: bytes::Bytes,
+    budget: Arc<ColdBytes>,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        let mut held = crate::sync::lock(&self.budget.held);
+        *held -= self.bytes.len();
+        self.budget.freed.notify_all();
+    }
+}
+
+impl ColdBytes {
+    /// Waits while the charged bytes are at the bound (`on_wait` runs every
+    /// 100 ms meanwhile). One reply at a time starts past any room left, so a
+    /// reply larger than the bound still goes, alone.
+    fn wait_for_room(&self, on_wait: impl Fn()) {
+        let mut held = crate::sync::lock(&self.held);
+        while *held >= self.max {
+            held = crate::sync::wait_timeout(&self.freed, held, Duration::from_millis(100));
+            on_wait();
+        }
+    }
+
+    fn charge(self: &Arc<Self>, bytes: bytes::Bytes) -> bytes::Bytes {
+        *crate::sync::lock(&self.held) += bytes.len();
+        bytes::Bytes::from_owner(Charged { bytes, budget: self.clone() })
     }
 }
 
@@ -310,6 +379,27 @@ mod tests {
         assert!(!waited.is_finished(), "the next drain must wait for the later reader");
         drop(after);
         waited.join().unwrap();
+    }
+
+    #[test]
+    fn cold_copies_are_charged_until_dropped_and_reads_wait_at_the_bound() {
+        let budget = Arc::new(ColdBytes { held: Mutex::new(0), freed: Condvar::new(), max: 10 });
+        let first = budget.charge(bytes::Bytes::from(vec![1u8; 8]));
+        let shared = first.clone();
+        budget.wait_for_room(|| panic!("under the bound: no wait"));
+        let second = budget.charge(bytes::Bytes::from(vec![2u8; 8]));
+        assert_eq!(*crate::sync::lock(&budget.held), 16);
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.wait_for_room(|| {}))
+        };
+        drop(first);
+        assert_eq!(*crate::sync::lock(&budget.held), 16, "a clone still shares the first copy");
+        drop(second);
+        waiter.join().unwrap(); // returns once the charge is under the bound (8 < 10)
+        assert_eq!(*crate::sync::lock(&budget.held), 8);
+        drop(shared);
+        assert_eq!(*crate::sync::lock(&budget.held), 0);
     }
 
     #[test]

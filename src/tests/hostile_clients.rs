@@ -604,3 +604,44 @@ fn clients_that_never_read_are_closed_at_the_request_deadline_and_free_the_reply
     assert!(matches!(fresh.call(&Request::GetTask { id }), Response::Task(_)));
     drop(attackers);
 }
+
+/// A payload that tiered storage moved to RocksDB was read back as a fresh
+/// copy for every answer, and answers waiting for a client that does not read
+/// were not counted server-wide: a thousand pipelined `get_task` of one cold
+/// 1 MiB task held a thousand copies. Cold reads now wait for room under a
+/// server-wide bound (`COLD_READ_BYTES_MAX`).
+#[test]
+fn pipelined_get_task_of_a_cold_1mib_task_without_reading_does_not_grow_the_server_binary() {
+    // 64 KiB of payloads in memory, checkpoints every 100 ms: the task's
+    // payload goes cold at once.
+    // The request deadline (5 s) closes the attacker after the measurement.
+    let args = [
+        &BODY_ARGS[..],
+        &["--memory-limit", "64KiB", "--checkpoint-interval-ms", "100", "--request-deadline-ms", "5000"],
+    ]
+    .concat();
+    let server = Server::start_binary("127.0.0.1:0", &args);
+    let binary = server.binary_addr.unwrap();
+    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while !server.stderr().contains("payloads moved to the store") {
+        assert!(Instant::now() < deadline, "the payload never went cold: {}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let before = rss_bytes(&server);
+
+    let mut attacker = Binary::connect(binary);
+    let mut frames = Vec::new();
+    attacker.encode(&enqueue("padding", vec![b'p'; 256 << 10]), &mut frames);
+    for _ in 0..1000 {
+        attacker.encode(&Request::GetTask { id }, &mut frames);
+    }
+    attacker.stream.write_all(&frames).expect("the pipelined requests fit the socket buffers");
+    // Shorter than the request deadline, which closes the attacker.
+    let peak = rss_peak_over(&server, Duration::from_secs(4));
+    assert!(peak < RSS_BYTES_MAX, "server RSS grew from {before} to {peak} bytes");
+    // A fresh client is served; its read of the cold payload may wait for the
+    // request deadline to close the attacker, which holds the cold budget.
+    assert_fresh_clients_served(&server, id);
+    drop(attacker);
+}
