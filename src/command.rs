@@ -170,6 +170,21 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
     result.unwrap_or_else(Reply::Error)
 }
 
+/// How many bytes `command`'s log record may take beyond the body it was
+/// decoded from: `limits::record_bytes_over_body_max` for its tasks and their
+/// dependencies (at most `limits::RECORD_BYTES_OVER_BODY_MAX`).
+pub fn record_bytes_over_body_max(command: &Command) -> usize {
+    let tasks: &[NewTask] = match command {
+        Command::Enqueue { task, .. } => std::slice::from_ref(task),
+        Command::EnqueueBatch { tasks, .. } => tasks,
+        _ => &[],
+    };
+    let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
+    let bound = crate::limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
+    assert!(bound <= crate::limits::RECORD_BYTES_OVER_BODY_MAX);
+    bound
+}
+
 /// Checks every bound on what `command` may carry (`src/limits.rs`): the
 /// length of every string and byte field (queue names, group, key, payload,
 /// result, error message) and every count (tasks and dependencies of a batch,
@@ -412,20 +427,6 @@ mod tests {
         check_limits(&Command::Fail { id: 1, lease: 1, error, retry: false }).unwrap();
     }
 
-    /// `limits::record_bytes_over_body_max` for the tasks and dependencies of
-    /// `command` (at most `RECORD_BYTES_OVER_BODY_MAX`).
-    fn bound_of(command: &Command) -> usize {
-        let tasks: &[NewTask] = match command {
-            Command::Enqueue { task, .. } => std::slice::from_ref(task),
-            Command::EnqueueBatch { tasks, .. } => tasks,
-            _ => &[],
-        };
-        let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
-        let bound = limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
-        assert!(bound <= limits::RECORD_BYTES_OVER_BODY_MAX);
-        bound
-    }
-
     /// The bound `limits::RECORD_BYTES_OVER_BODY_MAX` is derived by hand from
     /// the record layout; this builds the bodies that gain the most on each
     /// protocol (minimal tasks, dependencies at their densest, every optional
@@ -448,7 +449,7 @@ mod tests {
             match http::next_request(request.as_bytes(), &http_limits) {
                 Next::Request { action: Action::Execute(command), .. } => {
                     let gain = record_of(&command) as i64 - body.len() as i64;
-                    let own = bound_of(&command);
+                    let own = record_bytes_over_body_max(&command);
                     assert!(gain <= own as i64, "{method} {path}: {gain} > {own}");
                     gain
                 }
@@ -490,7 +491,7 @@ mod tests {
             let body_bytes = body.len();
             let command = crate::binary::request_to_command(Request::decode(&header, body).unwrap()).unwrap();
             let gain = record_of(&command) as i64 - body_bytes as i64;
-            let own = bound_of(&command);
+            let own = record_bytes_over_body_max(&command);
             assert!(gain <= own as i64, "{gain} > {own}");
         };
         let spec = |depends_on: Vec<Dep>| TaskSpec {

@@ -12,7 +12,6 @@
 use taskqueuex::binary;
 use taskqueuex::command::{execute, Command, Reply};
 use taskqueuex::engine::{DepRef, Engine, EngineConfig, LeaseToken, NewTask, QueueConfigPatch, TaskId};
-use taskqueuex::limits;
 use taskqueuex::wal::record;
 use tqx_wire::{peek_frame, Header, Opcode, Response, HEADER_BYTES};
 
@@ -33,14 +32,7 @@ pub fn check_record_fits(command: &Command, body_bytes: usize) {
     if !record::is_logged(command) {
         return;
     }
-    let tasks: &[NewTask] = match command {
-        Command::Enqueue { task, .. } => std::slice::from_ref(task),
-        Command::EnqueueBatch { tasks, .. } => tasks,
-        _ => &[],
-    };
-    let depends_on_count = tasks.iter().map(|task| task.depends_on.len()).sum();
-    let bound = limits::record_bytes_over_body_max(tasks.len(), depends_on_count);
-    assert!(bound <= limits::RECORD_BYTES_OVER_BODY_MAX);
+    let bound = taskqueuex::command::record_bytes_over_body_max(command);
     let mut bytes = Vec::new();
     record::encode_command(NOW_MS, command, &mut bytes);
     assert!(

@@ -143,6 +143,21 @@ fn assert_error(response: &Response, expected: ErrorCode) -> String {
     }
 }
 
+/// A connection that pipelines 1,000 `get_task` of task `id` and never reads
+/// the replies (the attack of item 3).
+fn pipeline_get_task_without_reading(binary: SocketAddr, id: u64) -> Binary {
+    let mut attacker = Binary::connect(binary);
+    let mut frames = Vec::new();
+    // A large frame first, so the server's reads grow to their largest
+    // (buffers.rs) and the thousand small frames behind it arrive together.
+    attacker.encode(&enqueue("padding", vec![b'p'; 256 << 10]), &mut frames);
+    for _ in 0..1000 {
+        attacker.encode(&Request::GetTask { id }, &mut frames);
+    }
+    attacker.stream.write_all(&frames).expect("the pipelined requests fit the socket buffers");
+    attacker
+}
+
 /// A fresh client is served normally: a binary `get_task` of the big task
 /// returns it whole, and HTTP answers.
 #[track_caller]
@@ -170,15 +185,7 @@ fn pipelined_get_task_of_a_1mib_task_without_reading_does_not_grow_the_server_bi
     let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
     let before = rss_bytes(&server);
 
-    let mut attacker = Binary::connect(binary);
-    let mut frames = Vec::new();
-    // A large frame first, so the server's reads grow to their largest
-    // (buffers.rs) and the thousand small frames behind it arrive together.
-    attacker.encode(&enqueue("padding", vec![b'p'; 256 << 10]), &mut frames);
-    for _ in 0..1000 {
-        attacker.encode(&Request::GetTask { id }, &mut frames);
-    }
-    attacker.stream.write_all(&frames).expect("the pipelined requests fit the socket buffers");
+    let attacker = pipeline_get_task_without_reading(binary, id);
     // The attacker never reads. Long enough for every request to be answered
     // and encoded (it took well under a second before the fix).
     let peak = rss_peak_over(&server, Duration::from_secs(2));
@@ -630,13 +637,7 @@ fn pipelined_get_task_of_a_cold_1mib_task_without_reading_does_not_grow_the_serv
     }
     let before = rss_bytes(&server);
 
-    let mut attacker = Binary::connect(binary);
-    let mut frames = Vec::new();
-    attacker.encode(&enqueue("padding", vec![b'p'; 256 << 10]), &mut frames);
-    for _ in 0..1000 {
-        attacker.encode(&Request::GetTask { id }, &mut frames);
-    }
-    attacker.stream.write_all(&frames).expect("the pipelined requests fit the socket buffers");
+    let attacker = pipeline_get_task_without_reading(binary, id);
     // Shorter than the request deadline, which closes the attacker.
     let peak = rss_peak_over(&server, Duration::from_secs(4));
     assert!(peak < RSS_BYTES_MAX, "server RSS grew from {before} to {peak} bytes");
