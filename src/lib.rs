@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod client;
 pub mod command;
+pub mod core;
 pub mod engine;
 pub mod http;
 pub mod limits;

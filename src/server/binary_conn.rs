@@ -58,11 +58,12 @@ use tqx_wire::{ErrorCode, HEADER_BYTES};
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::reactor::reply_budget_released;
-use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo};
+use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
+use crate::core::outbox::Outbox;
 use crate::engine::EngineError;
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 /// An output buffer that grew past this (a large reply) is released after
@@ -197,10 +198,10 @@ impl Conn {
     }
 }
 
-/// A reactor's binary connections, and the mailbox through which workers (and
-/// the WAL thread) send their replies back to this reactor.
+/// A reactor's binary connections, and the mailbox through which workers
+/// send replies back to this reactor (both protocols'; `reply.rs`).
 pub(crate) struct Replies {
-    mailbox: Arc<Mailbox>,
+    pub(crate) mailbox: Arc<Mailbox>,
     conns: RefCell<Slab<Registered>>,
     generation: Cell<u32>,
     /// A task that wakes a worker is spawned and has not run yet.
@@ -214,9 +215,9 @@ struct Registered {
 
 impl Replies {
     /// Creates the reactor's mailbox and spawns the task that delivers from it.
-    pub(crate) fn start() -> Rc<Replies> {
+    pub(crate) fn start(watermark: &Arc<crate::wal::watermark::Watermark>) -> Rc<Replies> {
         let replies = Rc::new(Replies {
-            mailbox: Arc::default(),
+            mailbox: Mailbox::new(watermark),
             conns: RefCell::new(Slab::new()),
             generation: Cell::new(0),
             worker_wake_pending: Rc::new(Cell::new(false)),
@@ -256,27 +257,72 @@ impl Replies {
         }
     }
 
-    /// Encodes one reply into its connection's output. A reply whose connection
-    /// has gone (its write failed, so it stopped waiting) has nobody to go to.
+    /// Hands one released reply to whoever waits for it: encodes it into its
+    /// binary connection's output, or sends it to its task. A reply whose
+    /// connection has gone (its write failed, so it stopped waiting) has
+    /// nobody to go to.
     fn deliver(&self, delivery: Delivery) {
-        let conns = self.conns.borrow();
-        let Some(registered) = conns.get(delivery.conn.slot as usize) else { return };
-        if registered.generation != delivery.conn.generation {
-            return;
+        let reply = match (delivery.reply, self.mailbox.watermark().failed()) {
+            // The log failed before this reply's records were durable.
+            (Some(_), Some(reason)) if delivery.lsn > self.mailbox.watermark().durable_lsn() => {
+                Some(Reply::StorageFailed(Arc::from(format!(
+                    "the write-ahead log failed ({reason}); the server is stopping and this request may or may not \
+                     have been recorded"
+                ))))
+            }
+            (reply, _) => reply,
+        };
+        match delivery.target {
+            Target::Task(sender) => {
+                // `None` (dropped unanswered) only comes through a mailbox reply.
+                if let Some(reply) = reply {
+                    let _ = sender.send(reply);
+                }
+            }
+            Target::Conn { conn, request_id, opcode } => {
+                let conns = self.conns.borrow();
+                let Some(registered) = conns.get(conn.slot as usize) else { return };
+                if registered.generation != conn.generation {
+                    return;
+                }
+                // `None`: the workers dropped the request (they stopped).
+                registered.conn.answer(opcode, request_id, reply);
+            }
         }
-        // `None`: the workers dropped the request (they stopped).
-        registered.conn.answer(delivery.opcode, delivery.request_id, delivery.reply);
     }
 }
 
-/// The reactor's one delivering task: drains the mailbox whenever it is signalled.
+/// The reactor's one delivering task: drains the mailbox whenever it is
+/// signalled (a worker pushed, or the watermark reached a held reply),
+/// passes on what the durable watermark covers, and holds the rest in the
+/// reactor's outbox (`reply.rs`).
 async fn deliver_loop(replies: Rc<Replies>) {
     let mut batch: Vec<Delivery> = Vec::new();
+    let mut outbox: Outbox<Delivery> = Outbox::default();
+    let watermark = replies.mailbox.watermark();
     loop {
         replies.mailbox.wait().await;
         replies.mailbox.take(&mut batch);
+        let durable_lsn = watermark.durable_lsn();
         for delivery in batch.drain(..) {
-            replies.deliver(delivery);
+            if delivery.lsn <= durable_lsn {
+                replies.deliver(delivery);
+            } else {
+                outbox.hold(delivery.lsn, delivery);
+            }
+        }
+        loop {
+            if watermark.failed().is_some() {
+                outbox.release_all(|delivery| replies.deliver(delivery));
+            } else {
+                outbox.release(watermark.durable_lsn(), |delivery| replies.deliver(delivery));
+            }
+            replies.mailbox.set_held_lsn_min(outbox.lsn_min());
+            // Read again after publishing (watermark.rs, "Ordering"): an
+            // advance in between woke nobody, so release what it covers here.
+            if outbox.is_empty() || (outbox.lsn_min() > watermark.durable_lsn() && watermark.failed().is_none()) {
+                break;
+            }
         }
     }
 }
@@ -553,8 +599,9 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         conn.timer.hold();
         return;
     }
-    let (reply, receiver) = oneshot::channel();
-    if shared.submit(Box::new(Job { command, reply: ReplyTo::Task(reply) })).is_err() {
+    let (sender, receiver) = oneshot::channel();
+    let reply = ReplyTo::Task { sender, mailbox: replies.mailbox.clone() };
+    if shared.submit(Box::new(Job { command, reply })).is_err() {
         conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
         return;
     }

@@ -117,7 +117,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
     let (meta, next_id, upto, cold_reads) = {
         let mut state = crate::sync::lock(&shared.engine);
-        let upto = committer.last_submitted_lsn();
+        let upto = committer.last_appended_lsn();
         if upto == applied_lsn {
             return Ok(None);
         }

@@ -21,10 +21,11 @@ use super::ServeError;
 use crate::command::{execute, Command, Reply};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::store::Store;
-use crate::wal::committer::{CommitError, Committer, CommitterOptions, FailureHook};
+use crate::wal::committer::{Committer, CommitterOptions, FailureHook};
 use crate::wal::log::{Log, OpenOptions};
 use crate::wal::record::{self, Entry, LogRecord};
 use crate::wal::storage::DirStorage;
+use crate::wal::watermark::Watermark;
 
 /// Size of each preallocated, zero-filled WAL segment file. Rolling to a new
 /// one writes this many zeros and syncs them on the WAL thread.
@@ -106,9 +107,6 @@ pub(crate) enum CheckpointSignal {
 /// about this many rows (~0.5 GB at ~450 bytes per row in flight).
 pub(crate) const CHECKPOINT_ROWS_NUDGE: usize = 1_000_000;
 
-/// A completion that needs nothing: the reply went out already, or there is none.
-fn ignore(_: Result<u64, CommitError>) {}
-
 impl Journal {
     /// `memory` mode: no log, and at most `payload_bytes_max` payload bytes.
     pub(crate) fn memory(payload_bytes_max: u64) -> Journal {
@@ -138,20 +136,25 @@ impl Journal {
         })
     }
 
-    /// Sends `result` to `reply`, its cold payloads (tiered storage) read off
-    /// the engine lock first (`tiering.rs`).
-    pub(crate) fn reply(&self, engine: &Engine, result: Reply, reply: ReplyTo) {
+    /// Sends `result` to `reply`, to leave once the watermark reaches `lsn`,
+    /// its cold payloads (tiered storage) read off the engine lock first
+    /// (`tiering.rs`).
+    pub(crate) fn reply(&self, engine: &Engine, result: Reply, reply: ReplyTo, lsn: u64) {
         match &self.tiering {
-            Some(tiering) => tiering.send(engine, result, reply),
-            None => reply.send(result),
+            Some(tiering) => tiering.send(engine, result, reply, lsn),
+            None => reply.send(result, lsn),
         }
     }
 
-    /// Fills in payloads that live only in the store (tiered storage), here
-    /// under the lock: for a reply that waits for its sync.
-    pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
-        if let Some(tiering) = &self.tiering {
-            tiering.warm(engine, reply);
+    /// The LSN a reply made now must wait for: in `sync` mode the last record
+    /// appended (a reply shows state up to it, whatever it is: a write's own
+    /// record, a lease, what a read saw, a state-dependent error), so no
+    /// client sees state a crash can take back; otherwise 0 (replies go at
+    /// once: `interval` and `memory` promise less, docs/durability.md).
+    pub(crate) fn reply_lsn(&self) -> u64 {
+        match &self.committer {
+            Some(committer) if self.replies_wait => committer.last_appended_lsn(),
+            _ => 0,
         }
     }
 
@@ -175,52 +178,35 @@ impl Journal {
         self.committer.is_some()
     }
 
-    /// Logs `record` without anyone waiting for it (ticks, leases).
+    /// Appends `record` to the log (ticks, a held long poll's lease); called
+    /// under the engine lock, right after the engine executed it.
     pub(crate) fn log(&self, record: Vec<u8>) {
         if let Some(committer) = &self.committer {
-            committer.submit(record, Box::new(ignore));
+            committer.append(record);
         }
     }
 
-    /// Executes `command` at `now_ms`, logging it first if it changes state, and
-    /// sends the reply: after its record is durable in `sync` mode (except a
-    /// lease or an extension, which never wait: losing one only means the task
-    /// is delivered again), at once otherwise.
+    /// Executes `command` at `now_ms`, appends its record to the log in the
+    /// same critical section if it changes state (so log order is execution
+    /// order), and sends the reply tagged with [`Journal::reply_lsn`].
     pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: ReplyTo) {
         if let Some(refusal) = self.over_payload_budget(engine, &command) {
-            reply.send(refusal);
+            reply.send(refusal, self.reply_lsn());
             return;
         }
         let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
             let result = execute(engine, command, now_ms);
-            self.reply(engine, result, reply);
+            self.reply(engine, result, reply, self.reply_lsn());
             return;
         };
         let mut bytes = Vec::with_capacity(64);
         record::encode_command(now_ms, &command, &mut bytes);
-        let waits = self.replies_wait && !matches!(command, Command::Dequeue { .. } | Command::Extend { .. });
-        let mut result = execute(engine, command, now_ms);
-        if matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
-            // An empty dequeue changed nothing: no record.
-            reply.send(result);
-        } else if waits {
-            self.warm(engine, &mut result); // no such reply carries a payload today
-            committer.submit(
-                bytes,
-                Box::new(move |durable| {
-                    reply.send(match durable {
-                        Ok(_) => result,
-                        Err(CommitError(reason)) => Reply::StorageFailed(Arc::from(format!(
-                            "the write-ahead log failed ({reason}); the server is stopping and this request may or \
-                             may not have been recorded"
-                        ))),
-                    });
-                }),
-            );
-        } else {
-            committer.submit(bytes, Box::new(ignore));
-            self.reply(engine, result, reply);
+        let result = execute(engine, command, now_ms);
+        // An empty dequeue changed nothing: no record.
+        if !matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
+            committer.append(bytes);
         }
+        self.reply(engine, result, reply, self.reply_lsn());
     }
 
     /// Writes what is queued and stops the WAL thread (once the checkpointer,
@@ -240,6 +226,13 @@ pub(crate) fn encode_entry(now_ms: u64, entry: Entry) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(32);
     record::encode(&LogRecord { now_ms, entry }, &mut bytes);
     bytes
+}
+
+/// What the log writer reports to: the durable watermark it advances, and
+/// who it tells once if it fails (the server then stops).
+pub(crate) struct LogWriterHooks {
+    pub(crate) on_failure: FailureHook,
+    pub(crate) watermark: Arc<Watermark>,
 }
 
 /// The engine as recovery left it, and the journal to continue with.
@@ -264,8 +257,9 @@ pub(crate) fn recover(
     sync_gate: Option<&Path>,
     memory_limit_bytes: u64,
     accept_data_loss: bool,
-    on_failure: FailureHook,
+    log_writer: LogWriterHooks,
 ) -> Result<Recovered, ServeError> {
+    let LogWriterHooks { on_failure, watermark } = log_writer;
     let wal_dir = data_dir.join("wal");
     if mode == DurabilityMode::Memory {
         if wal_dir.exists() {
@@ -416,7 +410,7 @@ pub(crate) fn recover(
         _ => Duration::ZERO,
     };
     let committer = Arc::new(
-        Committer::start_with(log, CommitterOptions { linger, on_failure: Some(on_failure) })
+        Committer::start_with(log, CommitterOptions { linger, on_failure: Some(on_failure) }, watermark)
             .map_err(ServeError::Io)?,
     );
     let store = Arc::new(store);

@@ -198,7 +198,7 @@ impl Liveness {
             // Durable first: a record submitted after this read cannot make an
             // idle log look busy for more than one sample.
             let durable_lsn = wal.durable_lsn();
-            let has_work = wal.last_submitted_lsn() > durable_lsn;
+            let has_work = wal.last_appended_lsn() > durable_lsn;
             if !has_work || durable_lsn != wal_seen.durable_lsn {
                 wal_seen.stuck_since_ms = has_work.then_some(now);
             } else {

@@ -294,6 +294,9 @@ pub(crate) struct Shared {
     /// Every connection's idle time, for the request deadline, the idle
     /// timeout and pruning (`conn_timers.rs`).
     pub(crate) conns: conn_timers::Registry,
+    /// The durable watermark the log writer advances and replies wait for
+    /// (`reply.rs`); never advanced in `memory` mode, where replies carry LSN 0.
+    pub(crate) watermark: Arc<crate::wal::watermark::Watermark>,
 }
 
 /// What `/healthz` and the binary ping say.
@@ -465,6 +468,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
             },
             conn_timers::Clock::monotonic(),
         ),
+        watermark: Arc::default(),
     });
 
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
@@ -529,7 +533,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
             config.wal_sync_gate.as_deref(),
             config.memory_limit_bytes,
             config.accept_data_loss,
-            on_failure,
+            durability::LogWriterHooks { on_failure, watermark: shared.watermark.clone() },
         )
     }) {
         Ok(recovered) => recovered,

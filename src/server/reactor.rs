@@ -34,7 +34,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::{self, ConnTimer, ReactorConns};
-use super::reply::ReplyTo;
+use super::reply::{Mailbox, ReplyTo};
 use super::worker::Job;
 use super::{binary_conn, os, Shared};
 use crate::command::{Command, Reply};
@@ -107,7 +107,8 @@ pub(crate) fn run(
         // Both protocols' connections count as live: the reactor exits once all
         // have finished (or the grace period is over).
         let live = Rc::new(Cell::new(0usize));
-        let replies = binary_conn::Replies::start();
+        let replies = binary_conn::Replies::start(&shared.watermark);
+        let mailbox = replies.mailbox.clone();
         // This reactor's connections, swept for missed request deadlines and
         // idle timeouts (conn_timers.rs).
         let conns = Rc::new(ReactorConns::default());
@@ -119,7 +120,7 @@ pub(crate) fn run(
             live.clone(),
             conns.clone(),
         ));
-        accept_loop(listener, shared, Protocol::Http(pool.flatten()), live.clone(), conns).await;
+        accept_loop(listener, shared, Protocol::Http(pool.flatten(), mailbox), live.clone(), conns).await;
         let _ = binary.await;
         let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
         while live.get() > 0 && Instant::now() < deadline {
@@ -133,7 +134,9 @@ pub(crate) fn run(
 /// its frame buffer (see `binary_conn.rs`).
 #[derive(Clone)]
 enum Protocol {
-    Http(Option<FixedBufPool<Vec<u8>>>),
+    /// With the reactor's mailbox, through which replies that wait for the
+    /// durable watermark come back (`reply.rs`).
+    Http(Option<FixedBufPool<Vec<u8>>>, Arc<Mailbox>),
     /// Binary connections register with the reactor's mailbox of replies.
     Binary(Rc<binary_conn::Replies>),
 }
@@ -176,7 +179,9 @@ async fn accept_loop(
                 let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
                     match protocol {
-                        Protocol::Http(pool) => serve_connection(&stream, &shared, pool, &timer).await,
+                        Protocol::Http(pool, mailbox) => {
+                            serve_connection(&stream, &shared, pool, &timer, &mailbox).await
+                        }
                         Protocol::Binary(replies) => {
                             binary_conn::serve_connection(&stream, &shared, &replies, &timer).await
                         }
@@ -208,7 +213,7 @@ async fn accept_loop(
 async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize) {
     let mut refusal = Vec::new();
     match protocol {
-        Protocol::Http(_) => http::render_too_many_connections(limit, &mut refusal),
+        Protocol::Http(..) => http::render_too_many_connections(limit, &mut refusal),
         Protocol::Binary(_) => crate::binary::render_too_many_connections(limit, &mut refusal),
     }
     let (result, _) = stream.write_all(refusal).await;
@@ -318,6 +323,7 @@ async fn serve_connection(
     shared: &Arc<Shared>,
     pool: Option<FixedBufPool<Vec<u8>>>,
     timer: &ConnTimer,
+    mailbox: &Arc<Mailbox>,
 ) {
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
@@ -334,7 +340,7 @@ async fn serve_connection(
         buffered_bytes_max,
         shared.read_bytes_max,
     ));
-    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer).await;
+    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
     // for it, so the socket is never dropped with a read in flight. `ended`
@@ -424,6 +430,7 @@ async fn process(
     wake: &Notify,
     wake_reader: &Notify,
     timer: &ConnTimer,
+    mailbox: &Arc<Mailbox>,
 ) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
@@ -485,7 +492,7 @@ async fn process(
                 Next::Request { action, keep_alive, consumed: _ } => {
                     close = !keep_alive;
                     let long_polls_full = long_polls >= shared.connection_long_polls_max;
-                    let waiting = dispatch(action, keep_alive, shared, &mut close, long_polls_full);
+                    let waiting = dispatch(action, keep_alive, shared, mailbox, &mut close, long_polls_full);
                     if matches!(waiting, Pending::Worker { long_poll: true, .. }) {
                         long_polls += 1;
                     }
@@ -637,7 +644,14 @@ fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) ->
 /// Hands an executable request to the workers, or answers it at once.
 /// `long_polls_full`: the connection holds `--connection-long-polls-max` long
 /// polls, so another is refused at once.
-fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool, long_polls_full: bool) -> Pending {
+fn dispatch(
+    action: Action,
+    keep_alive: bool,
+    shared: &Shared,
+    mailbox: &Arc<Mailbox>,
+    close: &mut bool,
+    long_polls_full: bool,
+) -> Pending {
     match action {
         Action::Respond(response) => Pending::Rendered(response),
         Action::Health => Pending::Health { keep_alive },
@@ -658,8 +672,9 @@ fn dispatch(action: Action, keep_alive: bool, shared: &Shared, close: &mut bool,
                 http::render_reply(&Reply::Error(error), keep_alive, &mut response);
                 return Pending::Rendered(response);
             }
-            let (reply, receiver) = oneshot::channel();
-            match shared.submit(Box::new(Job { command, reply: ReplyTo::Task(reply) })) {
+            let (sender, receiver) = oneshot::channel();
+            let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
+            match shared.submit(Box::new(Job { command, reply })) {
                 Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
                 Err(_) => Pending::Overloaded { keep_alive },
             }

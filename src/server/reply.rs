@@ -1,15 +1,26 @@
-//! Where a worker (or the WAL thread, after a sync) sends a request's reply.
+//! Where a worker sends a request's reply, and when it may leave.
 //!
-//! Two ways back to the reactor that owns the connection:
+//! Every reply goes back to the reactor that owns its connection, tagged with
+//! the LSN of the newest state it shows (in `sync` mode: the last record
+//! appended when it was made, its own included; otherwise 0). A reply whose
+//! LSN the durable watermark (`crate::wal::watermark`) has already reached
+//! goes straight on; any other is pushed into its reactor's [`Mailbox`], and
+//! the reactor's delivery task holds it in its outbox (`crate::core::outbox`)
+//! until the log writer's next advance reaches it. The log writer never sees
+//! a reply: it only advances the watermark, which wakes the reactors that
+//! hold replies it covers.
+//!
+//! Two ways back to the reactor:
 //!
 //! - [`ReplyTo::Task`]: a oneshot channel a reactor task awaits. HTTP requests
 //!   use it (their processor answers in request order), and so do binary long
 //!   polls (their task also watches for the peer leaving, and the worker drops
-//!   a poll whose receiver is gone).
+//!   a poll whose receiver is gone). A held one travels through the mailbox
+//!   and the reactor sends it on the channel once released.
 //! - [`ReplyTo::Mailbox`]: every other binary request. The reply is pushed,
 //!   tagged with its connection and request id, into its reactor's [`Mailbox`];
-//!   one reactor task drains the mailbox and encodes each reply into its
-//!   connection's output. Why: a oneshot per request costs a channel and a
+//!   one reactor task drains the mailbox and encodes each released reply into
+//!   its connection's output. Why: a oneshot per request costs a channel and a
 //!   spawned task per request, and a cross-thread wake of the reactor per
 //!   reply. The mailbox wakes its reactor only when it goes from drained to
 //!   non-empty, so a worker batch of replies costs one wake (measured in
@@ -24,11 +35,13 @@
 //! `shutting_down` and never waits for it forever.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
 use crate::command::Reply;
+use crate::wal::watermark::{Listener, Watermark};
 
 /// Identifies a binary connection within its reactor: a slot and the slot's
 /// generation, so a reply for a connection that has gone is never delivered
@@ -39,24 +52,68 @@ pub(crate) struct ConnKey {
     pub(crate) generation: u32,
 }
 
-/// A reply on its way to a binary connection.
+/// Where a delivered reply goes on its reactor.
+pub(crate) enum Target {
+    /// A binary connection's request (encoded by the connection).
+    Conn { conn: ConnKey, request_id: u64, opcode: u8 },
+    /// A task that awaits the reply (HTTP requests, binary long polls).
+    Task(oneshot::Sender<Reply>),
+}
+
+/// A reply on its way to its reactor.
 pub(crate) struct Delivery {
-    pub(crate) conn: ConnKey,
-    pub(crate) request_id: u64,
-    pub(crate) opcode: u8,
+    pub(crate) target: Target,
+    /// The LSN of the newest state the reply shows: it leaves once the
+    /// durable watermark has reached it (0: at once).
+    pub(crate) lsn: u64,
     /// `None`: the request was dropped unanswered (the workers stopped).
     pub(crate) reply: Option<Reply>,
 }
 
-/// The replies waiting for one reactor. Written by any thread, drained by the
-/// reactor's mailbox task.
-#[derive(Default)]
+/// The replies waiting for one reactor: written by any thread, drained by the
+/// reactor's delivery task, which holds those the watermark has not reached
+/// in the reactor's outbox (`crate::core::outbox`).
 pub(crate) struct Mailbox {
     deliveries: Mutex<Vec<Delivery>>,
     wake: Notify,
+    watermark: Arc<Watermark>,
+    /// The smallest LSN the reactor's outbox holds (`u64::MAX`: none): the
+    /// log writer wakes the reactor only for an advance that reaches it.
+    held_lsn_min: AtomicU64,
+}
+
+impl Listener for Mailbox {
+    fn advanced(&self, durable_lsn: u64) {
+        if self.held_lsn_min.load(Ordering::SeqCst) <= durable_lsn || self.watermark.failed().is_some() {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl Mailbox {
+    /// A reactor's mailbox, told of every advance of `watermark`.
+    pub(crate) fn new(watermark: &Arc<Watermark>) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox {
+            deliveries: Mutex::default(),
+            wake: Notify::new(),
+            watermark: watermark.clone(),
+            held_lsn_min: AtomicU64::new(u64::MAX),
+        });
+        watermark.listen(mailbox.clone());
+        mailbox
+    }
+
+    pub(crate) fn watermark(&self) -> &Watermark {
+        &self.watermark
+    }
+
+    /// Publishes the smallest LSN the outbox holds. The caller then reads the
+    /// watermark again (`watermark.rs`, "Ordering"), so an advance between
+    /// its last release and this store is not missed.
+    pub(crate) fn set_held_lsn_min(&self, lsn: u64) {
+        self.held_lsn_min.store(lsn, Ordering::SeqCst);
+    }
+
     fn push(self: &Arc<Self>, delivery: Delivery) {
         let was_empty = {
             let mut deliveries = crate::sync::lock(&self.deliveries);
@@ -74,13 +131,14 @@ impl Mailbox {
     /// Swaps the waiting deliveries into `into` (empty on entry, so its
     /// allocation is reused by the next pushes).
     pub(crate) fn take(&self, into: &mut Vec<Delivery>) {
-        debug_assert!(into.is_empty());
+        assert!(into.is_empty());
         let mut deliveries = crate::sync::lock(&self.deliveries);
         std::mem::swap(&mut *deliveries, into);
     }
 
-    /// Waits until something was pushed since the last `take` (or returns at
-    /// once if a push already signalled).
+    /// Waits until something was pushed since the last `take`, or the
+    /// watermark reached a held reply (or returns at once if either already
+    /// signalled).
     pub(crate) async fn wait(&self) {
         self.wake.notified().await;
     }
@@ -155,35 +213,47 @@ impl MailboxReply {
         self.sent = true;
     }
 
-    fn deliver(&mut self, reply: Option<Reply>) {
+    fn deliver(&mut self, reply: Option<Reply>, lsn: u64) {
         self.sent = true;
-        self.mailbox.push(Delivery { conn: self.conn, request_id: self.request_id, opcode: self.opcode, reply });
+        let target = Target::Conn { conn: self.conn, request_id: self.request_id, opcode: self.opcode };
+        self.mailbox.push(Delivery { target, lsn, reply });
     }
 }
 
 impl Drop for MailboxReply {
     fn drop(&mut self) {
         if !self.sent {
-            self.deliver(None);
+            self.deliver(None, 0);
         }
     }
 }
 
 /// Where the reply to one request goes.
 pub(crate) enum ReplyTo {
-    Task(oneshot::Sender<Reply>),
+    /// A task awaits it; `mailbox` is its reactor's, where it waits for the
+    /// watermark if it must.
+    Task {
+        sender: oneshot::Sender<Reply>,
+        mailbox: Arc<Mailbox>,
+    },
     Mailbox(MailboxReply),
 }
 
 impl ReplyTo {
-    /// Sends the reply. Whoever asked may be gone (the client hung up): then
-    /// the reply is dropped, which is all there is to do.
-    pub(crate) fn send(self, reply: Reply) {
+    /// Sends the reply, to leave once the durable watermark reaches `lsn`
+    /// (the newest state it shows; 0 for none). Whoever asked may be gone
+    /// (the client hung up): then the reply is dropped, which is all there
+    /// is to do.
+    pub(crate) fn send(self, reply: Reply, lsn: u64) {
         match self {
-            ReplyTo::Task(sender) => {
-                let _ = sender.send(reply);
+            ReplyTo::Task { sender, mailbox } => {
+                if lsn <= mailbox.watermark.durable_lsn() {
+                    let _ = sender.send(reply);
+                } else {
+                    mailbox.push(Delivery { target: Target::Task(sender), lsn, reply: Some(reply) });
+                }
             }
-            ReplyTo::Mailbox(mut mailbox) => mailbox.deliver(Some(reply)),
+            ReplyTo::Mailbox(mut mailbox) => mailbox.deliver(Some(reply), lsn),
         }
     }
 
@@ -191,7 +261,7 @@ impl ReplyTo {
     /// replies: a mailbox reply's connection is looked up on delivery).
     pub(crate) fn is_closed(&self) -> bool {
         match self {
-            ReplyTo::Task(sender) => sender.is_closed(),
+            ReplyTo::Task { sender, .. } => sender.is_closed(),
             ReplyTo::Mailbox(_) => false,
         }
     }
@@ -238,6 +308,10 @@ mod tests {
         Reply::QueueDeleted { queue: String::new() }
     }
 
+    fn mailbox() -> Arc<Mailbox> {
+        Mailbox::new(&Arc::new(Watermark::default()))
+    }
+
     fn reply_to(mailbox: &Arc<Mailbox>, request_id: u64) -> ReplyTo {
         ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), ConnKey { slot: 3, generation: 7 }, request_id, 9))
     }
@@ -271,19 +345,20 @@ mod tests {
 
     #[test]
     fn a_sent_reply_is_delivered_once_with_its_tags() {
-        let mailbox = Arc::new(Mailbox::default());
-        reply_to(&mailbox, 41).send(any_reply());
+        let mailbox = mailbox();
+        reply_to(&mailbox, 41).send(any_reply(), 0);
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
         assert_eq!(taken.len(), 1);
         let delivery = &taken[0];
-        assert_eq!((delivery.conn, delivery.request_id, delivery.opcode), (ConnKey { slot: 3, generation: 7 }, 41, 9));
+        let Target::Conn { conn, request_id, opcode } = delivery.target else { panic!("not a connection's reply") };
+        assert_eq!((conn, request_id, opcode), (ConnKey { slot: 3, generation: 7 }, 41, 9));
         assert!(matches!(&delivery.reply, Some(Reply::QueueDeleted { queue }) if queue.is_empty()));
     }
 
     #[test]
     fn a_reply_dropped_unsent_is_delivered_as_none() {
-        let mailbox = Arc::new(Mailbox::default());
+        let mailbox = mailbox();
         drop(reply_to(&mailbox, 5));
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
@@ -301,9 +376,9 @@ mod tests {
 
     #[test]
     fn only_the_first_push_after_a_drain_signals_and_a_signal_before_the_wait_is_kept() {
-        let mailbox = Arc::new(Mailbox::default());
-        reply_to(&mailbox, 1).send(any_reply());
-        reply_to(&mailbox, 2).send(any_reply());
+        let mailbox = mailbox();
+        reply_to(&mailbox, 1).send(any_reply(), 0);
+        reply_to(&mailbox, 2).send(any_reply(), 0);
         // The signal was stored before anyone waited: the wait returns at once.
         assert!(signalled(&mailbox));
         let mut taken = Vec::new();
@@ -311,24 +386,24 @@ mod tests {
         assert_eq!(taken.len(), 2);
         // The second push found the mailbox non-empty and stored no second signal.
         assert!(!signalled(&mailbox), "one signal per drain, not per reply");
-        reply_to(&mailbox, 3).send(any_reply());
+        reply_to(&mailbox, 3).send(any_reply(), 0);
         assert!(signalled(&mailbox), "the first push after a drain signals again");
     }
 
     #[test]
     fn inside_batch_wakes_the_signal_waits_for_the_end_of_the_batch() {
-        let mailbox = Arc::new(Mailbox::default());
+        let mailbox = mailbox();
         batch_wakes(|| {
-            reply_to(&mailbox, 1).send(any_reply());
+            reply_to(&mailbox, 1).send(any_reply(), 0);
             assert!(!signalled(&mailbox), "held back during the batch");
-            batch_wakes(|| reply_to(&mailbox, 2).send(any_reply()));
+            batch_wakes(|| reply_to(&mailbox, 2).send(any_reply(), 0));
             assert!(!signalled(&mailbox), "a nested batch leaves the wake to the outer one");
         });
         assert!(signalled(&mailbox), "one wake at the end of the batch");
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
         assert_eq!(taken.len(), 2);
-        reply_to(&mailbox, 3).send(any_reply());
+        reply_to(&mailbox, 3).send(any_reply(), 0);
         assert!(signalled(&mailbox), "outside a batch a push wakes at once");
     }
 }

@@ -11,10 +11,9 @@
 //! read under the lock stalled every client). Under the lock, a worker only
 //! notes which payloads of a reply are cold and takes a [`PurgeFence`] ticket;
 //! the reply goes to the cold-reader thread (`tqx-cold-read`), which reads the
-//! payloads from RocksDB, fills them in and sends the reply. Replies that carry
-//! payloads (leases, lookups) never wait for a log sync, so sending them from
-//! that thread releases nothing early; a reply that must wait for its sync
-//! (none carries a payload today) is still filled in under the lock.
+//! payloads from RocksDB, fills them in and sends the reply with the LSN it
+//! was given under the lock, so it still waits for the durable watermark in
+//! its reactor's outbox (`reply.rs`) like any other.
 //!
 //! **Cold copies are bounded server-wide.** A payload read back is a fresh
 //! copy per reply (unlike a resident one, which replies share), and a reply
@@ -116,6 +115,8 @@ impl Drop for Tiering {
 struct ColdRead {
     reply: Reply,
     to: ReplyTo,
+    /// The newest state the reply shows (`ReplyTo::send`).
+    lsn: u64,
     /// Which of the reply's tasks are cold (`Reply::Task`: `[0]`).
     cold: Vec<usize>,
     /// Held until the payloads are read.
@@ -220,13 +221,14 @@ impl Tiering {
     /// Sends `reply` to `to`; called under the engine lock. If the reply shows
     /// cold payloads, the cold-reader thread reads them and sends it, once
     /// the lock is long released (see the module comment).
-    pub(crate) fn send(&self, engine: &Engine, reply: Reply, to: ReplyTo) {
+    /// `lsn`: the newest state the reply shows (`ReplyTo::send`).
+    pub(crate) fn send(&self, engine: &Engine, reply: Reply, to: ReplyTo, lsn: u64) {
         let cold = cold_positions(engine, &reply);
         if cold.is_empty() {
-            to.send(reply);
+            to.send(reply, lsn);
             return;
         }
-        let read = ColdRead { reply, to, cold, ticket: self.fence.enter() };
+        let read = ColdRead { reply, to, lsn, cold, ticket: self.fence.enter() };
         let read = match &self.reads {
             Some(reads) => match reads.try_send(read) {
                 Ok(()) => return,
@@ -235,16 +237,9 @@ impl Tiering {
             None => read,
         };
         // No reader thread, or it is this far behind: read here.
-        let ColdRead { mut reply, to, cold, .. } = read;
+        let ColdRead { mut reply, to, lsn, cold, .. } = read;
         fill(&self.store, &self.cold, &mut reply, &cold, None);
-        to.send(reply);
-    }
-
-    /// Fills in the cold payloads of `reply` here and now, under the engine
-    /// lock: for a reply that must also wait for its log sync.
-    pub(crate) fn warm(&self, engine: &Engine, reply: &mut Reply) {
-        let cold = cold_positions(engine, reply);
-        fill(&self.store, &self.cold, reply, &cold, None);
+        to.send(reply, lsn);
     }
 }
 
@@ -269,13 +264,13 @@ fn read_cold(
     let heartbeat = liveness.register_current();
     loop {
         heartbeat.idle();
-        let Ok(ColdRead { mut reply, to, cold, ticket }) = reads.recv() else { return };
+        let Ok(ColdRead { mut reply, to, lsn, cold, ticket }) = reads.recv() else { return };
         heartbeat.beat();
         // Waiting for clients to read is not a stalled server: beat meanwhile.
         budget.wait_for_room(|| heartbeat.beat());
         fill(store, budget, &mut reply, &cold, gate.as_mut());
         drop(ticket); // read: the rows may go now
-        to.send(reply);
+        to.send(reply, lsn);
     }
 }
 

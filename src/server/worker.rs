@@ -112,7 +112,7 @@ impl EngineState {
                         Reply::Leased(out)
                     }
                 };
-                self.journal.reply(&self.engine, reply, job.reply);
+                self.journal.reply(&self.engine, reply, job.reply, self.journal.reply_lsn());
             }
             command => self.journal.execute(&mut self.engine, command, now, job.reply),
         }
@@ -139,13 +139,13 @@ impl EngineState {
                         self.log_lease(now, &poll.queues, poll.max, poll.lease_ms);
                         // If the client left between the check and the send, the
                         // leases run out and the tasks are delivered again.
-                        self.journal.reply(&self.engine, Reply::Leased(out), poll.reply);
+                        self.journal.reply(&self.engine, Reply::Leased(out), poll.reply, self.journal.reply_lsn());
                         continue;
                     }
                 }
             }
             if now >= poll.deadline_ms {
-                poll.reply.send(Reply::Leased(Vec::new()));
+                poll.reply.send(Reply::Leased(Vec::new()), self.journal.reply_lsn());
                 continue;
             }
             deadline_min_ms = deadline_min_ms.min(poll.deadline_ms);
@@ -165,8 +165,9 @@ impl EngineState {
 
     /// At shutdown: every held long poll is answered (empty) so its connection can end.
     fn release_long_polls(&mut self) {
+        let lsn = self.journal.reply_lsn();
         for poll in self.long_polls.drain(..) {
-            poll.reply.send(Reply::Leased(Vec::new()));
+            poll.reply.send(Reply::Leased(Vec::new()), lsn);
         }
         self.long_poll_deadline_min_ms = u64::MAX;
     }

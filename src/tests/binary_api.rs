@@ -582,7 +582,7 @@ fn ten_thousand_pipelined_sync_enqueues_are_each_answered_by_request_id() {
 }
 
 #[test]
-fn a_read_and_a_ping_sent_after_a_held_write_are_answered_before_it() {
+fn a_read_and_a_lease_wait_for_the_sync_of_the_write_they_show_and_a_ping_does_not() {
     let dir = support::fresh_dir();
     let mut gate = SyncGate::new(&dir);
     gate.release(1); // the new log's first record (the engine seed)
@@ -593,28 +593,41 @@ fn a_read_and_a_ping_sent_after_a_held_write_are_answered_before_it() {
     let enqueue_id = client.send(&enqueue("q", b"held"));
     let get_id = client.send(&Request::GetTask { id: 1 });
     let ping_id = client.send(&Request::Ping);
-    // Both answers leave while the enqueue's sync is held (in either order: the
-    // ping is answered by the reactor, the read by a worker), and the read sees
-    // the executed enqueue.
+    // The ping is answered by the reactor at once; the read saw the executed
+    // enqueue, whose record is not durable yet, so it waits with it (sync
+    // mode: no reply shows state a crash can take back).
+    let (header, response) = client.read();
+    assert_eq!((header.request_id.get(), response), (ping_id, Response::Pong { ready: true }));
+    client.set_read_timeout(HELD_WATCH);
+    assert!(
+        matches!(client.try_read(), Err(ReadError::TimedOut)),
+        "the enqueue, or the read that shows it, was answered before its sync"
+    );
+
+    gate.release(1);
+    client.set_read_timeout(READ_TIMEOUT);
     let mut answered = HashMap::new();
     for _ in 0..2 {
         let (header, response) = client.read();
         answered.insert(header.request_id.get(), response);
     }
-    assert_eq!(answered.remove(&ping_id), Some(Response::Pong { ready: true }), "{answered:?}");
+    let response = answered.remove(&enqueue_id).expect("the enqueue's reply");
+    assert!(matches!(response, Response::Enqueued(ref e) if e.id == 1 && e.created), "{response:?}");
     let response = answered.remove(&get_id).expect("the read's reply");
     assert!(matches!(response, Response::Task(ref task) if &task.payload[..] == b"held"), "{response:?}");
-    client.set_read_timeout(HELD_WATCH);
-    assert!(matches!(client.try_read(), Err(ReadError::TimedOut)), "the enqueue was acknowledged before its sync");
 
+    // A lease is state too: its reply waits for its own record's sync.
+    let dequeue_id = client.send(&Request::Dequeue { queues: vec!["q".into()], max: 1, lease_ms: None, wait_ms: 0 });
+    assert_eq!(client.call(&Request::Ping), Response::Pong { ready: true }, "answered while the lease is held");
+    client.set_read_timeout(HELD_WATCH);
+    assert!(matches!(client.try_read(), Err(ReadError::TimedOut)), "the lease was answered before its sync");
     gate.release(1);
     client.set_read_timeout(READ_TIMEOUT);
     let (header, response) = client.read();
-    assert_eq!(header.request_id.get(), enqueue_id);
-    assert!(matches!(response, Response::Enqueued(e) if e.id == 1 && e.created), "{response:?}");
+    assert_eq!(header.request_id.get(), dequeue_id);
+    let Response::Leased(leased) = response else { panic!("{response:?}") };
+    assert_eq!(leased.len(), 1);
 
-    // A lease never waits for its sync (losing one only redelivers the task)...
-    let leased = client.dequeue("q", 1);
     // ...but a batch complete is a write like a single complete: held until synced.
     let items = vec![CompleteItem { id: 1, lease: leased[0].lease, result: None }];
     let batch_id = client.send(&Request::CompleteBatch { items });

@@ -340,10 +340,20 @@ fn a_keyed_enqueue_in_flight_during_kill_9_is_resent_and_not_duplicated() {
             let client = client.clone();
             tokio::spawn(async move { client.enqueue("payments", task(r#"{"amount":7}"#)).await })
         };
-        // Both were executed: the tasks exist (reads need no sync).
+        // Both were executed once a read of the second task is held (it shows
+        // a record not yet durable, so it waits for the held sync too); a
+        // read answered at once (`404`) came before it executed.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while http.get("/v1/tasks/2").status != 200 {
+        http.set_read_timeout(Duration::from_millis(200));
+        loop {
             assert!(std::time::Instant::now() < deadline, "the enqueues were never executed");
+            http.send_raw(&support::request_bytes("GET", "/v1/tasks/2", None));
+            match http.read_response() {
+                Err(support::ReadError::TimedOut) => break,
+                Ok(response) => assert_eq!(response.status, 404, "a read showed a task before its sync: {response:?}"),
+                Err(error) => panic!("{error:?}"),
+            }
+            // Lets the client's tasks run (this runtime may have one thread).
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!keyed.is_finished() && !unkeyed.is_finished(), "replies wait for the held sync");

@@ -49,7 +49,7 @@ impl SyncGate {
 }
 
 #[test]
-fn a_default_mode_reply_waits_for_the_sync_that_covers_its_record() {
+fn a_sync_mode_reply_and_every_read_or_lease_showing_its_write_wait_for_its_sync() {
     let dir = fresh_dir();
     let mut gate = SyncGate::new(&dir);
     gate.release(1); // the new log's first record (the engine seed)
@@ -60,15 +60,21 @@ fn a_default_mode_reply_waits_for_the_sync_that_covers_its_record() {
     let mut producer = server.client();
     let body = serde_json::to_vec(&json!({"payload": "order-1"})).unwrap();
     producer.send_raw(&request_bytes("POST", "/v1/queues/orders/tasks", Some(&body)));
-
-    // The enqueue has executed (a read, which never waits, sees the task)...
+    // A read of the task, once the enqueue has executed, shows a record not
+    // yet durable, so it waits with the enqueue's reply while the sync is
+    // held (no client sees state a crash can take back: docs/durability.md).
+    // A read that comes before the enqueue executed shows nothing new and
+    // is answered `404` at once: then ask again.
     let mut reader = server.client();
-    let task = reader.task("1");
-    assert_eq!(task["state"], "ready", "{task}");
-    // ...and a lease does not wait for the sync either...
-    let leased = reader.dequeue(&["orders"], 1);
-    assert_eq!(leased.len(), 1);
-    // ...but the enqueue's reply waits while its sync is held.
+    reader.set_read_timeout(HELD_WATCH);
+    loop {
+        reader.send_raw(&request_bytes("GET", "/v1/tasks/1", None));
+        match reader.read_response() {
+            Err(ReadError::TimedOut) => break,
+            Ok(response) => assert_eq!(response.status, 404, "a read showed a task whose enqueue was not synced"),
+            Err(error) => panic!("{error:?}"),
+        }
+    }
     producer.set_read_timeout(HELD_WATCH);
     assert!(
         matches!(producer.read_response(), Err(ReadError::TimedOut)),
@@ -79,7 +85,20 @@ fn a_default_mode_reply_waits_for_the_sync_that_covers_its_record() {
     let reply = producer.read_response().expect("the reply after the sync");
     assert_eq!(reply.status, 201, "{reply:?}");
     assert_eq!(reply.body, json!({"id": "1", "state": "ready"}));
-    // Let any later syncs (the lease's record) through so the server stops cleanly.
+    reader.set_read_timeout(support::READ_TIMEOUT);
+    let read = reader.read_response().expect("the read after the sync");
+    assert_eq!((read.status, &read.body["state"]), (200, &json!("ready")), "{read:?}");
+
+    // A lease is state too: it waits for its own record's sync.
+    let body = serde_json::to_vec(&json!({"queues": ["orders"], "max": 1})).unwrap();
+    reader.send_raw(&request_bytes("POST", "/v1/dequeue", Some(&body)));
+    reader.set_read_timeout(HELD_WATCH);
+    assert!(matches!(reader.read_response(), Err(ReadError::TimedOut)), "a lease was answered before its sync");
+    gate.release(1);
+    reader.set_read_timeout(support::READ_TIMEOUT);
+    let leased = reader.read_response().expect("the lease after the sync");
+    assert_eq!(leased.status, 200, "{leased:?}");
+    // Let any later syncs through so the server stops cleanly.
     gate.release(16);
 }
 

@@ -1,15 +1,18 @@
-//! Group commit: one thread owns the log; workers hand it records and are told
-//! when each is durable.
+//! Group commit: one thread owns the log. Executing threads append records to
+//! its buffer (under the engine lock, so log order is execution order and the
+//! LSN is the record's position); the thread writes what has gathered as one
+//! batch with one write and one `fdatasync`, then advances the durable
+//! [`Watermark`]. That is all it does: no reply is built, sent or called back
+//! on its thread (replies wait in their reactors' outboxes for the watermark,
+//! `server/outbox.rs`). Records that arrive while a sync is in flight wait for
+//! the next one, so under load many requests share a sync, and alone a
+//! request waits about one sync.
 //!
-//! The thread waits for records, takes all that have arrived (up to a batch's
-//! limits), writes them as one batch with one write and one `fdatasync`, and only
-//! then calls each record's completion with its LSN. Records that arrive while a
-//! sync is in flight wait for the next one, so under load many requests share a
-//! sync, and alone a request waits about one sync.
-//!
-//! Fail-stop: if a write or sync fails, every record of that batch and every
-//! record submitted afterwards completes with an error, and nothing is retried.
+//! Fail-stop: if a write or sync fails, the watermark is marked failed and
+//! stays where it was; nothing appended afterwards is written, and nothing is
+//! retried.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -18,9 +21,7 @@ use std::time::{Duration, Instant};
 use super::format::{BATCH_BODY_BYTES_MAX, RECORD_HEADER_BYTES};
 use super::log::Log;
 use super::storage::Storage;
-
-/// Called once a record is durable (with its LSN) or can never be.
-pub type Completion = Box<dyn FnOnce(Result<u64, CommitError>) + Send>;
+pub use super::watermark::Watermark;
 
 /// Called once when the log fails (see [`CommitterOptions::on_failure`]).
 pub type FailureHook = Box<dyn FnOnce(&CommitError) + Send>;
@@ -30,17 +31,73 @@ pub type FailureHook = Box<dyn FnOnce(&CommitError) + Send>;
 pub struct CommitError(pub Arc<str>);
 
 /// Records in one batch at most: bounds the latency the last of them adds.
-const BATCH_RECORDS_MAX: usize = 4096;
+pub const BATCH_RECORDS_MAX: usize = 4096;
+
+/// Records appended and not yet taken by the writer, and the LSN the next one
+/// gets. Pure (no thread, no I/O), so the simulator (`crate::sim`) drives the
+/// same buffer the server does.
+#[derive(Debug)]
+pub struct LogBuffer {
+    pending: Vec<Vec<u8>>,
+    next_lsn: u64,
+}
+
+impl LogBuffer {
+    /// An empty buffer whose first record will have `next_lsn`.
+    pub fn new(next_lsn: u64) -> LogBuffer {
+        assert!(next_lsn >= 1, "LSNs start at 1");
+        LogBuffer { pending: Vec::new(), next_lsn }
+    }
+
+    /// Appends `record`; returns its LSN (its position in the log).
+    pub fn append(&mut self, record: Vec<u8>) -> u64 {
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        self.pending.push(record);
+        lsn
+    }
+
+    /// The LSN of the last record appended (0 if none ever was).
+    pub fn last_lsn(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Moves the oldest records into `batch` (empty on entry), as many as fit
+    /// one log batch ([`BATCH_RECORDS_MAX`], `BATCH_BODY_BYTES_MAX`; at least
+    /// one). Returns the LSNs they have.
+    pub fn take_batch(&mut self, batch: &mut Vec<Vec<u8>>) -> Range<u64> {
+        assert!(batch.is_empty());
+        let mut body_bytes = 0;
+        let mut take = 0;
+        for record in &self.pending {
+            let record_bytes = (RECORD_HEADER_BYTES + record.len() + 7) & !7;
+            if take == BATCH_RECORDS_MAX || (take > 0 && body_bytes + record_bytes > BATCH_BODY_BYTES_MAX) {
+                break;
+            }
+            body_bytes += record_bytes;
+            take += 1;
+        }
+        let first = self.next_lsn - self.pending.len() as u64;
+        batch.extend(self.pending.drain(..take));
+        first..first + take as u64
+    }
+
+    /// Forgets every record not yet taken (the log failed: none will be written).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+}
 
 struct Inbox {
-    pending: Vec<(Vec<u8>, Completion)>,
-    /// When the oldest of `pending` arrived (for the linger of interval mode).
+    buffer: LogBuffer,
+    /// When the oldest pending record arrived (for the linger of interval mode).
     oldest_pending_at: Option<Instant>,
-    /// LSN the next submitted record will get: records are written in
-    /// submission order, so it is known at submission.
-    next_lsn: u64,
     stopping: bool,
-    failed: Option<CommitError>,
+    failed: bool,
     /// A checkpoint covers every record up to this LSN: remove the segments
     /// wholly below it (done on the WAL thread, which owns the log).
     remove_through: Option<u64>,
@@ -66,8 +123,10 @@ pub struct Committer {
 struct Shared {
     inbox: Mutex<Inbox>,
     wake: Condvar,
-    /// Every record with an LSN up to this one is durable.
-    durable_lsn: AtomicU64,
+    /// The LSN of the last record appended: read without the inbox lock by
+    /// replies that show state up to it (`sync` mode reads).
+    appended_lsn: AtomicU64,
+    watermark: Arc<Watermark>,
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inbox> {
@@ -80,26 +139,33 @@ impl Committer {
         S: Storage + Send + 'static,
         S::File: Send,
     {
-        Committer::start_with(log, CommitterOptions::default())
+        Committer::start_with(log, CommitterOptions::default(), Arc::default())
     }
 
-    pub fn start_with<S>(log: Log<S>, options: CommitterOptions) -> std::io::Result<Committer>
+    /// Starts the thread; `watermark` is advanced as records become durable
+    /// (it starts at the last LSN the log already holds).
+    pub fn start_with<S>(
+        log: Log<S>,
+        options: CommitterOptions,
+        watermark: Arc<Watermark>,
+    ) -> std::io::Result<Committer>
     where
         S: Storage + Send + 'static,
         S::File: Send,
     {
         let next_lsn = log.next_lsn();
+        watermark.advance(next_lsn - 1);
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox {
-                pending: Vec::new(),
+                buffer: LogBuffer::new(next_lsn),
                 oldest_pending_at: None,
-                next_lsn,
                 stopping: false,
-                failed: None,
+                failed: false,
                 remove_through: None,
             }),
             wake: Condvar::new(),
-            durable_lsn: AtomicU64::new(next_lsn - 1),
+            appended_lsn: AtomicU64::new(next_lsn - 1),
+            watermark,
         });
         let thread_shared = shared.clone();
         let thread =
@@ -107,25 +173,23 @@ impl Committer {
         Ok(Committer { shared, thread: Some(thread) })
     }
 
-    /// Queues `record` and returns the LSN it will have; `done` is called once
-    /// it is durable, or with an error (then the LSN is never used).
-    pub fn submit(&self, record: Vec<u8>, done: Completion) -> u64 {
+    /// Appends `record` to the log buffer and returns its LSN. Called under
+    /// the engine lock by the thread that executed the record's command, so
+    /// LSN order is execution order. After a failure the record is dropped
+    /// (its LSN is never durable; the watermark says the log failed).
+    pub fn append(&self, record: Vec<u8>) -> u64 {
         let mut inbox = lock(&self.shared);
-        if let Some(error) = inbox.failed.clone() {
-            let lsn = inbox.next_lsn;
-            drop(inbox);
-            done(Err(error));
-            return lsn;
+        if inbox.failed {
+            return inbox.buffer.last_lsn() + 1;
         }
-        let lsn = inbox.next_lsn;
-        inbox.next_lsn += 1;
-        let was_empty = inbox.pending.is_empty();
+        let was_empty = inbox.buffer.is_empty();
         if was_empty {
             inbox.oldest_pending_at = Some(Instant::now());
         }
-        inbox.pending.push((record, done));
+        let lsn = inbox.buffer.append(record);
+        self.shared.appended_lsn.store(lsn, Ordering::Release);
         drop(inbox);
-        // The WAL thread sleeps only on an empty inbox (or lingers, in interval
+        // The WAL thread sleeps only on an empty buffer (or lingers, in interval
         // mode, until a deadline that a new record does not move), so only the
         // first record after it took a batch needs to wake it. A notify costs a
         // futex syscall even with nobody waiting: once per batch, not per record.
@@ -144,14 +208,18 @@ impl Committer {
         self.shared.wake.notify_one();
     }
 
-    /// The LSN of the last record submitted so far (0 if none ever was).
-    pub fn last_submitted_lsn(&self) -> u64 {
-        lock(&self.shared).next_lsn - 1
+    /// The LSN of the last record appended so far (0 if none ever was).
+    pub fn last_appended_lsn(&self) -> u64 {
+        self.shared.appended_lsn.load(Ordering::Acquire)
     }
 
     /// Every record with an LSN up to this one is durable.
     pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable_lsn.load(Ordering::Acquire)
+        self.shared.watermark.durable_lsn()
+    }
+
+    pub fn watermark(&self) -> &Arc<Watermark> {
+        &self.shared.watermark
     }
 
     /// Writes what is queued, then stops the thread.
@@ -175,11 +243,11 @@ impl Drop for Committer {
 }
 
 fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptions) {
-    let mut batch: Vec<(Vec<u8>, Completion)> = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
     loop {
-        {
+        let lsns = {
             let mut inbox = lock(shared);
-            while inbox.pending.is_empty() && !inbox.stopping && inbox.remove_through.is_none() {
+            while inbox.buffer.is_empty() && !inbox.stopping && inbox.remove_through.is_none() {
                 inbox = crate::sync::wait(&shared.wake, inbox);
             }
             if let Some(lsn) = inbox.remove_through.take() {
@@ -193,11 +261,11 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
                 }
                 continue;
             }
-            if inbox.pending.is_empty() {
+            if inbox.buffer.is_empty() {
                 // Stopping with everything written and synced: mark the log
                 // closed cleanly, so the next open takes no damage at its end
                 // for a crash's tear. (A failed log stays unmarked.)
-                if inbox.failed.is_none() {
+                if !inbox.failed {
                     if let Err(error) = log.close_cleanly() {
                         tracing::warn!(%error, "could not mark the write-ahead log closed cleanly");
                     }
@@ -210,39 +278,27 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
                 let Some(left) = options.linger.checked_sub(waited).filter(|d| !d.is_zero()) else { break };
                 inbox = crate::sync::wait_timeout(&shared.wake, inbox, left);
             }
-            // Take records in arrival order while they fit one batch.
-            let mut body_bytes = 0;
-            let mut take = 0;
-            for (record, _) in &inbox.pending {
-                let record_bytes = (RECORD_HEADER_BYTES + record.len() + 7) & !7;
-                if take == BATCH_RECORDS_MAX || (take > 0 && body_bytes + record_bytes > BATCH_BODY_BYTES_MAX) {
-                    break;
-                }
-                body_bytes += record_bytes;
-                take += 1;
-            }
-            batch.extend(inbox.pending.drain(..take));
-            inbox.oldest_pending_at = (!inbox.pending.is_empty()).then(Instant::now);
-        }
-        let records: Vec<&[u8]> = batch.iter().map(|(record, _)| record.as_slice()).collect();
-        match log.append(&records) {
-            Ok(lsns) => {
-                shared.durable_lsn.store(lsns.end - 1, Ordering::Release);
-                for ((_, done), lsn) in batch.drain(..).zip(lsns) {
-                    done(Ok(lsn));
-                }
+            let lsns = inbox.buffer.take_batch(&mut batch);
+            inbox.oldest_pending_at = (!inbox.buffer.is_empty()).then(Instant::now);
+            lsns
+        };
+        let result = log.append(&batch);
+        batch.clear();
+        match result {
+            Ok(written) => {
+                // Storage invariant: the log numbers records as the buffer did.
+                assert_eq!(written, lsns, "the log gave the batch other LSNs than the buffer");
+                shared.watermark.advance(written.end - 1);
             }
             Err(error) => {
                 let error = CommitError(Arc::from(error.to_string()));
                 tracing::error!(error = %error.0, "write-ahead log stopped; nothing more will be acknowledged");
-                let rest = {
+                {
                     let mut inbox = lock(shared);
-                    inbox.failed = Some(error.clone());
-                    std::mem::take(&mut inbox.pending)
-                };
-                for (_, done) in batch.drain(..).chain(rest) {
-                    done(Err(error.clone()));
+                    inbox.failed = true;
+                    inbox.buffer.clear();
                 }
+                shared.watermark.fail(error.0.clone());
                 if let Some(on_failure) = options.on_failure.take() {
                     on_failure(&error);
                 }
@@ -253,21 +309,28 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{channel, Receiver};
+    use std::sync::mpsc::{channel, Receiver, Sender};
     use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::wal::log_tests::{salts, SEGMENT_BYTES};
     use crate::wal::storage::{SimStorage, SyncGate};
+    use crate::wal::watermark::Listener;
 
-    fn completion() -> (Completion, Receiver<Result<u64, CommitError>>) {
+    /// Reports every advance of the watermark on a channel.
+    struct Advances(Mutex<Sender<u64>>);
+
+    impl Listener for Advances {
+        fn advanced(&self, durable_lsn: u64) {
+            let _ = crate::sync::lock(&self.0).send(durable_lsn);
+        }
+    }
+
+    fn watermark() -> (Arc<Watermark>, Receiver<u64>) {
         let (tx, rx) = channel();
-        (
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-            rx,
-        )
+        let watermark = Arc::new(Watermark::default());
+        watermark.listen(Arc::new(Advances(Mutex::new(tx))));
+        (watermark, rx)
     }
 
     /// A log with its first segment already created, so the only syncs left are
@@ -279,30 +342,30 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_waits_for_the_sync_that_covers_its_record_and_later_records_share_one() {
+    fn the_watermark_passes_a_record_only_after_its_sync_and_later_records_share_one() {
         let storage = SimStorage::default();
         let log = started_log(&storage);
         let (entered_tx, entered) = channel();
         let (open, open_rx) = channel();
         storage.disk().sync_gate = Some(SyncGate { entered: entered_tx, open: Arc::new(Mutex::new(open_rx)) });
-        let committer = Committer::start(log).unwrap();
+        let (watermark, advances) = watermark();
+        let committer = Committer::start_with(log, CommitterOptions::default(), watermark.clone()).unwrap();
+        assert_eq!(advances.recv().unwrap(), 1, "starts at what the log holds");
 
-        let (done, a) = completion();
-        committer.submit(b"a".to_vec(), done);
+        assert_eq!(committer.append(b"a".to_vec()), 2);
         entered.recv().unwrap(); // written; its sync has begun and is held open
-        assert!(a.try_recv().is_err(), "acknowledged before its sync returned");
+        assert_eq!(watermark.durable_lsn(), 1, "advanced before its sync returned");
 
         // Arriving during that sync, b and c wait for the next one, together.
-        let (done, b) = completion();
-        committer.submit(b"b".to_vec(), done);
-        let (done, c) = completion();
-        committer.submit(b"c".to_vec(), done);
+        assert_eq!(committer.append(b"b".to_vec()), 3);
+        assert_eq!(committer.append(b"c".to_vec()), 4);
+        assert_eq!(committer.last_appended_lsn(), 4);
         open.send(()).unwrap();
-        assert_eq!(a.recv().unwrap(), Ok(2));
+        assert_eq!(advances.recv().unwrap(), 2);
         entered.recv().unwrap();
-        assert!(b.try_recv().is_err() && c.try_recv().is_err());
+        assert_eq!(watermark.durable_lsn(), 2);
         open.send(()).unwrap();
-        assert_eq!((b.recv().unwrap(), c.recv().unwrap()), (Ok(3), Ok(4)));
+        assert_eq!(advances.recv().unwrap(), 4, "b and c are durable together");
         assert!(entered.try_recv().is_err(), "b and c shared one sync");
         storage.disk().sync_gate = None;
         committer.stop();
@@ -314,34 +377,58 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_fails_its_records_and_everything_after() {
+    fn a_failed_sync_fails_the_watermark_which_never_passes_its_records() {
         let storage = SimStorage::default();
         let log = started_log(&storage);
         storage.disk().syncs_until_failure = Some(0);
-        let committer = Committer::start(log).unwrap();
-        let (done, a) = completion();
-        committer.submit(b"a".to_vec(), done);
-        assert!(a.recv().unwrap().is_err());
-        let (done, b) = completion();
-        committer.submit(b"b".to_vec(), done);
-        assert!(b.recv().unwrap().is_err(), "fail-stop: nothing after a failed sync is acknowledged");
+        let (watermark, advances) = watermark();
+        let (failed_tx, failed) = channel();
+        let on_failure: FailureHook = Box::new(move |error| failed_tx.send(error.clone()).unwrap());
+        let options = CommitterOptions { on_failure: Some(on_failure), ..CommitterOptions::default() };
+        let committer = Committer::start_with(log, options, watermark.clone()).unwrap();
+        assert_eq!(advances.recv().unwrap(), 1);
+        committer.append(b"a".to_vec());
+        failed.recv().unwrap();
+        assert_eq!(advances.recv().unwrap(), 1, "listeners are told of the failure");
+        assert!(watermark.failed().is_some());
+        assert_eq!(watermark.durable_lsn(), 1, "fail-stop: the record of the failed sync is never durable");
+        assert!(watermark.settled(2), "replies waiting for it may leave (as storage_failed)");
+        committer.append(b"b".to_vec());
         committer.stop();
+        assert_eq!(watermark.durable_lsn(), 1, "nothing after a failed sync is written");
     }
 
     #[test]
     fn stop_writes_what_is_queued() {
         let storage = SimStorage::default();
-        let committer = Committer::start(started_log(&storage)).unwrap();
-        let receivers: Vec<_> = (0..100)
-            .map(|i| {
-                let (done, rx) = completion();
-                committer.submit(format!("r{i}").into_bytes(), done);
-                rx
-            })
-            .collect();
-        committer.stop();
-        for (i, rx) in receivers.into_iter().enumerate() {
-            assert_eq!(rx.recv().unwrap(), Ok(i as u64 + 2));
+        let (watermark, _advances) = watermark();
+        let committer =
+            Committer::start_with(started_log(&storage), CommitterOptions::default(), watermark.clone()).unwrap();
+        for i in 0..100u64 {
+            assert_eq!(committer.append(format!("r{i}").into_bytes()), i + 2);
         }
+        committer.stop();
+        assert_eq!(watermark.durable_lsn(), 101);
+    }
+
+    #[test]
+    fn a_buffer_takes_whole_batches_in_order_and_numbers_them_by_position() {
+        let mut buffer = LogBuffer::new(7);
+        assert_eq!(buffer.last_lsn(), 6);
+        for i in 0..(BATCH_RECORDS_MAX + 3) {
+            assert_eq!(buffer.append(vec![0; 8]), 7 + i as u64);
+        }
+        let mut batch = Vec::new();
+        assert_eq!(buffer.take_batch(&mut batch), 7..7 + BATCH_RECORDS_MAX as u64);
+        assert_eq!(batch.len(), BATCH_RECORDS_MAX);
+        batch.clear();
+        let last = 7 + BATCH_RECORDS_MAX as u64;
+        assert_eq!(buffer.take_batch(&mut batch), last..last + 3);
+        assert!(buffer.is_empty());
+        // One record larger than a batch's body still goes, alone.
+        buffer.append(vec![0; BATCH_BODY_BYTES_MAX]);
+        buffer.append(vec![0; 8]);
+        batch.clear();
+        assert_eq!(buffer.take_batch(&mut batch).count(), 1);
     }
 }

@@ -9,6 +9,7 @@ pub mod format;
 pub mod log;
 pub mod record;
 pub mod storage;
+pub mod watermark;
 
 #[cfg(test)]
 pub(crate) mod log_tests;
