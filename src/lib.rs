@@ -12,6 +12,7 @@ pub mod http;
 pub mod limits;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sim;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod sync;

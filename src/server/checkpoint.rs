@@ -121,7 +121,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
         if upto == applied_lsn {
             return Ok(None);
         }
-        let (meta, next_id) = state.engine.take_changes_into(&mut rows);
+        let (meta, next_id) = state.executor.engine.take_changes_into(&mut rows);
         (meta, next_id, upto, state.journal.tiering.as_ref().map(|t| t.fence.advance()))
     };
     // Cold payloads being read off the lock keep their rows (tiering.rs).
@@ -149,7 +149,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
         let mut state = crate::sync::lock(&shared.engine);
         let state = &mut *state;
         if let Some(tiering) = &state.journal.tiering {
-            tiering.evict(&mut state.engine, checkpointed_below);
+            tiering.evict(&mut state.executor.engine, checkpointed_below);
         }
     }
     tracing::debug!(

@@ -18,12 +18,13 @@ use super::reply::ReplyTo;
 
 use super::tiering::Tiering;
 use super::ServeError;
-use crate::command::{execute, Command, Reply};
+use crate::command::{Command, Reply};
+use crate::core::executor::{encode_entry, Effects};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::store::Store;
 use crate::wal::committer::{Committer, CommitterOptions, FailureHook};
 use crate::wal::log::{Log, OpenOptions};
-use crate::wal::record::{self, Entry, LogRecord};
+use crate::wal::record::Entry;
 use crate::wal::storage::DirStorage;
 use crate::wal::watermark::Watermark;
 
@@ -173,42 +174,6 @@ impl Journal {
         }
     }
 
-    /// Whether commands must be logged at all.
-    pub(crate) fn is_on(&self) -> bool {
-        self.committer.is_some()
-    }
-
-    /// Appends `record` to the log (ticks, a held long poll's lease); called
-    /// under the engine lock, right after the engine executed it.
-    pub(crate) fn log(&self, record: Vec<u8>) {
-        if let Some(committer) = &self.committer {
-            committer.append(record);
-        }
-    }
-
-    /// Executes `command` at `now_ms`, appends its record to the log in the
-    /// same critical section if it changes state (so log order is execution
-    /// order), and sends the reply tagged with [`Journal::reply_lsn`].
-    pub(crate) fn execute(&self, engine: &mut Engine, command: Command, now_ms: u64, reply: ReplyTo) {
-        if let Some(refusal) = self.over_payload_budget(engine, &command) {
-            reply.send(refusal, self.reply_lsn());
-            return;
-        }
-        let Some(committer) = self.committer.as_ref().filter(|_| record::is_logged(&command)) else {
-            let result = execute(engine, command, now_ms);
-            self.reply(engine, result, reply, self.reply_lsn());
-            return;
-        };
-        let mut bytes = Vec::with_capacity(64);
-        record::encode_command(now_ms, &command, &mut bytes);
-        let result = execute(engine, command, now_ms);
-        // An empty dequeue changed nothing: no record.
-        if !matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {
-            committer.append(bytes);
-        }
-        self.reply(engine, result, reply, self.reply_lsn());
-    }
-
     /// Writes what is queued and stops the WAL thread (once the checkpointer,
     /// which shares it, has stopped).
     pub(crate) fn stop(&mut self) {
@@ -221,11 +186,35 @@ impl Journal {
     }
 }
 
-/// Encodes a record that is not a client's command (a tick, a long poll's lease).
-pub(crate) fn encode_entry(now_ms: u64, entry: Entry) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(32);
-    record::encode(&LogRecord { now_ms, entry }, &mut bytes);
-    bytes
+/// The server's side of the executor (`crate::core::executor`): records go
+/// to the WAL thread's buffer, replies to their reactors (through the cold
+/// reader when they show cold payloads).
+impl Effects for Journal {
+    type To = ReplyTo;
+
+    fn logging(&self) -> bool {
+        self.committer.is_some()
+    }
+
+    fn append(&mut self, record: Vec<u8>) -> u64 {
+        self.committer.as_ref().map_or(0, |committer| committer.append(record))
+    }
+
+    fn reply_lsn(&self) -> u64 {
+        Journal::reply_lsn(self)
+    }
+
+    fn send(&mut self, engine: &Engine, to: ReplyTo, reply: Reply, lsn: u64) {
+        self.reply(engine, reply, to, lsn);
+    }
+
+    fn is_closed(to: &ReplyTo) -> bool {
+        to.is_closed()
+    }
+
+    fn refuse(&self, engine: &Engine, command: &Command) -> Option<Reply> {
+        self.over_payload_budget(engine, command)
+    }
 }
 
 /// What the log writer reports to: the durable watermark it advances, and
@@ -308,7 +297,7 @@ pub(crate) fn recover(
         tracing::error!(%dropped, "--accept-data-loss: damaged write-ahead log; dropped");
     }
 
-    let (mut engine, applied_lsn) = match checkpoint {
+    let (engine, applied_lsn) = match checkpoint {
         Some(checkpoint) => {
             let restored = Engine::restore(
                 config.clone(),
@@ -354,28 +343,14 @@ pub(crate) fn recover(
     let records: Vec<_> = recovered.records.into_iter().filter(|(lsn, _)| *lsn > applied_lsn).collect();
     let records_count = records.len();
     let bytes_count: usize = records.iter().map(|(_, r)| r.len()).sum();
-    let mut clock_ms = 0;
     let mut last_progress = started;
-    for (i, (lsn, bytes)) in records.into_iter().enumerate() {
-        let replay_error = |reason: String| ServeError::Replay { lsn, reason };
-        let LogRecord { now_ms, entry } = record::decode(&bytes).map_err(|e| replay_error(e.0))?;
-        clock_ms = clock_ms.max(now_ms);
-        match (entry, engine.as_mut()) {
-            (Entry::Seed(seed), None) => engine = Some(Engine::new(EngineConfig { seed, ..config.clone() })),
-            (Entry::Command(command), Some(engine)) => {
-                execute(engine, command, now_ms);
-            }
-            (Entry::Tick { work_max }, Some(engine)) => {
-                engine.tick(now_ms, work_max as usize);
-            }
-            (Entry::Seed(_), Some(_)) => return Err(replay_error("a second seed record".into())),
-            (_, None) => return Err(replay_error("the log does not begin with the engine's seed".into())),
-        }
+    let (engine, clock_ms) = crate::core::replay::replay(&config, engine, records, |replayed| {
         if last_progress.elapsed() >= REPLAY_PROGRESS_EVERY {
             last_progress = Instant::now();
-            tracing::info!(replayed = i + 1, of = records_count, "replaying the write-ahead log");
+            tracing::info!(replayed, of = records_count, "replaying the write-ahead log");
         }
-    }
+    })
+    .map_err(|e| ServeError::Replay { lsn: e.lsn, reason: e.reason })?;
     let mut engine = match engine {
         Some(engine) => engine,
         None => {
