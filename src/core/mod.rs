@@ -3,6 +3,7 @@
 //! threads drive them and the simulator (`crate::sim`) drives the very same
 //! code. See docs/architecture.md, "The path of a request".
 
+pub mod connections;
 pub mod executor;
 pub mod outbox;
 pub mod replay;

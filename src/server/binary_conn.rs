@@ -12,7 +12,7 @@
 //!   inbox, answers what needs no worker at once (hello, ping, errors,
 //!   `overloaded`, `recovering`, `shutting_down`), and hands commands to the
 //!   workers. Their replies come back through the reactor's mailbox
-//!   ([`Replies`], `reply.rs`), whose one task encodes each into its
+//!   ([`Replies`], `outbox.rs`), whose one task encodes each into its
 //!   connection's output; only a long poll gets a task of its own, which
 //!   awaits its reply and watches for the peer leaving. It takes no new frame
 //!   while `--connection-requests-in-flight-max` requests are in flight, or
@@ -57,13 +57,12 @@ use tqx_wire::{ErrorCode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
+use super::outbox::{self, reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::reactor::reply_budget_released;
-use super::reply::{reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
-use crate::core::outbox::Outbox;
 use crate::engine::EngineError;
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 /// An output buffer that grew past this (a large reply) is released after
@@ -199,7 +198,7 @@ impl Conn {
 }
 
 /// A reactor's binary connections, and the mailbox through which workers
-/// send replies back to this reactor (both protocols'; `reply.rs`).
+/// send replies back to this reactor (both protocols'; `outbox.rs`).
 pub(crate) struct Replies {
     pub(crate) mailbox: Arc<Mailbox>,
     conns: RefCell<Slab<Registered>>,
@@ -222,7 +221,8 @@ impl Replies {
             generation: Cell::new(0),
             worker_wake_pending: Rc::new(Cell::new(false)),
         });
-        tokio_uring::spawn(deliver_loop(replies.clone()));
+        let (mailbox, delivering) = (replies.mailbox.clone(), replies.clone());
+        tokio_uring::spawn(outbox::release_loop(mailbox, move |delivery| delivering.deliver(delivery)));
         replies
     }
 
@@ -262,17 +262,8 @@ impl Replies {
     /// connection has gone (its write failed, so it stopped waiting) has
     /// nobody to go to.
     fn deliver(&self, delivery: Delivery) {
-        let reply = match (delivery.reply, self.mailbox.watermark().failed()) {
-            // The log failed before this reply's records were durable.
-            (Some(_), Some(reason)) if delivery.lsn > self.mailbox.watermark().durable_lsn() => {
-                Some(Reply::StorageFailed(Arc::from(format!(
-                    "the write-ahead log failed ({reason}); the server is stopping and this request may or may not \
-                     have been recorded"
-                ))))
-            }
-            (reply, _) => reply,
-        };
-        match delivery.target {
+        let (target, reply) = outbox::released(delivery, self.mailbox.watermark());
+        match target {
             Target::Task(sender) => {
                 // `None` (dropped unanswered) only comes through a mailbox reply.
                 if let Some(reply) = reply {
@@ -287,41 +278,6 @@ impl Replies {
                 }
                 // `None`: the workers dropped the request (they stopped).
                 registered.conn.answer(opcode, request_id, reply);
-            }
-        }
-    }
-}
-
-/// The reactor's one delivering task: drains the mailbox whenever it is
-/// signalled (a worker pushed, or the watermark reached a held reply),
-/// passes on what the durable watermark covers, and holds the rest in the
-/// reactor's outbox (`reply.rs`).
-async fn deliver_loop(replies: Rc<Replies>) {
-    let mut batch: Vec<Delivery> = Vec::new();
-    let mut outbox: Outbox<Delivery> = Outbox::default();
-    let watermark = replies.mailbox.watermark();
-    loop {
-        replies.mailbox.wait().await;
-        replies.mailbox.take(&mut batch);
-        let durable_lsn = watermark.durable_lsn();
-        for delivery in batch.drain(..) {
-            if delivery.lsn <= durable_lsn {
-                replies.deliver(delivery);
-            } else {
-                outbox.hold(delivery.lsn, delivery);
-            }
-        }
-        loop {
-            if watermark.failed().is_some() {
-                outbox.release_all(|delivery| replies.deliver(delivery));
-            } else {
-                outbox.release(watermark.durable_lsn(), |delivery| replies.deliver(delivery));
-            }
-            replies.mailbox.set_held_lsn_min(outbox.lsn_min());
-            // Read again after publishing (watermark.rs, "Ordering"): an
-            // advance in between woke nobody, so release what it covers here.
-            if outbox.is_empty() || (outbox.lsn_min() > watermark.durable_lsn() && watermark.failed().is_none()) {
-                break;
             }
         }
     }

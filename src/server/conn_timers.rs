@@ -62,16 +62,11 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::os;
-use crate::limits::{
-    CONNECTIONS_CLOSING_ADMITTED_MAX, CONNECTION_SWEEP_INTERVAL_MS_MAX, CONNECTION_SWEEP_INTERVAL_MS_MIN,
-    PRUNE_BATCH_PERMILLE, PRUNE_SCAN_INTERVAL_MS,
-};
+use crate::limits::PRUNE_SCAN_INTERVAL_MS;
 
-/// `request_started_ms` when no request is unfinished.
-const NO_REQUEST: u64 = u64::MAX;
-/// `request_started_ms` of a request that began while the connection was
-/// busy: `release` stamps it when the connection goes idle.
-const STARTED_WHILE_BUSY: u64 = u64::MAX - 1;
+pub(crate) use crate::core::connections::{
+    keep_longest_idle, prune_count, verdict, write_late, Policy, Verdict, NO_REQUEST, STARTED_WHILE_BUSY,
+};
 /// A slot's `idle_since_ms` while its connection has a hold: never pruned.
 const BUSY: u64 = u64::MAX;
 /// A time that has not happened: `short_scan_ms` while the last pruning
@@ -102,128 +97,6 @@ impl Clock {
             #[cfg(test)]
             Clock::Manual(now) => now.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// The connection-lifetime settings (`--request-deadline-ms`,
-/// `--idle-timeout-ms`, `--prune-above-percent`, `--max-connections`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Policy {
-    /// 0: off.
-    pub(crate) request_deadline_ms: u64,
-    /// 0: off.
-    pub(crate) idle_timeout_ms: u64,
-    /// 100: never prune.
-    pub(crate) prune_above_percent: u8,
-    pub(crate) connections_max: usize,
-}
-
-impl Policy {
-    /// Open connections (not already being closed) above this make an
-    /// accept prune.
-    pub(crate) fn prune_above_count(&self) -> usize {
-        if self.prune_above_percent >= 100 {
-            return usize::MAX;
-        }
-        self.connections_max.saturating_mul(usize::from(self.prune_above_percent)) / 100
-    }
-
-    /// What a pruning pass brings the open count down to: 1 % of the limit
-    /// below the threshold, so one scan serves many accepts.
-    fn prune_target_count(&self) -> usize {
-        let batch = (self.connections_max.saturating_mul(PRUNE_BATCH_PERMILLE) / 1000).max(1);
-        self.prune_above_count().saturating_sub(batch)
-    }
-
-    /// How often a reactor sweeps its connections: a quarter of the shorter
-    /// timeout, so one is enforced at most a quarter late; `None` when both
-    /// are off.
-    pub(crate) fn sweep_interval_ms(&self) -> Option<u64> {
-        let shortest = [self.request_deadline_ms, self.idle_timeout_ms].into_iter().filter(|&ms| ms > 0).min()?;
-        Some((shortest / 4).clamp(CONNECTION_SWEEP_INTERVAL_MS_MIN, CONNECTION_SWEEP_INTERVAL_MS_MAX))
-    }
-}
-
-/// What the sweep does with a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Keep,
-    /// An unfinished request outlived `--request-deadline-ms`.
-    RequestDeadline,
-    /// No request and nothing in flight for `--idle-timeout-ms`.
-    IdleTimeout,
-    /// A write of replies waited `--request-deadline-ms` for the peer to read
-    /// (a client that asks and never reads holds its reply budget, and with
-    /// enough of them the server-wide one, until this closes it).
-    WriteDeadline,
-}
-
-impl Verdict {
-    fn reason(self) -> &'static str {
-        match self {
-            Verdict::Keep => "kept",
-            Verdict::RequestDeadline => "request deadline missed (--request-deadline-ms)",
-            Verdict::IdleTimeout => "idle timeout (--idle-timeout-ms)",
-            Verdict::WriteDeadline => "replies not read within --request-deadline-ms",
-        }
-    }
-}
-
-/// The sweep's decision for one connection, from its state at `now_ms`.
-/// Pure, so the policy is tested without sockets or sleeps.
-pub(crate) fn verdict(
-    policy: &Policy,
-    now_ms: u64,
-    holds: u32,
-    request_started_ms: u64,
-    idle_since_ms: u64,
-) -> Verdict {
-    if holds > 0 {
-        return Verdict::Keep; // busy: a long poll, a request at a worker, a write
-    }
-    if request_started_ms != NO_REQUEST {
-        // A request is unfinished: the deadline applies, the idle timeout does not.
-        let late = policy.request_deadline_ms > 0
-            && request_started_ms != STARTED_WHILE_BUSY
-            && now_ms.saturating_sub(request_started_ms) >= policy.request_deadline_ms;
-        return if late { Verdict::RequestDeadline } else { Verdict::Keep };
-    }
-    let idle = policy.idle_timeout_ms > 0 && now_ms.saturating_sub(idle_since_ms) >= policy.idle_timeout_ms;
-    if idle {
-        Verdict::IdleTimeout
-    } else {
-        Verdict::Keep
-    }
-}
-
-/// Whether a write of replies that began at `write_started_ms` (`NO_REQUEST`:
-/// none pending) has waited out the request deadline. It applies while the
-/// connection is busy too: a write pending that long is the peer's doing
-/// (it does not read), unlike a request at a worker or a long poll.
-pub(crate) fn write_late(policy: &Policy, now_ms: u64, write_started_ms: u64) -> bool {
-    policy.request_deadline_ms > 0
-        && write_started_ms != NO_REQUEST
-        && now_ms.saturating_sub(write_started_ms) >= policy.request_deadline_ms
-}
-
-/// How many connections a pruning pass closes, with `open_count` open of
-/// which `closing_count` are already being closed.
-pub(crate) fn prune_count(policy: &Policy, open_count: usize, closing_count: usize) -> usize {
-    let live = open_count.saturating_sub(closing_count);
-    if live <= policy.prune_above_count() {
-        return 0;
-    }
-    live - policy.prune_target_count()
-}
-
-/// Leaves in `candidates` (`(idle_since_ms, key)`) the `count` longest idle
-/// (smallest `idle_since_ms`), in no particular order: O(n).
-pub(crate) fn keep_longest_idle(candidates: &mut Vec<(u64, usize)>, count: usize) {
-    if count == 0 {
-        candidates.clear();
-    } else if count < candidates.len() {
-        candidates.select_nth_unstable(count - 1);
-        candidates.truncate(count);
     }
 }
 
@@ -285,13 +158,10 @@ impl Registry {
     /// client is never its own victim). Below `--max-connections` it stays;
     /// at the limit it stays only in place of a connection already closing
     /// (at most a tenth of the limit past it, at least 1 and at most
-    /// [`CONNECTIONS_CLOSING_ADMITTED_MAX`]).
+    /// `limits::CONNECTIONS_CLOSING_ADMITTED_MAX`).
     pub(crate) fn admit(&self, open_before: usize) -> bool {
         self.prune_if_nearly_full(open_before + 1);
-        let max = self.policy.connections_max;
-        let closing_admitted_max = (max / 10).clamp(1, CONNECTIONS_CLOSING_ADMITTED_MAX);
-        let closing_admitted = self.closing_count.load(Ordering::Acquire).min(closing_admitted_max);
-        open_before < max + closing_admitted
+        crate::core::connections::admits(&self.policy, open_before, self.closing_count.load(Ordering::Acquire))
     }
 
     /// With `open_count` connections open (including one just accepted):
@@ -568,6 +438,7 @@ pub(crate) async fn sweep_loop(conns: Rc<ReactorConns>, shared: Arc<super::Share
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::CONNECTION_SWEEP_INTERVAL_MS_MIN;
 
     fn policy(request_deadline_ms: u64, idle_timeout_ms: u64, connections_max: usize) -> Policy {
         Policy { request_deadline_ms, idle_timeout_ms, prune_above_percent: 90, connections_max }

@@ -14,7 +14,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::reply::ReplyTo;
+use super::outbox::ReplyTo;
 
 use super::tiering::Tiering;
 use super::ServeError;

@@ -31,11 +31,12 @@ mod checkpoint;
 mod conn_timers;
 mod datadir;
 mod durability;
+mod http_conn;
 mod lease_key;
 mod liveness;
 mod os;
+mod outbox;
 mod reactor;
-mod reply;
 mod tiering;
 mod worker;
 
@@ -295,7 +296,7 @@ pub(crate) struct Shared {
     /// timeout and pruning (`conn_timers.rs`).
     pub(crate) conns: conn_timers::Registry,
     /// The durable watermark the log writer advances and replies wait for
-    /// (`reply.rs`); never advanced in `memory` mode, where replies carry LSN 0.
+    /// (`outbox.rs`); never advanced in `memory` mode, where replies carry LSN 0.
     pub(crate) watermark: Arc<crate::wal::watermark::Watermark>,
 }
 

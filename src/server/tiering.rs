@@ -13,7 +13,7 @@
 //! the reply goes to the cold-reader thread (`tqx-cold-read`), which reads the
 //! payloads from RocksDB, fills them in and sends the reply with the LSN it
 //! was given under the lock, so it still waits for the durable watermark in
-//! its reactor's outbox (`reply.rs`) like any other.
+//! its reactor's outbox (`outbox.rs`) like any other.
 //!
 //! **Cold copies are bounded server-wide.** A payload read back is a fresh
 //! copy per reply (unlike a resident one, which replies share), and a reply
@@ -45,7 +45,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::liveness::Liveness;
-use super::reply::ReplyTo;
+use super::outbox::ReplyTo;
 use crate::command::Reply;
 use crate::engine::{Engine, TaskId};
 use crate::limits::COLD_READ_BYTES_MAX;

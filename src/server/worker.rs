@@ -4,7 +4,7 @@
 //! A worker pops jobs from the request queue in batches and hands each to the
 //! executor under one lock acquisition; the executor appends each record to
 //! the WAL thread's buffer and sends each reply to its reactor, tagged with
-//! the LSN it waits for (`reply.rs`). With one worker (the default) the lock
+//! the LSN it waits for (`outbox.rs`). With one worker (the default) the lock
 //! is never contended; with several it serialises engine access, which is
 //! still correct. The checkpointer takes the same lock briefly to take the
 //! engine's changed rows (`checkpoint.rs`).
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::durability::Journal;
-use super::reply::ReplyTo;
+use super::outbox::ReplyTo;
 use super::Shared;
 use crate::command::Command;
 use crate::core::executor::Executor;
@@ -73,7 +73,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         let exiting = shared.workers_stop.load(Ordering::Acquire);
         let wall_ms = now_ms();
         // Replies to binary connections wake their reactors once, after the batch.
-        let (now, wake_ms) = super::reply::batch_wakes(|| {
+        let (now, wake_ms) = super::outbox::batch_wakes(|| {
             let mut state = crate::sync::lock(&shared.engine);
             let EngineState { executor, journal } = &mut *state;
             let now = executor.advance_clock(wall_ms);

@@ -21,6 +21,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::command::{Command, CompleteItem, Reply};
+use crate::core::connections::{
+    admits, keep_longest_idle, prune_count, verdict, write_late, Policy, Verdict, NO_REQUEST,
+};
 use crate::core::executor::{encode_entry, Effects, Executor};
 use crate::core::outbox::Outbox;
 use crate::core::replay::replay;
@@ -32,8 +35,8 @@ use crate::wal::storage::SimStorage;
 
 /// Segments of the simulated log: small, so that runs roll segments often.
 const SEGMENT_BYTES: usize = 64 << 10;
-/// Simulated clients (connections).
-const CLIENTS_COUNT: usize = 4;
+/// Simulated clients, each with at most one connection at a time.
+const CLIENTS_COUNT: usize = 7;
 const QUEUES: [&str; 2] = ["a", "b"];
 
 /// A bug planted on purpose, to show the simulator finds it.
@@ -162,8 +165,18 @@ struct Server {
     failed: bool,
 }
 
-#[derive(Default)]
 struct Client {
+    /// Holds a connection slot (admitted, not yet closed).
+    connected: bool,
+    /// Requests sent whose replies the server has not released yet: the
+    /// connection is busy (`core::connections::verdict`'s holds).
+    holds: u32,
+    /// When the connection last went idle or had a request taken.
+    idle_since_ms: u64,
+    /// When an unfinished request's first byte came (`NO_REQUEST`: none).
+    request_started_ms: u64,
+    /// When the oldest reply it has not read arrived (`NO_REQUEST`: none).
+    write_started_ms: u64,
     closed: Rc<Cell<bool>>,
     next_request_id: u64,
     /// Replies the server sent, not yet read (a slow reader lets them pile up).
@@ -173,6 +186,33 @@ struct Client {
     /// Leases this client holds (id, token).
     leases: Vec<(TaskId, LeaseToken)>,
 }
+
+impl Client {
+    /// A new connection (closed until admitted), keeping the request ids going.
+    fn fresh(next_request_id: u64) -> Client {
+        Client {
+            connected: false,
+            holds: 0,
+            idle_since_ms: 0,
+            request_started_ms: NO_REQUEST,
+            write_started_ms: NO_REQUEST,
+            closed: Rc::new(Cell::new(true)),
+            next_request_id,
+            inbox: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            leases: Vec::new(),
+        }
+    }
+}
+
+/// Connection slots: fewer than clients, so admission and pruning happen.
+const CONNECTIONS_MAX: usize = 5;
+const POLICY: Policy = Policy {
+    request_deadline_ms: 10_000,
+    idle_timeout_ms: 60_000,
+    prune_above_percent: 90,
+    connections_max: CONNECTIONS_MAX,
+};
 
 /// What clients were shown, checked after every restart.
 #[derive(Default)]
@@ -204,6 +244,12 @@ struct Sim {
     trace: std::collections::hash_map::DefaultHasher,
     report: Report,
     step: u64,
+    /// The log's final batch: `(segment, offset)` where it starts. A bit flip
+    /// there is indistinguishable from a write torn by a crash, and recovery
+    /// drops it as one (docs/durability.md, "What recovery does with
+    /// damage"): a documented limit, so the simulator flips bits only
+    /// before it.
+    final_batch_at: Option<(u64, usize)>,
 }
 
 /// Runs one simulation.
@@ -216,12 +262,13 @@ pub fn run(options: Options) -> Result<Report, Failure> {
         wall_ms: 1_000_000_000,
         time_max_ms: 1_000_000_000,
         server: None,
-        clients: (0..CLIENTS_COUNT).map(|_| Client::default()).collect(),
+        clients: (0..CLIENTS_COUNT).map(|_| Client::fresh(0)).collect(),
         shown: Shown::default(),
         known_ids: Vec::new(),
         trace: Default::default(),
         report: Report::default(),
         step: 0,
+        final_batch_at: None,
         options,
     };
     let result = sim.run();
@@ -244,16 +291,23 @@ impl Sim {
             self.step += 1;
             self.trace.write_u64(self.step);
             let roll = self.rng.below(1000);
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                let durable = self.server.as_ref().map(|s| (s.durable_lsn, s.effects.buffer.last_lsn()));
+                eprintln!("step {} roll {roll} durable/appended {durable:?}", self.step);
+            }
             match roll {
-                0..=349 => self.client_sends(),
-                350..=549 => self.worker_runs()?,
-                550..=699 => self.log_writer_runs()?,
-                700..=799 => self.reactor_releases(),
-                800..=899 => self.client_reads(),
-                900..=959 => self.clock_moves(),
-                960..=974 => self.client_reconnects(),
-                975..=979 => self.disk_fails_next_sync(),
-                980..=981 => self.bit_flips(),
+                0..=329 => self.client_sends(),
+                330..=529 => self.worker_runs()?,
+                530..=669 => self.log_writer_runs()?,
+                670..=769 => self.reactor_releases(),
+                770..=859 => self.client_reads(),
+                860..=909 => self.clock_moves(),
+                910..=949 => self.client_connects()?,
+                950..=954 => self.client_leaves(),
+                955..=964 => self.client_trickles(),
+                965..=979 => self.sweep()?,
+                980..=984 => self.disk_fails_next_sync(),
+                985..=986 => self.bit_flips(),
                 _ => {
                     if !self.crash_and_restart()? {
                         return Ok(());
@@ -339,10 +393,10 @@ impl Sim {
             disk.crash(|_, _| coin.chance(50));
             disk.syncs_until_failure = None;
         }
-        // Every connection breaks; clients reconnect.
+        // Every connection breaks.
         for client in &mut self.clients {
             client.closed.set(true);
-            *client = Client { next_request_id: client.next_request_id, ..Client::default() };
+            *client = Client::fresh(client.next_request_id);
         }
         self.trace.write_u64(0xC4A5);
         self.start()
@@ -351,8 +405,18 @@ impl Sim {
     fn client_sends(&mut self) {
         let Some(server) = &mut self.server else { return };
         let client_index = self.rng.below(CLIENTS_COUNT as u64) as usize;
-        // Pipelining: a few requests at once.
+        if !self.clients[client_index].connected {
+            return;
+        }
+        // Pipelining: a few requests at once; an unfinished one is finished.
         let count = 1 + self.rng.below(3);
+        let now_ms = self.time_max_ms;
+        let client = &mut self.clients[client_index];
+        client.request_started_ms = NO_REQUEST;
+        if client.holds == 0 {
+            client.idle_since_ms = now_ms;
+        }
+        client.holds += count as u32;
         for _ in 0..count {
             let client = &mut self.clients[client_index];
             let command = next_command(&mut self.rng, client, &self.known_ids);
@@ -390,7 +454,15 @@ impl Sim {
         }
         let mut batch = Vec::new();
         let lsns = server.effects.buffer.take_batch(&mut batch);
-        match server.log.append(&batch) {
+        let end_before = newest_segment_end(&self.storage);
+        let result = server.log.append(&batch);
+        let end_after = newest_segment_end(&self.storage);
+        self.final_batch_at = match (end_before, end_after) {
+            (Some((before, offset)), Some((after, _))) if before == after => Some((after, offset)),
+            (_, Some((after, _))) => Some((after, crate::wal::format::SEGMENT_HEADER_BYTES)),
+            _ => None,
+        };
+        match result {
             Ok(written) => {
                 if written != lsns {
                     return Err(format!("the log numbered a batch {written:?}, the buffer {lsns:?}"));
@@ -427,6 +499,14 @@ impl Sim {
             if to.closed.get() {
                 return; // the connection is gone: nobody to send to
             }
+            let client = &mut clients[to.client];
+            client.holds -= 1;
+            if client.holds == 0 {
+                client.idle_since_ms = now_ms;
+            }
+            if client.inbox.is_empty() {
+                client.write_started_ms = now_ms;
+            }
             trace.write_u64(to.request_id);
             trace.write(format!("{reply:?}").as_bytes());
             report.replies += 1;
@@ -440,6 +520,9 @@ impl Sim {
         let count = self.rng.below(4);
         for _ in 0..count {
             let Some((request_id, reply)) = client.inbox.pop_front() else { break };
+            if client.inbox.is_empty() {
+                client.write_started_ms = NO_REQUEST;
+            }
             let command = client.in_flight.remove(&request_id);
             match (command, reply) {
                 (_, Reply::Leased(tasks)) => client.leases.extend(tasks.iter().map(|t| (t.id, t.lease))),
@@ -463,12 +546,88 @@ impl Sim {
         self.trace.write_u64(self.wall_ms);
     }
 
-    fn client_reconnects(&mut self) {
-        let index = self.rng.below(CLIENTS_COUNT as u64) as usize;
+    /// Closes client `index`'s connection: replies still owed to it are
+    /// dropped, and the executor drops its held long polls.
+    fn close(&mut self, index: usize) {
         let client = &mut self.clients[index];
         client.closed.set(true);
-        *client = Client { next_request_id: client.next_request_id, ..Client::default() };
-        self.trace.write_u64(0xD15C);
+        *client = Client::fresh(client.next_request_id);
+        self.trace.write_u64(0xD15C + index as u64);
+    }
+
+    /// A client hangs up.
+    fn client_leaves(&mut self) {
+        let index = self.rng.below(CLIENTS_COUNT as u64) as usize;
+        if self.clients[index].connected {
+            self.close(index);
+        }
+    }
+
+    /// A client connects: an accept past the threshold first prunes the
+    /// longest-idle connections (never a busy one), then admission decides
+    /// (`core::connections`, as `server::conn_timers::Registry::admit`).
+    fn client_connects(&mut self) -> Result<(), String> {
+        let index = self.rng.below(CLIENTS_COUNT as u64) as usize;
+        if self.clients[index].connected || self.server.is_none() {
+            return Ok(());
+        }
+        let open = self.clients.iter().filter(|c| c.connected).count();
+        let count = prune_count(&POLICY, open + 1, 0);
+        let mut candidates: Vec<(u64, usize)> = (0..CLIENTS_COUNT)
+            .filter(|&i| self.clients[i].connected && self.clients[i].holds == 0)
+            .map(|i| (self.clients[i].idle_since_ms, i))
+            .collect();
+        keep_longest_idle(&mut candidates, count);
+        candidates.sort_unstable();
+        for (_, victim) in candidates {
+            self.close(victim);
+        }
+        let open = self.clients.iter().filter(|c| c.connected).count();
+        if !admits(&POLICY, open, 0) {
+            self.trace.write_u64(0xF0_11);
+            return Ok(());
+        }
+        let now_ms = self.time_max_ms;
+        let client = &mut self.clients[index];
+        client.connected = true;
+        client.closed = Rc::new(Cell::new(false));
+        client.idle_since_ms = now_ms;
+        let open = self.clients.iter().filter(|c| c.connected).count();
+        if open > CONNECTIONS_MAX {
+            return Err(format!("{open} connections open past --max-connections {CONNECTIONS_MAX}"));
+        }
+        Ok(())
+    }
+
+    /// A client starts a request and does not finish it (a slow sender).
+    fn client_trickles(&mut self) {
+        let now_ms = self.time_max_ms;
+        let client = &mut self.clients[self.rng.below(CLIENTS_COUNT as u64) as usize];
+        if client.connected && client.request_started_ms == NO_REQUEST {
+            client.request_started_ms = now_ms;
+        }
+    }
+
+    /// The reactor's sweep: closes connections past the request deadline,
+    /// the idle timeout or the write deadline. A busy one (a request at the
+    /// worker, or a reply held for the watermark) is closed only for not
+    /// reading its replies.
+    fn sweep(&mut self) -> Result<(), String> {
+        let now_ms = self.time_max_ms;
+        for index in 0..CLIENTS_COUNT {
+            let client = &self.clients[index];
+            if !client.connected {
+                continue;
+            }
+            let verdict = verdict(&POLICY, now_ms, client.holds, client.request_started_ms, client.idle_since_ms);
+            if verdict != Verdict::Keep && client.holds > 0 {
+                return Err(format!("the sweep closed a busy connection ({verdict:?})"));
+            }
+            if verdict != Verdict::Keep || write_late(&POLICY, now_ms, client.write_started_ms) {
+                self.close(index);
+            }
+        }
+        Ok(())
     }
 
     fn disk_fails_next_sync(&mut self) {
@@ -491,10 +650,23 @@ impl Sim {
             return;
         }
         let offset = self.rng.below(length as u64) as usize;
+        if self.final_batch_at.is_some_and(|(segment, start)| segment == id && offset >= start) {
+            return;
+        }
         disk.flip_bit(id, offset, (self.rng.below(8)) as u8);
         self.report.bit_flips += 1;
         self.trace.write_u64(0xB17F);
     }
+}
+
+/// The newest segment and where its last whole batch ends (where the next
+/// batch goes), as recovery would scan it.
+fn newest_segment_end(storage: &SimStorage) -> Option<(u64, usize)> {
+    let disk = storage.disk();
+    let id = *disk.segment_ids().last()?;
+    let bytes = disk.bytes(id);
+    let end = crate::wal::format::scan_segment_prefix(&bytes).map_or(0, |(scan, _)| scan.end_offset);
+    Some((id, end))
 }
 
 /// Records what a released reply showed a client.

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
 
 use crate::command::Reply;
+use crate::core::outbox::Outbox;
 use crate::wal::watermark::{Listener, Watermark};
 
 /// Identifies a binary connection within its reactor: a slot and the slot's
@@ -267,6 +268,55 @@ impl ReplyTo {
     }
 }
 
+/// A reactor's one releasing task: drains the mailbox whenever it is
+/// signalled (a worker pushed, or the watermark reached a held reply), hands
+/// `deliver` what the durable watermark covers, and holds the rest in the
+/// reactor's outbox.
+pub(crate) async fn release_loop(mailbox: Arc<Mailbox>, deliver: impl Fn(Delivery)) {
+    let mut batch: Vec<Delivery> = Vec::new();
+    let mut outbox: Outbox<Delivery> = Outbox::default();
+    let watermark = mailbox.watermark();
+    loop {
+        mailbox.wait().await;
+        mailbox.take(&mut batch);
+        let durable_lsn = watermark.durable_lsn();
+        for delivery in batch.drain(..) {
+            if delivery.lsn <= durable_lsn {
+                deliver(delivery);
+            } else {
+                outbox.hold(delivery.lsn, delivery);
+            }
+        }
+        loop {
+            if watermark.failed().is_some() {
+                outbox.release_all(&deliver);
+            } else {
+                outbox.release(watermark.durable_lsn(), &deliver);
+            }
+            mailbox.set_held_lsn_min(outbox.lsn_min());
+            // Read again after publishing (watermark.rs, "Ordering"): an
+            // advance in between woke nobody, so release what it covers here.
+            if outbox.is_empty() || (outbox.lsn_min() > watermark.durable_lsn() && watermark.failed().is_none()) {
+                break;
+            }
+        }
+    }
+}
+
+/// Where a released delivery goes and the reply it carries: its own, or
+/// `storage_failed` if the log failed before the records it shows were durable.
+pub(crate) fn released(delivery: Delivery, watermark: &Watermark) -> (Target, Option<Reply>) {
+    let Delivery { target, lsn, reply } = delivery;
+    let reply = match (reply, watermark.failed()) {
+        (Some(_), Some(reason)) if lsn > watermark.durable_lsn() => Some(Reply::StorageFailed(Arc::from(format!(
+            "the write-ahead log failed ({reason}); the server is stopping and this request may or may not have been \
+             recorded"
+        )))),
+        (reply, _) => reply,
+    };
+    (target, reply)
+}
+
 /// Roughly how many bytes `reply` takes once encoded (either protocol; HTTP's
 /// JSON escapes or base64 may take more, a third more for base64): its
 /// payloads, results and strings plus a fixed allowance per item. Used to
@@ -388,6 +438,34 @@ mod tests {
         assert!(!signalled(&mailbox), "one signal per drain, not per reply");
         reply_to(&mailbox, 3).send(any_reply(), 0);
         assert!(signalled(&mailbox), "the first push after a drain signals again");
+    }
+
+    #[test]
+    fn a_held_task_reply_goes_through_the_mailbox_and_an_advance_wakes_only_for_what_it_covers() {
+        let watermark = Arc::new(Watermark::new(4));
+        let mailbox = Mailbox::new(&watermark);
+        // Covered already: straight to the task, the mailbox stays quiet.
+        let (sender, mut receiver) = oneshot::channel();
+        ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 4);
+        assert!(receiver.try_recv().is_ok());
+        assert!(!signalled(&mailbox));
+        // Not yet durable: it waits in the mailbox for the reactor to hold.
+        let (sender, mut receiver) = oneshot::channel();
+        ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 6);
+        assert!(receiver.try_recv().is_err(), "sent before the watermark reached it");
+        assert!(signalled(&mailbox));
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        assert_eq!((taken.len(), taken[0].lsn), (1, 6));
+        mailbox.set_held_lsn_min(6);
+        watermark.advance(5);
+        assert!(!signalled(&mailbox), "an advance short of the held reply wakes nobody");
+        watermark.advance(6);
+        assert!(signalled(&mailbox), "the advance that covers it wakes the reactor");
+        watermark.fail(Arc::from("disk gone"));
+        assert!(signalled(&mailbox), "a failure wakes it too (held replies become storage_failed)");
+        let (_, reply) = released(taken.pop().unwrap(), &watermark);
+        assert!(matches!(reply, Some(Reply::QueueDeleted { .. })), "durable before the failure: its own reply");
     }
 
     #[test]
