@@ -7,8 +7,8 @@
 use bytes::Bytes;
 
 use crate::engine::{
-    validate_length, validate_queue_name, validate_range, validate_text, DepRef, Engine, EngineError, Enqueued, LeaseToken, LeasedTask,
-    NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
+    validate_length, validate_queue_name, validate_range, validate_text, DepRef, Engine, EngineError, Enqueued,
+    LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
 };
 pub use crate::limits::COMPLETE_BATCH_ITEMS_COUNT_MAX;
 use crate::limits::{
@@ -295,7 +295,10 @@ fn check_task(task: &NewTask, in_batch: bool) -> Result<(), EngineError> {
                 return Err(EngineError::invalid("depends_on", "#k references are only valid in a batch"));
             }
             DepRef::Batch(k) if k >= BATCH_TASKS_COUNT_MAX => {
-                return Err(EngineError::invalid("depends_on", format!("#{k} must name an earlier task of the same batch")));
+                return Err(EngineError::invalid(
+                    "depends_on",
+                    format!("#{k} must name an earlier task of the same batch"),
+                ));
             }
             DepRef::Task(_) | DepRef::Batch(_) => {}
         }

@@ -388,7 +388,8 @@ pub fn command_to_request(command: &Command) -> Result<Request, String> {
             key: task.key.clone(),
         })
     };
-    let item = |item: &CompleteItem| tqx_wire::CompleteItem { id: item.id, lease: item.lease, result: item.result.clone() };
+    let item =
+        |item: &CompleteItem| tqx_wire::CompleteItem { id: item.id, lease: item.lease, result: item.result.clone() };
     Ok(match command {
         Command::ConfigureQueue { queue, patch } => Request::ConfigureQueue {
             queue: queue.clone(),

@@ -616,7 +616,10 @@ pub(crate) fn every_command() -> Vec<Command> {
         Command::ListQueues,
         Command::GetQueue { queue: "q".into() },
         Command::DeleteQueue { queue: "q".into(), force: true },
-        Command::Enqueue { queue: "q".into(), task: full(b"\xff\x00\xfe", vec![DepRef::Task(1), DepRef::Task(u64::MAX >> 1)]) },
+        Command::Enqueue {
+            queue: "q".into(),
+            task: full(b"\xff\x00\xfe", vec![DepRef::Task(1), DepRef::Task(u64::MAX >> 1)]),
+        },
         Command::Enqueue { queue: "".into(), task: NewTask::default() },
         Command::EnqueueBatch {
             queue: "q".into(),
@@ -690,7 +693,8 @@ fn task(batch_refs: bool) -> impl Strategy<Value = NewTask> {
 /// admits, and more: counts and lengths up to the wire's fields).
 pub(crate) fn command() -> impl Strategy<Value = Command> {
     let o64 = || prop::option::of(any::<u64>());
-    let discipline = prop::sample::select(vec![Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin]);
+    let discipline =
+        prop::sample::select(vec![Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin]);
     let patch = (
         prop::option::of(discipline),
         o64(),
@@ -700,26 +704,51 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
         o64(),
         prop::option::of(prop::option::of(any::<u32>())),
     )
-        .prop_map(|(discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency)| {
-            QueueConfigPatch { discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency }
-        });
-    let item = (any::<u64>(), any::<u64>(), prop::option::of(payload()))
-        .prop_map(|(id, lease, result)| CompleteItem { id, lease, result });
+        .prop_map(
+            |(discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency)| {
+                QueueConfigPatch {
+                    discipline,
+                    lease_ms,
+                    max_attempts,
+                    backoff_ms,
+                    backoff_max_ms,
+                    retention_ms,
+                    group_concurrency,
+                }
+            },
+        );
+    let item = (any::<u64>(), any::<u64>(), prop::option::of(payload())).prop_map(|(id, lease, result)| CompleteItem {
+        id,
+        lease,
+        result,
+    });
     prop_oneof![
         (text(0, 8), patch).prop_map(|(queue, patch)| Command::ConfigureQueue { queue, patch }),
         Just(Command::ListQueues),
         text(0, 8).prop_map(|queue| Command::GetQueue { queue }),
         (text(0, 8), any::<bool>()).prop_map(|(queue, force)| Command::DeleteQueue { queue, force }),
         (text(0, 8), task(false)).prop_map(|(queue, task)| Command::Enqueue { queue, task }),
-        (text(0, 8), prop::collection::vec(task(true), 0..4)).prop_map(|(queue, tasks)| Command::EnqueueBatch { queue, tasks }),
+        (text(0, 8), prop::collection::vec(task(true), 0..4))
+            .prop_map(|(queue, tasks)| Command::EnqueueBatch { queue, tasks }),
         (prop::collection::vec(text(0, 8), 0..4), 0..=usize::from(u16::MAX), o64(), any::<u64>())
             .prop_map(|(queues, max, lease_ms, wait_ms)| Command::Dequeue { queues, max, lease_ms, wait_ms }),
         any::<u64>().prop_map(|id| Command::GetTask { id }),
-        (any::<u64>(), any::<u64>(), prop::option::of(payload()))
-            .prop_map(|(id, lease, result)| Command::Complete { id, lease, result }),
-        (any::<u64>(), any::<u64>(), text(0, 16), any::<bool>())
-            .prop_map(|(id, lease, error, retry)| Command::Fail { id, lease, error, retry }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, lease, lease_ms)| Command::Extend { id, lease, lease_ms }),
+        (any::<u64>(), any::<u64>(), prop::option::of(payload())).prop_map(|(id, lease, result)| Command::Complete {
+            id,
+            lease,
+            result
+        }),
+        (any::<u64>(), any::<u64>(), text(0, 16), any::<bool>()).prop_map(|(id, lease, error, retry)| Command::Fail {
+            id,
+            lease,
+            error,
+            retry
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, lease, lease_ms)| Command::Extend {
+            id,
+            lease,
+            lease_ms
+        }),
         any::<u64>().prop_map(|id| Command::Cancel { id }),
         prop::collection::vec(item, 0..5).prop_map(|items| Command::CompleteBatch { items }),
     ]
@@ -769,8 +798,8 @@ fn the_edge_refuses_what_has_no_binary_form() {
         (batch(NewTask { max_attempts: Some(0), ..NewTask::default() }), "max_attempts"),
     ];
     for (command, field) in cases {
-        let has_no_body = command_to_request(&command)
-            .map_or(true, |request| request.encode_body(&mut Vec::new()).is_err());
+        let has_no_body =
+            command_to_request(&command).map_or(true, |request| request.encode_body(&mut Vec::new()).is_err());
         assert!(has_no_body, "{command:?} has a binary form");
         let error = crate::command::check_limits(&command).expect_err(field);
         assert_eq!(error.code(), "invalid_argument");

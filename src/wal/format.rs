@@ -264,7 +264,10 @@ impl std::fmt::Display for FormatError {
         match self {
             FormatError::SegmentHeader(reason) => write!(f, "bad segment header: {reason}"),
             FormatError::Version { found } => {
-                write!(f, "written in log format version {found}; this server reads and writes version {FORMAT_VERSION}")
+                write!(
+                    f,
+                    "written in log format version {found}; this server reads and writes version {FORMAT_VERSION}"
+                )
             }
             FormatError::Corruption { offset, reason } => write!(f, "corruption at offset {offset}: {reason}"),
         }

@@ -550,7 +550,10 @@ fn a_log_of_the_previous_format_version_is_refused_with_what_to_do() {
     // Without the manifest (the oldest logs had none), the first segment.
     storage.disk().manifest = None;
     let error = refusal(open_accepting(&storage));
-    assert!(matches!(&error, WalError::Version { file, found: 1 } if *file == format!("{:020}.wal", ids[0])), "{error:?}");
+    assert!(
+        matches!(&error, WalError::Version { file, found: 1 } if *file == format!("{:020}.wal", ids[0])),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("cannot read version 1"), "{error}");
     let after: Vec<Vec<u8>> = ids.iter().map(|&id| storage.disk().bytes(id)).collect();
     assert_eq!(storage.disk().segment_ids(), ids, "no segment removed");
