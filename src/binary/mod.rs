@@ -297,8 +297,9 @@ fn wire_discipline(discipline: engine::Discipline) -> tqx_wire::Discipline {
 /// `command::check_limits` like the HTTP API's (same codes and messages: every
 /// length, count, `wait_ms` and dequeue `max`; a field over its length limit
 /// is `payload_too_large` and the connection stays), plus batch references
-/// only inside a batch. Ranges the engine checks (lease, delay, attempts) are
-/// left to it, so each has one message.
+/// only inside a batch, and `max_attempts` in its range (the engine's message).
+/// Ranges the engine checks (lease, delay) are left to it, so each has one
+/// message.
 ///
 /// `Hello` and `Ping` are connection-level requests, not commands: they are
 /// refused here with `invalid_argument` ([`take_frames`] answers them itself).
