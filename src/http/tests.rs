@@ -246,8 +246,7 @@ fn ids_and_leases_as_strings_and_numbers() {
     );
     // An id is a u64, but no task has one of 2^63 or more, and the binary form
     // (which the log stores) has no room for one: refused at the edge.
-    let refused =
-        respond("POST", "/v1/queues/q/tasks", Some(r#"{"payload":1,"depends_on":["18446744073709551615"]}"#));
+    let refused = respond("POST", "/v1/queues/q/tasks", Some(r#"{"payload":1,"depends_on":["18446744073709551615"]}"#));
     assert_error(&refused, 400, "invalid_argument");
     assert!(message(&refused).contains("task 18446744073709551615 does not exist"), "{}", message(&refused));
     for lease in [r#""1234567890123456789""#, "1234567890123456789"] {
