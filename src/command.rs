@@ -7,14 +7,14 @@
 use bytes::Bytes;
 
 use crate::engine::{
-    validate_length, validate_queue_name, validate_text, Engine, EngineError, Enqueued, LeaseToken, LeasedTask,
-    NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
+    validate_length, validate_queue_name, validate_range, validate_text, DepRef, Engine, EngineError, Enqueued,
+    LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
 };
 pub use crate::limits::COMPLETE_BATCH_ITEMS_COUNT_MAX;
 use crate::limits::{
     BATCH_DEPENDS_ON_COUNT_MAX, BATCH_TASKS_COUNT_MAX, DEPENDS_ON_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX,
     DEQUEUE_TASKS_COUNT_MAX, ERROR_MESSAGE_BYTES_MAX, GROUP_NAME_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
+    MAX_ATTEMPTS_MAX, PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
 };
 
 /// One item of [`Command::CompleteBatch`]: what a single complete carries.
@@ -196,8 +196,12 @@ pub fn record_bytes_over_body_max(command: &Command) -> usize {
 /// `TooLarge` (413 over HTTP, `payload_too_large` on the wire); a count or
 /// anything else out of range is `Invalid` (400, `invalid_argument`); each
 /// names the field and its limit. Ranges that depend only on the engine's
-/// rules (lease, delay, attempts) are left to the engine, which cannot be
-/// made to log more by them.
+/// rules (lease, delay) are left to the engine, which cannot be made to log
+/// more by them. A task's `max_attempts`, its dependency ids (below 2^63)
+/// and batch references (only in a batch, below [`BATCH_TASKS_COUNT_MAX`])
+/// are checked here too, with the engine's messages, because the log stores
+/// a command as its binary request (`wal/record.rs`) and the wire has no form
+/// for the others (`max_attempts` 0 means "the queue's default" there).
 pub fn check_limits(command: &Command) -> Result<(), EngineError> {
     match command {
         Command::ListQueues | Command::GetTask { .. } | Command::Extend { .. } | Command::Cancel { .. } => Ok(()),
@@ -206,7 +210,7 @@ pub fn check_limits(command: &Command) -> Result<(), EngineError> {
         }
         Command::Enqueue { queue, task } => {
             validate_queue_name(queue, "queue")?;
-            check_task(task)
+            check_task(task, false)
         }
         Command::EnqueueBatch { queue, tasks } => {
             validate_queue_name(queue, "queue")?;
@@ -215,7 +219,7 @@ pub fn check_limits(command: &Command) -> Result<(), EngineError> {
             }
             let mut depends_on_count: usize = 0;
             for (index, task) in tasks.iter().enumerate() {
-                check_task(task).map_err(|error| error.in_batch(index))?;
+                check_task(task, true).map_err(|error| error.in_batch(index))?;
                 depends_on_count += task.depends_on.len();
             }
             if depends_on_count > BATCH_DEPENDS_ON_COUNT_MAX {
@@ -264,8 +268,10 @@ pub fn check_limits(command: &Command) -> Result<(), EngineError> {
 }
 
 /// The bounds of one task: its lengths, and its dependency count (which the
-/// engine checks too, but a batch's total is only known here).
-fn check_task(task: &NewTask) -> Result<(), EngineError> {
+/// engine checks too, but a batch's total is only known here), and what the
+/// binary form needs (see [`check_limits`]); `in_batch`: whether batch
+/// references may appear.
+fn check_task(task: &NewTask, in_batch: bool) -> Result<(), EngineError> {
     validate_length("payload", task.payload.len(), PAYLOAD_BYTES_MAX)?;
     if let Some(group) = &task.group {
         validate_text("group", group, GROUP_NAME_BYTES_MAX)?;
@@ -275,6 +281,27 @@ fn check_task(task: &NewTask) -> Result<(), EngineError> {
     }
     if task.depends_on.len() > DEPENDS_ON_COUNT_MAX {
         return Err(EngineError::invalid("depends_on", format!("at most {DEPENDS_ON_COUNT_MAX} dependencies")));
+    }
+    if let Some(max_attempts) = task.max_attempts {
+        validate_range("max_attempts", max_attempts.into(), 1, MAX_ATTEMPTS_MAX.into())?;
+    }
+    for dep in &task.depends_on {
+        match *dep {
+            DepRef::Task(id) if id >= 1 << 63 => {
+                let reason = format!("task {id} does not exist (task ids are below 2^63)");
+                return Err(EngineError::invalid("depends_on", reason));
+            }
+            DepRef::Batch(_) if !in_batch => {
+                return Err(EngineError::invalid("depends_on", "#k references are only valid in a batch"));
+            }
+            DepRef::Batch(k) if k >= BATCH_TASKS_COUNT_MAX => {
+                return Err(EngineError::invalid(
+                    "depends_on",
+                    format!("#{k} must name an earlier task of the same batch"),
+                ));
+            }
+            DepRef::Task(_) | DepRef::Batch(_) => {}
+        }
     }
     Ok(())
 }
@@ -307,7 +334,7 @@ fn complete_batch(engine: &mut Engine, items: Vec<CompleteItem>, now_ms: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{DepRef, EngineConfig};
+    use crate::engine::EngineConfig;
     use crate::limits;
 
     fn task(payload: &[u8]) -> NewTask {
@@ -532,8 +559,8 @@ mod tests {
     #[test]
     fn the_documented_body_limit_ceiling_is_the_derived_one() {
         // docs/limits.md and `tqx serve --help` quote these figures.
-        assert_eq!(limits::RECORD_BYTES_OVER_BODY_MAX, 225_200);
-        assert_eq!(limits::BODY_BYTES_MAX_MAX, 3_969_104);
+        assert_eq!(limits::RECORD_BYTES_OVER_BODY_MAX, 288_816);
+        assert_eq!(limits::BODY_BYTES_MAX_MAX, 3_905_488);
         assert!(limits::check_body_bytes_max(limits::BODY_BYTES_MAX_MAX).is_ok());
         let refusal = limits::check_body_bytes_max(16 << 20).unwrap_err();
         assert!(refusal.contains("--max-body-bytes 16777216") && refusal.contains("4194304"), "{refusal}");

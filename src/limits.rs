@@ -42,8 +42,8 @@ pub const WAIT_MS_MAX: u64 = 60_000;
 pub const COMPLETE_BATCH_ITEMS_COUNT_MAX: usize = BATCH_TASKS_COUNT_MAX;
 /// Dependencies of all the tasks of one enqueue batch together. The engine
 /// links each one while the batch holds the worker, and in the log each costs
-/// 9 bytes while `1,` costs 2 in a JSON body: without this bound a 1 MiB body
-/// could make a 4.5 MiB log record (see [`RECORD_BYTES_OVER_BODY_MAX`]). 16,384
+/// 8 bytes while `1,` costs 2 in a JSON body: without this bound a 1 MiB body
+/// could make a 4 MiB log record (see [`RECORD_BYTES_OVER_BODY_MAX`]). 16,384
 /// covers a chain through a full batch of 10,000 tasks. Checked at the edge
 /// only, so that logs written before it existed replay unchanged.
 pub const BATCH_DEPENDS_ON_COUNT_MAX: usize = 16_384;
@@ -64,22 +64,23 @@ pub const WAL_BATCH_BODY_BYTES_MAX: usize = 16 << 20;
 
 /// How many bytes a log record can be longer than the request body (HTTP) or
 /// frame body (binary) it was decoded from, for a command that passed
-/// [`crate::command::check_limits`]. Derived from `wal/record.rs` (a record
-/// is `kind:u8 now_ms:u64`, strings `len:u16`, bytes `len:u32`, options a tag
-/// byte; a task is at most 31 bytes plus its payload, group, key and 9 bytes a
-/// dependency) against the shortest body that can say the same thing:
+/// [`crate::command::check_limits`]. Derived from `wal/record.rs`: a record is
+/// a 10-byte header (`kind:u8 now_ms:u64 opcode:u8`) and the command's binary
+/// request body (docs/wire.md: a task spec is 32 bytes plus its payload,
+/// group and key, and 8 bytes a dependency), against the shortest body that
+/// can say the same thing:
 ///
+/// - Binary: the record is the frame body and its 10-byte header, exactly.
 /// - HTTP: a task's payload is the exact JSON text sent and every decoded
 ///   string is at most its JSON text, so those cost no more in the record than
 ///   in the body. The shortest batch entry, `{"payload":0},`, is 14 bytes
-///   against 24 in the record: at most 11 more per task. A dependency `1,` is
-///   2 bytes against 9: at most 7 more per dependency. Optional members cost
-///   more in the body than in the record (`,"group":""` is 11 bytes against 3).
-///   The queue name comes from the path (at most 128 bytes, plus the record's
-///   fixed 15 bytes), and no other command gains more than 200 bytes.
-/// - Binary: a task spec is 32 bytes plus its strings, 8 bytes a dependency
-///   and its payload: at most 1 more per dependency, and every other command
-///   at most 16 more than its frame.
+///   against 33 in the record: at most 19 more per task. A dependency `1,` is
+///   2 bytes against 8: at most 6 more per dependency. Optional members cost
+///   more in the body than in the record (`,"group":"g"` is 12 bytes against
+///   1; every number member is in the task spec's 32 bytes). The queue name
+///   comes from the path (at most 128 bytes, plus the record's fixed 18 bytes
+///   of a batch), and no other command gains more than 200 bytes (an empty
+///   `PUT /v1/queues/{queue}` is a 48-byte patch and the name).
 ///
 /// `record_bytes_never_exceed_the_body_by_more_than_the_bound` (in
 /// `command.rs`) builds the worst cases of both protocols and checks this.
@@ -90,7 +91,7 @@ pub const RECORD_BYTES_OVER_BODY_MAX: usize =
 /// `depends_on_count` dependencies in all: the fuzz targets check each
 /// command against it, so the derivation above is tested at every size.
 pub const fn record_bytes_over_body_max(tasks_count: usize, depends_on_count: usize) -> usize {
-    512 + 11 * tasks_count + 7 * depends_on_count
+    512 + 19 * tasks_count + 6 * depends_on_count
 }
 /// The largest `--max-body-bytes` the server accepts: a body (or frame body)
 /// of this many bytes decodes to at most [`WAL_RECORD_BYTES_MAX`] bytes of log
@@ -117,13 +118,22 @@ const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= BODY_BYTES_MAX_MAX);
 const _: () = assert!(ENQUEUE_WIRE_BYTES_MAX <= BODY_BYTES_MAX_MAX);
 const _: () = assert!(ENQUEUE_WIRE_BYTES_MAX + RECORD_BYTES_OVER_BODY_MAX <= WAL_RECORD_BYTES_MAX);
 const _: () = assert!(24 + RESULT_BYTES_MAX <= BODY_BYTES_MAX_MAX);
-// A record's strings have 16-bit lengths (`wal/record.rs`): every string a
-// command may carry past the edge fits one.
+// A record holds a command as its binary request (`wal/record.rs`), so every
+// command `check_limits` admits must fit the wire's fields (docs/wire.md),
+// whichever protocol it came from. Strings have 16-bit lengths:
 const _: () = assert!(QUEUE_NAME_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(GROUP_NAME_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(ERROR_MESSAGE_BYTES_MAX <= u16::MAX as usize);
-// Its byte strings and counts have 32-bit lengths.
+// a dequeue's `max` and queue count, and a task's dependency count, are u16;
+const _: () = assert!(DEQUEUE_TASKS_COUNT_MAX <= u16::MAX as usize);
+const _: () = assert!(DEQUEUE_QUEUES_COUNT_MAX <= u16::MAX as usize);
+const _: () = assert!(DEPENDS_ON_COUNT_MAX <= u16::MAX as usize);
+// payload and result lengths, a batch's task count and a batch complete's item
+// count are u32, and a batch reference (below the batch's task count) 32 bits.
+const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize && RESULT_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(BATCH_TASKS_COUNT_MAX <= u32::MAX as usize);
+const _: () = assert!(COMPLETE_BATCH_ITEMS_COUNT_MAX <= u32::MAX as usize);
 const _: () = assert!(WAL_RECORD_BYTES_MAX <= u32::MAX as usize);
 // One maximal record (16-byte header, padding to 8) fits one batch.
 const _: () = assert!(16 + WAL_RECORD_BYTES_MAX + 8 <= WAL_BATCH_BODY_BYTES_MAX);

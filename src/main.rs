@@ -171,7 +171,7 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     queue_capacity: u32,
     /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body. At most
-    /// 3,969,104: larger bodies could decode to commands the write-ahead log cannot hold (docs/limits.md).
+    /// 3,905,488: larger bodies could decode to commands the write-ahead log cannot hold (docs/limits.md).
     #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = max_body_bytes)]
     max_body_bytes: u64,
     /// Registered (fixed) receive buffers per reactor ring, 16 KiB each, for HTTP reads; 0 reads

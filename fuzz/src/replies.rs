@@ -24,10 +24,12 @@ pub const NOW_MS: u64 = 1_764_000_000_000;
 const HTTP_STATUSES: [u16; 8] = [200, 201, 400, 404, 409, 413, 500, 503];
 
 /// A command an edge accepted from a body (or frame body) of `body_bytes`
-/// bytes fits one log record, within the bound `src/limits.rs` derives for
-/// its tasks and dependencies (`record_bytes_over_body_max`, at most
-/// `RECORD_BYTES_OVER_BODY_MAX`): the WAL record encoder, which asserts it gets
-/// nothing longer than it can encode, is fed exactly what a worker would feed it.
+/// bytes is one the log can hold and replay: its record (the command's binary
+/// request body, `wal/record.rs`) encodes without stopping the process (the
+/// encoder asserts the command has a binary form), decodes back to the same
+/// command, and fits within the bound `src/limits.rs` derives for its tasks
+/// and dependencies (`record_bytes_over_body_max`, at most
+/// `RECORD_BYTES_OVER_BODY_MAX`).
 pub fn check_record_fits(command: &Command, body_bytes: usize) {
     if !record::is_logged(command) {
         return;
@@ -40,6 +42,8 @@ pub fn check_record_fits(command: &Command, body_bytes: usize) {
         "a {body_bytes}-byte body made a {}-byte log record, more than the {bound} bytes the bound allows",
         bytes.len()
     );
+    let replayed = record::decode(&bytes).unwrap_or_else(|error| panic!("{command:?}: its record: {error}"));
+    assert_eq!(replayed, record::LogRecord { now_ms: NOW_MS, entry: record::Entry::Command(command.clone()) });
 }
 
 /// The engine every command runs against, and the lease token of its task 1.
@@ -61,23 +65,9 @@ pub fn fixture() -> (Engine, LeaseToken) {
     (engine, leased[0].lease)
 }
 
-/// The binary opcode that carries `command`.
+/// The binary opcode that carries `command` (its request's, the one mapping).
 pub fn opcode_of(command: &Command) -> Opcode {
-    match command {
-        Command::ConfigureQueue { .. } => Opcode::ConfigureQueue,
-        Command::ListQueues => Opcode::ListQueues,
-        Command::GetQueue { .. } => Opcode::GetQueue,
-        Command::DeleteQueue { .. } => Opcode::DeleteQueue,
-        Command::Enqueue { .. } => Opcode::Enqueue,
-        Command::EnqueueBatch { .. } => Opcode::EnqueueBatch,
-        Command::Dequeue { .. } => Opcode::Dequeue,
-        Command::GetTask { .. } => Opcode::GetTask,
-        Command::Complete { .. } => Opcode::Complete,
-        Command::Fail { .. } => Opcode::Fail,
-        Command::Extend { .. } => Opcode::Extend,
-        Command::Cancel { .. } => Opcode::Cancel,
-        Command::CompleteBatch { .. } => Opcode::CompleteBatch,
-    }
+    binary::command_to_request(command).unwrap_or_else(|reason| panic!("{command:?}: {reason}")).opcode()
 }
 
 /// Runs `command` on the fixture (and a `GetTask` of every task it created),

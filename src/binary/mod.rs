@@ -8,6 +8,9 @@
 //!   already-encoded reply, or send a last error frame and close;
 //! - [`request_to_command`] maps a decoded request to a [`Command`], checked by
 //!   `command::check_limits` like the HTTP API's (same codes and messages);
+//!   [`command_to_request`] is the reverse, so that a command from either
+//!   protocol has one binary form: the write-ahead log stores that request's
+//!   body (`wal/record.rs`) and replay maps it back with [`request_command`];
 //! - [`render_reply`] encodes a worker's [`Reply`] as a reply frame.
 //!
 //! Connection rules (why the stream stays trustworthy):
@@ -281,12 +284,22 @@ fn discipline(discipline: tqx_wire::Discipline) -> engine::Discipline {
     }
 }
 
+fn wire_discipline(discipline: engine::Discipline) -> tqx_wire::Discipline {
+    match discipline {
+        engine::Discipline::Fifo => tqx_wire::Discipline::Fifo,
+        engine::Discipline::Lifo => tqx_wire::Discipline::Lifo,
+        engine::Discipline::Priority => tqx_wire::Discipline::Priority,
+        engine::Discipline::RoundRobin => tqx_wire::Discipline::RoundRobin,
+    }
+}
+
 /// Maps a decoded request to the [`Command`] a worker executes, checked by
 /// `command::check_limits` like the HTTP API's (same codes and messages: every
 /// length, count, `wait_ms` and dequeue `max`; a field over its length limit
 /// is `payload_too_large` and the connection stays), plus batch references
-/// only inside a batch. Ranges the engine checks (lease, delay, attempts) are
-/// left to it, so each has one message.
+/// only inside a batch, and `max_attempts` in its range (the engine's message).
+/// Ranges the engine checks (lease, delay) are left to it, so each has one
+/// message.
 ///
 /// `Hello` and `Ping` are connection-level requests, not commands: they are
 /// refused here with `invalid_argument` ([`take_frames`] answers them itself).
@@ -296,8 +309,11 @@ pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, Strin
     Ok(command)
 }
 
-/// The command a request asks for, before `check_limits`.
-fn request_command(request: Request) -> Result<Command, (ErrorCode, String)> {
+/// The command a request asks for, before `check_limits`: [`request_to_command`]
+/// for a client's frame, and replay for a logged body (`wal/record.rs`), which
+/// does not check limits again: a command that was executed must replay as it
+/// ran, even after a later version lowers a limit.
+pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)> {
     Ok(match request {
         Request::Hello { .. } | Request::Ping => {
             return Err((ErrorCode::InvalidArgument, "hello and ping are answered by the connection".into()))
@@ -340,6 +356,79 @@ fn request_command(request: Request) -> Result<Command, (ErrorCode, String)> {
     })
 }
 
+/// The request a binary client sends for `command`: the reverse of
+/// [`request_command`], which maps it back to an equal command
+/// (`every_command_round_trips_through_its_request_body` in `tests.rs`).
+///
+/// Fails, naming the field, where the command has no request: a dequeue
+/// `max` over the wire's 16 bits, a batch reference (`DepRef::Batch`) outside
+/// a batch or over the wire's 32 bits. The wire encoder refuses the rest
+/// (`EncodeError`: a string over its 16-bit length, an empty group or key,
+/// `max_attempts: Some(0)`, a task id with bit 63 set). `command::check_limits`
+/// refuses all of them at the edge, so a command that passed it always has a
+/// request and a body (the record encoder asserts it).
+pub fn command_to_request(command: &Command) -> Result<Request, String> {
+    let spec = |task: &NewTask, in_batch: bool| -> Result<tqx_wire::TaskSpec, String> {
+        let mut depends_on = Vec::with_capacity(task.depends_on.len());
+        for dep in &task.depends_on {
+            depends_on.push(match *dep {
+                DepRef::Task(id) => Dep::Task(id),
+                DepRef::Batch(k) if in_batch => {
+                    Dep::Batch(u32::try_from(k).map_err(|_| format!("depends_on: #{k} does not fit 32 bits"))?)
+                }
+                DepRef::Batch(k) => return Err(format!("depends_on: #{k} outside a batch")),
+            });
+        }
+        Ok(tqx_wire::TaskSpec {
+            payload: task.payload.clone(),
+            priority: task.priority,
+            group: task.group.clone(),
+            delay_ms: task.delay_ms,
+            max_attempts: task.max_attempts,
+            depends_on,
+            key: task.key.clone(),
+        })
+    };
+    let item =
+        |item: &CompleteItem| tqx_wire::CompleteItem { id: item.id, lease: item.lease, result: item.result.clone() };
+    Ok(match command {
+        Command::ConfigureQueue { queue, patch } => Request::ConfigureQueue {
+            queue: queue.clone(),
+            patch: tqx_wire::QueuePatch {
+                discipline: patch.discipline.map(wire_discipline),
+                lease_ms: patch.lease_ms,
+                max_attempts: patch.max_attempts,
+                backoff_ms: patch.backoff_ms,
+                backoff_max_ms: patch.backoff_max_ms,
+                retention_ms: patch.retention_ms,
+                group_concurrency: patch.group_concurrency,
+            },
+        },
+        Command::ListQueues => Request::ListQueues,
+        Command::GetQueue { queue } => Request::GetQueue { queue: queue.clone() },
+        Command::DeleteQueue { queue, force } => Request::DeleteQueue { queue: queue.clone(), force: *force },
+        Command::Enqueue { queue, task } => Request::Enqueue { queue: queue.clone(), task: spec(task, false)? },
+        Command::EnqueueBatch { queue, tasks } => Request::EnqueueBatch {
+            queue: queue.clone(),
+            tasks: tasks.iter().map(|task| spec(task, true)).collect::<Result<_, _>>()?,
+        },
+        Command::Dequeue { queues, max, lease_ms, wait_ms } => Request::Dequeue {
+            queues: queues.clone(),
+            max: u16::try_from(*max).map_err(|_| format!("max: {max} does not fit 16 bits"))?,
+            lease_ms: *lease_ms,
+            wait_ms: *wait_ms,
+        },
+        Command::GetTask { id } => Request::GetTask { id: *id },
+        Command::Complete { id, lease, result } => Request::Complete { id: *id, lease: *lease, result: result.clone() },
+        Command::Fail { id, lease, error, retry } => {
+            Request::Fail { id: *id, lease: *lease, error: error.clone(), retry: *retry }
+        }
+        Command::Extend { id, lease, lease_ms } => Request::Extend { id: *id, lease: *lease, lease_ms: *lease_ms },
+        Command::Cancel { id } => Request::Cancel { id: *id },
+        Command::CompleteBatch { items } => Request::CompleteBatch { items: items.iter().map(item).collect() },
+    })
+}
+
 fn task_state(state: engine::TaskState) -> tqx_wire::TaskState {
     match state {
         engine::TaskState::Waiting => tqx_wire::TaskState::Waiting,
@@ -356,12 +445,7 @@ fn queue_info(info: &engine::QueueInfo) -> tqx_wire::QueueInfo {
     let config = &info.config;
     tqx_wire::QueueInfo {
         name: info.name.to_string(),
-        discipline: match config.discipline {
-            engine::Discipline::Fifo => tqx_wire::Discipline::Fifo,
-            engine::Discipline::Lifo => tqx_wire::Discipline::Lifo,
-            engine::Discipline::Priority => tqx_wire::Discipline::Priority,
-            engine::Discipline::RoundRobin => tqx_wire::Discipline::RoundRobin,
-        },
+        discipline: wire_discipline(config.discipline),
         lease_ms: config.lease_ms,
         max_attempts: config.max_attempts,
         backoff_ms: config.backoff_ms,
@@ -438,4 +522,4 @@ pub fn render_reply(reply: &Reply, opcode: u8, request_id: u64, out: &mut Vec<u8
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

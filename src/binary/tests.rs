@@ -567,3 +567,242 @@ mod properties {
         }
     }
 }
+
+// ---- command_to_request: one binary form for every command -----------------
+
+use crate::engine::{DepRef, Discipline, NewTask, QueueConfigPatch};
+use proptest::prelude::*;
+
+/// A command's trip through its binary form, as the log makes it: to its
+/// request, to the body's bytes, back through the frame decoder's body
+/// decoder and the mapping replay uses.
+fn through_a_body(command: &Command) -> Command {
+    let request = command_to_request(command).unwrap_or_else(|reason| panic!("{command:?}: {reason}"));
+    let mut body = Vec::new();
+    request.encode_body(&mut body).unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    let decoded = Request::decode_body(request.opcode(), Bytes::from(body)).expect("the body decodes");
+    assert_eq!(decoded, request);
+    request_command(decoded).expect("the request maps back")
+}
+
+/// One command of each kind with every field set (and a read of each kind):
+/// a batch with task and batch dependencies, a full patch, results present,
+/// absent and empty, non-UTF-8 bytes.
+pub(crate) fn every_command() -> Vec<Command> {
+    let full = |payload: &[u8], depends_on: Vec<DepRef>| NewTask {
+        payload: Bytes::copy_from_slice(payload),
+        priority: -7,
+        group: Some("g".into()),
+        delay_ms: 1 << 40,
+        max_attempts: Some(9),
+        depends_on,
+        key: Some("κ".into()),
+    };
+    let patch = QueueConfigPatch {
+        discipline: Some(Discipline::RoundRobin),
+        lease_ms: Some(1),
+        max_attempts: Some(2),
+        backoff_ms: Some(3),
+        backoff_max_ms: Some(4),
+        retention_ms: Some(5),
+        group_concurrency: Some(Some(6)),
+    };
+    vec![
+        Command::ConfigureQueue { queue: "q".into(), patch },
+        Command::ConfigureQueue {
+            queue: "q".into(),
+            patch: QueueConfigPatch { group_concurrency: Some(None), ..QueueConfigPatch::default() },
+        },
+        Command::ListQueues,
+        Command::GetQueue { queue: "q".into() },
+        Command::DeleteQueue { queue: "q".into(), force: true },
+        Command::Enqueue {
+            queue: "q".into(),
+            task: full(b"\xff\x00\xfe", vec![DepRef::Task(1), DepRef::Task(u64::MAX >> 1)]),
+        },
+        Command::Enqueue { queue: "".into(), task: NewTask::default() },
+        Command::EnqueueBatch {
+            queue: "q".into(),
+            tasks: vec![
+                full(b"a", Vec::new()),
+                NewTask::default(),
+                full(&[0x80; 5000], vec![DepRef::Batch(0), DepRef::Task(3), DepRef::Batch(1)]),
+            ],
+        },
+        Command::Dequeue { queues: vec!["a".into(), "b".into()], max: 1000, lease_ms: Some(30_000), wait_ms: 100 },
+        Command::Dequeue { queues: vec!["a".into()], max: 1, lease_ms: None, wait_ms: 0 },
+        Command::GetTask { id: 4 },
+        Command::Complete { id: 1, lease: u64::MAX, result: Some(Bytes::from_static(b"\xc3\x28")) },
+        Command::Complete { id: 1, lease: 2, result: Some(Bytes::new()) },
+        Command::Complete { id: 1, lease: 2, result: None },
+        Command::Fail { id: 1, lease: 2, error: "é".into(), retry: true },
+        Command::Fail { id: 1, lease: 2, error: String::new(), retry: false },
+        Command::Extend { id: 1, lease: 2, lease_ms: 3 },
+        Command::Cancel { id: u64::MAX },
+        Command::CompleteBatch {
+            items: vec![
+                CompleteItem { id: 7, lease: 8, result: Some(Bytes::from(vec![0xfe; 4096])) },
+                CompleteItem { id: 9, lease: 10, result: None },
+            ],
+        },
+    ]
+}
+
+fn text(min: usize, max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), min..max).prop_map(|c| c.into_iter().collect())
+}
+
+/// Payloads and results: any bytes (not UTF-8 in general), short, and around
+/// `PAYLOAD_SHARED_BYTES_MIN` where the mapping stops copying.
+fn payload() -> impl Strategy<Value = Bytes> {
+    let around = PAYLOAD_SHARED_BYTES_MIN - 2..PAYLOAD_SHARED_BYTES_MIN + 2;
+    prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => (around, any::<u8>()).prop_map(|(n, byte)| vec![byte; n]),
+    ]
+    .prop_map(Bytes::from)
+}
+
+fn task(batch_refs: bool) -> impl Strategy<Value = NewTask> {
+    let dep = if batch_refs {
+        prop_oneof![(0..1u64 << 63).prop_map(DepRef::Task), (0usize..100).prop_map(DepRef::Batch)].boxed()
+    } else {
+        (0..1u64 << 63).prop_map(DepRef::Task).boxed()
+    };
+    (
+        payload(),
+        any::<i32>(),
+        prop::option::of(text(1, 8)),
+        any::<u64>(),
+        prop::option::of(1..=u32::MAX),
+        prop::collection::vec(dep, 0..4),
+        prop::option::of(text(1, 8)),
+    )
+        .prop_map(|(payload, priority, group, delay_ms, max_attempts, depends_on, key)| NewTask {
+            payload,
+            priority,
+            group,
+            delay_ms,
+            max_attempts,
+            depends_on,
+            key,
+        })
+}
+
+/// Any command that has a binary form (every one `command::check_limits`
+/// admits, and more: counts and lengths up to the wire's fields).
+pub(crate) fn command() -> impl Strategy<Value = Command> {
+    let o64 = || prop::option::of(any::<u64>());
+    let discipline =
+        prop::sample::select(vec![Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin]);
+    let patch = (
+        prop::option::of(discipline),
+        o64(),
+        prop::option::of(any::<u32>()),
+        o64(),
+        o64(),
+        o64(),
+        prop::option::of(prop::option::of(any::<u32>())),
+    )
+        .prop_map(
+            |(discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency)| {
+                QueueConfigPatch {
+                    discipline,
+                    lease_ms,
+                    max_attempts,
+                    backoff_ms,
+                    backoff_max_ms,
+                    retention_ms,
+                    group_concurrency,
+                }
+            },
+        );
+    let item = (any::<u64>(), any::<u64>(), prop::option::of(payload())).prop_map(|(id, lease, result)| CompleteItem {
+        id,
+        lease,
+        result,
+    });
+    prop_oneof![
+        (text(0, 8), patch).prop_map(|(queue, patch)| Command::ConfigureQueue { queue, patch }),
+        Just(Command::ListQueues),
+        text(0, 8).prop_map(|queue| Command::GetQueue { queue }),
+        (text(0, 8), any::<bool>()).prop_map(|(queue, force)| Command::DeleteQueue { queue, force }),
+        (text(0, 8), task(false)).prop_map(|(queue, task)| Command::Enqueue { queue, task }),
+        (text(0, 8), prop::collection::vec(task(true), 0..4))
+            .prop_map(|(queue, tasks)| Command::EnqueueBatch { queue, tasks }),
+        (prop::collection::vec(text(0, 8), 0..4), 0..=usize::from(u16::MAX), o64(), any::<u64>())
+            .prop_map(|(queues, max, lease_ms, wait_ms)| Command::Dequeue { queues, max, lease_ms, wait_ms }),
+        any::<u64>().prop_map(|id| Command::GetTask { id }),
+        (any::<u64>(), any::<u64>(), prop::option::of(payload())).prop_map(|(id, lease, result)| Command::Complete {
+            id,
+            lease,
+            result
+        }),
+        (any::<u64>(), any::<u64>(), text(0, 16), any::<bool>()).prop_map(|(id, lease, error, retry)| Command::Fail {
+            id,
+            lease,
+            error,
+            retry
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, lease, lease_ms)| Command::Extend {
+            id,
+            lease,
+            lease_ms
+        }),
+        any::<u64>().prop_map(|id| Command::Cancel { id }),
+        prop::collection::vec(item, 0..5).prop_map(|items| Command::CompleteBatch { items }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_command_round_trips_through_its_request_body(command in command()) {
+        prop_assert_eq!(through_a_body(&command), command);
+    }
+}
+
+#[test]
+fn every_kind_of_command_with_every_field_round_trips() {
+    for command in every_command() {
+        assert_eq!(through_a_body(&command), command);
+    }
+}
+
+/// Payloads and results of every size the edge admits, up to the largest.
+#[test]
+fn payloads_and_results_of_every_size_round_trip() {
+    use crate::limits::{PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX};
+    let sizes = [0, 1, PAYLOAD_SHARED_BYTES_MIN - 1, PAYLOAD_SHARED_BYTES_MIN, 100_000, PAYLOAD_BYTES_MAX];
+    for size in sizes {
+        let bytes = Bytes::from((0..size).map(|i| (i * 7 + 0x80) as u8).collect::<Vec<_>>());
+        let task = NewTask { payload: bytes.clone(), ..NewTask::default() };
+        let enqueue = Command::Enqueue { queue: "q".into(), task };
+        assert_eq!(through_a_body(&enqueue), enqueue, "payload of {size} bytes");
+        let complete = Command::Complete { id: 1, lease: 2, result: Some(bytes.slice(..size.min(RESULT_BYTES_MAX))) };
+        assert_eq!(through_a_body(&complete), complete, "result of {size} bytes");
+    }
+}
+
+/// `command::check_limits` refuses, with the engine's message, every command
+/// an HTTP body can express that has no binary form, so that every command it
+/// admits can be logged (the record encoder asserts it).
+#[test]
+fn the_edge_refuses_what_has_no_binary_form() {
+    let enqueue = |task: NewTask| Command::Enqueue { queue: "q".into(), task };
+    let batch = |task: NewTask| Command::EnqueueBatch { queue: "q".into(), tasks: vec![NewTask::default(), task] };
+    let cases = [
+        (enqueue(NewTask { max_attempts: Some(0), ..NewTask::default() }), "max_attempts"),
+        (enqueue(NewTask { depends_on: vec![DepRef::Task(1 << 63)], ..NewTask::default() }), "depends_on"),
+        (enqueue(NewTask { depends_on: vec![DepRef::Batch(0)], ..NewTask::default() }), "depends_on"),
+        (batch(NewTask { depends_on: vec![DepRef::Batch(1 << 40)], ..NewTask::default() }), "depends_on"),
+        (batch(NewTask { max_attempts: Some(0), ..NewTask::default() }), "max_attempts"),
+    ];
+    for (command, field) in cases {
+        let has_no_body =
+            command_to_request(&command).map_or(true, |request| request.encode_body(&mut Vec::new()).is_err());
+        assert!(has_no_body, "{command:?} has a binary form");
+        let error = crate::command::check_limits(&command).expect_err(field);
+        assert_eq!(error.code(), "invalid_argument");
+        assert!(error.to_string().contains(field), "{error}");
+    }
+}

@@ -185,7 +185,7 @@ pub fn validate_queue_name(name: &str, field: &'static str) -> Result<(), Engine
     Ok(())
 }
 
-fn validate_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), EngineError> {
+pub fn validate_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), EngineError> {
     if value < min || value > max {
         return Err(EngineError::invalid(field, format!("must be between {min} and {max}")));
     }

@@ -890,7 +890,7 @@ fn a_batch_dense_with_dependencies_at_the_largest_body_limit_is_refused_before_t
     // Each dependency is 8 bytes of frame and 9 of log record: at a body limit
     // near 4 MiB, 470 tasks of 1,024 dependencies made a record over the log's
     // 4 MiB limit, and the server stopped.
-    let server = Server::start(&["--max-body-bytes", "3969104"]);
+    let server = Server::start(&["--max-body-bytes", "3905488"]);
     let mut client = server.client();
     let task =
         TaskSpec { payload: Bytes::from_static(b"1"), depends_on: vec![Dep::Task(1); 1024], ..TaskSpec::default() };

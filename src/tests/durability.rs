@@ -586,3 +586,36 @@ fn a_failing_checkpoint_stops_the_server_and_a_restart_recovers_every_acknowledg
     }
     server.assert_healthy();
 }
+
+/// A data directory of the previous log format (version 1: records in their
+/// own codec, before a command was its binary request body) is refused at
+/// start, with or without `--accept-data-loss`, saying which version it found,
+/// which this server writes and what the operator can do; its files are left
+/// as they were.
+#[test]
+fn a_data_directory_of_the_previous_log_format_is_refused_with_what_to_do() {
+    let (mut server, _) = server_with_tasks(3);
+    stop(&mut server);
+    let data = server.data_dir();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(data.join("wal")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    assert!(files.iter().any(|p| file_name(p) == "MANIFEST"), "{files:?}");
+    // What version 1 wrote: the same 64-byte headers with version byte 1.
+    for file in &files {
+        let mut bytes = std::fs::read(file).unwrap();
+        assert_eq!(bytes[7], 2, "{}: this server writes version 2", file.display());
+        bytes[7] = 1;
+        let crc = crc32c::crc32c(&bytes[0..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(file, bytes).unwrap();
+    }
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let needles = ["log format version 1", "writes version 2", "release that wrote it", "move the data directory away"];
+    assert_refuses(&data, "MANIFEST", &needles);
+    let (status, _, stderr) = serve_until_exit(&data, &["--accept-data-loss"]);
+    assert!(status.is_some_and(|s| s.code() == Some(1)), "started on an old log ({status:?}); stderr:\n{stderr}");
+    assert!(stderr.contains("log format version 1"), "{stderr}");
+    let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(before == after, "the old log was changed");
+}

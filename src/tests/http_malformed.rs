@@ -813,7 +813,7 @@ fn a_max_body_bytes_the_log_cannot_hold_is_refused_at_start() {
     // stopped: such a body limit is now refused before the server listens.
     let stderr = refused_at_start(&["--max-body-bytes", "16777216"]);
     assert!(
-        stderr.contains("--max-body-bytes 16777216") && stderr.contains("4194304") && stderr.contains("3969104"),
+        stderr.contains("--max-body-bytes 16777216") && stderr.contains("4194304") && stderr.contains("3905488"),
         "the refusal names both limits: {stderr}"
     );
     refused_at_start(&["--max-body-bytes", "3969105"]);
@@ -821,7 +821,7 @@ fn a_max_body_bytes_the_log_cannot_hold_is_refused_at_start() {
 
 #[test]
 fn at_the_largest_accepted_body_limit_a_batch_of_three_1_mib_payloads_is_logged_and_served() {
-    let server = Server::start(&["--max-body-bytes", "3969104"]);
+    let server = Server::start(&["--max-body-bytes", "3905488"]);
     let mut client = server.client();
     let payload = "p".repeat((1 << 20) - 2); // a JSON string of exactly 1 MiB
     let body = json!({"tasks": [{"payload": payload}, {"payload": payload}, {"payload": payload}]});
@@ -832,6 +832,6 @@ fn at_the_largest_accepted_body_limit_a_batch_of_three_1_mib_payloads_is_logged_
     let response = client.send_raw_and_read(json_request("POST", "/v1/queues/big/tasks/batch", &five));
     response.expect("a 413").assert_error(413, "payload_too_large");
     server.assert_healthy();
-    let server = server.crash_and_restart(&["--max-body-bytes", "3969104"]);
+    let server = server.crash_and_restart(&["--max-body-bytes", "3905488"]);
     assert_eq!(server.client().queue_counts("big")["ready"], json!(3), "the batch was logged and replays");
 }

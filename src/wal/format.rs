@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! segment header (64 bytes)
-//!   0  [u8; 8]  magic "TQXWAL\0\x01" (format version 1)
+//!   0  [u8; 8]  magic "TQXWAL\0" and the format version (2: see FORMAT_VERSION)
 //!   8  u64      segment id
 //!  16  u64      LSN of the first record this segment may hold
 //!  24  u64      batch sequence number of the first batch in this segment
@@ -57,10 +57,35 @@
 //! The manifest (a small file next to the segments, [`Manifest`]) names the
 //! newest segment and whether the log was closed cleanly; `log.rs` uses it to
 //! tell a missing newest segment, or a tail cut after a clean stop, from a crash.
+//!
+//! **Format version.** The last byte of both magics is [`FORMAT_VERSION`]: it
+//! covers this layout and the records' (`record.rs`). A file of another
+//! version is refused ([`FormatError::Version`], `WalError::Version`), never
+//! read with the wrong layout and never dropped as damage.
 
 use crc32c::{crc32c, crc32c_append};
 
-pub const SEGMENT_MAGIC: [u8; 8] = *b"TQXWAL\x00\x01";
+/// The log format this server writes and the only one it reads. 1: records in
+/// their own codec; 2: a command is its binary request body (`record.rs`).
+pub const FORMAT_VERSION: u8 = 2;
+pub const SEGMENT_MAGIC: [u8; 8] = versioned(*b"TQXWAL\x00");
+
+/// A magic: seven bytes that name the kind of file, then the format version.
+const fn versioned(kind: [u8; 7]) -> [u8; 8] {
+    let mut magic = [FORMAT_VERSION; 8];
+    let mut i = 0;
+    while i < 7 {
+        magic[i] = kind[i];
+        i += 1;
+    }
+    magic
+}
+
+/// The format version a file claims if it begins with `magic`'s kind (the
+/// same seven bytes, any version byte); `None` if it is not such a file.
+pub fn version_of(bytes: &[u8], magic: &[u8; 8]) -> Option<u8> {
+    (bytes.len() >= 8 && bytes[..7] == magic[..7]).then(|| bytes[7])
+}
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TQXB");
 pub const BATCH_HEADER_BYTES: usize = 32;
@@ -124,8 +149,11 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return Err(FormatError::SegmentHeader("file shorter than a segment header"));
     }
+    if let Some(found) = version_of(bytes, &SEGMENT_MAGIC).filter(|&found| found != FORMAT_VERSION) {
+        return Err(FormatError::Version { found });
+    }
     if bytes[0..8] != SEGMENT_MAGIC {
-        return Err(FormatError::SegmentHeader("not a TaskQueueX WAL segment (or another format version)"));
+        return Err(FormatError::SegmentHeader("not a TaskQueueX WAL segment"));
     }
     if crc32c(&bytes[0..60]) != u32_at(bytes, 60) {
         return Err(FormatError::SegmentHeader("segment header checksum mismatch"));
@@ -219,6 +247,11 @@ pub struct Record<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FormatError {
     SegmentHeader(&'static str),
+    /// A segment of another format version (see [`FORMAT_VERSION`]): not damage,
+    /// and not to be read with this version's layout.
+    Version {
+        found: u8,
+    },
     /// Damage that is not a torn tail: a later batch exists. Never serve past it.
     Corruption {
         offset: usize,
@@ -230,6 +263,12 @@ impl std::fmt::Display for FormatError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FormatError::SegmentHeader(reason) => write!(f, "bad segment header: {reason}"),
+            FormatError::Version { found } => {
+                write!(
+                    f,
+                    "written in log format version {found}; this server reads and writes version {FORMAT_VERSION}"
+                )
+            }
             FormatError::Corruption { offset, reason } => write!(f, "corruption at offset {offset}: {reason}"),
         }
     }
@@ -473,7 +512,7 @@ fn end_of_log(bytes: &[u8], scan: &mut SegmentScan<'_>, what: &str, body_len: Op
 /// cleanly — never per batch, so it costs the hot path nothing.
 ///
 /// ```text
-///   0  [u8; 8]  magic "TQXMAN\0\x01"
+///   0  [u8; 8]  magic "TQXMAN\0" and the format version (FORMAT_VERSION)
 ///   8  u64      newest segment id (0: none yet)
 ///  16  u64      its first LSN
 ///  24  u64      its salt
@@ -496,7 +535,7 @@ pub struct Manifest {
     pub closed_at_lsn: Option<u64>,
 }
 
-pub const MANIFEST_MAGIC: [u8; 8] = *b"TQXMAN\x00\x01";
+pub const MANIFEST_MAGIC: [u8; 8] = versioned(*b"TQXMAN\x00");
 pub const MANIFEST_BYTES: usize = 64;
 
 pub fn encode_manifest(manifest: &Manifest) -> [u8; MANIFEST_BYTES] {

@@ -22,15 +22,21 @@
 //! at open and at a clean close. A segment newer than the one it names never held
 //! a batch (a roll interrupted by a crash) and is removed; the one it names must
 //! be present. A log without a manifest whose segments predate it (their headers
-//! carry no size) is read with the older rules and given one.
+//! carry no size) is read with the older rules and given one (such segments
+//! were written by format version 1, which is now refused before this).
+//!
+//! **Format version** (`format::FORMAT_VERSION`). A manifest or segment of
+//! another version is refused ([`WalError::Version`]) before anything is read
+//! with this version's layout, removed or rewritten, with or without
+//! [`OpenOptions::accept_data_loss`]: it is not damage.
 
 use std::io;
 use std::ops::Range;
 
 use super::format::{
     decode_manifest, decode_segment_header, encode_batch, encode_manifest, encode_segment_header, scan_segment_prefix,
-    FormatError, Manifest, SegmentHeader, BATCH_BODY_BYTES_MAX, BATCH_HEADER_BYTES, RECORD_HEADER_BYTES,
-    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+    version_of, FormatError, Manifest, SegmentHeader, BATCH_BODY_BYTES_MAX, BATCH_HEADER_BYTES, FORMAT_VERSION,
+    MANIFEST_MAGIC, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 use super::storage::{SegmentFile, Storage};
 
@@ -48,6 +54,10 @@ pub enum WalError {
     Manifest { reason: String },
     /// A record or batch over the format's limits (refused; the log is intact).
     TooLarge { bytes: usize, limit: usize },
+    /// `file` (a segment or the manifest) was written in another log format
+    /// version: refused, even with `accept_data_loss` (it is not damage), and
+    /// nothing is changed on disk.
+    Version { file: String, found: u8 },
 }
 
 impl std::fmt::Display for WalError {
@@ -63,6 +73,13 @@ impl std::fmt::Display for WalError {
             WalError::Missing { segment, reason } => write!(f, "WAL segment {segment:020}.wal is missing: {reason}"),
             WalError::Manifest { reason } => write!(f, "WAL manifest {}: {reason}", super::storage::MANIFEST_FILE),
             WalError::TooLarge { bytes, limit } => write!(f, "{bytes} bytes is over the WAL limit of {limit}"),
+            WalError::Version { file, found } => write!(
+                f,
+                "the write-ahead log file {file} was written in log format version {found}; this server writes \
+                 version {FORMAT_VERSION} and cannot read version {found} (it stores commands differently). Nothing \
+                 was changed. To keep this data, run the TaskQueueX release that wrote it; to start empty, move the \
+                 data directory away (docs/durability.md, \"Format version\")"
+            ),
         }
     }
 }
@@ -174,20 +191,30 @@ impl<S: Storage> Log<S> {
                 }
                 None
             }
-            Some(bytes) => match decode_manifest(&bytes) {
-                Ok(manifest) => Some(manifest),
-                Err(reason) => {
-                    let what = "recovering without it: a deleted newest segment cannot be detected".to_string();
-                    damage(accept, &mut recovered, WalError::Manifest { reason: reason.into() }, what)?;
-                    None
+            Some(bytes) => {
+                // Before anything else: a log of another format version is
+                // refused as it is, never repaired or cut as damage.
+                if let Some(found) = version_of(&bytes, &MANIFEST_MAGIC).filter(|&found| found != FORMAT_VERSION) {
+                    return Err(WalError::Version { file: super::storage::MANIFEST_FILE.into(), found });
                 }
-            },
+                match decode_manifest(&bytes) {
+                    Ok(manifest) => Some(manifest),
+                    Err(reason) => {
+                        let what = "recovering without it: a deleted newest segment cannot be detected".to_string();
+                        damage(accept, &mut recovered, WalError::Manifest { reason: reason.into() }, what)?;
+                        None
+                    }
+                }
+            }
         };
         if let Some(manifest) = &manifest {
             let newest = manifest.newest_segment_id;
             // Segments newer than the manifest names never held a batch, unless damaged.
             while let Some(&id) = ids.last().filter(|&&id| id > newest) {
                 let bytes = storage.open(id).and_then(|mut f| f.read_all()).map_err(|e| io_error("read", id, e))?;
+                if let Some(found) = version_of(&bytes, &SEGMENT_MAGIC).filter(|&found| found != FORMAT_VERSION) {
+                    return Err(WalError::Version { file: format!("{id:020}.wal"), found });
+                }
                 let newer = ids.iter().filter(|&&other| other > newest).count();
                 if !(newer == 1 && id == newest + 1 && holds_no_record(&bytes)) {
                     let reason = format!(
@@ -248,6 +275,9 @@ impl<S: Storage> Log<S> {
                         .push(format!("segment {id:020}.wal was all zeros (an interrupted creation); removed"));
                     break;
                 }
+                Err(FormatError::Version { found }) => {
+                    return Err(WalError::Version { file: format!("{id:020}.wal"), found });
+                }
                 Err(error) => {
                     let what = log.describe_dropped(&ids[i..]);
                     damage(accept, &mut recovered, corruption(id, 0, error.to_string()), what)?;
@@ -289,6 +319,8 @@ impl<S: Storage> Log<S> {
             let mut error = error.map(|error| match error {
                 FormatError::Corruption { offset, reason } => corruption(id, offset, reason),
                 FormatError::SegmentHeader(reason) => corruption(id, 0, reason),
+                // `scan_segment_prefix` returns header errors as its own error (above).
+                error @ FormatError::Version { .. } => corruption(id, 0, error.to_string()),
             });
             if error.is_none() && scan.torn_tail && !last {
                 error = Some(corruption(

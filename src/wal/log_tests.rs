@@ -509,3 +509,53 @@ fn a_segment_newer_than_the_manifest_names_that_holds_records_refuses_to_start()
     storage.disk().manifest = older_manifest; // an old copy restored
     assert!(matches!(refusal(open(&storage)), WalError::Corruption { reason, .. } if reason.contains("with records")));
 }
+
+/// A data directory written before the log stored commands as binary request
+/// bodies (format version 1) is refused before anything is read or changed,
+/// with a message naming the file, both versions and what the operator can
+/// do; `--accept-data-loss` does not treat it as damage and drop it.
+#[test]
+fn a_log_of_the_previous_format_version_is_refused_with_what_to_do() {
+    use super::format::FORMAT_VERSION;
+    let storage = SimStorage::default();
+    let (mut log, _) = open(&storage).unwrap();
+    write(&mut log, 0, 300);
+    assert!(storage.disk().segment_ids().len() > 1, "the test should roll segments");
+    drop(log);
+    // What version 1 wrote: the same headers with version byte 1, checksummed.
+    let as_version_1 = |bytes: &mut Vec<u8>| {
+        assert_eq!(bytes[7], FORMAT_VERSION);
+        bytes[7] = 1;
+        let crc = crc32c::crc32c(&bytes[0..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    };
+    let ids = storage.disk().segment_ids();
+    for &id in &ids {
+        storage.disk().damage(id, as_version_1);
+    }
+    as_version_1(storage.disk().manifest.as_mut().unwrap());
+    let before: Vec<Vec<u8>> = ids.iter().map(|&id| storage.disk().bytes(id)).collect();
+
+    let error = refusal(open_accepting(&storage));
+    assert!(matches!(&error, WalError::Version { file, found: 1 } if file == "MANIFEST"), "{error:?}");
+    let message = error.to_string();
+    for words in [
+        "MANIFEST was written in log format version 1",
+        "this server writes version 2 and cannot read version 1",
+        "run the TaskQueueX release that wrote it",
+        "move the data directory away",
+    ] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+    // Without the manifest (the oldest logs had none), the first segment.
+    storage.disk().manifest = None;
+    let error = refusal(open_accepting(&storage));
+    assert!(
+        matches!(&error, WalError::Version { file, found: 1 } if *file == format!("{:020}.wal", ids[0])),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("cannot read version 1"), "{error}");
+    let after: Vec<Vec<u8>> = ids.iter().map(|&id| storage.disk().bytes(id)).collect();
+    assert_eq!(storage.disk().segment_ids(), ids, "no segment removed");
+    assert!(before == after, "no segment changed");
+}

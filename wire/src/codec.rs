@@ -35,6 +35,18 @@ pub(crate) fn encode_request(request: &Request, request_id: u64, out: &mut Vec<u
     result
 }
 
+/// The body of [`encode_request`]'s frame, without the header: the same
+/// encoder, so a frame's body and this are the same bytes.
+pub(crate) fn encode_request_body(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    let mut writer = Writer::body(out, request.opcode().name());
+    let result = request::encode(request, &mut writer);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
 pub(crate) fn decode_request(header: &Header, body: Bytes) -> Result<Request, DecodeError> {
     check_version(header)?;
     let opcode = Opcode::from_u8(header.opcode).ok_or_else(|| unknown_opcode(header.opcode))?;
@@ -52,7 +64,13 @@ pub(crate) fn decode_request(header: &Header, body: Bytes) -> Result<Request, De
             header.status.get()
         )));
     }
-    request::decode(opcode, &body)
+    decode_request_body(opcode, &body)
+}
+
+/// A request body on its own: what [`decode_request`] does once the header is
+/// checked (the header's opcode chooses the layout).
+pub(crate) fn decode_request_body(opcode: Opcode, body: &Bytes) -> Result<Request, DecodeError> {
+    request::decode(opcode, body)
 }
 
 pub(crate) fn encode_response(
@@ -168,6 +186,25 @@ mod tests {
         reply.encode(0x12, 9, &mut out);
         let (header, body) = split(&out);
         assert_eq!(Response::decode(&header, body).unwrap(), reply);
+    }
+
+    #[test]
+    fn a_body_alone_is_the_frame_body_and_decodes_to_the_same_request() {
+        let request = Request::Complete { id: 7, lease: u64::MAX, result: Some(Bytes::from_static(&[0xff, 0, 0xfe])) };
+        let mut frame = Vec::new();
+        request.encode(3, &mut frame);
+        let mut body = vec![9];
+        request.encode_body(&mut body).unwrap();
+        assert_eq!(&body[1..], &frame[HEADER_BYTES..], "appended after what was there, no header");
+        let body = Bytes::copy_from_slice(&body[1..]);
+        assert_eq!(Request::decode_body(request.opcode(), body.clone()).unwrap(), request);
+        // Another opcode's layout refuses it rather than misreading it.
+        assert!(Request::decode_body(crate::Opcode::Cancel, body).is_err());
+        // A body the encoder refuses appends nothing.
+        let mut out = vec![1, 2, 3];
+        let error = Request::GetQueue { queue: "x".repeat(70_000) }.encode_body(&mut out).unwrap_err();
+        assert!(error.message.starts_with("get_queue: queue is 70000 long"), "{}", error.message);
+        assert_eq!(out, [1, 2, 3]);
     }
 
     #[test]

@@ -373,6 +373,22 @@ impl Request {
     pub fn decode(header: &crate::Header, body: Bytes) -> Result<Request, DecodeError> {
         crate::codec::decode_request(header, body)
     }
+
+    /// Appends the body alone, without the frame header: exactly the bytes
+    /// that follow the header in [`Request::try_encode`]'s frame (the same
+    /// encoder writes both), or nothing and says which field has no encoding.
+    /// The server's write-ahead log stores commands this way.
+    pub fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        crate::codec::encode_request_body(self, out)
+    }
+
+    /// Decodes a body alone, as [`Request::decode`] does once the header is
+    /// checked: `opcode` chooses the layout, and payloads come back as slices
+    /// of `body`. The same decoder, so a body the frame decoder accepts
+    /// decodes here to the same request, and the other way round.
+    pub fn decode_body(opcode: Opcode, body: Bytes) -> Result<Request, DecodeError> {
+        crate::codec::decode_request_body(opcode, &body)
+    }
 }
 
 impl Response {

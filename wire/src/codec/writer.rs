@@ -1,6 +1,7 @@
 //! Appends one frame to an output buffer: a header placeholder, the body parts,
-//! then the header with the body's length. Lengths are converted to their field
-//! widths with checks, never with `as`, so a value that does not fit is an
+//! then the header with the body's length; or a body alone (the write-ahead log
+//! stores request bodies without a frame header). Lengths are converted to their
+//! field widths with checks, never with `as`, so a value that does not fit is an
 //! [`EncodeError`] instead of a frame whose lengths lie.
 
 use zerocopy::little_endian::{U16, U32};
@@ -13,17 +14,23 @@ use crate::frame::{Header, HEADER_BYTES};
 
 pub(crate) struct Writer<'a> {
     out: &'a mut Vec<u8>,
-    /// Where this frame's header starts in `out`.
-    start: usize,
+    /// Where this frame's header starts in `out` (`None`: a body alone).
+    header_at: Option<usize>,
     /// What is being encoded (`enqueue`, `dequeue reply`), for error messages.
     context: &'static str,
 }
 
 impl<'a> Writer<'a> {
+    /// A frame: room for the header now, the header itself at [`Writer::finish`].
     pub(crate) fn begin(out: &'a mut Vec<u8>, context: &'static str) -> Writer<'a> {
         let start = out.len();
         out.resize(start + HEADER_BYTES, 0);
-        Writer { out, start, context }
+        Writer { out, header_at: Some(start), context }
+    }
+
+    /// A body alone, with no header (nothing to finish).
+    pub(crate) fn body(out: &'a mut Vec<u8>, context: &'static str) -> Writer<'a> {
+        Writer { out, header_at: None, context }
     }
 
     pub(crate) fn fixed<T: Fixed>(&mut self, part: &T) {
@@ -55,10 +62,11 @@ impl<'a> Writer<'a> {
     /// Writes the header in front of the body. On error the caller truncates
     /// `out` back to where the frame began.
     pub(crate) fn finish(self, opcode: u8, flags: u16, status: u16, request_id: u64) -> Result<(), EncodeError> {
-        let body_bytes = self.out.len() - self.start - HEADER_BYTES;
+        let start = self.header_at.expect("finish is for a writer begun as a frame");
+        let body_bytes = self.out.len() - start - HEADER_BYTES;
         let body_len = self.u32_len(body_bytes, Field::top("body"))?;
         let header = Header::new(opcode, flags, status, body_len.get(), request_id);
-        self.out[self.start..self.start + HEADER_BYTES].copy_from_slice(header.as_bytes());
+        self.out[start..start + HEADER_BYTES].copy_from_slice(header.as_bytes());
         Ok(())
     }
 }
