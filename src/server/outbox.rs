@@ -74,18 +74,35 @@ pub(crate) struct Delivery {
 /// The replies waiting for one reactor: written by any thread, drained by the
 /// reactor's delivery task, which holds those the watermark has not reached
 /// in the reactor's outbox (`crate::core::outbox`).
+///
+/// Wakes: a reply the watermark already covers wakes the reactor (the first
+/// such one after a drain); a reply it does not cover wakes nobody, since
+/// the reactor could only hold it: the log writer's advance that covers it
+/// wakes the reactor instead, so in `sync` mode a batch of replies costs the
+/// reactor one wake (at the sync), not two.
 pub(crate) struct Mailbox {
-    deliveries: Mutex<Vec<Delivery>>,
+    pending: Mutex<Pending>,
     wake: Notify,
     watermark: Arc<Watermark>,
-    /// The smallest LSN the reactor's outbox holds (`u64::MAX`: none): the
-    /// log writer wakes the reactor only for an advance that reaches it.
+    /// The smallest LSN the reactor's outbox holds (`u64::MAX`: none).
     held_lsn_min: AtomicU64,
+    /// The smallest LSN among replies pushed since the last `take` without
+    /// waking the reactor (`u64::MAX`: none). With `held_lsn_min`, what an
+    /// advance must reach to be worth a wake.
+    untaken_lsn_min: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    deliveries: Vec<Delivery>,
+    /// A reply pushed since the last `take` has woken the reactor.
+    signalled: bool,
 }
 
 impl Listener for Mailbox {
     fn advanced(&self, durable_lsn: u64) {
-        if self.held_lsn_min.load(Ordering::SeqCst) <= durable_lsn || self.watermark.failed().is_some() {
+        let waiting_min = self.held_lsn_min.load(Ordering::SeqCst).min(self.untaken_lsn_min.load(Ordering::SeqCst));
+        if waiting_min <= durable_lsn || self.watermark.failed().is_some() {
             self.wake.notify_one();
         }
     }
@@ -95,10 +112,11 @@ impl Mailbox {
     /// A reactor's mailbox, told of every advance of `watermark`.
     pub(crate) fn new(watermark: &Arc<Watermark>) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox {
-            deliveries: Mutex::default(),
+            pending: Mutex::default(),
             wake: Notify::new(),
             watermark: watermark.clone(),
             held_lsn_min: AtomicU64::new(u64::MAX),
+            untaken_lsn_min: AtomicU64::new(u64::MAX),
         });
         watermark.listen(mailbox.clone());
         mailbox
@@ -116,15 +134,27 @@ impl Mailbox {
     }
 
     fn push(self: &Arc<Self>, delivery: Delivery) {
-        let was_empty = {
-            let mut deliveries = crate::sync::lock(&self.deliveries);
-            deliveries.push(delivery);
-            deliveries.len() == 1
+        let lsn = delivery.lsn;
+        let ready = self.watermark.settled(lsn);
+        let signal = {
+            let mut pending = crate::sync::lock(&self.pending);
+            pending.deliveries.push(delivery);
+            ready && !std::mem::replace(&mut pending.signalled, true)
         };
-        // Only the first reply after a drain wakes the reactor; later ones ride
-        // along. `notify_one` stores a permit when the task is not waiting yet,
-        // so a push between its drain and its next wait is not missed.
-        if was_empty && !defer_wake(self) {
+        if ready {
+            // Only the first ready reply after a drain wakes the reactor; later
+            // ones ride along. `notify_one` stores a permit when the task is not
+            // waiting yet, so a push between its drain and its next wait is not
+            // missed.
+            if signal && !defer_wake(self) {
+                self.wake.notify_one();
+            }
+            return;
+        }
+        self.untaken_lsn_min.fetch_min(lsn, Ordering::SeqCst);
+        // Read again after publishing (watermark.rs, "Ordering"): an advance
+        // in between saw no reason to wake the reactor.
+        if self.watermark.settled(lsn) && !defer_wake(self) {
             self.wake.notify_one();
         }
     }
@@ -133,8 +163,12 @@ impl Mailbox {
     /// allocation is reused by the next pushes).
     pub(crate) fn take(&self, into: &mut Vec<Delivery>) {
         assert!(into.is_empty());
-        let mut deliveries = crate::sync::lock(&self.deliveries);
-        std::mem::swap(&mut *deliveries, into);
+        let mut pending = crate::sync::lock(&self.pending);
+        std::mem::swap(&mut pending.deliveries, into);
+        pending.signalled = false;
+        // Under the lock: a push whose delivery this take missed publishes
+        // its LSN after its own locked section, so after this store.
+        self.untaken_lsn_min.store(u64::MAX, Ordering::SeqCst);
     }
 
     /// Waits until something was pushed since the last `take`, or the
@@ -449,23 +483,35 @@ mod tests {
         ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 4);
         assert!(receiver.try_recv().is_ok());
         assert!(!signalled(&mailbox));
-        // Not yet durable: it waits in the mailbox for the reactor to hold.
+        // Not yet durable: it waits in the mailbox, and wakes nobody yet.
         let (sender, mut receiver) = oneshot::channel();
-        ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 6);
+        ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 7);
         assert!(receiver.try_recv().is_err(), "sent before the watermark reached it");
-        assert!(signalled(&mailbox));
+        assert!(!signalled(&mailbox), "a reply the reactor could only hold woke it");
+        watermark.advance(6);
+        assert!(!signalled(&mailbox), "an advance short of it wakes nobody");
+        watermark.advance(7);
+        assert!(signalled(&mailbox), "the advance that covers it wakes the reactor to take it");
         let mut taken = Vec::new();
         mailbox.take(&mut taken);
-        assert_eq!((taken.len(), taken[0].lsn), (1, 6));
-        mailbox.set_held_lsn_min(6);
-        watermark.advance(5);
+        assert_eq!((taken.len(), taken[0].lsn), (1, 7));
+        // Taken but (say) not yet released: the reactor holds it in its outbox.
+        let (sender, _receiver) = oneshot::channel();
+        ReplyTo::Task { sender, mailbox: mailbox.clone() }.send(any_reply(), 9);
+        taken.clear();
+        mailbox.take(&mut taken);
+        mailbox.set_held_lsn_min(9);
+        watermark.advance(8);
         assert!(!signalled(&mailbox), "an advance short of the held reply wakes nobody");
-        watermark.advance(6);
-        assert!(signalled(&mailbox), "the advance that covers it wakes the reactor");
+        watermark.advance(9);
+        assert!(signalled(&mailbox), "the advance that covers the held reply wakes the reactor");
         watermark.fail(Arc::from("disk gone"));
         assert!(signalled(&mailbox), "a failure wakes it too (held replies become storage_failed)");
         let (_, reply) = released(taken.pop().unwrap(), &watermark);
         assert!(matches!(reply, Some(Reply::QueueDeleted { .. })), "durable before the failure: its own reply");
+        // A reply past the failed watermark: answered storage_failed.
+        let delivery = Delivery { target: Target::Task(oneshot::channel().0), lsn: 10, reply: Some(any_reply()) };
+        assert!(matches!(released(delivery, &watermark).1, Some(Reply::StorageFailed(_))));
     }
 
     #[test]
