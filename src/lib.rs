@@ -4,7 +4,8 @@
 //! the network server, the write-ahead log and the metrics arrive with later issues.
 
 pub mod binary;
-pub mod client;
+#[cfg(feature = "server")]
+pub mod cli;
 pub mod command;
 pub mod core;
 pub mod engine;

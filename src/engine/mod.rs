@@ -696,7 +696,9 @@ impl Engine {
     /// delayed); otherwise they are cancelled, transitively, breadth first in id
     /// order. Tasks of queues without retention are forgotten at the end.
     fn finish(&mut self, slot: usize, state: TaskState, error: Option<Box<str>>) {
-        debug_assert!(state.is_final());
+        // Cheap, so on in release: a task "finished" into a live state would keep
+        // its slot, timer and index entries while its dependents are cancelled.
+        assert!(state.is_final(), "finish called with the live state {}", state.as_str());
         let mut cascade = std::mem::take(&mut self.cascade);
         let mut finished = std::mem::take(&mut self.finished);
         self.finish_one(slot, state, error);

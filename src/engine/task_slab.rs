@@ -44,7 +44,9 @@ impl TaskSlab {
         };
         let chunk = &mut self.chunks[c];
         let at = chunk.insert(task);
-        debug_assert!(at < CHUNK_TASKS);
+        // On in release: a position past the chunk would spill into the chunk
+        // bits of the slot number, and the slot would name another task.
+        assert!(at < CHUNK_TASKS, "slab chunk {c} placed a task at {at}, past its {CHUNK_TASKS} slots");
         if chunk.len() == CHUNK_TASKS {
             self.with_room.pop();
         }

@@ -722,7 +722,7 @@ impl BinaryDriver {
                 };
                 // Rendered by the HTTP renderer, as the CLI does: the same JSON.
                 Self::outcome(c.configure_queue(queue, &patch), |info| {
-                    let body = taskqueuex::client::binary::json_body(&taskqueuex::client::binary::queue(info));
+                    let body = taskqueuex::cli::binary::json_body(&taskqueuex::cli::binary::queue(info));
                     serde_json::from_slice(&body).unwrap()
                 })
             }
@@ -769,7 +769,7 @@ impl BinaryDriver {
             }
             Op::Cancel { id } => Self::outcome(c.cancel(*id), |state| json!({"id": id, "state": state_name(state)})),
             Op::Get { id } => Self::outcome(c.get_task(*id), |view| {
-                let body = taskqueuex::client::binary::json_body(&taskqueuex::client::binary::task(view));
+                let body = taskqueuex::cli::binary::json_body(&taskqueuex::cli::binary::task(view));
                 comparable_task(&serde_json::from_slice(&body).unwrap())
             }),
             Op::DeleteQueue { queue } => Self::outcome(c.delete_queue(queue, true), |()| json!({"deleted": queue})),

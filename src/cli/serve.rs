@@ -1,0 +1,263 @@
+//! `tqx serve`: the server's flags, how they become a [`ServeConfig`], and the
+//! logging the server writes to stderr. Running the server is
+//! [`crate::server::serve`]; this module only reads the command line.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::server::{self, DurabilityMode, ServeConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ServeArgs {
+    /// Address to listen on for HTTP (IP:PORT; port 0 picks a free port, printed as `listening http=IP:PORT`).
+    #[arg(long = "http", value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    http: SocketAddr,
+    /// Address to listen on for the binary protocol (IP:PORT, printed as `listening binary=IP:PORT`)
+    /// [default: 127.0.0.1:7701].
+    #[arg(long = "binary", value_name = "ADDR")]
+    binary: Option<SocketAddr>,
+    /// Directory for durable state (created if missing).
+    #[arg(long = "data", value_name = "DIR", default_value = "./tqx-data")]
+    data: PathBuf,
+    /// What an acknowledged reply means: `sync` (after fdatasync of its record),
+    /// `interval:<ms>` (at once; synced at least every <ms>), `memory` (no log).
+    #[arg(long, value_name = "MODE", default_value = "sync")]
+    durability: DurabilityMode,
+    /// Payload bytes kept in memory (e.g. 4GiB, 512MiB); past it, payloads of checkpointed tasks live
+    /// only in RocksDB and are read back when leased or looked up. With `--durability memory` (no store)
+    /// an enqueue past it is refused: 503 `capacity_exceeded`, retryable.
+    #[arg(long, value_name = "BYTES", default_value = "4GiB", value_parser = server::parse_bytes)]
+    memory_limit: u64,
+    /// Time between checkpoints of the state into RocksDB (after which the log below them is deleted).
+    #[arg(long, value_name = "MS", default_value_t = server::CHECKPOINT_INTERVAL_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    checkpoint_interval_ms: u64,
+    /// Test hook: read one byte from this FIFO before each WAL sync (holds syncs open).
+    #[arg(long, value_name = "FIFO", hide = true)]
+    debug_wal_sync_gate: Option<PathBuf>,
+    /// Start even if the write-ahead log is damaged in a way a crash cannot cause (cut short, a segment
+    /// missing, damage before valid batches): keep the log up to the first damage, drop the rest, and log
+    /// exactly what was dropped. Without it such a log refuses to start (docs/durability.md).
+    #[arg(long)]
+    accept_data_loss: bool,
+    /// Test hook: the checkpoint store's write fails after N successful ones.
+    #[arg(long, value_name = "N", hide = true)]
+    debug_fail_checkpoint_writes_after: Option<u64>,
+    /// Make a new lease key when DATA/lease.key is missing or damaged although the directory holds a log
+    /// or checkpoint (the server refuses to start otherwise). Every outstanding lease is then refused;
+    /// its task is delivered again once the lease expires.
+    #[arg(long)]
+    regenerate_lease_key: bool,
+    /// Test hook: read one byte from this FIFO before each read of a cold payload (holds reads open).
+    #[arg(long, value_name = "FIFO", hide = true)]
+    debug_cold_read_gate: Option<PathBuf>,
+    /// Test hook: a worker panics when it executes an enqueue into this queue.
+    #[arg(long, value_name = "QUEUE", hide = true)]
+    debug_panic_on_queue: Option<String>,
+    /// A server thread (reactor, worker, log writer, checkpointer: 6 times this) that has work but makes
+    /// no progress for this long, or has died, makes /healthz answer 503 {"status":"stalled"} and a binary
+    /// ping `ready: false` until it progresses again.
+    #[arg(long, value_name = "MS", default_value_t = server::STALL_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    stall_timeout_ms: u64,
+    /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
+    #[arg(long, value_name = "N", default_value_t = default_reactors(),
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    reactors: u32,
+    /// Worker threads executing commands against the engine (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    /// Pin reactor and worker threads to cores (default: on when the machine has 2 or more cores).
+    #[arg(long, overrides_with = "no_pin")]
+    pin: bool,
+    /// Do not pin threads to cores.
+    #[arg(long, overrides_with = "pin")]
+    no_pin: bool,
+    /// When pinning, put each worker on a reactor's core instead of a core of its own: a request's two
+    /// hand-offs then wake a thread on the same core. Less CPU per request where the other cores are busy
+    /// (a client or other services on the same machine).
+    #[arg(long)]
+    pin_workers_with_reactors: bool,
+    /// Requests waiting for a worker; past it the server answers 503 overloaded.
+    #[arg(long, value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    queue_capacity: u32,
+    /// Largest request body accepted, in bytes (413 past it); also the largest binary frame body. At most
+    /// 3,905,488: larger bodies could decode to commands the write-ahead log cannot hold (docs/limits.md).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = max_body_bytes)]
+    max_body_bytes: u64,
+    /// Registered (fixed) receive buffers per reactor ring, 16 KiB each, for HTTP reads; 0 reads
+    /// into ordinary buffers. Connections beyond the pool read into ordinary ones.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    fixed_buffers: u16,
+    /// Client connections held at once, both protocols together; past it a new connection gets one
+    /// `503 overloaded` refusal and is closed. The server raises its open-file limit to the hard
+    /// limit at start, and lowers this (with a warning) if that limit cannot cover it.
+    #[arg(long, value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Largest read a connection asks for, in bytes. Reads start at 512 bytes and double toward it
+    /// only while they come back full, so an idle connection pins little memory.
+    #[arg(long, value_name = "BYTES", default_value_t = server::READ_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(512..=(16 << 20)))]
+    read_bytes_max: u32,
+    /// Back-pressure: encoded reply bytes one connection may hold waiting for its client to read them;
+    /// at it the connection takes no new request (and stops reading) until they drain.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::CONNECTION_REPLY_BYTES_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 32)))]
+    connection_reply_bytes_max: u64,
+    /// Back-pressure: requests one connection may have taken and not yet answered; at it the
+    /// connection takes no new request (and stops reading) until replies go out.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    connection_requests_in_flight_max: u32,
+    /// Back-pressure: reply bytes waiting for their clients on all connections together; at it no
+    /// connection takes a new request until they drain.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::REPLY_BYTES_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 40)))]
+    reply_bytes_max: u64,
+    /// Long polls (dequeues with wait_ms) one connection may have waiting; past it a long poll is
+    /// answered at once with 503 `capacity_exceeded` (retryable).
+    #[arg(long, value_name = "N", default_value_t = crate::limits::CONNECTION_LONG_POLLS_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connection_long_polls_max: u32,
+    /// Once the first byte of an HTTP request (head and body) or a binary frame has arrived, the time
+    /// the whole of it must arrive within, in milliseconds (time spent answering earlier requests is not
+    /// counted); past it the connection is closed. 0: no deadline.
+    #[arg(long, value_name = "MS", default_value_t = crate::limits::REQUEST_DEADLINE_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=crate::limits::CONNECTION_TIMEOUT_MS_MAX))]
+    request_deadline_ms: u64,
+    /// A connection with no request started and nothing in flight (a long poll counts as in flight) for
+    /// this many milliseconds is closed. 0: never.
+    #[arg(long, value_name = "MS", default_value_t = crate::limits::IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(0..=crate::limits::CONNECTION_TIMEOUT_MS_MAX))]
+    idle_timeout_ms: u64,
+    /// When open connections pass this percentage of --max-connections, each accept first closes the
+    /// longest-idle connections (never one with a request in flight or a long poll). 100: never.
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::limits::PRUNE_ABOVE_PERCENT_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(crate::limits::PRUNE_ABOVE_PERCENT_MIN as i64..=100))]
+    prune_above_percent: u8,
+    /// Log format on stderr: human-readable text, or JSON lines.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace, or directives such as
+    /// `info,taskqueuex::server=debug`); RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn default_reactors() -> u32 {
+    u32::try_from((cores() / 2).max(1)).unwrap_or(1)
+}
+
+/// `--binary`'s default port (next to HTTP's 7700).
+const BINARY_PORT_DEFAULT: u16 = 7701;
+
+/// `--max-body-bytes`: refused while the arguments are read, before anything
+/// is created or bound, if the log could not hold every command a body that
+/// large decodes to (the message names both limits; `serve` checks again).
+fn max_body_bytes(text: &str) -> Result<u64, String> {
+    let bytes: u64 = text.parse().map_err(|error| format!("{error}"))?;
+    crate::limits::check_body_bytes_max(usize::try_from(bytes).unwrap_or(usize::MAX))?;
+    Ok(bytes)
+}
+
+pub(super) fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(message) = init_logging(args.log_format, &args.log_level) {
+        eprintln!("tqx serve: {message}");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = std::fs::create_dir_all(&args.data) {
+        eprintln!("tqx serve: cannot create the data directory {}: {error}", args.data.display());
+        return ExitCode::FAILURE;
+    }
+    let log_json = args.log_format == LogFormat::Json;
+    let pin_threads = if args.pin {
+        true
+    } else if args.no_pin {
+        false
+    } else {
+        cores() >= 2
+    };
+    // Always 7701 unless given (the documented default, whatever `--http` says):
+    // callers that start several servers pass `--binary 127.0.0.1:0` too.
+    let binary_addr = args.binary.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], BINARY_PORT_DEFAULT)));
+    let config = ServeConfig {
+        http_addr: args.http,
+        binary_addr,
+        data_dir: args.data,
+        durability: args.durability,
+        wal_sync_gate: args.debug_wal_sync_gate,
+        memory_limit_bytes: args.memory_limit,
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
+        accept_data_loss: args.accept_data_loss,
+        fail_checkpoint_writes_after: args.debug_fail_checkpoint_writes_after,
+        reactor_threads: args.reactors as usize,
+        worker_threads: args.workers as usize,
+        max_connections: args.max_connections as usize,
+        read_bytes_max: args.read_bytes_max as usize,
+        connection_reply_bytes_max: usize::try_from(args.connection_reply_bytes_max).unwrap_or(usize::MAX),
+        connection_requests_in_flight_max: args.connection_requests_in_flight_max as usize,
+        reply_bytes_max: usize::try_from(args.reply_bytes_max).unwrap_or(usize::MAX),
+        connection_long_polls_max: args.connection_long_polls_max as usize,
+        request_deadline_ms: args.request_deadline_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
+        prune_above_percent: args.prune_above_percent,
+        pin_threads,
+        pin_workers_with_reactors: args.pin_workers_with_reactors,
+        request_queue_capacity: args.queue_capacity as usize,
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        fixed_buffers_count: args.fixed_buffers.into(),
+        regenerate_lease_key: args.regenerate_lease_key,
+        stall_timeout_ms: args.stall_timeout_ms,
+        cold_read_gate: args.debug_cold_read_gate,
+        debug_panic_queue: args.debug_panic_on_queue,
+    };
+    // Target `tqx` (the binary's name, these lines' target before the CLI moved
+    // into the library), so log filters and JSON logs that name it still match.
+    tracing::debug!(target: "tqx", ?config, "starting");
+    match server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if log_json {
+                // Also as a log line, for whoever collects the JSON logs.
+                tracing::error!(target: "tqx", %error, "server failed");
+            }
+            eprintln!("tqx serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the `listening` line scripts wait for):
+/// text by default (colored on a terminal), JSON lines with `--log-format json`.
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
+}
