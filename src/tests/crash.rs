@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -315,36 +315,7 @@ impl Connection {
     }
 
     fn read_response(&mut self) -> io::Result<Response> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let status = line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
-        let mut content_length = None;
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    content_length = value.trim().parse::<usize>().ok();
-                }
-            }
-        }
-        let length = content_length
-            .filter(|length| *length <= RESPONSE_BYTES_MAX)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "reply without a usable Content-Length"))?;
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
+        let (status, body) = tqx_testkit::read_response(&mut self.reader, RESPONSE_BYTES_MAX)?;
         Ok(Response { status, body })
     }
 }
@@ -524,13 +495,14 @@ fn produce(
     while !stop.load(Ordering::Relaxed) {
         out.clear();
         in_flight.clear();
-        for _ in 0..args.pipeline {
-            if tasks_per_s > 0.0 {
-                let due = Duration::from_secs_f64(f64::from(sequence) / tasks_per_s);
-                if let Some(early) = due.checked_sub(started.elapsed()) {
-                    thread::sleep(early);
-                }
+        // Paced per window, so that a window's requests leave together.
+        if tasks_per_s > 0.0 {
+            let due = Duration::from_secs_f64(f64::from(sequence) / tasks_per_s);
+            if let Some(early) = due.checked_sub(started.elapsed()) {
+                thread::sleep(early);
             }
+        }
+        for _ in 0..args.pipeline {
             let queue = rng.range(0, u64::from(queues) - 1) as u8;
             let batch = rng.next_u64() % 2 == 0;
             let count = if batch { rng.range(1, BATCH_TASKS_MAX) as u32 } else { 1 };

@@ -441,39 +441,48 @@ impl HealthProbe {
         }
         let Some(reader) = self.connection.as_mut() else { unreachable!("opened above") };
         reader.get_mut().write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        let mut line = String::new();
+        let (status, body) = read_response(reader, HEALTH_BODY_BYTES_MAX)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// Reads one HTTP/1.1 response (the server's: framed by `Content-Length`,
+/// never chunked) from a keep-alive connection: its status and body. An
+/// error if the connection ends first, or the reply is malformed or has a
+/// body over `body_bytes_max`.
+pub fn read_response(reader: &mut impl BufRead, body_bytes_max: usize) -> io::Result<(u16, Vec<u8>)> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| invalid(format!("bad status line {line:?}")))?;
+    let mut content_length = None;
+    loop {
+        line.clear();
         if reader.read_line(&mut line)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let status = line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| invalid(&format!("bad status line {line:?}")))?;
-        let mut length = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse::<usize>().map_err(|_| invalid("bad Content-Length"))?;
-                }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse::<usize>().ok();
             }
         }
-        if length > HEALTH_BODY_BYTES_MAX {
-            return Err(invalid("reply body too large"));
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
+    let length = content_length
+        .filter(|length| *length <= body_bytes_max)
+        .ok_or_else(|| invalid("reply without a usable Content-Length".into()))?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, body))
 }
 
 /// Whether `GET /healthz` on `addr` answers 200 now (one attempt, a fresh
