@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::model::{BenchOutput, Cell, Durability, FsyncUs, Line, Load, Meta, Server, System};
 use super::plan::{self, IDLE_RATE_OPS};
+use crate::shared::{command_line, last_json_line, run_with_timeout, tail};
 
 /// How long a server may take to answer its first health check. Generous: a
 /// fresh `tqx` data directory opens RocksDB and preallocates a log segment.
@@ -529,81 +530,10 @@ fn free_port() -> Result<u16, String> {
     listener.local_addr().map(|a| a.port()).map_err(|e| format!("finding a free port: {e}"))
 }
 
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `program args`, capturing its output; kills it after `timeout`.
-fn run_with_timeout(program: &Path, args: &[String], timeout: Duration) -> Result<Output, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", program.display()))?;
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("piped")));
-    let stderr = reader(Box::new(child.stderr.take().expect("piped")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} {} did not finish within {timeout:?}; killed",
-                    program.display(),
-                    args.join(" ")
-                ));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
-        }
-    };
-    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
-}
-
-/// The last line of `text` that looks like a JSON object.
-fn last_json_line(text: &str) -> Option<&str> {
-    text.lines().rev().map(str::trim).find(|l| l.starts_with('{'))
-}
-
-/// The last few lines of `text`, for an error message.
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(8);
-    let joined = lines[start..].join(" | ");
-    let chars: Vec<char> = joined.chars().collect();
-    if chars.len() > 1_500 {
-        chars[chars.len() - 1_500..].iter().collect()
-    } else {
-        joined
-    }
-}
-
 /// `/proc/loadavg`'s 1, 5 and 15 minute averages (empty if unreadable).
 fn load_average() -> String {
     let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// stdout of `program args`, trimmed; `None` if it fails.
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// The machine, as (what, value) rows: what the figures depend on.
@@ -670,21 +600,4 @@ fn machine(opts: &RunOptions) -> Vec<(String, String)> {
     rows.push(("beanstalkd".into(), first_line(command_line(&beanstalkd, &["-v"]))));
     rows.push(("rustc".into(), first_line(command_line("rustc", &["--version"]))));
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_json_line_skips_noise() {
-        assert_eq!(last_json_line("warming up\n{\"a\":1}\n\n"), Some("{\"a\":1}"));
-        assert_eq!(last_json_line("nothing"), None);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let text: String = (0..20).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(tail(&text), (12..20).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
-    }
 }

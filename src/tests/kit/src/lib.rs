@@ -15,7 +15,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -547,17 +547,26 @@ impl Drop for TempDir {
 /// exits, or kills it after `timeout`: (exit status if it exited, stdout,
 /// stderr). For the tests of a server that must refuse to start.
 pub fn serve_until_exit(bin: &Path, args: &[OsString], timeout: Duration) -> (Option<ExitStatus>, String, String) {
-    let spawned = Command::new(bin)
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return (None, String::new(), format!("cannot start {}: {e}", bin.display())),
-    };
+    let mut command = Command::new(bin);
+    command.arg("serve").args(args);
+    match output_within(&mut command, timeout) {
+        Ok(output) => (output.status, output.stdout, output.stderr),
+        Err(e) => (None, String::new(), format!("cannot start {}: {e}", bin.display())),
+    }
+}
+
+/// What a program run by [`output_within`] printed, and how it ended.
+pub struct Output {
+    /// None: it did not exit within the timeout and was killed.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` (stdin closed) to its end, capturing stdout and stderr
+/// (each read by a thread, so neither pipe fills); kills it after `timeout`.
+pub fn output_within(command: &mut Command, timeout: Duration) -> io::Result<Output> {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
             let mut text = String::new();
@@ -571,7 +580,7 @@ pub fn serve_until_exit(bin: &Path, args: &[OsString], timeout: Duration) -> (Op
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.try_wait()? {
             break Some(status);
         }
         if Instant::now() > deadline {
@@ -581,10 +590,5 @@ pub fn serve_until_exit(bin: &Path, args: &[OsString], timeout: Duration) -> (Op
         }
         thread::sleep(EXIT_POLL);
     };
-    (status, stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default())
-}
-
-/// Opens (creating) `path` for appending; for logs several starts share.
-pub fn append_to(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
