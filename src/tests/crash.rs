@@ -21,7 +21,7 @@
 //! it is seen.
 //!
 //! Cost: each cycle checks every id from the first one not yet seen up to 1,000 past
-//! the highest known id, every fact acknowledged in the cycle, and a random sample
+//! the highest known id, every fact the cycle's replies made, and a random sample
 //! of older ids; after the last cycle, every id. The seed fixes the kill times and
 //! what each thread sends; the interleaving of the threads is the machine's.
 //!
