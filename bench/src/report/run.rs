@@ -353,7 +353,7 @@ struct ServerProcess {
 /// `tqx` is started, waited for and stopped by the test kit (the one way
 /// tests and benchmarks start it); the peers here.
 enum Process {
-    Tqx(tqx_testkit::Tqx),
+    Tqx(Box<tqx_testkit::Tqx>),
     Peer(Child),
 }
 
@@ -381,7 +381,7 @@ impl ServerProcess {
                     .start(SERVER_START_TIMEOUT)
                     .map_err(|failure| format!("{failure}: {}", tail(&failure.log_since_start())))?;
                 let (addr, binary) = (tqx.http, Some(tqx.binary));
-                ServerProcess { process: Process::Tqx(tqx), kind, addr, binary, log: log.clone() }
+                ServerProcess { process: Process::Tqx(Box::new(tqx)), kind, addr, binary, log: log.clone() }
             }
             Server::Redis => {
                 let port = free_port()?;
