@@ -11,7 +11,12 @@
 //!
 //! The server prints its `listening` lines before recovery (so a client can
 //! see it is up and recovering); [`Launch::start`] returns then, and
-//! [`Tqx::wait_ready`] waits for recovery.
+//! [`Tqx::wait_ready`] waits for recovery. A restart on the same data
+//! directory is the same [`Launch`] started again ([`Tqx::launch`]);
+//! [`Launch::start_retrying_address_in_use`] for fixed addresses a killed
+//! server may still hold. [`TempDir`] and [`fresh_path`] give a data directory
+//! removed afterwards; [`serve_until_exit`] runs a server that must refuse to
+//! start.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -94,30 +99,6 @@ impl Launch {
     pub fn before_exec(mut self, hook: fn() -> io::Result<()>) -> Launch {
         self.before_exec = Some(hook);
         self
-    }
-
-    pub fn data(&self) -> &Path {
-        &self.data
-    }
-
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
-    /// The whole command line, for messages.
-    pub fn command_line(&self) -> String {
-        let mut line = format!(
-            "{} serve --http {} --binary {} --data {}",
-            self.bin.display(),
-            self.http,
-            self.binary,
-            self.data.display()
-        );
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(&arg.to_string_lossy());
-        }
-        line
     }
 
     /// Spawns the server and waits (up to `listen_timeout`) for both its
@@ -282,7 +263,8 @@ impl Tqx {
         self.pid
     }
 
-    /// How it was started (to restart it, or another like it).
+    /// How it was started: `tqx.kill()` (or `stop`), then
+    /// `tqx.launch().start(timeout)` restarts it on the same data directory.
     pub fn launch(&self) -> &Launch {
         &self.launch
     }
@@ -485,12 +467,6 @@ pub fn read_response(reader: &mut impl BufRead, body_bytes_max: usize) -> io::Re
     Ok((status, body))
 }
 
-/// Whether `GET /healthz` on `addr` answers 200 now (one attempt, a fresh
-/// connection).
-pub fn healthz_ok(addr: SocketAddr) -> bool {
-    matches!(HealthProbe::default().status(addr), Ok((200, _)))
-}
-
 static DIR_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// A new, empty directory's path under the system's temp dir, unique in this
@@ -505,11 +481,10 @@ pub fn fresh_path(prefix: &str) -> PathBuf {
     ))
 }
 
-/// A directory removed (with everything in it) when dropped, unless kept.
+/// A directory removed (with everything in it) when dropped.
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl TempDir {
@@ -517,29 +492,17 @@ impl TempDir {
     pub fn create(path: impl Into<PathBuf>) -> io::Result<TempDir> {
         let path = path.into();
         std::fs::create_dir_all(&path)?;
-        Ok(TempDir { path, keep: false })
-    }
-
-    /// Takes over a directory that exists (or will), to remove it when dropped.
-    pub fn adopt(path: impl Into<PathBuf>) -> TempDir {
-        TempDir { path: path.into(), keep: false }
+        Ok(TempDir { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Leaves the directory in place when this value is dropped.
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -591,4 +554,43 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> io::Result<Out
         thread::sleep(EXIT_POLL);
     };
     Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_response_takes_one_reply_by_content_length_and_leaves_the_next() {
+        let bytes = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\nabHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut reader = BufReader::new(&bytes[..]);
+        assert_eq!(read_response(&mut reader, 16).unwrap(), (503, b"ab".to_vec()));
+        assert_eq!(read_response(&mut reader, 16).unwrap(), (200, Vec::new()));
+        assert_eq!(read_response(&mut reader, 16).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn read_response_refuses_a_body_over_the_bound_or_without_a_length() {
+        let over = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n";
+        assert_eq!(read_response(&mut &over[..], 16).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let none = b"HTTP/1.1 200 OK\r\n\r\n";
+        assert_eq!(read_response(&mut &none[..], 16).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let bad = b"SSH-2.0\r\n\r\n";
+        assert_eq!(read_response(&mut &bad[..], 16).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn tail_lines_skips_blank_lines() {
+        assert_eq!(tail_lines("a\n\nb\n  \nc\n", 2, " | "), "b | c");
+        assert_eq!(tail_lines("", 3, "\n"), "");
+    }
+
+    #[test]
+    fn a_temp_dir_is_removed_when_dropped() {
+        let dir = TempDir::create(fresh_path("tqx-testkit-unit")).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists());
+    }
 }
