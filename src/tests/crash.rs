@@ -26,9 +26,10 @@
 //! what each thread sends; the interleaving of the threads is the machine's.
 //!
 //! This is a test target of the server (`src/tests/`) with its own command
-//! line (`harness = false`), run only by `tools/crashtest`
-//! (`cargo test --release --test crash -- ARGS`); the server is started and
-//! killed by the test kit (`src/tests/kit`).
+//! line (`harness = false`), run only by `tools/crashtest` (which builds it
+//! with `cargo test --release --test crash --no-run` and runs the binary, so
+//! its exit status stays its own); the server is started and killed by the
+//! test kit (`src/tests/kit`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
