@@ -10,26 +10,22 @@ target_mib="${1:-1024}"
 work="$(mktemp -d)"
 pid=""
 trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+. bench/serve.sh
 cargo build --release --quiet --bin tqx
-tqx="$CARGO_TARGET_DIR/release/tqx"
 start() {
-    "$tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --no-pin --data "$work/data" --checkpoint-interval-ms 86400000 \
-        --memory-limit 16GiB >"$work/out" 2>>"$work/err" &
-    pid=$!
-    local started; started=$(date +%s%N)
-    for _ in $(seq 100); do addr="$(sed -n 's/^listening http=//p' "$work/out")"; [ -n "$addr" ] && break; sleep 0.05; done
-    until curl -sf "http://$addr/healthz" >/dev/null; do sleep 0.01; done
-    echo $(( ($(date +%s%N) - started) / 1000000 ))
+    tqx_start "$work" --no-pin --data "$work/data" --checkpoint-interval-ms 86400000 --memory-limit 16GiB
+    pid="$tqx_pid"
+    addr="$tqx_http"
 }
-start >/dev/null
+start
 while [ "$(du -sm "$work/data/wal" | cut -f1)" -lt "$target_mib" ]; do
     wrk -t1 -c16 -d5s -s bench/durability/batch1k.lua "http://$addr" >/dev/null
 done
 wal_mib="$(du -sm "$work/data/wal" | cut -f1)"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-: >"$work/out"
-ready_ms="$(start)"
-line="$(grep 'recovered' "$work/err" | tail -1)"
+start
+ready_ms="$tqx_ready_ms"
+line="$(grep 'recovered' "$work/tqx.err" | tail -1)"
 echo "wal on disk: ${wal_mib} MiB (preallocated segments); restart to /healthz 200: ${ready_ms} ms"
 echo "$line"
 echo "$line" | awk -v ready="$ready_ms" '{

@@ -3,7 +3,7 @@
 # measured in the same run: nginx answering every POST with a fixed 201 (no
 # parsing of the body, no queue): the ceiling for an HTTP server on this machine.
 #   bench/http/compare.sh [RUNS] [SECONDS]
-# Needs: wrk and nginx-light (apt-get install wrk nginx-light). Prints one line
+# Needs: wrk, nginx-light and curl (apt-get install wrk nginx-light curl). Prints one line
 # per run and the medians; the server uses its defaults (1 reactor, 1 worker).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,13 +11,13 @@ cd "$(dirname "$0")/../.."
 runs="${1:-5}"
 seconds="${2:-5}"
 work="$(mktemp -d)"
+tqx_pid=""
 trap 'kill "$tqx_pid" 2>/dev/null || true; nginx -c "$work/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
 
+. bench/serve.sh
 cargo build --release --quiet --bin tqx
-"$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --data "$work/data" >"$work/tqx.out" 2>"$work/tqx.err" &
-tqx_pid=$!
-for _ in $(seq 50); do grep -q '^listening' "$work/tqx.out" && break; sleep 0.1; done
-tqx_addr="$(sed -n 's/^listening http=//p' "$work/tqx.out")"
+tqx_start "$work" --data "$work/data"
+tqx_addr="$tqx_http"
 
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;

@@ -14,20 +14,14 @@ work="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+. bench/serve.sh
 cargo build --release --quiet --bin tqx
-start() { # name, durability
-    "$CARGO_TARGET_DIR/release/tqx" serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --no-pin --data "$work/$1" --durability "$2" \
-        >"$work/$1.out" 2>"$work/$1.err" &
-    pids+=($!)
-    for _ in $(seq 100); do
-        addr="$(sed -n 's/^listening http=//p' "$work/$1.out")"
-        [ -n "$addr" ] && curl -sf "http://$addr/healthz" >/dev/null && break
-        sleep 0.1
-    done
-    echo "$addr"
-}
-sync_addr="$(start sync sync)"
-memory_addr="$(start memory memory)"
+tqx_start "$work/sync" --no-pin --data "$work/sync/data" --durability sync
+pids+=("$tqx_pid")
+sync_addr="$tqx_http"
+tqx_start "$work/memory" --no-pin --data "$work/memory/data" --durability memory
+pids+=("$tqx_pid")
+memory_addr="$tqx_http"
 
 measure() { wrk -t1 -c64 -d"${seconds}s" -s bench/http/enqueue.lua "$1" | awk '/Requests\/sec/ {print $2}'; }
 s=(); m=()

@@ -13,6 +13,7 @@
 pub mod footprint;
 pub mod load;
 pub mod report;
+pub mod shared;
 
 use bytes::Bytes;
 use taskqueuex::engine::{DepRef, Discipline, Engine, EngineConfig, LeasedTask, NewTask, QueueConfigPatch, TaskId};

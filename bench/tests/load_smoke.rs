@@ -8,7 +8,6 @@
 //! next to this test's own target directory; a server that is not found is
 //! skipped with a message on stderr, as are Redis and beanstalkd when missing.
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,27 +76,18 @@ fn wait_for_port(server: &mut Server, addr: &str) {
     }
 }
 
-/// Starts `tqx serve` in memory mode; returns it with its binary and HTTP addresses.
-fn start_tqx(tqx: &Path, data: &Path) -> (Server, String, String) {
-    let child = Command::new(tqx)
-        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--durability", "memory", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tqx.display()));
-    let mut server = Server { child, name: "tqx" };
-    let mut lines = BufReader::new(server.child.stdout.take().unwrap()).lines();
-    let (mut http, mut binary) = (None, None);
-    while http.is_none() || binary.is_none() {
-        let line = lines.next().expect("tqx printed its addresses").unwrap();
-        if let Some(addr) = line.strip_prefix("listening http=") {
-            http = Some(addr.to_string());
-        } else if let Some(addr) = line.strip_prefix("listening binary=") {
-            binary = Some(addr.to_string());
-        }
+/// Starts `tqx serve` in memory mode in `dir` (data and log, removed with
+/// it), ready; returns it with its binary and HTTP addresses.
+fn start_tqx(tqx: &Path, dir: &tqx_testkit::TempDir) -> (tqx_testkit::Tqx, String, String) {
+    let server = tqx_testkit::Launch::new(tqx, dir.path().join("data"), dir.path().join("stderr.log"))
+        .args(["--durability", "memory"])
+        .start(START_TIMEOUT)
+        .unwrap_or_else(|failure| panic!("cannot start {}: {failure}\n{}", tqx.display(), failure.log_since_start()));
+    if let Err(what) = server.wait_ready(START_TIMEOUT) {
+        panic!("tqx serve {what}\n{}", server.log_text());
     }
-    (server, binary.unwrap(), http.unwrap())
+    let (binary, http) = (server.binary.to_string(), server.http.to_string());
+    (server, binary, http)
 }
 
 fn start_redis() -> (Server, String) {
@@ -202,14 +192,13 @@ fn tqx_binary_and_http_run_every_scenario() {
         eprintln!("SKIPPED: no tqx binary (set TQX_BIN, or build it: cargo build --release -p taskqueuex --bin tqx)");
         return;
     };
-    let data = std::env::temp_dir().join(format!("tqx-load-smoke-{}", std::process::id()));
-    let (server, binary, http) = start_tqx(&tqx, &data);
+    let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke")).expect("a temp directory");
+    let (server, binary, http) = start_tqx(&tqx, &dir);
     every_scenario("tqx-binary", &binary, &[]);
     every_scenario("tqx-http", &http, &[]);
     let (status, json) = bench(&["preload", "--system", "tqx-binary", "--addr", &binary, "--tasks", "2500"]);
     assert_eq!((status, json["preloaded"].as_u64()), (0, Some(2500)), "{json}");
     drop(server);
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]

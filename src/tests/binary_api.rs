@@ -12,13 +12,12 @@
 
 mod support;
 
+use support::SyncGate;
+
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,11 +38,12 @@ const HELD_WATCH: Duration = Duration::from_millis(300);
 
 // ---- the server ------------------------------------------------------------------
 
+/// The support kit's server (src/tests/support), ready when a binary ping
+/// says so, with both addresses at hand.
 struct Server {
-    child: Child,
+    inner: support::Server,
     http: SocketAddr,
     binary: SocketAddr,
-    dir: PathBuf,
 }
 
 impl Server {
@@ -58,45 +58,12 @@ impl Server {
     /// Starts the server and waits for its two `listening` lines only: it may
     /// still be recovering.
     fn launch(dir: PathBuf, extra_args: &[&str]) -> Server {
-        std::fs::create_dir_all(&dir).unwrap();
-        let stderr = File::create(dir.join("stderr.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
-            .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data"])
-            .arg(dir.join("data"))
-            .args(["--reactors", "1", "--workers", "1", "--no-pin"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn tqx serve");
-        // A thread reads stdout for the child's whole life, so it never blocks on a full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut addrs = HashMap::new();
-        while addrs.len() < 2 {
-            match rx.recv_timeout(START_TIMEOUT) {
-                Ok(line) => {
-                    for name in ["http", "binary"] {
-                        if let Some(addr) = line.trim().strip_prefix(&format!("listening {name}=")) {
-                            addrs.insert(name, addr.parse::<SocketAddr>().expect("IP:PORT"));
-                        }
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-                    panic!("tqx serve did not print both `listening` lines; stderr:\n{log}");
-                }
-            }
-        }
-        Server { child, http: addrs["http"], binary: addrs["binary"], dir }
+        Server::over(support::Server::launch(dir, extra_args))
+    }
+
+    fn over(inner: support::Server) -> Server {
+        let binary = inner.binary_addr.expect("every server has a binary address");
+        Server { http: inner.addr, binary, inner }
     }
 
     fn wait_ready(&self) {
@@ -123,72 +90,23 @@ impl Server {
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+        self.inner.stderr()
     }
 
     /// SIGKILL (nothing flushed or closed cleanly), then a new server on the
     /// same data directory.
-    fn crash_and_restart(mut self, extra_args: &[&str]) -> Server {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let server = Server::launch(std::mem::take(&mut self.dir), extra_args);
+    fn crash_and_restart(self, extra_args: &[&str]) -> Server {
+        let server = Server::over(self.inner.crash_and_restart(extra_args));
         server.wait_ready();
         server
     }
 
     fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the child we spawned and have not reaped yet.
-        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0);
+        self.inner.signal(signal);
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !self.dir.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A FIFO the server's WAL syncs read from; each byte released lets one sync run.
-struct SyncGate {
-    path: PathBuf,
-    writer: File,
-}
-
-impl SyncGate {
-    fn new(dir: &Path) -> SyncGate {
-        std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join("sync-gate");
-        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-        // Read-write, so neither side's open blocks waiting for the other.
-        let writer = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        SyncGate { path, writer }
-    }
-
-    fn arg(&self) -> String {
-        self.path.to_str().unwrap().to_string()
-    }
-
-    fn release(&mut self, syncs: usize) {
-        self.writer.write_all(&vec![0u8; syncs]).unwrap();
+        self.inner.wait_exit(timeout)
     }
 }
 
@@ -768,15 +686,10 @@ fn serve_refuses_a_binary_address_another_process_listens_on() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let data = support::fresh_dir();
-    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--no-pin", "--http", "127.0.0.1:0", "--binary", &address, "--data"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tqx serve");
+    let (status, _, stderr) =
+        support::serve_until_exit(&["--no-pin", "--http", "127.0.0.1:0", "--binary", &address], &data);
     let _ = std::fs::remove_dir_all(&data);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
     assert!(stderr.contains(&format!("cannot listen on {address}")) && stderr.contains("in use"), "stderr: {stderr}");
 }
 

@@ -7,46 +7,17 @@
 
 mod support;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{fresh_dir, request_bytes, ReadError, Server};
+use support::{fresh_dir, request_bytes, ReadError, Server, SyncGate};
 
 /// How long a reply that must wait is watched for arriving too early. It cannot
 /// make the test fail wrongly: while the gate is closed the reply cannot come.
 const HELD_WATCH: Duration = Duration::from_millis(300);
-
-/// A FIFO the server's WAL syncs read from; each `release` lets one sync run.
-struct SyncGate {
-    path: PathBuf,
-    writer: File,
-}
-
-impl SyncGate {
-    fn new(dir: &Path) -> SyncGate {
-        std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join("sync-gate");
-        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-        // Read-write, so neither side's open blocks waiting for the other.
-        let writer = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        SyncGate { path, writer }
-    }
-
-    fn arg(&self) -> String {
-        self.path.to_str().unwrap().to_string()
-    }
-
-    fn release(&mut self, syncs: usize) {
-        self.writer.write_all(&vec![0u8; syncs]).unwrap();
-    }
-}
 
 #[test]
 fn a_sync_mode_reply_and_every_read_or_lease_showing_its_write_wait_for_its_sync() {
@@ -241,26 +212,8 @@ fn a_damaged_record_before_the_end_refuses_to_start_naming_the_file_and_offset()
     file.write_all_at(b"T", offset as u64).unwrap();
     drop(file);
 
-    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--binary",
-            "127.0.0.1:0",
-            "--reactors",
-            "1",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--data",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "started on a corrupt log; stderr:\n{stderr}");
+    let (status, _, stderr) = serve_until_exit(&data, &[]);
+    assert!(status.is_some_and(|s| !s.success()), "started on a corrupt log ({status:?}); stderr:\n{stderr}");
     let file_name = segment.file_name().unwrap().to_str().unwrap();
     assert!(stderr.contains(file_name) && stderr.contains("offset"), "names file and offset:\n{stderr}");
     assert!(stderr.contains("corrupt"), "{stderr}");
@@ -368,31 +321,10 @@ fn memory_mode_refuses_enqueues_past_the_memory_limit_until_payloads_are_freed()
 /// Runs `tqx serve` on `data` until it exits (or 20 s, then kills it):
 /// (exit status if it exited, stdout, stderr).
 fn serve_until_exit(data: &Path, extra_args: &[&str]) -> (Option<std::process::ExitStatus>, String, String) {
-    let out = data.with_extension("out");
-    let err = data.with_extension("err");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--reactors", "1", "--workers", "1"])
-        .args(["--no-pin", "--data"])
-        .arg(data)
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(&out).unwrap_or_default(), std::fs::read_to_string(&err).unwrap_or_default())
+    let mut args = vec!["--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--reactors", "1", "--workers", "1"];
+    args.push("--no-pin");
+    args.extend_from_slice(extra_args);
+    support::serve_until_exit(&args, data)
 }
 
 /// The refusal of a damaged log: exit 1, with a message naming

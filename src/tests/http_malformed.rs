@@ -774,36 +774,17 @@ fn a_batch_dense_with_dependencies_is_refused_before_it_makes_a_log_record_over_
 fn refused_at_start(args: &[&str]) -> String {
     let dir = support::fresh_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .args(["--reactors", "1", "--workers", "1", "--no-pin"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn tqx serve");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tqx serve {args:?} kept running");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().unwrap();
+    let mut all = vec!["--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--reactors", "1", "--workers", "1"];
+    all.push("--no-pin");
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = support::serve_until_exit(&all, &dir.join("data"));
+    let Some(status) = status else { panic!("tqx serve {args:?} kept running") };
     let created = dir.join("data").exists();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!created, "{args:?} must be refused before the data directory is touched");
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!status.success(), "{args:?}: {status:?}");
     assert!(!stdout.contains("listening"), "{args:?} must be refused before listening: {stdout}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    stderr
 }
 
 #[test]

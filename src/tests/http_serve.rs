@@ -73,47 +73,28 @@ fn serve_refuses_an_address_another_process_listens_on() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let data = std::env::temp_dir().join(format!("tqx-serve-bind-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--no-pin", "--http", &address, "--binary", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .output()
-        .expect("run tqx serve");
+    let (status, _, stderr) =
+        support::serve_until_exit(&["--no-pin", "--http", &address, "--binary", "127.0.0.1:0"], &data);
     let _ = std::fs::remove_dir_all(&data);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("cannot listen on") && stderr.contains("in use"), "stderr: {stderr}");
 }
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Starts `tqx serve` on fixed addresses and waits for its `listening binary=`
-/// line; on failure returns what it printed on stderr.
-fn start_on(http: &str, binary: &str, data: &Path) -> Result<std::process::Child, String> {
-    let stderr = data.with_extension("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--no-pin", "--reactors", "1", "--workers", "1", "--http", http, "--binary", binary])
-        .arg("--data")
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn tqx serve");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
-        let Ok(line) = line else { break };
-        if line.starts_with("listening binary=") {
-            return Ok(child);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Err(std::fs::read_to_string(&stderr).unwrap_or_default())
+/// Starts `tqx serve` on fixed addresses and waits for its `listening`
+/// lines; on failure returns what it printed on stderr.
+fn start_on(http: &str, binary: &str, data: &Path) -> Result<tqx_testkit::Tqx, String> {
+    tqx_testkit::Launch::new(env!("CARGO_BIN_EXE_tqx"), data, data.with_extension("stderr"))
+        .http(http)
+        .binary(binary)
+        .args(["--no-pin", "--reactors", "1", "--workers", "1"])
+        .start(Duration::from_secs(10))
+        .map_err(|failure| format!("{failure}\n{}", failure.log_since_start()))
 }
 
 /// A restart right after `kill -9` failed about half the time with "Address
@@ -125,12 +106,11 @@ fn restarting_on_the_same_port_right_after_kill_9_succeeds() {
     let (http, binary) = (free(), free());
     let data = support::fresh_dir();
     for attempt in 0..8 {
-        let mut server = start_on(&http, &binary, &data)
+        let server = start_on(&http, &binary, &data)
             .unwrap_or_else(|stderr| panic!("restart {attempt} on {http} failed:\n{stderr}"));
         // A connection, as a client reconnecting at once would make.
         let _ = std::net::TcpStream::connect(&http);
         server.kill().unwrap();
-        server.wait().unwrap();
     }
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(data.with_extension("stderr"));
@@ -162,15 +142,10 @@ fn a_second_server_on_a_data_directory_in_use_stops_before_listening_naming_the_
     let data = first.data_dir();
     let before = snapshot(&data);
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
-        .args(["serve", "--no-pin", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tqx serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"), "it listened first");
+    let (status, stdout, stderr) =
+        support::serve_until_exit(&["--no-pin", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0"], &data);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
+    assert!(!stdout.contains("listening"), "it listened first");
     let pid: u32 = std::fs::read_to_string(data.join("tqx.lock")).unwrap().trim().parse().unwrap();
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     assert!(cmdline.contains(data.to_str().unwrap()), "the lock names the first server, pid {pid}: {cmdline:?}");

@@ -16,7 +16,7 @@ use clap::Parser;
 use tqx_bench::footprint::{self, Options, Scale};
 use tqx_bench::load::fdlimit;
 
-const EXIT_USAGE: u8 = 64;
+use tqx_bench::shared::EXIT_USAGE;
 
 #[derive(Parser, Debug)]
 #[command(name = "bench-footprint", about = "Footprint and scale of tqx serve (issue 7; docs/bench-harness.md)")]
@@ -59,12 +59,9 @@ fn fresh_dir(parent: PathBuf, prefix: &str) -> Result<PathBuf, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match tqx_bench::shared::parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     let Some(scale) = Scale::parse(&cli.scale) else {
         eprintln!("bench-footprint: --scale must be small or full, not {:?}", cli.scale);

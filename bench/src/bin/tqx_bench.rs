@@ -22,9 +22,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tqx_bench::load::{self, HoldConfig, PreloadConfig, RunConfig, RunError, Scenario, System};
 
-/// Exit status for bad arguments (sysexits' EX_USAGE), distinct from 2 ("cannot
-/// connect"), which clap would otherwise use.
-const EXIT_USAGE: u8 = 64;
+// Bad arguments exit with EX_USAGE (64), distinct from 2 ("cannot connect"),
+// which clap would otherwise use.
+use tqx_bench::shared::EXIT_USAGE;
 const EXIT_UNSUPPORTED: u8 = 3;
 const EXIT_CONNECT: u8 = 2;
 const EXIT_FAILED: u8 = 1;
@@ -193,12 +193,9 @@ fn run(config: RunConfig) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match tqx_bench::shared::parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
     // One process holds up to 10,000+ connections (two descriptors each when
     // sending on the open loop). Not fatal: small runs work without it.

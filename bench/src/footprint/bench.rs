@@ -70,21 +70,16 @@ fn wait(child: &mut Child, timeout: Duration, what: &str) -> Result<ExitStatus, 
 }
 
 fn finish(status: ExitStatus, stdout: String, stderr: String) -> Output {
-    let json =
-        stdout.lines().rev().map(str::trim).find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok());
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let stderr_tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    let json = crate::shared::last_json_line(&stdout).and_then(|l| serde_json::from_str(l).ok());
+    let stderr_tail = tqx_testkit::tail_lines(&stderr, 5, " | ");
     Output { status, json, stderr_tail }
 }
 
 /// Runs `tqx-bench ARGS` to its end (killed after `timeout`).
 pub fn call(bin: &Path, args: &[String], timeout: Duration) -> Result<Output, String> {
     let what = args.first().cloned().unwrap_or_default();
-    let mut child = spawn(bin, args)?;
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let status = wait(&mut child, timeout, &what)?;
-    Ok(finish(status, stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default()))
+    let output = crate::shared::run_with_timeout(bin, args, timeout).map_err(|e| format!("{what}: {e}"))?;
+    Ok(finish(output.status, output.stdout, output.stderr))
 }
 
 /// Runs `tqx-bench hold ARGS`; when it prints `holding N connections`, calls

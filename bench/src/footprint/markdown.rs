@@ -5,21 +5,9 @@ use std::fmt::Write;
 
 use super::plot::{CONN_PLOT, TASK_PLOT};
 use super::record::{Axis, Record};
+use crate::shared::thousands;
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// 1234567 → "1,234,567".
-fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)

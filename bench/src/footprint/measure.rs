@@ -4,7 +4,6 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -428,12 +427,6 @@ fn round3(value: f64) -> f64 {
     (value * 1_000.0).round() / 1_000.0
 }
 
-/// stdout of `program args`, trimmed; `None` if it fails.
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).stderr(std::process::Stdio::null()).output().ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
 fn machine(opts: &Options) -> Machine {
     let unknown = || "unknown".to_string();
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -446,8 +439,8 @@ fn machine(opts: &Options) -> Machine {
     // does not make the tree count as changed.
     let exclude_out = format!(":(exclude){}", opts.out.display());
     let status_args = ["status", "--porcelain", "--untracked-files=no", "--", ".", exclude_out.as_str()];
-    let git_commit = match command_output("git", &["rev-parse", "--short=12", "HEAD"]) {
-        Some(commit) => match command_output("git", &status_args) {
+    let git_commit = match crate::shared::command_line("git", &["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => match crate::shared::command_line("git", &status_args) {
             Some(status) if !status.is_empty() => format!("{commit} (with uncommitted changes)"),
             _ => commit,
         },
@@ -466,7 +459,7 @@ fn machine(opts: &Options) -> Machine {
         git_commit,
         scale: opts.scale.name().into(),
         command: opts.command.clone(),
-        started_utc: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(unknown),
+        started_utc: crate::shared::command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(unknown),
         nofile_limit: opts.nofile_limit,
     }
 }

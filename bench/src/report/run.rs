@@ -16,16 +16,16 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::model::{BenchOutput, Cell, Durability, FsyncUs, Line, Load, Meta, Server, System};
 use super::plan::{self, IDLE_RATE_OPS};
+use crate::shared::{command_line, last_json_line, run_with_timeout, tail};
 
 /// How long a server may take to answer its first health check. Generous: a
 /// fresh `tqx` data directory opens RocksDB and preallocates a log segment.
@@ -341,13 +341,20 @@ fn start_with_retries(opts: &RunOptions, cell: &Cell, dir: &Path) -> Result<Serv
 
 /// A server started for one measurement. Dropping it kills it.
 struct ServerProcess {
-    child: Child,
+    process: Process,
     kind: Server,
     /// `tqx`: HTTP listener; others: their one listener.
     addr: SocketAddr,
     /// `tqx`: binary listener.
     binary: Option<SocketAddr>,
     log: PathBuf,
+}
+
+/// `tqx` is started, waited for and stopped by the test kit (the one way
+/// tests and benchmarks start it); the peers here.
+enum Process {
+    Tqx(Box<tqx_testkit::Tqx>),
+    Peer(Child),
 }
 
 impl ServerProcess {
@@ -366,19 +373,15 @@ impl ServerProcess {
         let data_arg = data.display().to_string();
         let mut server = match kind {
             Server::Tqx => {
-                let child = Command::new(&opts.tqx)
-                    .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data", &data_arg])
+                let tqx = tqx_testkit::Launch::new(&opts.tqx, &data, &log)
                     .args(["--durability", &durability.tqx_mode()])
                     // Per-connection logging would tax the connection storm;
                     // the peers log about as little at their defaults.
                     .args(["--log-level", "warn"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(log_file()?)
-                    .spawn()
-                    .map_err(|e| format!("starting {}: {e}", opts.tqx.display()))?;
-                let placeholder: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-                ServerProcess { child, kind, addr: placeholder, binary: None, log: log.clone() }
+                    .start(SERVER_START_TIMEOUT)
+                    .map_err(|failure| format!("{failure}: {}", tail(&failure.log_since_start())))?;
+                let (addr, binary) = (tqx.http, Some(tqx.binary));
+                ServerProcess { process: Process::Tqx(Box::new(tqx)), kind, addr, binary, log: log.clone() }
             }
             Server::Redis => {
                 let port = free_port()?;
@@ -391,7 +394,8 @@ impl ServerProcess {
                     .stderr(log_append()?)
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.redis_server.display()))?;
-                ServerProcess { child, kind, addr: SocketAddr::from(([127, 0, 0, 1], port)), binary: None, log }
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
             }
             Server::Beanstalkd => {
                 let port = free_port()?;
@@ -403,7 +407,8 @@ impl ServerProcess {
                     .stderr(log_append()?)
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.beanstalkd.display()))?;
-                ServerProcess { child, kind, addr: SocketAddr::from(([127, 0, 0, 1], port)), binary: None, log }
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
             }
         };
         server.wait_ready()?;
@@ -411,7 +416,10 @@ impl ServerProcess {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Tqx(tqx) => tqx.pid(),
+            Process::Peer(child) => child.id(),
+        }
     }
 
     /// The address `tqx-bench` connects to for `system`.
@@ -424,15 +432,16 @@ impl ServerProcess {
 
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        if self.kind == Server::Tqx {
-            let (http, binary) = self.read_listening(deadline)?;
-            self.addr = http;
-            self.binary = Some(binary);
+        if let Process::Tqx(tqx) = &self.process {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return match tqx.wait_ready(remaining) {
+                Ok(_) => Ok(()),
+                Err(what) => Err(format!("{:?} {what}: {}", self.kind, self.log_tail())),
+            };
         }
         let (request, expect): (&[u8], &[u8]) = match self.kind {
-            Server::Tqx => (b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200"),
             Server::Redis => (b"PING\r\n", b"+PONG"),
-            Server::Beanstalkd => (b"stats\r\n", b"OK "),
+            _ => (b"stats\r\n", b"OK "),
         };
         loop {
             if let Some(status) = self.exited() {
@@ -448,28 +457,29 @@ impl ServerProcess {
         }
     }
 
-    /// Reads `listening http=` and `listening binary=` from `tqx`'s stdout.
-    fn read_listening(&mut self, deadline: Instant) -> Result<(SocketAddr, SocketAddr), String> {
-        let stdout = self.child.stdout.take().ok_or("tqx stdout not captured")?;
-        listening_addrs(stdout, deadline).ok_or_else(|| format!("tqx printed no listening lines: {}", self.log_tail()))
-    }
-
     fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        match &mut self.process {
+            Process::Tqx(tqx) => tqx.try_wait(),
+            Process::Peer(child) => child.try_wait().ok().flatten(),
+        }
     }
 
     /// SIGTERM, then SIGKILL if it has not exited in time. Returns the log's
     /// tail when the exit was not clean.
     fn stop(&mut self) -> Option<String> {
-        if self.exited().is_none() {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let child = match &mut self.process {
+            Process::Tqx(tqx) => return tqx.stop(SERVER_STOP_TIMEOUT).err(),
+            Process::Peer(child) => child,
+        };
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
-            while self.exited().is_none() && Instant::now() < deadline {
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(10));
             }
-            if self.exited().is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
                 return Some(format!("did not stop on SIGTERM within {SERVER_STOP_TIMEOUT:?}; killed"));
             }
         }
@@ -483,48 +493,18 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The addresses of `tqx serve`'s `listening http=IP:PORT` and
-/// `listening binary=IP:PORT` lines on its stdout, or `None` if both have not
-/// come by `deadline` (also `bench-footprint`'s). A thread keeps draining
-/// stdout afterwards, so the server never blocks on a full pipe.
-pub(crate) fn listening_addrs(stdout: ChildStdout, deadline: Instant) -> Option<(SocketAddr, SocketAddr)> {
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                // After the two lines nobody listens; keep reading anyway.
-                Ok(line) => {
-                    let _ = tx.send(line);
-                }
-                Err(_) => break,
+        // The kit's `Tqx` kills itself when dropped.
+        if let Process::Peer(child) = &mut self.process {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
-    });
-    let (mut http, mut binary) = (None, None);
-    loop {
-        if let (Some(http), Some(binary)) = (http, binary) {
-            return Some((http, binary));
-        }
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
-        let parse = |text: &str| text.trim().parse::<SocketAddr>().ok();
-        if let Some(rest) = line.strip_prefix("listening http=") {
-            http = parse(rest);
-        } else if let Some(rest) = line.strip_prefix("listening binary=") {
-            binary = parse(rest);
-        }
     }
 }
 
-/// One request on a fresh connection; true if the reply starts with `expect`
-/// (also `bench-footprint`'s health check).
-pub(crate) fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
+/// One request on a fresh connection; true if the reply starts with `expect`.
+fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
     let attempt = || -> io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -550,81 +530,10 @@ fn free_port() -> Result<u16, String> {
     listener.local_addr().map(|a| a.port()).map_err(|e| format!("finding a free port: {e}"))
 }
 
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `program args`, capturing its output; kills it after `timeout`.
-fn run_with_timeout(program: &Path, args: &[String], timeout: Duration) -> Result<Output, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", program.display()))?;
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("piped")));
-    let stderr = reader(Box::new(child.stderr.take().expect("piped")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} {} did not finish within {timeout:?}; killed",
-                    program.display(),
-                    args.join(" ")
-                ));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
-        }
-    };
-    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
-}
-
-/// The last line of `text` that looks like a JSON object.
-fn last_json_line(text: &str) -> Option<&str> {
-    text.lines().rev().map(str::trim).find(|l| l.starts_with('{'))
-}
-
-/// The last few lines of `text`, for an error message.
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(8);
-    let joined = lines[start..].join(" | ");
-    let chars: Vec<char> = joined.chars().collect();
-    if chars.len() > 1_500 {
-        chars[chars.len() - 1_500..].iter().collect()
-    } else {
-        joined
-    }
-}
-
 /// `/proc/loadavg`'s 1, 5 and 15 minute averages (empty if unreadable).
 fn load_average() -> String {
     let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-/// stdout of `program args`, trimmed; `None` if it fails.
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// The machine, as (what, value) rows: what the figures depend on.
@@ -691,21 +600,4 @@ fn machine(opts: &RunOptions) -> Vec<(String, String)> {
     rows.push(("beanstalkd".into(), first_line(command_line(&beanstalkd, &["-v"]))));
     rows.push(("rustc".into(), first_line(command_line("rustc", &["--version"]))));
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_json_line_skips_noise() {
-        assert_eq!(last_json_line("warming up\n{\"a\":1}\n\n"), Some("{\"a\":1}"));
-        assert_eq!(last_json_line("nothing"), None);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let text: String = (0..20).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(tail(&text), (12..20).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
-    }
 }

@@ -215,16 +215,7 @@ pub fn fmt_us(value: f64) -> String {
     if value < 10.0 {
         format!("{value:.1}")
     } else {
-        let whole = value.round() as u64;
-        let digits = whole.to_string();
-        let mut out = String::new();
-        for (i, ch) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(ch);
-        }
-        out
+        crate::shared::thousands(value.round() as u64)
     }
 }
 

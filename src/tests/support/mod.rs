@@ -7,12 +7,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,28 +19,22 @@ use serde_json::{json, Value};
 /// How long a client waits for a response before the test fails (instead of
 /// hanging): far above any legitimate latency.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the server may take to print its `listening` line.
+/// How long the server may take to print its `listening` lines, to become
+/// ready, or to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Server {
-    child: Child,
+    tqx: tqx_testkit::Tqx,
     pub addr: SocketAddr,
-    /// Where the binary protocol listens, for a server started with one of the
-    /// `*_binary` helpers (which wait for its `listening binary=` line).
+    /// Where the binary protocol listens (always known: every server gets a
+    /// `--binary` address, port 0 unless a `*_binary` helper names one).
     pub binary_addr: Option<SocketAddr>,
     dir: PathBuf,
 }
 
-static SERVER_COUNT: AtomicU64 = AtomicU64::new(0);
-
 /// A new, empty directory for one server's data and logs.
 pub fn fresh_dir() -> PathBuf {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    std::env::temp_dir().join(format!(
-        "tqx-http-test-{}-{}-{nanos}",
-        std::process::id(),
-        SERVER_COUNT.fetch_add(1, Ordering::SeqCst)
-    ))
+    tqx_testkit::fresh_path("tqx-http-test")
 }
 
 impl Server {
@@ -57,8 +49,7 @@ impl Server {
     /// Kills the server with SIGKILL (a crash: nothing is flushed or closed
     /// cleanly) and starts a new one on the same data directory.
     pub fn crash_and_restart(mut self, extra_args: &[&str]) -> Server {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.tqx.kill();
         let server = Server::launch(std::mem::take(&mut self.dir), extra_args);
         server.wait_healthy();
         server
@@ -77,7 +68,7 @@ impl Server {
 
     /// The server's process id (to read its memory from `/proc`).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.tqx.pid()
     }
 
     /// The server's data directory (`--data`).
@@ -93,18 +84,16 @@ impl Server {
         server
     }
 
-    /// `launch`, with `--binary <binary_addr>`, also waiting for the
-    /// `listening binary=IP:PORT` line.
+    /// `launch`, with `--binary <binary_addr>`; `binary_addr` holds the address bound.
     pub fn launch_binary(dir: PathBuf, binary_addr: &str, extra_args: &[&str]) -> Server {
-        Server::launch_with(dir, Some(binary_addr), extra_args)
+        Server::launch_with(dir, Some(binary_addr), extra_args, None)
     }
 
     /// `crash_and_restart` (SIGKILL), the new server listening for the binary
     /// protocol on the same address as this one (same port: clients reconnect).
     pub fn crash_and_restart_binary(mut self, extra_args: &[&str]) -> Server {
         let binary_addr = self.binary_addr.expect("a server started with --binary").to_string();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.tqx.kill();
         let server = Server::relaunch_binary(std::mem::take(&mut self.dir), &binary_addr, extra_args);
         server.wait_healthy();
         server
@@ -123,19 +112,9 @@ impl Server {
     }
 
     /// Starts `tqx serve` in `dir` (data in `dir/data`, stderr in `dir/stderr.log`)
-    /// and waits for its `listening` line only: it may still be recovering.
+    /// and waits for its `listening` lines only: it may still be recovering.
     pub fn launch(dir: PathBuf, extra_args: &[&str]) -> Server {
-        Server::launch_with(dir, None, extra_args)
-    }
-
-    fn launch_with(dir: PathBuf, binary_addr: Option<&str>, extra_args: &[&str]) -> Server {
-        match Server::try_launch_with(dir.clone(), binary_addr, extra_args) {
-            Ok(server) => server,
-            Err(failure) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!("{}", failure.message);
-            }
-        }
+        Server::launch_with(dir, None, extra_args, None)
     }
 
     /// `launch_binary` on an address a server that was just killed listened
@@ -143,92 +122,44 @@ impl Server {
     /// listening socket is held by its io_uring instance, which the kernel tears
     /// down asynchronously after the process is reaped.
     fn relaunch_binary(dir: PathBuf, binary_addr: &str, extra_args: &[&str]) -> Server {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match Server::try_launch_with(dir.clone(), Some(binary_addr), extra_args) {
-                Ok(server) => return server,
-                Err(failure) if failure.address_in_use && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(failure) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    panic!("{}", failure.message);
-                }
-            }
-        }
+        Server::launch_with(dir, Some(binary_addr), extra_args, Some(Instant::now() + START_TIMEOUT))
     }
 
-    fn try_launch_with(dir: PathBuf, binary_addr: Option<&str>, extra_args: &[&str]) -> Result<Server, LaunchFailure> {
+    /// The one start of every helper above; with `retry_until`, retries while
+    /// the binary address is still in use.
+    fn launch_with(
+        dir: PathBuf,
+        binary_addr: Option<&str>,
+        extra_args: &[&str],
+        retry_until: Option<Instant>,
+    ) -> Server {
         std::fs::create_dir_all(&dir).expect("create test directory");
-        let data = dir.join("data");
-        let stderr_path = dir.join("stderr.log");
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).expect("stderr log");
-        let log_start = stderr.metadata().map_or(0, |m| m.len() as usize);
-
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
-        command.arg("serve").arg("--http").arg("127.0.0.1:0").arg("--data").arg(&data);
-        command.args(["--reactors", "1", "--workers", "1", "--no-pin"]);
-        // Always a binary address: its default, 7701, would collide between tests.
-        command.arg("--binary").arg(binary_addr.unwrap_or("127.0.0.1:0"));
-        command.args(extra_args);
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
-        let mut child = command.spawn().expect("spawn tqx serve");
-
-        // A thread reads stdout for the whole life of the child (so a chatty child
-        // never blocks on a full pipe) and reports the `listening` lines, as
-        // (protocol, address).
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<(&'static str, String)>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                for protocol in ["http", "binary"] {
-                    if let Some(addr) = line.trim().strip_prefix(&format!("listening {protocol}=")) {
-                        let _ = tx.send((protocol, addr.to_string()));
-                    }
-                }
+        let launch = tqx_testkit::Launch::new(env!("CARGO_BIN_EXE_tqx"), dir.join("data"), dir.join("stderr.log"))
+            // Always a binary address: its default, 7701, would collide between tests.
+            .binary(binary_addr.unwrap_or("127.0.0.1:0"))
+            .args(["--reactors", "1", "--workers", "1", "--no-pin"])
+            .args(extra_args.iter().copied());
+        let started = match retry_until {
+            Some(deadline) => launch.start_retrying_address_in_use(START_TIMEOUT, deadline),
+            None => launch.start(START_TIMEOUT),
+        };
+        match started {
+            Ok(tqx) => {
+                let (addr, binary_addr) = (tqx.http, Some(tqx.binary));
+                Server { tqx, addr, binary_addr, dir }
             }
-        });
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let (mut addr, mut binary) = (None, None);
-        while addr.is_none() || (binary_addr.is_some() && binary.is_none()) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let Ok((protocol, text)) = rx.recv_timeout(remaining) else {
-                let _ = child.kill();
-                let status = child.wait();
-                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                let wanted = if addr.is_none() { "http" } else { "binary" };
-                let address_in_use = log.get(log_start..).is_some_and(|new| new.contains("Address already in use"));
-                let message =
-                    format!("tqx serve did not print `listening {wanted}=IP:PORT` (exit: {status:?}); stderr:\n{log}");
-                return Err(LaunchFailure { message, address_in_use });
-            };
-            let parsed =
-                text.parse::<SocketAddr>().unwrap_or_else(|e| panic!("bad listening {protocol} address {text:?}: {e}"));
-            match protocol {
-                "http" => addr = addr.or(Some(parsed)),
-                _ => binary = binary.or(Some(parsed)),
+            Err(failure) => {
+                let log = failure.log_since_start();
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{failure}; stderr:\n{log}");
             }
         }
-        let addr = addr.unwrap_or_else(|| unreachable!("the loop ends once the http address is known"));
-        // Only the `*_binary` helpers promise (and waited for) the binary address.
-        let binary_addr = if binary_addr.is_some() { binary } else { None };
-        Ok(Server { child, addr, binary_addr, dir })
     }
 
+    /// Waits until `GET /healthz` answers 200 (recovery done).
     pub fn wait_healthy(&self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(mut client) = Client::try_connect(self.addr) {
-                if let Ok(Some(response)) = client.try_request("GET", "/healthz", None) {
-                    if response.status == 200 {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "GET /healthz never answered 200; stderr:\n{}", self.stderr());
-            thread::sleep(Duration::from_millis(20));
+        if let Err(e) = self.tqx.wait_ready(START_TIMEOUT) {
+            panic!("tqx serve {e}; stderr:\n{}", self.stderr());
         }
     }
 
@@ -238,7 +169,7 @@ impl Server {
 
     /// What the server wrote to stderr so far (its logs).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+        self.tqx.log_text()
     }
 
     /// The server still answers correctly on a fresh connection: health, and a
@@ -248,7 +179,7 @@ impl Server {
         let health = client.get("/healthz");
         assert_eq!(health.status, 200, "healthz after the case: {health:?}");
         assert_eq!(health.body, json!({"status": "ok"}));
-        let queue = format!("health-{}", SERVER_COUNT.fetch_add(1, Ordering::SeqCst));
+        let queue = format!("health-{}", HEALTH_QUEUES.fetch_add(1, Ordering::SeqCst));
         let id = client.enqueue(&queue, json!({"payload": {"check": true}}));
         let tasks = client.dequeue(&[&queue], 10);
         assert_eq!(tasks.len(), 1, "the health-check task comes back: {tasks:?}");
@@ -261,37 +192,35 @@ impl Server {
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the server.
     pub fn signal(&self, signal: i32) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on the child we spawned and have not reaped yet.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal})");
+        let pid = self.pid();
+        if let Err(e) = self.tqx.signal(signal) {
+            panic!("kill({pid}, {signal}): {e}");
+        }
     }
 
     /// Waits up to `timeout` for the server to exit; its exit status, or None.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.tqx.wait_exit(timeout)
     }
 
     /// Whether the child process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.tqx.is_running()
     }
 }
 
-/// Why `tqx serve` did not start: the message to fail with, and whether the
-/// address was still in use.
-struct LaunchFailure {
-    message: String,
-    address_in_use: bool,
+static HEALTH_QUEUES: AtomicU64 = AtomicU64::new(0);
+
+/// How long a server that must refuse to start may run before it is killed.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `tqx serve ARGS --data DATA` until it exits, or kills it after 20 s:
+/// (exit status if it exited, stdout, stderr). For the tests of a server
+/// that must refuse to start (no `--http`/`--binary` is added: pass them).
+pub fn serve_until_exit(args: &[&str], data: &std::path::Path) -> (Option<std::process::ExitStatus>, String, String) {
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+    all.extend(["--data".into(), data.as_os_str().to_os_string()]);
+    tqx_testkit::serve_until_exit(std::path::Path::new(env!("CARGO_BIN_EXE_tqx")), &all, REFUSAL_TIMEOUT)
 }
 
 /// A FIFO for the server's test hook `--debug-wal-sync-gate FIFO`: each WAL
@@ -326,9 +255,13 @@ impl SyncGate {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The process first (the kit kills it when `tqx` drops), then its
+        // directory, which it may be writing to until then. A directory
+        // taken by a restart (`mem::take`) is empty: nothing to remove.
+        let _ = self.tqx.kill();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -467,12 +400,6 @@ impl Client {
             Ok(response) => response,
             Err(error) => panic!("{method} {path}: no response: {error:?}"),
         }
-    }
-
-    fn try_request(&mut self, method: &str, path: &str, body: Option<&Value>) -> io::Result<Option<Response>> {
-        let body = body.map(|b| serde_json::to_vec(b).unwrap());
-        self.stream.write_all(&request_bytes(method, path, body.as_deref()))?;
-        Ok(self.read_response().ok())
     }
 
     #[track_caller]
