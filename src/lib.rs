@@ -1,7 +1,9 @@
 //! TaskQueueX: a durable, low-latency task-queue server.
 //!
-//! See `docs/architecture.md` for the map. Today the crate holds the engine;
-//! the network server, the write-ahead log and the metrics arrive with later issues.
+//! See `docs/architecture.md` for the map: the engine, the deterministic core
+//! a request passes through (`core`), the write-ahead log (`wal`), the
+//! protocols (`http`, `binary`), the simulator (`sim`) and, with the `server`
+//! feature, the server, its checkpoint store and the `tqx` command line.
 
 pub mod binary;
 #[cfg(feature = "server")]

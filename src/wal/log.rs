@@ -511,7 +511,9 @@ impl<S: Storage> Log<S> {
         let (file, header) = self.current.as_mut().expect("a segment is open after roll");
         self.buffer.clear();
         encode_batch(&mut self.buffer, header, self.next_batch_seq, self.next_lsn, payloads);
-        debug_assert_eq!(self.buffer.len(), batch_bytes);
+        // Storage invariant: the batch is exactly as long as the space checked
+        // for it above; a longer one would overrun the segment.
+        assert_eq!(self.buffer.len(), batch_bytes, "an encoded WAL batch is not the size it was sized at");
         let segment = header.segment_id;
         let result = file
             .write_at(self.end_offset as u64, &self.buffer)
@@ -538,7 +540,8 @@ impl<S: Storage> Log<S> {
             segment_bytes: self.segment_bytes as u64,
         };
         let bytes = encode_segment_header(&header);
-        debug_assert_eq!(decode_segment_header(&bytes).ok(), Some(header));
+        // Storage invariant: recovery must read back exactly this header.
+        assert_eq!(decode_segment_header(&bytes).ok(), Some(header), "a WAL segment header does not decode to itself");
         match self.storage.create(id, self.segment_bytes, &bytes) {
             Ok(file) => {
                 self.segments.push((id, header.first_lsn));
