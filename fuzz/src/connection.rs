@@ -141,7 +141,7 @@ fn check_binary_answer(event: &BinaryNext) {
             binary::render_pong(true, *request_id, &mut frame);
             check_reply_frame(&frame);
         }
-        BinaryNext::Execute { request_id, opcode, command, long_poll: _ } => {
+        BinaryNext::Execute { request_id, opcode, command, .. } => {
             assert_eq!(replies::opcode_of(command) as u8, *opcode, "{command:?} from opcode {opcode}");
             replies::run_and_check(command.clone(), *request_id);
         }

@@ -90,8 +90,11 @@ impl ConnState {
 pub enum BinaryNext {
     /// Hand `command` to a worker; encode its reply with [`render_reply`]
     /// (`opcode`, `request_id`). `long_poll`: a dequeue with `wait_ms` > 0,
-    /// to be abandoned if the peer goes away while it waits.
-    Execute { request_id: u64, opcode: u8, command: Command, long_poll: bool },
+    /// to be abandoned if the peer goes away while it waits. `body`: the
+    /// frame's body as received, which decodes to `command`: the log stores
+    /// it as it is (`wal::record::encode_request_body`), without encoding the
+    /// command again.
+    Execute { request_id: u64, opcode: u8, command: Command, long_poll: bool, body: Bytes },
     /// Answer `Pong { ready }`, `ready` being whether recovery is done (encode
     /// with [`render_pong`]).
     Ping { request_id: u64 },
@@ -156,6 +159,8 @@ fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limi
     if Opcode::from_u8(opcode).is_none() {
         return refuse(ErrorCode::UnknownOpcode, format!("unknown opcode 0x{opcode:02x}"));
     }
+    // A reference-counted handle on the same bytes, kept for the log.
+    let received = body.clone();
     let request = match Request::decode(header, body) {
         Ok(request) => request,
         Err(DecodeError { code, message }) => return refuse(code, message),
@@ -179,7 +184,7 @@ fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limi
         request => match request_to_command(request) {
             Ok(command) => {
                 let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
-                BinaryNext::Execute { request_id, opcode, command, long_poll }
+                BinaryNext::Execute { request_id, opcode, command, long_poll, body: received }
             }
             Err((code, message)) => refuse(code, message),
         },

@@ -78,7 +78,13 @@ fn hello_then_requests_become_commands_with_their_ids() {
     assert_eq!((header.opcode, header.request_id.get()), (Opcode::Hello as u8, 1));
     assert_eq!(hello, Response::Hello { version: 1, frame_body_bytes_max: 1 << 20 });
     match &out[1] {
-        BinaryNext::Execute { request_id: 2, opcode, command: Command::Enqueue { queue, task }, long_poll: false } => {
+        BinaryNext::Execute {
+            request_id: 2,
+            opcode,
+            command: Command::Enqueue { queue, task },
+            long_poll: false,
+            ..
+        } => {
             assert_eq!((*opcode, queue.as_str(), &task.payload[..]), (Opcode::Enqueue as u8, "q", &b"\xff\x00"[..]));
         }
         other => panic!("{other:?}"),

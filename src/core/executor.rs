@@ -15,6 +15,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::command::{execute, Command, Reply};
 use crate::engine::{Engine, EngineError};
 use crate::limits::LONG_POLLS_COUNT_MAX;
@@ -48,6 +50,16 @@ pub trait Effects {
     fn refuse(&self, _engine: &Engine, _command: &Command) -> Option<Reply> {
         None
     }
+}
+
+/// A request as a binary client sent it: its opcode and body, which decode
+/// (`tqx_wire::Request::decode_body`, then `binary::request_command`) to the
+/// command executed with it. Logged as it is, so the binary path encodes
+/// nothing for the log; HTTP requests have none and their command is encoded.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub opcode: u8,
+    pub body: Bytes,
 }
 
 struct LongPoll<T> {
@@ -102,6 +114,7 @@ impl<T> Executor<T> {
         &mut self,
         effects: &mut E,
         command: Command,
+        received: Option<Received>,
         to: T,
         now: u64,
         hold: bool,
@@ -129,14 +142,21 @@ impl<T> Executor<T> {
                 let lsn = effects.reply_lsn();
                 effects.send(&self.engine, to, reply, lsn);
             }
-            command => self.execute_now(effects, command, to, now),
+            command => self.execute_now(effects, command, received, to, now),
         }
         may_ready
     }
 
     /// Executes `command`, appends its record if it changes state, and sends
     /// the reply.
-    fn execute_now<E: Effects<To = T>>(&mut self, effects: &mut E, command: Command, to: T, now: u64) {
+    fn execute_now<E: Effects<To = T>>(
+        &mut self,
+        effects: &mut E,
+        command: Command,
+        received: Option<Received>,
+        to: T,
+        now: u64,
+    ) {
         if let Some(refusal) = effects.refuse(&self.engine, &command) {
             let lsn = effects.reply_lsn();
             effects.send(&self.engine, to, refusal, lsn);
@@ -144,7 +164,10 @@ impl<T> Executor<T> {
         }
         let result = if effects.logging() && record::is_logged(&command) {
             let mut bytes = Vec::with_capacity(64);
-            record::encode_command(now, &command, &mut bytes);
+            match &received {
+                Some(Received { opcode, body }) => record::encode_request_body(now, *opcode, body, &mut bytes),
+                None => record::encode_command(now, &command, &mut bytes),
+            }
             let result = execute(&mut self.engine, command, now);
             // An empty dequeue changed nothing: no record.
             if !matches!(&result, Reply::Leased(tasks) if tasks.is_empty()) {

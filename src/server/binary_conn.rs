@@ -63,6 +63,7 @@ use super::worker::Job;
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
+use crate::core::executor::Received;
 use crate::engine::EngineError;
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 /// An output buffer that grew past this (a large reply) is released after
@@ -509,7 +510,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
 /// Answers a frame at once, or hands its command to the workers: its reply
 /// comes back through the mailbox, or (a long poll) to a task of its own.
 fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
-    let (request_id, opcode, command, long_poll) = match next {
+    let (request_id, opcode, command, long_poll, received) = match next {
         BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
             conn.send(|out| out.extend_from_slice(&frame));
             return;
@@ -519,7 +520,9 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             conn.send(|out| binary::render_pong(ready, request_id, out));
             return;
         }
-        BinaryNext::Execute { request_id, opcode, command, long_poll } => (request_id, opcode, command, long_poll),
+        BinaryNext::Execute { request_id, opcode, command, long_poll, body } => {
+            (request_id, opcode, command, long_poll, Some(Received { opcode, body }))
+        }
     };
     if long_poll && conn.long_polls.get() >= shared.connection_long_polls_max {
         // One client must not hold all of the workers' long-poll slots.
@@ -541,7 +544,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     }
     if !long_poll {
         let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode));
-        if let Err(job) = shared.submit_quietly(Box::new(Job { command, reply })) {
+        if let Err(job) = shared.submit_quietly(Box::new(Job { command, received, reply })) {
             // Unsent, it would be delivered as `shutting_down`: forget it quietly.
             let Job { reply, .. } = *job;
             if let ReplyTo::Mailbox(reply) = reply {
@@ -557,7 +560,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     }
     let (sender, receiver) = oneshot::channel();
     let reply = ReplyTo::Task { sender, mailbox: replies.mailbox.clone() };
-    if shared.submit(Box::new(Job { command, reply })).is_err() {
+    if shared.submit(Box::new(Job { command, received, reply })).is_err() {
         conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
         return;
     }

@@ -422,7 +422,7 @@ fn dispatch(
             }
             let (sender, receiver) = oneshot::channel();
             let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
-            match shared.submit(Box::new(Job { command, reply })) {
+            match shared.submit(Box::new(Job { command, received: None, reply })) {
                 Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
                 Err(_) => Pending::Overloaded { keep_alive },
             }

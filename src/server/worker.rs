@@ -22,12 +22,14 @@ use super::durability::Journal;
 use super::outbox::ReplyTo;
 use super::Shared;
 use crate::command::Command;
-use crate::core::executor::Executor;
+use crate::core::executor::{Executor, Received};
 use crate::engine::Engine;
 
 /// A request handed from a reactor to a worker.
 pub(crate) struct Job {
     pub(crate) command: Command,
+    /// The binary request as received (logged as it is); `None` for HTTP.
+    pub(crate) received: Option<Received>,
     pub(crate) reply: ReplyTo,
 }
 
@@ -80,7 +82,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
             let mut may_ready = false;
             for job in batch.drain(..) {
                 super::liveness::debug_panic_check(&job.command);
-                may_ready |= executor.execute(journal, job.command, job.reply, now, !stopping);
+                may_ready |= executor.execute(journal, job.command, job.received, job.reply, now, !stopping);
             }
             let wake_ms = executor.after_batch(journal, now, stopping, may_ready);
             journal.check_budget(&executor.engine);

@@ -24,7 +24,7 @@ use crate::command::{Command, CompleteItem, Reply};
 use crate::core::connections::{
     admits, keep_longest_idle, prune_count, verdict, write_late, Policy, Verdict, NO_REQUEST,
 };
-use crate::core::executor::{encode_entry, Effects, Executor};
+use crate::core::executor::{encode_entry, Effects, Executor, Received};
 use crate::core::outbox::Outbox;
 use crate::core::replay::replay;
 use crate::engine::{DepRef, Engine, EngineConfig, LeaseToken, NewTask, TaskId, TaskState};
@@ -159,8 +159,9 @@ struct Server {
     log: Log<SimStorage>,
     durable_lsn: u64,
     outbox: Outbox<(To, Reply)>,
-    /// Requests received, not yet executed (the request queue).
-    queue: VecDeque<(Command, To)>,
+    /// Requests received, not yet executed (the request queue), with the
+    /// body as a binary client sent it (odd clients) or none (HTTP).
+    queue: VecDeque<(Command, Option<Received>, To)>,
     /// The log failed (fail-stop): the server stops; the simulator restarts it.
     failed: bool,
 }
@@ -426,7 +427,10 @@ impl Sim {
             let to = To { client: client_index, request_id, closed: client.closed.clone() };
             self.trace.write_u64(request_id);
             self.trace.write(format!("{command:?}").as_bytes());
-            server.queue.push_back((command, to));
+            // Odd clients speak the binary protocol: their requests are
+            // logged as received, the others' commands encoded for the log.
+            let received = (client_index % 2 == 1).then(|| received(&command)).flatten();
+            server.queue.push_back((command, received, to));
             self.report.requests += 1;
         }
     }
@@ -437,8 +441,8 @@ impl Sim {
         let mut may_ready = false;
         let batch = 1 + self.rng.below(8);
         for _ in 0..batch {
-            let Some((command, to)) = server.queue.pop_front() else { break };
-            may_ready |= server.executor.execute(&mut server.effects, command, to, now, true);
+            let Some((command, received, to)) = server.queue.pop_front() else { break };
+            may_ready |= server.executor.execute(&mut server.effects, command, received, to, now, true);
         }
         server.executor.after_batch(&mut server.effects, now, false, may_ready);
         for (to, reply, lsn) in server.effects.sent.drain(..) {
@@ -667,6 +671,14 @@ fn newest_segment_end(storage: &SimStorage) -> Option<(u64, usize)> {
     let bytes = disk.bytes(id);
     let end = crate::wal::format::scan_segment_prefix(&bytes).map_or(0, |(scan, _)| scan.end_offset);
     Some((id, end))
+}
+
+/// `command` as a binary client would send it (its request body).
+fn received(command: &Command) -> Option<Received> {
+    let request = crate::binary::command_to_request(command).ok()?;
+    let mut body = Vec::new();
+    request.encode_body(&mut body).ok()?;
+    Some(Received { opcode: request.opcode() as u8, body: Bytes::from(body) })
 }
 
 /// Records what a released reply showed a client.

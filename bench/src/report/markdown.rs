@@ -250,8 +250,9 @@ fn scenario_note(scenario: Scenario) -> &'static str {
         }
         Scenario::Status => {
             "10,000 tasks are preloaded, then looked up by id at random (TaskQueueX: get task; Redis, which has no \
-             task ids: HGETALL of a hash per task, as Redis-based queues keep; beanstalkd: stats-job). Reads never \
-             wait for the disk, so this runs in `memory` mode only."
+             task ids: HGETALL of a hash per task, as Redis-based queues keep; beanstalkd: stats-job). Lookups \
+             write nothing (in `sync` mode a read waits only for records appended before it, and here none are), \
+             so this runs in `memory` mode only."
         }
         Scenario::Deps => {
             "TaskQueueX only. A DAG is a parent, 10 children that depend on it (one batch) and a join that \

@@ -44,7 +44,7 @@ pub fn systems(scenario: Scenario) -> &'static [System] {
 /// The durability levels a scenario runs at. Enqueue, the full cycle and the
 /// batch run at all three (the targets compare them); the others at the
 /// two ends only, which keeps a full run within ~20 minutes on 2 cores, and
-/// status lookups (reads: they never wait for the disk) at `memory` only: its
+/// status lookups (reads write nothing, and with nothing appended before them none waits) at `memory` only: its
 /// preload of 10,000 tasks one `put` at a time would take beanstalkd `-f 0`
 /// half a minute of fsyncs per run.
 fn durabilities(scenario: Scenario, quick: bool) -> &'static [Durability] {

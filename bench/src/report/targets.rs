@@ -172,7 +172,7 @@ pub fn design_rows(results: &Results) -> Vec<Check> {
     let batch = get(cell(Scenario::Batch, Sync, TqxBinary));
     let cycle = get(cell(Scenario::Cycle, Sync, TqxBinary));
     let storm = get(cell(Scenario::Storm, Sync, TqxBinary));
-    // Status lookups run in `memory` mode only (reads never wait for the disk).
+    // Status lookups run in `memory` mode only (reads write nothing).
     let status = get(cell(Scenario::Status, Durability::Memory, TqxBinary));
     let deps = get(cell(Scenario::Deps, Sync, TqxBinary));
     let half = get(Cell { load: Some(Load::Percent(50)), ..cell(Scenario::Latency, Sync, TqxBinary) });
