@@ -83,6 +83,11 @@ pub(super) struct ServeArgs {
     /// Do not pin threads to cores.
     #[arg(long, overrides_with = "pin")]
     no_pin: bool,
+    /// The CPUs to pin threads to, in turn (reactors first, then workers), as `taskset -c` writes them:
+    /// `0-3,6`. Pins (whatever --no-pin says). Default: every CPU this process may run on (its affinity mask, so
+    /// `taskset` and cgroup cpusets are respected).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<Cpus>,
     /// When pinning, put each worker on a reactor's core instead of a core of its own: a request's two
     /// hand-offs then wake a thread on the same core. Less CPU per request where the other cores are busy
     /// (a client or other services on the same machine).
@@ -187,7 +192,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let log_json = args.log_format == LogFormat::Json;
-    let pin_threads = if args.pin {
+    let pin_threads = if args.pin || args.cpus.is_some() {
         true
     } else if args.no_pin {
         false
@@ -219,6 +224,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         idle_timeout_ms: args.idle_timeout_ms,
         prune_above_percent: args.prune_above_percent,
         pin_threads,
+        cpus: args.cpus.map(|Cpus(cpus)| cpus),
         pin_workers_with_reactors: args.pin_workers_with_reactors,
         request_queue_capacity: args.queue_capacity as usize,
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -242,6 +248,15 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--cpus`: one value holding a list (a bare `Vec` would make clap take the
+/// flag several times instead).
+#[derive(Clone, Debug)]
+struct Cpus(Vec<usize>);
+
+fn parse_cpus(list: &str) -> Result<Cpus, String> {
+    server::parse_cpu_list(list).map(Cpus)
 }
 
 /// Logs go to stderr (stdout carries the `listening` line scripts wait for):

@@ -43,6 +43,7 @@ mod worker;
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
 pub use durability::{DurabilityMode, INTERVAL_MS_MAX, WAL_SEGMENT_BYTES};
 pub use liveness::STALL_TIMEOUT_MS_DEFAULT;
+pub use os::parse_cpu_list;
 pub use tiering::{parse_bytes, MEMORY_LIMIT_BYTES_DEFAULT};
 
 use std::collections::HashSet;
@@ -92,6 +93,10 @@ pub struct ServeConfig {
     pub worker_threads: usize,
     /// Pin reactor and worker threads to cores (`sched_setaffinity`).
     pub pin_threads: bool,
+    /// `--cpus`: the CPUs threads are pinned to, in turn (reactors first,
+    /// then workers). `None`: the CPUs the process may run on (its affinity
+    /// mask, so `taskset` and cgroup cpusets are respected).
+    pub cpus: Option<Vec<usize>>,
     /// With `pin_threads`, worker i shares reactor (i mod reactors)'s core
     /// instead of taking the next core (`--pin-workers-with-reactors`).
     pub pin_workers_with_reactors: bool,
@@ -170,6 +175,8 @@ pub enum ServeError {
     /// The configuration breaks a relation between limits (`src/limits.rs`):
     /// the message names both.
     Limits(String),
+    /// `--cpus` names a CPU this process may not run on.
+    Cpus(String),
     /// The lease key cannot be read or made (`lease_key.rs`); the message says
     /// which file and what to do.
     LeaseKey(String),
@@ -189,7 +196,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Io(e) => write!(f, "{e}"),
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
-            ServeError::Limits(message) => f.write_str(message),
+            ServeError::Limits(message) | ServeError::Cpus(message) => f.write_str(message),
             ServeError::LeaseKey(message) => write!(f, "{message}"),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
@@ -401,6 +408,27 @@ fn connections_max(asked: usize) -> usize {
     asked
 }
 
+/// The CPUs threads are pinned to: `asked` (`--cpus`), each of which must be
+/// one this process may run on, or else every CPU it may run on. (Pinning to
+/// cores 0, 1, ... regardless would put two servers on one machine on the
+/// same cores, and a server under `taskset` outside its set.)
+fn placement(asked: Option<&[usize]>) -> Result<Vec<usize>, ServeError> {
+    let allowed = os::allowed_cpus().unwrap_or_else(|error| {
+        let count = thread::available_parallelism().map_or(1, |n| n.get());
+        tracing::warn!(%error, "could not read this process's CPU affinity; assuming CPUs 0 to {}", count - 1);
+        (0..count).collect()
+    });
+    let Some(asked) = asked else { return Ok(allowed) };
+    let outside: Vec<usize> = asked.iter().copied().filter(|cpu| !allowed.contains(cpu)).collect();
+    if !outside.is_empty() || asked.is_empty() {
+        return Err(ServeError::Cpus(format!(
+            "--cpus names CPUs {outside:?} this process may not run on; its affinity (taskset, cgroup cpuset) \
+             allows {allowed:?}"
+        )));
+    }
+    Ok(asked.to_vec())
+}
+
 /// Runs the server until SIGINT or SIGTERM, then stops accepting, finishes the
 /// requests in flight and returns.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
@@ -472,8 +500,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         watermark: Arc::default(),
     });
 
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let core_of = |i: usize| config.pin_threads.then_some(i % cores);
+    let cpus = placement(config.cpus.as_deref())?;
+    let core_of = |i: usize| config.pin_threads.then(|| cpus[i % cpus.len()]);
 
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let mut reactors = Vec::new();
@@ -505,6 +533,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         binary = %binary_bound,
         reactors = config.reactor_threads,
         workers = config.worker_threads,
+        cpus = ?config.pin_threads.then_some(&cpus),
         "listening"
     );
     // The contract with scripts and tests: one line per protocol on stdout,

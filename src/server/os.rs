@@ -138,6 +138,18 @@ pub(crate) fn shutdown_both(fd: RawFd) {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask, which `taskset` and
+/// cgroup cpusets set), in increasing order.
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes within it and
+    // CPU_ISSET reads within it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = mem::zeroed();
+        check(libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set))?;
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect())
+    }
+}
+
 /// Pins the calling thread to `core`. Failure (a cpuset that excludes the core)
 /// is reported, not fatal: an unpinned server still serves.
 pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
@@ -256,5 +268,58 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert_ne!(nodelay(accepted.as_raw_fd()), 0);
+    }
+}
+
+/// CPU numbers past this are refused in `--cpus` (`CPU_SETSIZE`, what one
+/// affinity mask holds).
+pub const CPU_ID_MAX: usize = libc::CPU_SETSIZE as usize - 1;
+
+/// Parses a CPU list as `taskset -c` and cpusets write it: `0-3,6,8-9`.
+/// Sorted, without repeats; at least one CPU.
+pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let cpu = |s: &str| -> Result<usize, String> {
+        let cpu: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a CPU number"))?;
+        if cpu > CPU_ID_MAX {
+            return Err(format!("CPU {cpu} is past the largest CPU number, {CPU_ID_MAX}"));
+        }
+        Ok(cpu)
+    };
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (cpu(first)?, cpu(last)?);
+                if first > last {
+                    return Err(format!("{part:?}: the range goes backwards"));
+                }
+                cpus.extend(first..=last);
+            }
+            None => cpus.push(cpu(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod cpu_list_tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_list_reads_like_taskset_and_refuses_nonsense() {
+        assert_eq!(parse_cpu_list("0-3,6,2"), Ok(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("7"), Ok(vec![7]));
+        for bad in ["", "a", "3-1", "1,,2", "-1", "99999"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_allowed_cpus_are_this_process_s_affinity() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        assert_eq!(cpus.len(), std::thread::available_parallelism().unwrap().get(), "{cpus:?}");
     }
 }

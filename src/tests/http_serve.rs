@@ -190,3 +190,77 @@ fn the_data_directory_is_0700_and_every_file_in_it_0600() {
         .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "sst"));
     assert!(sst, "a checkpoint was flushed to an SST file");
 }
+
+/// The CPUs the calling thread may run on.
+fn thread_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}
+
+/// Confines the calling thread (and what it spawns from now on) to `cpus`.
+fn confine_thread(cpus: &[usize]) {
+    // SAFETY: as above; CPU_SET writes within the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+/// `Cpus_allowed_list` of the server's thread named `name`, once it exists.
+fn thread_cpus_of(pid: u32, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() == name {
+                let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+                let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+                return line.split_whitespace().nth(1).unwrap().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no thread {name} in server {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pinning put threads on cores 0, 1, … whatever the process's affinity
+/// allowed: a server confined by `taskset -c 1` ran its reactor on CPU 0, and
+/// two servers on one machine always shared the same cores. Threads are now
+/// pinned within the affinity the server starts with, or to `--cpus`.
+#[test]
+fn threads_are_pinned_within_the_affinity_the_server_starts_with_or_to_cpus() {
+    let allowed = thread_cpus();
+    let last = *allowed.last().unwrap();
+    // As `taskset -c LAST tqx serve --pin`: the child inherits this mask.
+    confine_thread(&[last]);
+    let server = support::Server::launch(support::fresh_dir(), &["--pin"]);
+    confine_thread(&allowed);
+    server.wait_healthy();
+    for thread in ["tqx-reactor-0", "tqx-worker-0"] {
+        assert_eq!(thread_cpus_of(server.pid(), thread), last.to_string(), "{thread} under taskset -c {last}");
+    }
+    drop(server);
+
+    let first = allowed[0];
+    let server = support::Server::start(&["--cpus", &first.to_string()]);
+    for thread in ["tqx-reactor-0", "tqx-worker-0"] {
+        assert_eq!(thread_cpus_of(server.pid(), thread), first.to_string(), "{thread} with --cpus {first}");
+    }
+    drop(server);
+
+    // A CPU the process may not run on is refused at start, naming the allowed ones.
+    let data = support::fresh_dir();
+    let outside = (allowed.last().unwrap() + 1).to_string();
+    let (status, _, stderr) =
+        support::serve_until_exit(&["--cpus", &outside, "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0"], &data);
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("--cpus names CPUs") && stderr.contains(&format!("{allowed:?}")), "stderr: {stderr}");
+}
