@@ -279,7 +279,15 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
                 inbox = crate::sync::wait_timeout(&shared.wake, inbox, left);
             }
             let lsns = inbox.buffer.take_batch(&mut batch);
-            inbox.oldest_pending_at = (!inbox.buffer.is_empty()).then(Instant::now);
+            // Records left over (a batch takes at most BATCH_RECORDS_MAX) have
+            // been waiting since before this batch was taken: they go in the
+            // next batch at once. Restarting their linger here made
+            // `interval:1000` sync at most 4,096 records a second, so under
+            // load an acknowledged record waited far past its interval (and a
+            // stop waited for the backlog: 67 s after 1.5 s of enqueues).
+            if inbox.buffer.is_empty() {
+                inbox.oldest_pending_at = None;
+            }
             lsns
         };
         let result = log.append(&batch);
@@ -396,6 +404,48 @@ mod tests {
         committer.append(b"b".to_vec());
         committer.stop();
         assert_eq!(watermark.durable_lsn(), 1, "nothing after a failed sync is written");
+    }
+
+    /// Interval mode restarted the linger for the records a full batch left
+    /// behind, so each batch of 4,096 waited one more interval: under load the
+    /// log fell behind by an interval per 4,096 records. Records left over now
+    /// go at once; only the first batch lingers. (Shown with a 2 s linger: the
+    /// old code took another 2 s per batch; the bound below is half of it.)
+    #[test]
+    fn interval_mode_lingers_once_not_once_per_batch_under_load() {
+        let storage = SimStorage::default();
+        let (tx, advances) = channel();
+        let watermark = Arc::new(Watermark::default());
+        struct Timed(Mutex<Sender<(u64, std::time::Instant)>>);
+        impl Listener for Timed {
+            fn advanced(&self, durable_lsn: u64) {
+                let _ = crate::sync::lock(&self.0).send((durable_lsn, std::time::Instant::now()));
+            }
+        }
+        watermark.listen(Arc::new(Timed(Mutex::new(tx))));
+        let linger = std::time::Duration::from_secs(2);
+        let options = CommitterOptions { linger, ..CommitterOptions::default() };
+        // Segments large enough for three full batches of small records.
+        let (mut log, _) = Log::open(storage.clone(), 8 << 20, salts()).unwrap();
+        log.append(&[b"first"]).unwrap();
+        let committer = Committer::start_with(log, options, watermark.clone()).unwrap();
+        assert_eq!(advances.recv().unwrap().0, 1);
+        let count = 2 * BATCH_RECORDS_MAX as u64 + 1; // three batches
+        for _ in 0..count {
+            committer.append(b"r".to_vec());
+        }
+        let (first, first_at) = advances.recv().unwrap();
+        assert_eq!(first, 1 + BATCH_RECORDS_MAX as u64, "the first batch is one full batch");
+        let (last, last_at) = loop {
+            let (lsn, at) = advances.recv().unwrap();
+            if lsn == 1 + count {
+                break (lsn, at);
+            }
+        };
+        assert_eq!(last, 1 + count);
+        let after_first = last_at - first_at;
+        assert!(after_first < linger / 2, "the batches left over waited {after_first:?} more (linger {linger:?})");
+        committer.stop();
     }
 
     #[test]
