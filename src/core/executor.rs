@@ -139,8 +139,7 @@ impl<T> Executor<T> {
                         Reply::Leased(out)
                     }
                 };
-                let lsn = effects.reply_lsn();
-                effects.send(&self.engine, to, reply, lsn);
+                answer(effects, &self.engine, to, reply);
             }
             command => self.execute_now(effects, command, received, to, now),
         }
@@ -158,8 +157,7 @@ impl<T> Executor<T> {
         now: u64,
     ) {
         if let Some(refusal) = effects.refuse(&self.engine, &command) {
-            let lsn = effects.reply_lsn();
-            effects.send(&self.engine, to, refusal, lsn);
+            answer(effects, &self.engine, to, refusal);
             return;
         }
         let result = if effects.logging() && record::is_logged(&command) {
@@ -177,8 +175,7 @@ impl<T> Executor<T> {
         } else {
             execute(&mut self.engine, command, now)
         };
-        let lsn = effects.reply_lsn();
-        effects.send(&self.engine, to, result, lsn);
+        answer(effects, &self.engine, to, result);
     }
 
     /// After a batch of requests: fires the engine's due timers (logging the
@@ -230,15 +227,13 @@ impl<T> Executor<T> {
                         log_lease(effects, now, &poll.queues, poll.max, poll.lease_ms);
                         // If the client left between the check and the send, the
                         // leases run out and the tasks are delivered again.
-                        let lsn = effects.reply_lsn();
-                        effects.send(&self.engine, poll.to, Reply::Leased(out), lsn);
+                        answer(effects, &self.engine, poll.to, Reply::Leased(out));
                         continue;
                     }
                 }
             }
             if now >= poll.deadline_ms {
-                let lsn = effects.reply_lsn();
-                effects.send(&self.engine, poll.to, Reply::Leased(Vec::new()), lsn);
+                answer(effects, &self.engine, poll.to, Reply::Leased(Vec::new()));
                 continue;
             }
             deadline_min_ms = deadline_min_ms.min(poll.deadline_ms);
@@ -264,6 +259,13 @@ impl<T> Executor<T> {
         }
         self.long_poll_deadline_min_ms = u64::MAX;
     }
+}
+
+/// Sends `reply` tagged with the LSN it must wait for: the one way the
+/// executor answers, so no reply can leave without its LSN.
+fn answer<E: Effects>(effects: &mut E, engine: &Engine, to: E::To, reply: Reply) {
+    let lsn = effects.reply_lsn();
+    effects.send(engine, to, reply, lsn);
 }
 
 /// Logs a dequeue the executor made on a held long poll's behalf: replay

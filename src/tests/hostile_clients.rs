@@ -544,15 +544,7 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
     let binary = server.binary_addr.unwrap();
     let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
 
-    // All connected (their hellos answered) before any spends the budget.
-    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
-    for attacker in &mut attackers {
-        let mut frames = Vec::new();
-        for _ in 0..20 {
-            attacker.encode(&Request::GetTask { id }, &mut frames);
-        }
-        attacker.stream.write_all(&frames).unwrap();
-    }
+    let attackers = spend_reply_budget(binary, id);
     // Until the three have spent the budget (each holds a write of about
     // 5 MiB the kernel's buffers cannot take whole), a new connection may
     // still be served.
@@ -576,6 +568,20 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
     assert!(matches!(waiting.call(&Request::Ping), Response::Pong { ready: true }));
 }
 
+/// Three connections, all connected (their hellos answered) before any
+/// spends the budget, each asking for 20 copies of task `id` and reading none.
+fn spend_reply_budget(binary: std::net::SocketAddr, id: u64) -> Vec<Binary> {
+    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
+    for attacker in &mut attackers {
+        let mut frames = Vec::new();
+        for _ in 0..20 {
+            attacker.encode(&Request::GetTask { id }, &mut frames);
+        }
+        attacker.stream.write_all(&frames).unwrap();
+    }
+    attackers
+}
+
 /// Clients that ask for large replies and never read them held their writes,
 /// and so the server-wide reply budget, forever: a busy connection was never
 /// timed out or pruned, and every other connection waited for them. A write
@@ -590,14 +596,7 @@ fn clients_that_never_read_are_closed_at_the_request_deadline_and_free_the_reply
     let binary = server.binary_addr.unwrap();
     let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
 
-    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
-    for attacker in &mut attackers {
-        let mut frames = Vec::new();
-        for _ in 0..20 {
-            attacker.encode(&Request::GetTask { id }, &mut frames);
-        }
-        attacker.stream.write_all(&frames).unwrap();
-    }
+    let attackers = spend_reply_budget(binary, id);
     // The attackers stay connected and never read; a new connection's hello
     // is answered once their writes miss the deadline and they are closed
     // (before: never, while they stayed).
