@@ -42,7 +42,7 @@ pub fn wait_timeout<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>, timeout:
 
 #[cold]
 #[track_caller]
-fn poisoned() -> ! {
+pub fn poisoned() -> ! {
     panic!("a lock was poisoned: another thread panicked while holding it, so what it guards may be half changed")
 }
 

@@ -13,7 +13,7 @@ pub mod binary;
 mod client;
 mod demo;
 pub mod http_client;
-mod serve;
+pub(crate) mod serve;
 
 use std::process::ExitCode;
 

@@ -74,26 +74,25 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = default_reactors(),
           value_parser = clap::value_parser!(u32).range(1..=256))]
     reactors: u32,
-    /// Worker threads executing commands against the engine (1 to 64).
+    /// Timer threads (1 to 64): they fire lease expiries, delays and long-poll deadlines, and run requests a
+    /// reactor left queued. Requests are executed by the reactor that read them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     workers: u32,
-    /// Pin reactor and worker threads to cores (default: on when the machine has 2 or more cores).
+    /// Pin reactor and timer threads to cores (default: on when the machine has 2 or more cores).
     #[arg(long, overrides_with = "no_pin")]
     pin: bool,
     /// Do not pin threads to cores.
     #[arg(long, overrides_with = "pin")]
     no_pin: bool,
-    /// The CPUs to pin threads to, in turn (reactors first, then workers), as `taskset -c` writes them:
+    /// The CPUs to pin threads to, in turn (reactors first, then timer threads), as `taskset -c` writes them:
     /// `0-3,6`. Pins (whatever --no-pin says). Default: every CPU this process may run on (its affinity mask, so
     /// `taskset` and cgroup cpusets are respected).
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
     cpus: Option<Cpus>,
-    /// When pinning, put each worker on a reactor's core instead of a core of its own: a request's two
-    /// hand-offs then wake a thread on the same core. Less CPU per request where the other cores are busy
-    /// (a client or other services on the same machine).
+    /// When pinning, put each timer thread on a reactor's core instead of a core of its own.
     #[arg(long)]
     pin_workers_with_reactors: bool,
-    /// Requests waiting for a worker; past it the server answers 503 overloaded.
+    /// Requests queued for execution; past it the server answers 503 overloaded.
     #[arg(long, value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     queue_capacity: u32,
@@ -192,6 +191,25 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let log_json = args.log_format == LogFormat::Json;
+    let config = config(args);
+    // Target `tqx` (the binary's name, these lines' target before the CLI moved
+    // into the library), so log filters and JSON logs that name it still match.
+    tracing::debug!(target: "tqx", ?config, "starting");
+    match server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if log_json {
+                // Also as a log line, for whoever collects the JSON logs.
+                tracing::error!(target: "tqx", %error, "server failed");
+            }
+            eprintln!("tqx serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the flags ask of the server.
+fn config(args: ServeArgs) -> ServeConfig {
     let pin_threads = if args.pin || args.cpus.is_some() {
         true
     } else if args.no_pin {
@@ -202,7 +220,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     // Always 7701 unless given (the documented default, whatever `--http` says):
     // callers that start several servers pass `--binary 127.0.0.1:0` too.
     let binary_addr = args.binary.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], BINARY_PORT_DEFAULT)));
-    let config = ServeConfig {
+    ServeConfig {
         http_addr: args.http,
         binary_addr,
         data_dir: args.data,
@@ -233,21 +251,19 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         stall_timeout_ms: args.stall_timeout_ms,
         cold_read_gate: args.debug_cold_read_gate,
         debug_panic_queue: args.debug_panic_on_queue,
-    };
-    // Target `tqx` (the binary's name, these lines' target before the CLI moved
-    // into the library), so log filters and JSON logs that name it still match.
-    tracing::debug!(target: "tqx", ?config, "starting");
-    match server::serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            if log_json {
-                // Also as a log line, for whoever collects the JSON logs.
-                tracing::error!(target: "tqx", %error, "server failed");
-            }
-            eprintln!("tqx serve: {error}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+/// The configuration `tqx serve ARGS` would run with, for the server's unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(args: &[&str]) -> ServeConfig {
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    use clap::Parser as _;
+    config(Command::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve)
 }
 
 /// `--cpus`: one value holding a list (a bare `Vec` would make clap take the

@@ -59,7 +59,7 @@ use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{self, reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::reactor::reply_budget_released;
-use super::worker::Job;
+use super::worker::{self, Job};
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
@@ -204,8 +204,6 @@ pub(crate) struct Replies {
     pub(crate) mailbox: Arc<Mailbox>,
     conns: RefCell<Slab<Registered>>,
     generation: Cell<u32>,
-    /// A task that wakes a worker is spawned and has not run yet.
-    worker_wake_pending: Rc<Cell<bool>>,
 }
 
 struct Registered {
@@ -220,26 +218,10 @@ impl Replies {
             mailbox: Mailbox::new(watermark),
             conns: RefCell::new(Slab::new()),
             generation: Cell::new(0),
-            worker_wake_pending: Rc::new(Cell::new(false)),
         });
         let (mailbox, delivering) = (replies.mailbox.clone(), replies.clone());
         tokio_uring::spawn(outbox::release_loop(mailbox, move |delivery| delivering.deliver(delivery)));
         replies
-    }
-
-    /// Wakes a worker once the reactor has run the tasks that are ready now
-    /// (the spawned task runs after them): requests parsed in one pass over
-    /// the ready connections reach a worker together, at the cost of one wake,
-    /// instead of one wake for the first and a sleeping worker for the rest.
-    fn wake_worker_soon(&self, shared: &Arc<Shared>) {
-        if self.worker_wake_pending.replace(true) {
-            return;
-        }
-        let (pending, shared) = (self.worker_wake_pending.clone(), shared.clone());
-        tokio_uring::spawn(async move {
-            pending.set(false);
-            shared.sleepers.wake_one();
-        });
     }
 
     fn register(&self, conn: Rc<Conn>) -> ConnKey {
@@ -544,7 +526,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     }
     if !long_poll {
         let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode));
-        if let Err(job) = shared.submit_quietly(Box::new(Job { command, received, reply })) {
+        if let Err(job) = shared.submit(Box::new(Job { command, received, reply })) {
             // Unsent, it would be delivered as `shutting_down`: forget it quietly.
             let Job { reply, .. } = *job;
             if let ReplyTo::Mailbox(reply) = reply {
@@ -553,7 +535,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
             return;
         }
-        replies.wake_worker_soon(shared);
+        worker::execute_soon(shared);
         conn.in_flight.set(conn.in_flight.get() + 1);
         conn.timer.hold();
         return;
@@ -564,6 +546,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
         return;
     }
+    worker::execute_soon(shared);
     conn.in_flight.set(conn.in_flight.get() + 1);
     conn.timer.hold();
     conn.long_polls.set(conn.long_polls.get() + 1);

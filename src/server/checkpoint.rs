@@ -116,7 +116,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     // rows otherwise held both at once).
     let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
     let (meta, next_id, upto, cold_reads) = {
-        let mut state = crate::sync::lock(&shared.engine);
+        let mut state = shared.lock_engine();
         let upto = committer.last_appended_lsn();
         if upto == applied_lsn {
             return Ok(None);
@@ -146,7 +146,7 @@ fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn
     assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
     committer.remove_through(durable);
     {
-        let mut state = crate::sync::lock(&shared.engine);
+        let mut state = shared.lock_engine();
         let state = &mut *state;
         if let Some(tiering) = &state.journal.tiering {
             tiering.evict(&mut state.executor.engine, checkpointed_below);

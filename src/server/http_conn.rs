@@ -19,7 +19,7 @@ use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{Mailbox, ReplyTo};
 use super::reactor::{reply_budget_released, FIXED_BUFFER_BYTES};
-use super::worker::Job;
+use super::worker::{self, Job};
 use super::Shared;
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
@@ -389,13 +389,14 @@ fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) ->
     Rendered::Done { long_poll: false }
 }
 
-/// Hands an executable request to the workers, or answers it at once.
+/// Queues an executable request for execution on this reactor (after the
+/// current pass: `worker::execute_soon`), or answers it at once.
 /// `long_polls_full`: the connection holds `--connection-long-polls-max` long
 /// polls, so another is refused at once.
 fn dispatch(
     action: Action,
     keep_alive: bool,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mailbox: &Arc<Mailbox>,
     close: &mut bool,
     long_polls_full: bool,
@@ -423,7 +424,10 @@ fn dispatch(
             let (sender, receiver) = oneshot::channel();
             let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
             match shared.submit(Box::new(Job { command, received: None, reply })) {
-                Ok(()) => Pending::Worker { reply: receiver, keep_alive, long_poll },
+                Ok(()) => {
+                    worker::execute_soon(shared);
+                    Pending::Worker { reply: receiver, keep_alive, long_poll }
+                }
                 Err(_) => Pending::Overloaded { keep_alive },
             }
         }

@@ -274,7 +274,7 @@ pub(crate) fn set_debug_panic_queue(queue: String) {
 pub(crate) fn debug_panic_check(command: &crate::command::Command) {
     if let Some(target) = DEBUG_PANIC_QUEUE.get() {
         if matches!(command, crate::command::Command::Enqueue { queue, .. } if queue == target) {
-            panic!("--debug-panic-on-queue {target}: a deliberate panic on a worker thread");
+            panic!("--debug-panic-on-queue {target}: a deliberate panic on the thread executing it");
         }
     }
 }

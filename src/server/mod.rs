@@ -305,6 +305,37 @@ pub(crate) struct Shared {
     /// The durable watermark the log writer advances and replies wait for
     /// (`outbox.rs`); never advanced in `memory` mode, where replies carry LSN 0.
     pub(crate) watermark: Arc<crate::wal::watermark::Watermark>,
+    /// When the engine next needs the executor, in wall-clock ms (`u64::MAX`:
+    /// never), as the latest batch found it (`Shared::timer_due`).
+    pub(crate) timer_due_ms: AtomicU64,
+}
+
+/// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
+pub(crate) struct EngineGuard<'a> {
+    guard: Option<std::sync::MutexGuard<'a, EngineState>>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for EngineGuard<'_> {
+    type Target = EngineState;
+    fn deref(&self) -> &EngineState {
+        self.guard.as_deref().unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut EngineState {
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if self.shared.queue_left_behind() {
+            worker::run_pending(self.shared);
+        }
+    }
 }
 
 /// What `/healthz` and the binary ping say.
@@ -317,18 +348,85 @@ pub(crate) enum Health {
 }
 
 impl Shared {
-    /// Hands a job to the workers; gives it back if the queue is full.
-    pub(crate) fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
-        self.jobs.push(job)?;
-        self.sleepers.wake_one();
-        Ok(())
+    /// Before recovery: an empty engine in `memory` mode, replaced by the
+    /// recovered one before any request is executed (`recovered` stays false
+    /// until then). `sockets`: the listeners, shut down at stop.
+    pub(crate) fn new(config: &ServeConfig, connections_max: usize, sockets: HashSet<RawFd>) -> Shared {
+        Shared {
+            jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
+            sleepers: Sleepers::new(config.worker_threads),
+            // Replaced by the recovered engine before any worker starts.
+            engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(u64::MAX), 0)),
+            limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
+            binary_limits: binary::Limits { frame_body_bytes_max: config.max_body_bytes },
+            recovered: AtomicBool::new(false),
+            storage_failure: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            workers_stop: AtomicBool::new(false),
+            sockets: Mutex::new(sockets),
+            connections_open: AtomicUsize::new(0),
+            connections_max,
+            read_bytes_max: config.read_bytes_max,
+            connection_reply_bytes_max: config.connection_reply_bytes_max.max(1),
+            connection_requests_in_flight_max: config.connection_requests_in_flight_max.max(1),
+            reply_bytes_max: config.reply_bytes_max.max(1),
+            connection_long_polls_max: config.connection_long_polls_max,
+            reply_bytes_pending: AtomicUsize::new(0),
+            liveness: liveness::Liveness::new(
+                config.stall_timeout_ms,
+                match config.durability {
+                    DurabilityMode::Interval { ms } => ms,
+                    _ => 0,
+                },
+            ),
+            conns: conn_timers::Registry::new(
+                conn_timers::Policy {
+                    request_deadline_ms: config.request_deadline_ms,
+                    idle_timeout_ms: config.idle_timeout_ms,
+                    prune_above_percent: config.prune_above_percent,
+                    connections_max,
+                },
+                conn_timers::Clock::monotonic(),
+            ),
+            watermark: Arc::default(),
+            timer_due_ms: AtomicU64::new(u64::MAX),
+        }
     }
 
-    /// Hands a job to the workers without waking one: the caller promises a
-    /// `sleepers.wake_one()` soon (a reactor wakes once after the requests of
-    /// the current pass, so a worker finds them together).
-    pub(crate) fn submit_quietly(&self, job: Box<Job>) -> Result<(), Box<Job>> {
+    /// Queues a job for execution; gives it back if the queue is full. The
+    /// caller then runs `worker::run_pending` (on a tokio-uring reactor,
+    /// `worker::execute_soon`, once per pass), which executes it unless the
+    /// lock's holder does.
+    pub(crate) fn submit(&self, job: Box<Job>) -> Result<(), Box<Job>> {
         self.jobs.push(job)
+    }
+
+    /// Takes the engine lock, for threads other than executors (the
+    /// checkpointer): on release, the jobs queued meanwhile are executed
+    /// (their reactors' `run_pending` found the lock held and left them to
+    /// the holder).
+    pub(crate) fn lock_engine(&self) -> EngineGuard<'_> {
+        EngineGuard { guard: Some(crate::sync::lock(&self.engine)), shared: self }
+    }
+
+    /// After letting go of the engine lock: whether jobs wait that a thread
+    /// may have queued while it was held. The fence pairs with the one
+    /// `worker::run_pending` issues between its push and its `try_lock`: of a
+    /// pusher that found the lock held and the holder that let go, at least
+    /// one sees the other's write, so no job is left with nobody to run it.
+    pub(crate) fn queue_left_behind(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        !self.jobs.is_empty()
+    }
+
+    /// Records when the engine next needs the executor (`None`: never), as
+    /// found by the latest batch; wakes a timer thread if that is earlier
+    /// than the time it was last told (it may be asleep past it).
+    pub(crate) fn timer_due(&self, wake_ms: Option<u64>) {
+        let due_ms = wake_ms.unwrap_or(u64::MAX);
+        if due_ms < self.timer_due_ms.swap(due_ms, Ordering::SeqCst) {
+            self.sleepers.wake_one();
+        }
     }
 
     /// Whether the server-wide reply budget (`--reply-bytes-max`) is spent:
@@ -461,44 +559,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         binary_listeners.push(os::listen_reuseport(binary_bound).map_err(|e| ServeError::Bind(binary_bound, e))?);
     }
 
-    let shared = Arc::new(Shared {
-        jobs: ArrayQueue::new(config.request_queue_capacity.max(1)),
-        sleepers: Sleepers::new(config.worker_threads),
-        // Replaced by the recovered engine before any worker starts.
-        engine: Mutex::new(EngineState::new(Engine::new(EngineConfig::default()), Journal::memory(u64::MAX), 0)),
-        limits: http::Limits { body_bytes_max: config.max_body_bytes, ..http::Limits::default() },
-        binary_limits: binary::Limits { frame_body_bytes_max: config.max_body_bytes },
-        recovered: AtomicBool::new(false),
-        storage_failure: Mutex::new(None),
-        stopping: AtomicBool::new(false),
-        workers_stop: AtomicBool::new(false),
-        sockets: Mutex::new(listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect()),
-        connections_open: AtomicUsize::new(0),
-        connections_max,
-        read_bytes_max: config.read_bytes_max,
-        connection_reply_bytes_max: config.connection_reply_bytes_max.max(1),
-        connection_requests_in_flight_max: config.connection_requests_in_flight_max.max(1),
-        reply_bytes_max: config.reply_bytes_max.max(1),
-        connection_long_polls_max: config.connection_long_polls_max,
-        reply_bytes_pending: AtomicUsize::new(0),
-        liveness: liveness::Liveness::new(
-            config.stall_timeout_ms,
-            match config.durability {
-                DurabilityMode::Interval { ms } => ms,
-                _ => 0,
-            },
-        ),
-        conns: conn_timers::Registry::new(
-            conn_timers::Policy {
-                request_deadline_ms: config.request_deadline_ms,
-                idle_timeout_ms: config.idle_timeout_ms,
-                prune_above_percent: config.prune_above_percent,
-                connections_max,
-            },
-            conn_timers::Clock::monotonic(),
-        ),
-        watermark: Arc::default(),
-    });
+    let sockets = listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect();
+    let shared = Arc::new(Shared::new(&config, connections_max, sockets));
 
     let cpus = placement(config.cpus.as_deref())?;
     let core_of = |i: usize| config.pin_threads.then(|| cpus[i % cpus.len()]);
