@@ -70,7 +70,8 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = server::STALL_TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     stall_timeout_ms: u64,
-    /// Reactor threads, each an io_uring loop that accepts, parses and replies (half the cores, at least 1).
+    /// Reactor threads, each an io_uring loop that accepts, parses, executes and replies (default: one per CPU
+    /// this process may run on).
     #[arg(long, value_name = "N", default_value_t = default_reactors(),
           value_parser = clap::value_parser!(u32).range(1..=256))]
     reactors: u32,
@@ -165,8 +166,12 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// One reactor per CPU the process may run on (`available_parallelism`
+/// follows the affinity mask and cgroup quotas): every reactor executes the
+/// requests it reads (run to completion), so no core is left for workers.
+/// At most 256, the flag's own bound.
 fn default_reactors() -> u32 {
-    u32::try_from((cores() / 2).max(1)).unwrap_or(1)
+    u32::try_from(cores().clamp(1, 256)).unwrap_or(1)
 }
 
 /// `--binary`'s default port (next to HTTP's 7700).
