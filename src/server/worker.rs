@@ -249,6 +249,53 @@ mod tests {
         assert!(shared.jobs.is_empty());
     }
 
+    /// No job is stranded: threads that queue and call `run_pending` while
+    /// others hold the lock (executors and a non-executor) all see their
+    /// jobs run by somebody, with no timer thread to pick up leftovers. Without
+    /// the holder's look at the queue after letting go
+    /// (`Shared::queue_left_behind`) jobs queued during its last batch wait
+    /// for a timer thread that this test does not run.
+    #[test]
+    fn jobs_queued_by_racing_threads_are_all_run_without_a_timer_thread() {
+        const THREADS: usize = 3;
+        const JOBS_PER_THREAD: usize = 500;
+        let shared = shared();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holder = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Holds the lock most of the time, so pushers often find it held.
+                while !stop.load(Ordering::Relaxed) {
+                    let held = shared.lock_engine();
+                    std::thread::sleep(Duration::from_micros(200));
+                    drop(held);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let pushers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    (0..JOBS_PER_THREAD)
+                        .map(|_| {
+                            let reply = submit_enqueue(&shared, "jobs");
+                            run_pending(&shared);
+                            // Spreads the pushes over the holder's turns.
+                            std::thread::sleep(Duration::from_micros(50));
+                            reply
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut replies: Vec<_> = pushers.into_iter().flat_map(|pusher| pusher.join().expect("pusher")).collect();
+        stop.store(true, Ordering::Relaxed);
+        holder.join().expect("holder");
+        let unanswered = replies.iter_mut().map(enqueued_id).filter(Option::is_none).count();
+        assert_eq!((unanswered, shared.jobs.len()), (0, 0), "jobs left with nobody to run them");
+    }
+
     /// A reactor does not execute other threads' work without end: past
     /// `COMBINE_JOBS_MAX` jobs it lets go and leaves the rest to a worker.
     #[test]
