@@ -34,14 +34,14 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// The binary protocol's default frame body limit is the same flag's default.
 pub const FRAME_BODY_BYTES_MAX_DEFAULT: usize = tqx_wire::FRAME_BODY_BYTES_MAX_DEFAULT;
 /// The longest a dequeue may ask to be held (`wait_ms`): a held long poll
-/// keeps its connection and a slot in the worker's wait list.
+/// keeps its connection and a slot in the executor's wait list.
 pub const WAIT_MS_MAX: u64 = 60_000;
 /// Items in one batch complete (binary only): the same bound as an enqueue
 /// batch, for the same reason (the latency one request adds to everyone
 /// behind it).
 pub const COMPLETE_BATCH_ITEMS_COUNT_MAX: usize = BATCH_TASKS_COUNT_MAX;
 /// Dependencies of all the tasks of one enqueue batch together. The engine
-/// links each one while the batch holds the worker, and in the log each costs
+/// links each one while the batch holds the engine lock, and in the log each costs
 /// 8 bytes while `1,` costs 2 in a JSON body: without this bound a 1 MiB body
 /// could make a 4 MiB log record (see [`RECORD_BYTES_OVER_BODY_MAX`]). 16,384
 /// covers a chain through a full batch of 10,000 tasks. Checked at the edge
@@ -194,13 +194,13 @@ pub const COLD_READ_BYTES_MAX: usize = 64 << 20;
 /// once with `capacity_exceeded` (503 over HTTP; retryable). Keeps one client
 /// from taking all of the server's [`LONG_POLLS_COUNT_MAX`] slots.
 pub const CONNECTION_LONG_POLLS_MAX_DEFAULT: usize = 64;
-/// Long polls the workers hold at once, all connections together; past it a
+/// Long polls the executor holds at once, all connections together; past it a
 /// long poll gets `capacity_exceeded` (503; retryable). Each costs its
 /// queue names and a reply slot (about 100 bytes).
 pub const LONG_POLLS_COUNT_MAX: usize = 10_000;
 /// Requests a reactor takes from one connection's input before it lets the
 /// other connections with input take theirs (fairness: a deep pipeline gets
-/// its requests to the workers in turns of this many, interleaved with other
+/// its requests for execution in turns of this many, interleaved with other
 /// connections', not its whole backlog first). Smaller costs more passes per
 /// request (a yield each); larger lets one connection run further ahead.
 pub const CONNECTION_REQUESTS_PER_PASS_MAX: usize = 64;

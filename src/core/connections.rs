@@ -83,7 +83,7 @@ impl Verdict {
 /// Pure, so the policy is tested without sockets or sleeps.
 pub fn verdict(policy: &Policy, now_ms: u64, holds: u32, request_started_ms: u64, idle_since_ms: u64) -> Verdict {
     if holds > 0 {
-        return Verdict::Keep; // busy: a long poll, a request at a worker, a write
+        return Verdict::Keep; // busy: a long poll, a request being executed, a write
     }
     if request_started_ms != NO_REQUEST {
         // A request is unfinished: the deadline applies, the idle timeout does not.
@@ -103,7 +103,7 @@ pub fn verdict(policy: &Policy, now_ms: u64, holds: u32, request_started_ms: u64
 /// Whether a write of replies that began at `write_started_ms` (`NO_REQUEST`:
 /// none pending) has waited out the request deadline. It applies while the
 /// connection is busy too: a write pending that long is the peer's doing
-/// (it does not read), unlike a request at a worker or a long poll.
+/// (it does not read), unlike a request being executed or a long poll.
 pub fn write_late(policy: &Policy, now_ms: u64, write_started_ms: u64) -> bool {
     policy.request_deadline_ms > 0
         && write_started_ms != NO_REQUEST

@@ -1,6 +1,6 @@
 //! The executor: the engine, the clock the engine sees, and held long polls,
-//! driven one request at a time. The server's worker threads drive it under
-//! the engine lock (`server/worker.rs`), the simulator drives it in its
+//! driven one request at a time. The server's reactors (and its timer
+//! threads) drive it under the engine lock (`server/worker.rs`), the simulator drives it in its
 //! steps (`crate::sim`); neither adds logic of its own to a request's path.
 //!
 //! For each request it executes the command against the engine at `now_ms`,
