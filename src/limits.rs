@@ -173,7 +173,7 @@ pub fn check_body_bytes_max(body_bytes_max: usize) -> Result<(), String> {
 /// whose peer is slow to read, plus one reply.
 pub const CONNECTION_REPLY_BYTES_MAX_DEFAULT: usize = 4 << 20;
 /// `--connection-requests-in-flight-max` default: requests one connection may
-/// have taken and not yet answered (handed to workers, or answered and waiting
+/// have taken and not yet answered (queued or executing, or answered and waiting
 /// to be encoded). Each holds a slot in the request queue and, answered, a
 /// reply (a few hundred bytes; a large payload is shared with the engine).
 pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 1024;
