@@ -9,9 +9,9 @@
 //!   appends what it reads to the inbox, a `BytesMut` that frames are split off
 //!   without a copy, and pauses while the inbox holds a maximal frame;
 //! - the **processor** (the connection's own task) takes whole frames off the
-//!   inbox, answers what needs no worker at once (hello, ping, errors,
-//!   `overloaded`, `recovering`, `shutting_down`), and hands commands to the
-//!   workers. Their replies come back through the reactor's mailbox
+//!   inbox, answers what needs no execution at once (hello, ping, errors,
+//!   `overloaded`, `recovering`, `shutting_down`), and queues commands for execution (the reactor executes them after the pass:
+//!   `worker::execute_soon`). Their replies come back through the reactor's mailbox
 //!   ([`Replies`], `outbox.rs`), whose one task encodes each into its
 //!   connection's output; only a long poll gets a task of its own, which
 //!   awaits its reply and watches for the peer leaving. It takes no new frame
@@ -37,8 +37,8 @@
 //!
 //! Replies leave in the order they are ready, not the order of the requests;
 //! each carries its request's id. A long poll is abandoned when the peer's
-//! stream ends (its dropped receiver tells the worker not to lease for it),
-//! unless the server is stopping, when the worker answers it. At stop (and at
+//! stream ends (its dropped receiver tells the executor not to lease for it),
+//! unless the server is stopping, when the executor answers it. At stop (and at
 //! the end of the peer's stream) the frames already received are answered,
 //! every request in flight is answered and written, then the connection closes.
 
@@ -76,7 +76,7 @@ struct Conn {
     inbox: RefCell<BytesMut>,
     /// The peer's stream has ended (or the socket was shut down, or a read failed).
     ended: Cell<bool>,
-    /// Requests handed to workers whose replies are not yet encoded (parked
+    /// Requests queued or executing whose replies are not yet encoded (parked
     /// answers included).
     in_flight: Cell<usize>,
     /// Long polls among them (`--connection-long-polls-max`).
@@ -115,7 +115,7 @@ struct Conn {
 struct Answer {
     opcode: u8,
     request_id: u64,
-    /// `None`: the workers dropped the request (they stopped).
+    /// `None`: the request was dropped unexecuted (the server stopped).
     reply: Option<Reply>,
     bytes: usize,
 }
@@ -189,7 +189,7 @@ impl Conn {
         self.wake_processor.notify_one();
     }
 
-    /// Appends an answer given without a worker (small: an error, a pong) to
+    /// Appends an answer given without executing anything (small: an error, a pong) to
     /// the output and wakes the writer.
     fn send(&self, write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.output.borrow_mut());
@@ -198,7 +198,7 @@ impl Conn {
     }
 }
 
-/// A reactor's binary connections, and the mailbox through which workers
+/// A reactor's binary connections, and the mailbox through which executing threads
 /// send replies back to this reactor (both protocols'; `outbox.rs`).
 pub(crate) struct Replies {
     pub(crate) mailbox: Arc<Mailbox>,
@@ -259,7 +259,7 @@ impl Replies {
                 if registered.generation != conn.generation {
                     return;
                 }
-                // `None`: the workers dropped the request (they stopped).
+                // `None`: the request was dropped unexecuted (the server stopped).
                 registered.conn.answer(opcode, request_id, reply);
             }
         }
@@ -472,7 +472,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
         if took > 0 && took == room {
             // A full pass: more frames may wait. The other connections of
             // this reactor take theirs first, so their requests reach the
-            // workers between this one's, not after its whole backlog.
+            // executor between this one's, not after its whole backlog.
             tokio::task::yield_now().await;
             continue;
         }
@@ -489,7 +489,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
     }
 }
 
-/// Answers a frame at once, or hands its command to the workers: its reply
+/// Answers a frame at once, or queues its command for execution: its reply
 /// comes back through the mailbox, or (a long poll) to a task of its own.
 fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
     let (request_id, opcode, command, long_poll, received) = match next {
@@ -507,7 +507,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         }
     };
     if long_poll && conn.long_polls.get() >= shared.connection_long_polls_max {
-        // One client must not hold all of the workers' long-poll slots.
+        // One client must not hold all of the executor's long-poll slots.
         let limit = shared.connection_long_polls_max;
         let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
         conn.send(|out| binary::render_reply(&Reply::Error(error), opcode, request_id, out));
@@ -563,15 +563,15 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
                 conn.wake_processor.notify_one();
                 conn.wake_writer.notify_one();
             }
-            // The workers dropped the request (they stopped).
+            // The request was dropped unexecuted (the server stopped).
             None => conn.answer(opcode, request_id, None),
         }
     });
 }
 
 /// Waits for a long poll's reply. It is abandoned (`None`, and the dropped
-/// receiver tells the worker not to lease tasks for it) when the peer's stream
-/// ends while it waits, unless the server is stopping (then the worker answers it).
+/// receiver tells the executor not to lease tasks for it) when the peer's stream
+/// ends while it waits, unless the server is stopping (then the executor answers it).
 async fn await_reply(mut reply: oneshot::Receiver<Reply>, conn: &Conn, shared: &Shared) -> Option<Reply> {
     loop {
         // Created before the check: a `notify_waiters` after it is not missed.

@@ -44,13 +44,13 @@ enum Pending {
         keep_alive: bool,
         long_poll: bool,
     },
-    /// A worker's reply that arrived while this request waited behind others.
+    /// The executor's reply that arrived while this request waited behind others.
     Answered {
         reply: Box<Reply>,
         keep_alive: bool,
         long_poll: bool,
     },
-    /// Nobody will answer (the workers stopped).
+    /// Nobody will answer (the server stopped before executing it).
     Gone,
 }
 
@@ -255,7 +255,7 @@ async fn process(
         timer.hold_while(&mut held, !pending.is_empty() || !parsed.is_empty());
         timer.parsed(took > 0, unfinished.unwrap_or(false));
 
-        // Answer in request order, whatever order the workers finish in, as
+        // Answer in request order, whatever order their replies are released in, as
         // far as the answers are ready and the connection's budget allows.
         let mut gone = false;
         let mut budget_reached = false;
@@ -268,7 +268,7 @@ async fn process(
                 Rendered::NotReady => break,
                 Rendered::Done { long_poll } => long_poll,
                 Rendered::Gone => {
-                    // Peer gone during a long poll, or workers gone while stopping.
+                    // Peer gone during a long poll, or dropped unexecuted while stopping.
                     close = true;
                     gone = true;
                     if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -303,7 +303,7 @@ async fn process(
         if !parsed.is_empty() && !close && !budget_spent && pending.len() < shared.connection_requests_in_flight_max {
             // More requests wait and may be taken. After a full pass the
             // reactor's other connections take theirs first, so their
-            // requests reach the workers between this one's.
+            // requests reach the executor between this one's.
             if took > 0 {
                 tokio::task::yield_now().await;
             }
@@ -320,7 +320,7 @@ async fn process(
             Some(Pending::Worker { reply, long_poll, .. }) => {
                 if *long_poll && ended && !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     // The peer left during a long poll: abandon it (the dropped
-                    // receiver tells the worker not to lease tasks for it).
+                    // receiver tells the executor not to lease tasks for it).
                     return;
                 }
                 tokio::select! {
@@ -354,7 +354,7 @@ enum Rendered {
     Done { long_poll: bool },
     /// Its reply has not arrived yet.
     NotReady,
-    /// Nobody will answer it (the workers stopped): close the connection.
+    /// Nobody will answer it (the server stopped before executing it): close the connection.
     Gone,
 }
 
@@ -414,7 +414,7 @@ fn dispatch(
         Action::Execute(command) => {
             let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
             if long_poll && long_polls_full {
-                // One client must not hold all of the workers' long-poll slots.
+                // One client must not hold all of the executor's long-poll slots.
                 let limit = shared.connection_long_polls_max;
                 let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
                 let mut response = Vec::new();
