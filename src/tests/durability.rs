@@ -563,7 +563,8 @@ fn checkpoint_increments_taken_while_enqueues_continue_lose_nothing_across_kill_
     const PRODUCERS: usize = 2;
     const BATCHES_PER_PRODUCER: usize = 14;
     const TASKS_PER_BATCH: usize = 10_000;
-    // More than two increments' worth (`CHECKPOINT_ROWS_NUDGE` = 131,072 rows).
+    // More than two increments' worth (`CHECKPOINT_ROWS_NUDGE` = 131,072 rows),
+    // fewer than a flush's (`FLUSH_TASK_ROWS_MAX` = 1,000,000 task rows).
     const TASKS: usize = PRODUCERS * BATCHES_PER_PRODUCER * TASKS_PER_BATCH;
     let args = ["--checkpoint-interval-ms", "86400000", "--log-level", "info,taskqueuex::server::checkpoint=debug"];
     let server = Server::start(&args);
@@ -583,9 +584,11 @@ fn checkpoint_increments_taken_while_enqueues_continue_lose_nothing_across_kill_
         }
     });
     let mut client = server.client();
-    // The increments are taken after the batches that nudge them: wait for two.
+    // An increment is taken after the batch that nudges it: wait for one. (Not
+    // for two: a checkpointer slow to wake on a loaded machine takes most of
+    // the rows at once, and what is left stays below the early start.)
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while server.stderr().matches("checkpoint increment").count() < 2 {
+    while !server.stderr().contains("checkpoint increment") {
         assert!(std::time::Instant::now() < deadline, "no checkpoint increments:\n{}", server.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
