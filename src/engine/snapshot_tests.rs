@@ -127,6 +127,52 @@ fn a_change_sends_the_task_row_but_not_the_payload_again() {
     assert_eq!(second.queues.len(), 1);
 }
 
+/// Counts what `take_changes_into` hands its sink (the checkpointer's sink
+/// copies each row under the engine lock).
+#[derive(Default)]
+struct CountingSink {
+    queues: usize,
+    tasks: usize,
+    payloads: usize,
+}
+
+impl ChangeSink for CountingSink {
+    fn queue(&mut self, _: &str, _: Option<&[u8]>) {
+        self.queues += 1;
+    }
+    fn task(&mut self, _: TaskId, _: Option<&[u8]>) {
+        self.tasks += 1;
+    }
+    fn payload(&mut self, _: TaskId, _: Option<PayloadRow<'_>>) {
+        self.payloads += 1;
+    }
+}
+
+/// What the checkpointer does under the engine lock is proportional to the
+/// rows changed since its last take, not to the engine's size: among 20,000
+/// queued tasks, a take after three leases handles exactly those three rows
+/// (and the serving queue's), and no payload.
+#[test]
+fn a_take_handles_only_the_rows_changed_since_the_last_one_whatever_the_engine_holds() {
+    let mut e = Engine::new(config(3));
+    e.set_change_tracking(true);
+    for _ in 0..2 {
+        let batch: Vec<NewTask> = (0..10_000).map(|_| task("payload")).collect();
+        e.enqueue_batch("q", batch, 0).expect("valid batch");
+    }
+    let mut first = CountingSink::default();
+    e.take_changes_into(&mut first);
+    assert_eq!((first.tasks, first.payloads, first.queues), (20_000, 20_000, 1));
+    assert_eq!(dequeue(&mut e, &["q"], 3, 1).len(), 3);
+    assert_eq!(e.changes_pending(), 3);
+    let mut second = CountingSink::default();
+    e.take_changes_into(&mut second);
+    assert_eq!((second.tasks, second.payloads, second.queues), (3, 0, 1));
+    let mut third = CountingSink::default();
+    e.take_changes_into(&mut third);
+    assert_eq!((third.tasks, third.payloads, third.queues), (0, 0, 0));
+}
+
 #[test]
 fn purge_after_retention_yields_none_rows_and_payload_deletions() {
     let mut e = Engine::new(config(1));

@@ -2,18 +2,36 @@
 //! RocksDB, so that the write-ahead log can be truncated and recovery replays
 //! only what came after the last checkpoint.
 //!
-//! One round every `--checkpoint-interval-ms` (and when payloads exceed the
-//! memory budget, and once more at a clean stop):
-//! 1. under the engine lock: the rows that changed since the last round, copied
-//!    straight into a RocksDB write batch (`Engine::take_changes_into`, one copy
-//!    per row; large payloads shared), and the LSN of the last record submitted — the
-//!    rows are exactly the effect of the records up to that LSN, because records
-//!    are submitted under the same lock in execution order;
+//! A round runs every `--checkpoint-interval-ms`, and early when
+//! [`CHECKPOINT_ROWS_NUDGE`](super::durability::CHECKPOINT_ROWS_NUDGE) rows
+//! changed, when payloads exceed the memory budget, and once more at a clean
+//! stop. A round writes an **increment**; some rounds also **flush**:
+//! 1. under the engine lock: the rows that changed since the last increment,
+//!    copied into plain memory (`Engine::take_changes_into` into
+//!    [`Rows`](crate::store::Rows): one copy per row, no RocksDB call, no
+//!    allocation per row; large payloads shared), and the LSN of the last
+//!    record submitted — the rows are exactly the effect of the records up to
+//!    that LSN, because records are submitted under the same lock in execution
+//!    order. This is the only time a round holds the lock (but for eviction,
+//!    below), and it is O(rows changed since the last increment): the early
+//!    start keeps those few under write load;
 //! 2. wait until the log is durable up to that LSN (a checkpoint must never be
 //!    ahead of the log: after a crash the log would continue below it);
-//! 3. that one write batch written (rows + `applied_lsn`, RocksDB's WAL off) and
-//!    freed, then an atomic flush of all column families;
-//! 4. ask the WAL thread to remove the segments wholly at or below that LSN.
+//! 3. that increment written to RocksDB as one write batch (rows +
+//!    `applied_lsn`, RocksDB's WAL off), off the lock;
+//! 4. a flush — at a stop, once `--checkpoint-interval-ms` has passed since
+//!    the last one, after [`FLUSH_TASK_ROWS_MAX`] task rows, or when payloads
+//!    are over the memory budget: an atomic flush of all column families,
+//!    then the WAL thread removes the segments wholly at or below the flushed
+//!    LSN, then payloads of checkpointed tasks may leave memory (tiering).
+//!
+//! An increment that is written but not flushed is only in RocksDB's memtables
+//! (RocksDB may flush it by itself at any time, whole: atomic flush); the log
+//! still holds everything after the last flushed LSN, so a crash loses nothing
+//! either way. Flushing less often than increments are written keeps the
+//! engine lock holds short (small increments) without an SST flush and a
+//! MANIFEST sync per increment; the log between two flushes is bounded by the
+//! interval and by [`FLUSH_TASK_ROWS_MAX`].
 //!
 //! RocksDB is only ever called from this thread and from recovery, never from a
 //! reactor or a worker.
@@ -46,6 +64,28 @@ pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5_000;
 pub const CHECKPOINT_RETRIES_MAX: u32 = 3;
 /// Poll period while waiting for the log to become durable up to a checkpoint.
 const DURABLE_POLL: Duration = Duration::from_millis(1);
+/// Task rows written in increments since the last flush past which a round
+/// flushes even before its interval is over: bounds the log kept between
+/// flushes (and so a restart's replay) under write load to about this many
+/// tasks' records, as the checkpoint every 1,000,000 changed rows did before
+/// increments (~130 MB of log with 100-byte payloads; recovery replays ~3.8 s
+/// per GiB, docs/durability.md). RocksDB flushes full memtables (32 MiB of
+/// task rows) by itself anyway, so flushing less often would save little.
+pub const FLUSH_TASK_ROWS_MAX: usize = 1_000_000;
+
+/// What the checkpointer has written and flushed so far.
+#[derive(Debug)]
+struct Progress {
+    /// `applied_lsn` of the last increment written (in RocksDB's memtables at least).
+    written_lsn: u64,
+    /// `applied_lsn` of the last flush (durable; the log is removed below it).
+    flushed_lsn: u64,
+    last_flush: Instant,
+    /// Task rows written since the last flush.
+    task_rows_unflushed: usize,
+    /// Every task below this id has its payload in an increment written so far.
+    checkpointed_below: u64,
+}
 
 /// Runs a round every `interval` or when nudged, until told to
 /// stop (or the channel closes); then takes one last checkpoint. Returns why
@@ -57,7 +97,14 @@ pub(crate) fn run(
     signals: Receiver<CheckpointSignal>,
     interval: Duration,
 ) -> Result<(), Arc<str>> {
-    let mut applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
+    let applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
+    let mut progress = Progress {
+        written_lsn: applied_lsn,
+        flushed_lsn: applied_lsn,
+        last_flush: Instant::now(),
+        task_rows_unflushed: 0,
+        checkpointed_below: 0,
+    };
     let mut failures_in_a_row = 0;
     let heartbeat = shared.liveness.register_current();
     loop {
@@ -71,12 +118,8 @@ pub(crate) fn run(
         if crate::sync::lock(&shared.storage_failure).is_some() {
             return Ok(()); // fail-stop: the log failed; write nothing more anywhere
         }
-        match checkpoint(&shared, &store, &committer, applied_lsn) {
-            Ok(Some(lsn)) => {
-                applied_lsn = lsn;
-                failures_in_a_row = 0;
-            }
-            Ok(None) => failures_in_a_row = 0,
+        match checkpoint(&shared, &store, &committer, &mut progress, interval, last) {
+            Ok(()) => failures_in_a_row = 0,
             Err(Failed { error, rows_taken: false }) if failures_in_a_row < CHECKPOINT_RETRIES_MAX && !last => {
                 failures_in_a_row += 1;
                 tracing::warn!(%error, failures_in_a_row, "checkpoint failed before taking any rows; the next round retries");
@@ -107,57 +150,103 @@ struct Failed {
     rows_taken: bool,
 }
 
-/// One round; the new applied LSN, or `None` if nothing changed.
-fn checkpoint(shared: &Shared, store: &Store, committer: &Committer, applied_lsn: u64) -> Result<Option<u64>, Failed> {
+/// One round: an increment if anything changed, then a flush if one is due
+/// (module docs).
+fn checkpoint(
+    shared: &Shared,
+    store: &Store,
+    committer: &Committer,
+    progress: &mut Progress,
+    interval: Duration,
+    last: bool,
+) -> Result<(), Failed> {
+    let over_budget = increment(shared, store, committer, progress)?;
+    let due = last
+        || over_budget
+        || progress.last_flush.elapsed() >= interval
+        || progress.task_rows_unflushed >= FLUSH_TASK_ROWS_MAX;
+    if due && progress.written_lsn > progress.flushed_lsn {
+        flush(shared, store, committer, progress)?;
+    }
+    Ok(())
+}
+
+/// Takes the rows changed since the last increment and writes them, if any;
+/// returns whether payloads are over the memory budget (a flush lets them go).
+fn increment(shared: &Shared, store: &Store, committer: &Committer, progress: &mut Progress) -> Result<bool, Failed> {
     let started = Instant::now();
     let taken = |error| Failed { error, rows_taken: true };
-    // The rows go straight into RocksDB's write batch, one copy each, under the
-    // engine lock (no intermediate copy per row: a checkpoint of millions of
-    // rows otherwise held both at once).
     let mut rows = store.rows().map_err(|error| Failed { error, rows_taken: false })?;
-    let (meta, next_id, upto, cold_reads) = {
+    let (meta, next_id, upto, cold_reads, over_budget, lock_held) = {
         let mut state = shared.lock_engine();
+        let locked = Instant::now();
+        let state = &mut *state;
+        let over_budget = state.journal.tiering.as_ref().is_some_and(|t| t.over_budget(&state.executor.engine));
         let upto = committer.last_appended_lsn();
-        if upto == applied_lsn {
-            return Ok(None);
+        if upto == progress.written_lsn {
+            drop(rows);
+            // Idle: the chunks kept for the next round's rows are not needed.
+            store.release_spare_rows();
+            return Ok(over_budget);
         }
+        assert!(
+            upto > progress.written_lsn,
+            "the log's last LSN {upto} is below the checkpoint's {}",
+            progress.written_lsn
+        );
         let (meta, next_id) = state.executor.engine.take_changes_into(&mut rows);
-        (meta, next_id, upto, state.journal.tiering.as_ref().map(|t| t.fence.advance()))
+        let fence = state.journal.tiering.as_ref().map(|t| t.fence.advance());
+        (meta, next_id, upto, fence, over_budget, locked.elapsed())
     };
     // Cold payloads being read off the lock keep their rows (tiering.rs).
     if let Some(drain) = cold_reads {
         drain.wait();
     }
-    // Every task below this id has its payload row in `rows` or an earlier
-    // checkpoint; once flushed, those payloads may leave memory.
-    let checkpointed_below = next_id;
     while committer.durable_lsn() < upto {
         if crate::sync::lock(&shared.storage_failure).is_some() {
-            return Ok(None);
+            // Fail-stop elsewhere: the server is stopping; write nothing more.
+            return Ok(false);
         }
         std::thread::sleep(DURABLE_POLL);
     }
-    // Consumes (frees) the batch before the flush, which takes a while, so that
-    // a backlog growing meanwhile does not find this copy still held on top of
-    // the next checkpoint's.
     let (tasks_count, queues_count) = (rows.task_rows(), rows.queue_rows());
     store.write_rows(rows, upto, &meta).map_err(taken)?;
-    let durable = store.flush().map_err(taken)?;
-    assert!(durable >= upto, "RocksDB flushed applied LSN {durable}, below the {upto} just written");
+    progress.written_lsn = upto;
+    progress.task_rows_unflushed += tasks_count;
+    // Every task below this id has its payload row in this or an earlier
+    // increment; once flushed, those payloads may leave memory.
+    progress.checkpointed_below = next_id;
+    tracing::debug!(
+        applied_lsn = upto,
+        tasks = tasks_count,
+        queues = queues_count,
+        lock_held_us = lock_held.as_micros() as u64,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checkpoint increment"
+    );
+    Ok(over_budget)
+}
+
+/// Makes every increment written so far durable, then lets the log below it go.
+fn flush(shared: &Shared, store: &Store, committer: &Committer, progress: &mut Progress) -> Result<(), Failed> {
+    let started = Instant::now();
+    let durable = store.flush().map_err(|error| Failed { error, rows_taken: true })?;
+    assert!(
+        durable >= progress.written_lsn,
+        "RocksDB flushed applied LSN {durable}, below the {} written before",
+        progress.written_lsn
+    );
     committer.remove_through(durable);
+    progress.flushed_lsn = durable;
+    progress.last_flush = Instant::now();
+    progress.task_rows_unflushed = 0;
     {
         let mut state = shared.lock_engine();
         let state = &mut *state;
         if let Some(tiering) = &state.journal.tiering {
-            tiering.evict(&mut state.executor.engine, checkpointed_below);
+            tiering.evict(&mut state.executor.engine, progress.checkpointed_below);
         }
     }
-    tracing::debug!(
-        applied_lsn = durable,
-        tasks = tasks_count,
-        queues = queues_count,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "checkpoint"
-    );
-    Ok(Some(durable))
+    tracing::debug!(applied_lsn = durable, elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint flush");
+    Ok(())
 }

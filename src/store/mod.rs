@@ -218,19 +218,70 @@ pub struct CheckpointBatch<'a> {
     pub payloads: &'a [(u64, Option<Bytes>)],
 }
 
-/// One checkpoint increment being filled (see [`Store::rows`]): the rows are
-/// copied into a RocksDB write batch as they come; large payloads, which the
-/// engine shares rather than copies, are added at [`Store::write_rows`], outside
-/// the engine's lock.
+/// One checkpoint increment being filled (see [`Store::rows`]). The engine
+/// hands it rows under its lock, so taking a row costs one copy into a chunk
+/// of plain memory and nothing else: no RocksDB call, no allocation per row,
+/// no reallocation that copies what was already taken (RocksDB's write batch,
+/// filled under the lock before, grew by doubling one string and
+/// page-faulted as it grew: 200–400 ms of lock per million tasks, measured in
+/// docs/durability.md). [`Store::write_rows`] moves the rows into a write
+/// batch sized once, outside the lock, and gives the chunks back for the next
+/// round, so a round as large as the last one touches no fresh page under the
+/// lock. Large payloads, which the engine shares rather than copies, are only
+/// referenced.
 pub struct Rows<'a> {
-    batch: WriteBatch,
-    queues: &'a ColumnFamily,
-    tasks: &'a ColumnFamily,
-    payloads: &'a ColumnFamily,
+    store: &'a Store,
+    /// Encoded rows (`RowTag`, key, value), each wholly inside one chunk; a
+    /// chunk is never reallocated.
+    chunks: Vec<Vec<u8>>,
     shared: Vec<(u64, Bytes)>,
     task_rows: usize,
     queue_rows: usize,
+    /// Rows put in `chunks` (each becomes one write batch entry).
+    entries: usize,
 }
+
+/// What one encoded row in a [`Rows`] chunk is. The key follows: a queue
+/// name as one length byte and its bytes, or a task id as 8 bytes big-endian
+/// (the store's key); a put then has its value as a `u32` little-endian length
+/// and the bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum RowTag {
+    QueuePut = 1,
+    QueueDelete,
+    TaskPut,
+    TaskDelete,
+    PayloadPut,
+    PayloadDelete,
+}
+
+impl RowTag {
+    const ALL: [RowTag; 6] = [
+        RowTag::QueuePut,
+        RowTag::QueueDelete,
+        RowTag::TaskPut,
+        RowTag::TaskDelete,
+        RowTag::PayloadPut,
+        RowTag::PayloadDelete,
+    ];
+
+    fn is_put(self) -> bool {
+        matches!(self, RowTag::QueuePut | RowTag::TaskPut | RowTag::PayloadPut)
+    }
+}
+
+/// Bytes per chunk of [`Rows`]: large enough that the chunk list stays short
+/// (a million task rows and 100-byte payloads fill ~190), small enough that the
+/// last, partly filled one wastes little.
+const ROW_CHUNK_BYTES: usize = MIB;
+/// Chunks kept for the next round: 64 MiB, about 350,000 tasks with 100-byte
+/// payloads; a larger round allocates the rest afresh. An idle round releases
+/// them all ([`Store::release_spare_rows`]).
+const SPARE_ROW_CHUNKS_MAX: usize = 64;
+/// A write batch entry's bytes beyond its key and value: type, column family
+/// id, two varint lengths (RocksDB's `WriteBatch` format).
+const BATCH_ENTRY_OVERHEAD_BYTES_MAX: usize = 1 + 5 + 5 + 5;
 
 impl Rows<'_> {
     /// Task rows (written or deleted) so far.
@@ -241,6 +292,36 @@ impl Rows<'_> {
     /// Queue rows (written or deleted) so far.
     pub fn queue_rows(&self) -> usize {
         self.queue_rows
+    }
+
+    /// Appends one row: the room for it is found first, so that a row never
+    /// spans two chunks.
+    fn push(&mut self, tag: RowTag, key: &[u8], value: Option<&[u8]>) {
+        assert_eq!(tag.is_put(), value.is_some(), "row {tag:?} with value {:?}", value.map(<[u8]>::len));
+        let key_prefix = usize::from(matches!(tag, RowTag::QueuePut | RowTag::QueueDelete));
+        let bytes = 1 + key_prefix + key.len() + value.map_or(0, |v| 4 + v.len());
+        let fits = self.chunks.last().is_some_and(|chunk| chunk.capacity() - chunk.len() >= bytes);
+        if !fits {
+            let chunk = match self.store.spare_chunk() {
+                Some(chunk) if chunk.capacity() >= bytes => chunk,
+                _ => Vec::with_capacity(bytes.max(ROW_CHUNK_BYTES)),
+            };
+            self.chunks.push(chunk);
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk with room was just ensured");
+        let capacity = chunk.capacity();
+        chunk.push(tag as u8);
+        if key_prefix == 1 {
+            chunk.push(u8::try_from(key.len()).expect("queue names are at most 128 bytes (asserted by the caller)"));
+        }
+        chunk.extend_from_slice(key);
+        if let Some(value) = value {
+            let len = u32::try_from(value.len()).expect("a row is far below 4 GiB (engine limits)");
+            chunk.extend_from_slice(&len.to_le_bytes());
+            chunk.extend_from_slice(value);
+        }
+        debug_assert_eq!(chunk.capacity(), capacity, "a row chunk was reallocated");
+        self.entries += 1;
     }
 }
 
@@ -253,27 +334,49 @@ impl ChangeSink for Rows<'_> {
             name.len()
         );
         self.queue_rows += 1;
-        match row {
-            Some(row) => self.batch.put_cf(self.queues, name.as_bytes(), row),
-            None => self.batch.delete_cf(self.queues, name.as_bytes()),
-        }
+        let tag = if row.is_some() { RowTag::QueuePut } else { RowTag::QueueDelete };
+        self.push(tag, name.as_bytes(), row);
     }
 
     fn task(&mut self, id: u64, row: Option<&[u8]>) {
         self.task_rows += 1;
-        match row {
-            Some(row) => self.batch.put_cf(self.tasks, id.to_be_bytes(), row),
-            None => self.batch.delete_cf(self.tasks, id.to_be_bytes()),
-        }
+        let tag = if row.is_some() { RowTag::TaskPut } else { RowTag::TaskDelete };
+        self.push(tag, &id.to_be_bytes(), row);
     }
 
     fn payload(&mut self, id: u64, payload: Option<PayloadRow<'_>>) {
         match payload {
-            Some(PayloadRow::Slice(bytes)) => self.batch.put_cf(self.payloads, id.to_be_bytes(), bytes),
+            Some(PayloadRow::Slice(bytes)) => self.push(RowTag::PayloadPut, &id.to_be_bytes(), Some(bytes)),
             Some(PayloadRow::Shared(bytes)) => self.shared.push((id, bytes.clone())),
-            None => self.batch.delete_cf(self.payloads, id.to_be_bytes()),
+            None => self.push(RowTag::PayloadDelete, &id.to_be_bytes(), None),
         }
     }
+}
+
+/// The rows of one chunk, decoded in order. The chunk was encoded by
+/// [`Rows::push`] in this process, so a malformed one is a bug: it panics.
+fn chunk_rows(mut chunk: &[u8]) -> impl Iterator<Item = (RowTag, &[u8], Option<&[u8]>)> {
+    std::iter::from_fn(move || {
+        let (&code, rest) = chunk.split_first()?;
+        let tag = *RowTag::ALL.iter().find(|tag| **tag as u8 == code).expect("a row tag written by Rows::push");
+        let (key, rest) = match tag {
+            RowTag::QueuePut | RowTag::QueueDelete => {
+                let (&len, rest) = rest.split_first().expect("a queue row's name length");
+                rest.split_at(usize::from(len))
+            }
+            _ => rest.split_at(8),
+        };
+        let (value, rest) = if tag.is_put() {
+            let (len, rest) = rest.split_at(4);
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (value, rest) = rest.split_at(len);
+            (Some(value), rest)
+        } else {
+            (None, rest)
+        };
+        chunk = rest;
+        Some((tag, key, value))
+    })
 }
 
 /// What `write` and `flush` share, under one lock: `write` holds it across the
@@ -295,6 +398,9 @@ struct WriteState {
 pub struct Store {
     db: DB,
     state: Mutex<WriteState>,
+    /// [`Rows`] chunks from the last round, emptied, for the next (only the
+    /// checkpointer takes rows, so this lock is never contended).
+    spare_chunks: Mutex<Vec<Vec<u8>>>,
 }
 
 // Store is shared with the background applier thread.
@@ -320,6 +426,7 @@ impl Store {
         let store = Store {
             db,
             state: Mutex::new(WriteState { applied_lsn_last: None, failure: None, writes_until_failure: None }),
+            spare_chunks: Mutex::new(Vec::new()),
         };
         store.check_layout_version()?;
         let applied_lsn_last = store.applied_lsn()?;
@@ -437,15 +544,22 @@ impl Store {
     /// `Engine::take_changes_into`, which copies each row into it once) and
     /// written with [`Store::write_rows`].
     pub fn rows(&self) -> Result<Rows<'_>, StoreError> {
-        Ok(Rows {
-            batch: WriteBatch::default(),
-            queues: self.cf(CF_QUEUES)?,
-            tasks: self.cf(CF_TASKS)?,
-            payloads: self.cf(CF_PAYLOADS)?,
-            shared: Vec::new(),
-            task_rows: 0,
-            queue_rows: 0,
-        })
+        // The families are looked up here, before anything is taken from the
+        // engine, so that `write_rows` cannot fail for want of one after.
+        for family in CF_ALL {
+            self.cf(family)?;
+        }
+        Ok(Rows { store: self, chunks: Vec::new(), shared: Vec::new(), task_rows: 0, queue_rows: 0, entries: 0 })
+    }
+
+    /// Frees the chunks kept from the last round for the next one (a round
+    /// that found nothing to take: the server went idle).
+    pub fn release_spare_rows(&self) {
+        *crate::sync::lock(&self.spare_chunks) = Vec::new();
+    }
+
+    fn spare_chunk(&self) -> Option<Vec<u8>> {
+        crate::sync::lock(&self.spare_chunks).pop()
     }
 
     /// Fault injection for tests: after `writes` more successful
@@ -477,7 +591,35 @@ impl Store {
             );
         }
         let meta_cf = self.cf(CF_META)?;
-        let Rows { mut batch, payloads, shared, .. } = rows;
+        let (queues, tasks, payloads) = (self.cf(CF_QUEUES)?, self.cf(CF_TASKS)?, self.cf(CF_PAYLOADS)?);
+        let Rows { chunks, shared, entries, .. } = rows;
+        // Sized once: filling it never reallocates (module docs of `Rows`).
+        let capacity = chunks.iter().map(Vec::len).sum::<usize>()
+            + shared.iter().map(|(_, payload)| 8 + payload.len()).sum::<usize>()
+            + (entries + shared.len() + 3) * BATCH_ENTRY_OVERHEAD_BYTES_MAX
+            + meta.len()
+            + 64;
+        let mut batch = WriteBatch::with_capacity_bytes(capacity);
+        let mut spare = Vec::with_capacity(chunks.len().min(SPARE_ROW_CHUNKS_MAX));
+        for mut chunk in chunks {
+            for (tag, key, value) in chunk_rows(&chunk) {
+                let family = match tag {
+                    RowTag::QueuePut | RowTag::QueueDelete => queues,
+                    RowTag::TaskPut | RowTag::TaskDelete => tasks,
+                    RowTag::PayloadPut | RowTag::PayloadDelete => payloads,
+                };
+                match value {
+                    Some(value) => batch.put_cf(family, key, value),
+                    None => batch.delete_cf(family, key),
+                }
+            }
+            if spare.len() < SPARE_ROW_CHUNKS_MAX && chunk.capacity() == ROW_CHUNK_BYTES {
+                chunk.clear();
+                spare.push(chunk);
+            }
+        }
+        // Kept for the next round: as many chunks as this one used, up to the cap.
+        *crate::sync::lock(&self.spare_chunks) = spare;
         for (id, payload) in &shared {
             batch.put_cf(payloads, id.to_be_bytes(), payload);
         }
