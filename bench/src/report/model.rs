@@ -28,6 +28,8 @@ pub enum Server {
     Tqx,
     Redis,
     Beanstalkd,
+    RabbitMq,
+    Nats,
 }
 
 /// What the report shows about each system under test (`tqx-binary` is
@@ -41,6 +43,14 @@ impl System {
             System::Redis => "Redis lists: LPUSH / RPOP (a popped task is gone: at-most-once)",
             System::RedisReliable => "Redis reliable queue: LPUSH / LMOVE to a processing list / LREM",
             System::Beanstalkd => "beanstalkd: put / reserve / delete",
+            System::RabbitMq => {
+                "RabbitMQ 3.10, AMQP 0-9-1: a quorum queue; basic.publish answered by its publisher confirm / \
+                 a consumer with manual acks (basic.consume, prefetch 1) then basic.ack"
+            }
+            System::Nats => {
+                "NATS JetStream 2.9: a file-storage work-queue stream; publish answered by its ack / \
+                 a pull consumer (fetch 1, no wait) then a synchronous ack"
+            }
         }
     }
 
@@ -49,6 +59,8 @@ impl System {
             System::TqxBinary | System::TqxHttp => Server::Tqx,
             System::Redis | System::RedisReliable => Server::Redis,
             System::Beanstalkd => Server::Beanstalkd,
+            System::RabbitMq => Server::RabbitMq,
+            System::Nats => Server::Nats,
         }
     }
 }
