@@ -94,9 +94,14 @@ const STEP_CONSUME: u8 = 7;
 enum Content {
     None,
     /// `basic.deliver` read; its content header is next.
-    Header { tag: u64 },
+    Header {
+        tag: u64,
+    },
     /// Body bytes still to come.
-    Body { tag: u64, remaining: u64 },
+    Body {
+        tag: u64,
+        remaining: u64,
+    },
 }
 
 pub(crate) struct AmqpCodec {
@@ -197,7 +202,12 @@ impl AmqpCodec {
                 return Ok(());
             }
             (FRAME_METHOD, Content::None) => {}
-            _ => return Err(ProtocolError(format!("unexpected AMQP frame type {kind} (content state {:?})", self.content))),
+            _ => {
+                return Err(ProtocolError(format!(
+                    "unexpected AMQP frame type {kind} (content state {:?})",
+                    self.content
+                )))
+            }
         }
         let method = (r.u16()?, r.u16()?);
         match method {
@@ -239,11 +249,10 @@ impl AmqpCodec {
                 if !any && !multiple {
                     // A single confirm out of tag order (RabbitMQ does not do
                     // this for one queue, but AMQP allows it).
-                    let at = self
-                        .confirms
-                        .iter()
-                        .position(|&(t, _)| t == tag)
-                        .ok_or_else(|| ProtocolError(format!("AMQP confirm of delivery tag {tag}, never published")))?;
+                    let at =
+                        self.confirms.iter().position(|&(t, _)| t == tag).ok_or_else(|| {
+                            ProtocolError(format!("AMQP confirm of delivery tag {tag}, never published"))
+                        })?;
                     let (_, id) = self.confirms.remove(at).expect("position found");
                     self.ready.push_back((id, reply));
                 }
@@ -305,7 +314,8 @@ impl Codec for AmqpCodec {
     fn encode(&mut self, req: &Req, request_id: u64, out: &mut Vec<u8>) {
         match req {
             Req::Enqueue => {
-                if self.frame_max != FRAME_BYTES_MAX && self.payload_bytes + FRAME_OVERHEAD_BYTES > self.frame_max as usize
+                if self.frame_max != FRAME_BYTES_MAX
+                    && self.payload_bytes + FRAME_OVERHEAD_BYTES > self.frame_max as usize
                 {
                     // The broker asked for smaller frames than we encoded for.
                     let payload = super::codec::payload(self.payload_bytes);
@@ -316,7 +326,9 @@ impl Codec for AmqpCodec {
                 self.next_publish_tag += 1;
             }
             Req::Dequeue => match self.early.pop_front() {
-                Some(tag) => self.ready.push_back((request_id, Reply::Leased { handle: Handle::Id(tag), join_slot: None })),
+                Some(tag) => {
+                    self.ready.push_back((request_id, Reply::Leased { handle: Handle::Id(tag), join_slot: None }))
+                }
                 None => self.dequeues.push_back(request_id),
             },
             Req::Complete { handle: Handle::Id(tag), .. } => {

@@ -69,7 +69,12 @@ impl BinaryCodec {
                     ..TaskSpec::default()
                 },
             },
-            Req::Complete { .. } | Req::Step(_) | Req::UseTube | Req::WatchTube | Req::IgnoreDefault | Req::PreloadStatus { .. } => {
+            Req::Complete { .. }
+            | Req::Step(_)
+            | Req::UseTube
+            | Req::WatchTube
+            | Req::IgnoreDefault
+            | Req::PreloadStatus { .. } => {
                 unreachable!("not a TaskQueueX request: {req:?}")
             }
         }

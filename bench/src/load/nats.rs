@@ -257,7 +257,12 @@ impl Codec for NatsCodec {
                             };
                             (id, reply)
                         }
-                        _ => return Err(ProtocolError(format!("a NATS message on {:?}", String::from_utf8_lossy(subject)))),
+                        _ => {
+                            return Err(ProtocolError(format!(
+                                "a NATS message on {:?}",
+                                String::from_utf8_lossy(subject)
+                            )))
+                        }
                     };
                     input.advance(start + total + 2);
                     return Ok(Some((Some(id), reply)));
@@ -315,7 +320,11 @@ mod tests {
         out.clear();
         codec.encode(&Req::Enqueue, 7, &mut out);
         codec.encode(&Req::Dequeue, 8, &mut out);
-        codec.encode(&Req::Complete { handle: Handle::Value(Bytes::from_static(b"$JS.ACK.x.1")), join_slot: None }, 9, &mut out);
+        codec.encode(
+            &Req::Complete { handle: Handle::Value(Bytes::from_static(b"$JS.ACK.x.1")), join_slot: None },
+            9,
+            &mut out,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "PUB bench.q _INBOX.t.7 5\r\nhello\r\n\

@@ -116,7 +116,15 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
                 vec![base, open(base), deep, open(deep)]
             }
         }
-        Scenario::Cycle if !quick => vec![base, open(base)],
+        Scenario::Cycle if !quick => {
+            // 16 deep at the two levels the CPU-per-op target is about.
+            let mut rows = vec![base, open(base)];
+            if durability != Durability::Interval {
+                let deep = Cell { pipeline: PIPELINE_DEEP, ..base };
+                rows.extend([deep, open(deep)]);
+            }
+            rows
+        }
         Scenario::Batch => vec![Cell { batch: Some(BATCH_TASKS), ..base }],
         Scenario::Latency => {
             let idle = Cell { connections: 1, load: Some(Load::Idle), ..base };
@@ -193,7 +201,8 @@ mod tests {
         let count = |s: Scenario| cells.iter().filter(|c| c.scenario == s).count();
         // Two depths, each closed and open loop; RabbitMQ and NATS at `sync`.
         assert_eq!(count(Scenario::Enqueue), (3 * 2 * 4 + 2 * 2) * 2);
-        assert_eq!(count(Scenario::Cycle), (3 * 5 + 2) * 2);
+        // Unpipelined at three levels, 16 deep at `sync` and `memory`.
+        assert_eq!(count(Scenario::Cycle), ((3 * 5 + 2) + (2 * 5 + 2)) * 2);
         // Every enqueue and cycle row has its open-loop twin, after it.
         for (index, cell) in cells.iter().enumerate() {
             if matches!(cell.scenario, Scenario::Enqueue | Scenario::Cycle) && cell.load.is_none() {
@@ -204,7 +213,7 @@ mod tests {
         }
         let brokers = cells.iter().filter(|c| matches!(c.system, System::RabbitMq | System::Nats));
         assert!(brokers.clone().all(|c| c.durability == Durability::Sync), "brokers only where they match");
-        assert_eq!(brokers.count(), (2 * 2 + 2) * 2);
+        assert_eq!(brokers.count(), (2 * 2 + 2 * 2) * 2);
         assert_eq!(count(Scenario::Batch), 3 * 3);
         assert_eq!(count(Scenario::Status), 4);
         assert_eq!(count(Scenario::Deps), 2 * 2);

@@ -373,8 +373,10 @@ fn start_with_retries(opts: &RunOptions, cell: &Cell, dir: &Path) -> Result<Serv
     }
 }
 
-/// A server started for one measurement. Dropping it kills it.
-struct ServerProcess {
+/// A server started for one measurement (and by bench/tests/load_smoke.rs,
+/// which drives the brokers the way `bench/run` starts them). Dropping it
+/// kills it.
+pub struct ServerProcess {
     process: Process,
     kind: Server,
     /// `tqx`: HTTP listener; others: their one listener.
@@ -392,7 +394,9 @@ enum Process {
 }
 
 impl ServerProcess {
-    fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
+    /// Starts `kind` at `durability` with its data and log under `dir`, and
+    /// waits until it answers. `opts` gives the programs' paths.
+    pub fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
         let log = dir.join("server.log");
@@ -505,7 +509,7 @@ impl ServerProcess {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         match &self.process {
             Process::Tqx(tqx) => tqx.pid(),
             Process::Peer(child) => child.id(),
@@ -513,7 +517,7 @@ impl ServerProcess {
     }
 
     /// The address `tqx-bench` connects to for `system`.
-    fn addr(&self, system: System) -> SocketAddr {
+    pub fn addr(&self, system: System) -> SocketAddr {
         match system {
             System::TqxBinary => self.binary.expect("a tqx server has a binary listener"),
             _ => self.addr,
