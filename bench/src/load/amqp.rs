@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::codec::{Codec, CodecParams, Handle, ProtocolError, Reply, Req, Role};
 
@@ -106,9 +106,11 @@ enum Content {
 
 pub(crate) struct AmqpCodec {
     queue: String,
-    /// `basic.publish` + content header + body frames, encoded once.
+    /// `basic.publish` + content header + body frames, encoded once for
+    /// frames of `publish_frame_max` bytes.
     publish: Vec<u8>,
-    payload_bytes: usize,
+    publish_frame_max: u32,
+    payload: Bytes,
     /// Messages a consumer may hold unacknowledged (`basic.qos`).
     prefetch: u16,
     /// From `connection.tune`: what `tune-ok` answers (capped at ours).
@@ -284,7 +286,8 @@ impl Codec for AmqpCodec {
         AmqpCodec {
             queue: params.queue.clone(),
             publish: AmqpCodec::encode_publish(&params.queue, &params.payload, FRAME_BYTES_MAX),
-            payload_bytes: params.payload.len(),
+            publish_frame_max: FRAME_BYTES_MAX,
+            payload: params.payload.clone(),
             prefetch: params.prefetch.clamp(1, u16::MAX as usize) as u16,
             frame_max: FRAME_BYTES_MAX,
             methods: VecDeque::new(),
@@ -314,12 +317,10 @@ impl Codec for AmqpCodec {
     fn encode(&mut self, req: &Req, request_id: u64, out: &mut Vec<u8>) {
         match req {
             Req::Enqueue => {
-                if self.frame_max != FRAME_BYTES_MAX
-                    && self.payload_bytes + FRAME_OVERHEAD_BYTES > self.frame_max as usize
-                {
+                if self.publish_frame_max != self.frame_max {
                     // The broker asked for smaller frames than we encoded for.
-                    let payload = super::codec::payload(self.payload_bytes);
-                    self.publish = AmqpCodec::encode_publish(&self.queue, &payload, self.frame_max);
+                    self.publish = AmqpCodec::encode_publish(&self.queue, &self.payload, self.frame_max);
+                    self.publish_frame_max = self.frame_max;
                 }
                 out.extend_from_slice(&self.publish);
                 self.confirms.push_back((self.next_publish_tag, request_id));
@@ -487,7 +488,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn codec() -> AmqpCodec {
         AmqpCodec::new(&CodecParams {

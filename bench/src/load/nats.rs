@@ -13,7 +13,8 @@
 //!   acks. Both calls are idempotent.
 //! - An enqueue is `PUB queue _INBOX.<token>.<request id>`: JetStream answers
 //!   on that inbox with `{"stream":..,"seq":N}` once the message is stored
-//!   (NATS 2.9 does not fsync it first: docs/bench-harness.md).
+//!   (written to the page cache; NATS 2.9 `fsync`s every 2 minutes:
+//!   docs/bench-harness.md).
 //! - A dequeue is a pull request, `$JS.API.CONSUMER.MSG.NEXT.<stream>.workers`
 //!   with `{"batch":1,"no_wait":true}`: the message comes back under its own
 //!   subject with its ack subject as reply-to (matched to the oldest pull in
@@ -35,9 +36,12 @@ use super::codec::{find, parse_u64, Codec, CodecParams, Handle, ProtocolError, R
 
 /// The durable pull consumer every consumer connection shares.
 const CONSUMER: &str = "workers";
-/// Pulls (and so messages) a consumer may hold unacknowledged, over every
-/// connection: far above what a run keeps in flight, so it never throttles.
-const ACK_PENDING_MAX: u32 = 100_000;
+/// Messages the consumer may hold unacknowledged, and pull requests it may
+/// hold waiting, over every connection: above what a run can keep in flight
+/// (50 connections × 4,096 on the open loop), so neither throttles. At the
+/// default `max_waiting` (512) an open-loop cycle 16 deep was answered
+/// `409 Exceeded MaxWaiting` for most of its pulls.
+const ACK_PENDING_MAX: u32 = 262_144;
 /// A control line (`MSG`, `HMSG`, `INFO`, `-ERR`) longer than this is not NATS.
 /// `INFO` carries the server's description (a few hundred bytes).
 const LINE_BYTES_MAX: usize = 64 << 10;
@@ -149,7 +153,7 @@ impl Codec for NatsCodec {
             }
             Req::Step(STEP_CONSUMER) => {
                 let body = format!(
-                    r#"{{"stream_name":"{}","config":{{"durable_name":"{CONSUMER}","ack_policy":"explicit","deliver_policy":"all","max_ack_pending":{ACK_PENDING_MAX}}}}}"#,
+                    r#"{{"stream_name":"{}","config":{{"durable_name":"{CONSUMER}","ack_policy":"explicit","deliver_policy":"all","max_ack_pending":{ACK_PENDING_MAX},"max_waiting":{ACK_PENDING_MAX}}}}}"#,
                     self.stream
                 );
                 let subject = format!("$JS.API.CONSUMER.DURABLE.CREATE.{}.{CONSUMER}", self.stream);
@@ -317,6 +321,7 @@ mod tests {
         assert!(text.contains(r#"PUB $JS.API.STREAM.CREATE.bench_q _INBOX.t.1 "#), "{text}");
         assert!(text.contains(r#""subjects":["bench.q"],"retention":"workqueue","storage":"file""#), "{text}");
         assert!(text.contains("PUB $JS.API.CONSUMER.DURABLE.CREATE.bench_q.workers _INBOX.t.1 "), "{text}");
+        assert!(text.contains(r#""max_ack_pending":262144,"max_waiting":262144"#), "{text}");
         out.clear();
         codec.encode(&Req::Enqueue, 7, &mut out);
         codec.encode(&Req::Dequeue, 8, &mut out);

@@ -150,16 +150,17 @@ impl Durability {
 
     /// NATS JetStream 2.9.10's only file-storage behaviour, shown in the
     /// `sync` rows because that is what the issue compares it with, but its
-    /// own class: a publish is acknowledged once stored in the server's
-    /// message block buffer; a flusher writes it to the file within ~8 ms
-    /// (`maxFlushWait`); the blocks are `fsync`ed every 60 s
-    /// (`defaultSyncInterval`, not configurable before 2.10's
-    /// `sync_interval`).
+    /// own class: a stream's store flushes in place (stream.go sets
+    /// `AsyncFlush = false`), so a publish is acknowledged once `write(2)`
+    /// has put it in the page cache; the blocks are `fsync`ed every 2 minutes
+    /// (stream.go's `SyncInterval`, not configurable before 2.10's
+    /// `sync_interval`). A process crash loses nothing acknowledged; a power
+    /// loss can lose up to 2 minutes.
     pub fn nats_describe(self) -> &'static str {
         match self {
             Durability::Sync => {
-                "**its own class, not `sync`**: file storage; acknowledged when stored in the server's memory, \
-                 written to the file within ~8 ms, `fsync`ed every 60 s (2.9.10 cannot sync each message)"
+                "**its own class, not `sync`**: file storage; acknowledged once written to the file (the page \
+                 cache), `fsync`ed every 2 minutes (2.9.10 cannot sync each message)"
             }
             Durability::Interval | Durability::Memory => "not run",
         }

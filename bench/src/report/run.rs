@@ -19,7 +19,7 @@
 //! RabbitMQ boots in ~5–8 s here (the Erlang VM and its boot steps), against
 //! milliseconds for the others; it still gets a fresh broker per measurement
 //! (the figures of a cell then never depend on the one before, as for every
-//! other system), which costs the full run about a minute. It is stopped by
+//! other system), which costs a full run about 5 minutes. It is stopped by
 //! SIGKILL: its data directory is thrown away, and a graceful stop takes
 //! seconds. Its `epmd` (Erlang's port mapper, started by the first broker)
 //! stays running between measurements, as it would on any RabbitMQ host.
