@@ -413,6 +413,41 @@ mod tests {
     }
 
     #[test]
+    fn an_open_loop_consumer_finishes_its_op_from_the_scheduled_start() {
+        let mut stats = stats();
+        let mut consumer = Consumer::new(None, true);
+        let scheduled = Instant::now();
+        assert_eq!(consumer.follow_up(), None, "nothing started yet");
+        // An empty dequeue is sent again at once, still timed from its schedule.
+        consumer.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, Reply::Empty, scheduled, &mut stats);
+        assert_eq!(consumer.follow_up(), Some((Req::Dequeue, scheduled)));
+        assert_eq!(consumer.follow_up(), None);
+        let handle = Handle::Id(3);
+        let leased = Reply::Leased { handle: handle.clone(), join_slot: None };
+        consumer.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, leased, scheduled, &mut stats);
+        let complete = Req::Complete { handle, join_slot: None };
+        assert_eq!(consumer.follow_up(), Some((complete.clone(), scheduled)));
+        let done_at = scheduled + Duration::from_micros(250);
+        consumer.on_reply(Pending { req: complete, op_start: scheduled }, Reply::Done, done_at, &mut stats);
+        assert_eq!((stats.ops, stats.tasks), (1, 1));
+        assert!(stats.histogram.borrow().max() >= 250_000, "timed from the scheduled dequeue");
+        // The closed loop never retries by itself: its next `next` does.
+        let mut closed = Consumer::new(None, false);
+        closed.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, Reply::Empty, scheduled, &mut stats);
+        assert_eq!(closed.follow_up(), None);
+    }
+
+    #[test]
+    fn cycle_producers_feed_the_consumers_without_counting() {
+        let mut stats = stats();
+        let mut producer = Producer { batch: None, counted: false };
+        reply_to(&mut producer, Req::Enqueue, Reply::Enqueued { id: Some(1) }, &mut stats);
+        assert_eq!((stats.ops, stats.tasks, stats.errors), (0, 0, 0));
+        reply_to(&mut producer, Req::Enqueue, Reply::Error("full".into()), &mut stats);
+        assert_eq!(stats.errors, 1, "their errors still count");
+    }
+
+    #[test]
     fn a_dag_goes_parent_children_join_and_frees_its_slot_on_completion() {
         let mut producer_stats = stats();
         let mut consumer_stats = stats();
