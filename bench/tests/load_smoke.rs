@@ -192,6 +192,34 @@ fn every_scenario(system: &str, addr: &str, unsupported: &[&str]) {
             assert_eq!(json["offered_rate"], Value::Null);
         }
     }
+    // The open loop of the batch and the lookups (bench/run's `50 % of peak` rows).
+    for scenario in ["batch", "status"].into_iter().filter(|s| !unsupported.contains(s)) {
+        let queue = format!("smoke-open-{scenario}");
+        let args = [
+            "run",
+            "--system",
+            system,
+            "--addr",
+            addr,
+            "--scenario",
+            scenario,
+            "--connections",
+            "8",
+            "--seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0.1",
+            "--queue",
+            &queue,
+            "--rate",
+            "500",
+        ];
+        let (status, json) = bench(&args);
+        assert_eq!(status, 0, "{system} {scenario} open loop: {json}");
+        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["errors"], 0, "{json}");
+        assert_eq!(json["offered_rate"], 500.0, "{json}");
+    }
 }
 
 #[test]

@@ -278,10 +278,13 @@ impl RunConfig {
         match (self.scenario, self.rate) {
             (Scenario::Latency, None) => usage("the latency scenario needs --rate".into()),
             (_, Some(rate)) if !(rate.is_finite() && rate > 0.0) => usage("--rate must be above 0".into()),
-            // The open loop also runs the enqueue and the full cycle at a
-            // fixed offered rate (bench/run: 50 % of each row's own peak).
-            (Scenario::Latency | Scenario::Enqueue | Scenario::Cycle, Some(_)) => Ok(()),
-            (_, Some(_)) => usage("--rate is for the latency, enqueue and cycle scenarios only".into()),
+            // The open loop also runs the enqueue, the full cycle, the batch
+            // and the lookups at a fixed offered rate (bench/run: 50 % of each
+            // row's own peak); `rate` counts requests (a batch is one).
+            (Scenario::Latency | Scenario::Enqueue | Scenario::Cycle | Scenario::Batch | Scenario::Status, Some(_)) => {
+                Ok(())
+            }
+            (_, Some(_)) => usage("--rate is for the latency, enqueue, cycle, batch and status scenarios only".into()),
             (_, None) => Ok(()),
         }
     }

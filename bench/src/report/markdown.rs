@@ -272,13 +272,15 @@ fn scenario_note(scenario: Scenario) -> &'static str {
         }
         Scenario::Batch => {
             "One request carries 100 tasks (Redis: one LPUSH with 100 values; beanstalkd has no batch put); \
-             throughput in tasks/s."
+             throughput in tasks/s. The `50 % of peak` rows offer half the closed-loop request rate on the \
+             open loop (latency from each request's scheduled send)."
         }
         Scenario::Status => {
             "10,000 tasks are preloaded, then looked up by id at random (TaskQueueX: get task; Redis, which has no \
              task ids: HGETALL of a hash per task, as Redis-based queues keep; beanstalkd: stats-job). Lookups \
              write nothing (in `sync` mode a read waits only for records appended before it, and here none are), \
-             so this runs in `memory` mode only."
+             so this runs in `memory` mode only. The `50 % of peak` row offers half the closed-loop rate on the \
+             open loop (latency from each lookup's scheduled send)."
         }
         Scenario::Deps => {
             "TaskQueueX only. A DAG is a parent, 10 children that depend on it (one batch) and a join that \
@@ -378,7 +380,7 @@ fn status_text(status: CellStatus) -> &'static str {
 fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
     out.push_str(
         "| mode | load | system | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | client CPU | \
-         this p99 ÷ tqx-binary p99 |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         server CPU µs/op | this p99 ÷ tqx-binary p99 |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for row in rows {
         let ours = results.get(&row.cell(System::TqxBinary)).map(|s| s.p99_us);
@@ -399,7 +401,7 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                     };
                     let _ = write!(
                         line,
-                        " {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                        " {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
                         s.offered_rate.map(fmt_rate).unwrap_or_else(|| "—".into()),
                         fmt_rate(s.ops_per_s),
                         if s.errors > 0 { format!(" ({} errors)", s.errors) } else { String::new() },
@@ -408,11 +410,12 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                         fmt_us(s.p999_us),
                         fmt_us(s.max_us),
                         fmt_cpu(s.client_cpu),
+                        s.server_us_per_op.map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into()),
                         vs
                     );
                 }
                 None => {
-                    let _ = write!(line, " {} | | | | | | | |", status_text(results.status(&cell)));
+                    let _ = write!(line, " {} | | | | | | | | |", status_text(results.status(&cell)));
                 }
             }
             out.push_str(&line);
