@@ -22,7 +22,7 @@
 //! other system), which costs a full run about 5 minutes. It is stopped by
 //! SIGKILL: its data directory is thrown away, and a graceful stop takes
 //! seconds. Its `epmd` (Erlang's port mapper, started by the first broker)
-//! stays running between measurements, as it would on any RabbitMQ host.
+//! stays running between measurements and after the run, as on any RabbitMQ host.
 //!
 //! **Placement** ([`Placement`]): by default every server runs on all the
 //! allowed CPUs but the last, and `tqx-bench` on the last (`taskset`):
