@@ -1,12 +1,18 @@
 //! Drives `tqx-bench run` against the real servers: `tqx serve` (memory mode),
 //! and `redis-server` and `beanstalkd` when installed (Debian packages
-//! `redis-server`, `beanstalkd`). Every scenario each system supports runs for
-//! half a second and must measure ops without errors; every combination it does
-//! not support must say so (exit 3). Speed is not asserted.
+//! `redis-server`, `beanstalkd`), RabbitMQ and NATS JetStream (Debian packages
+//! `rabbitmq-server`, `nats-server`, which `bench/run` installs). Every
+//! scenario each system supports runs for half a second and must measure ops
+//! without errors; every combination it does not support must say so (exit 3).
+//! Speed is not asserted.
 //!
 //! `tqx` is found through `TQX_BIN`, else `$CARGO_TARGET_DIR/release/tqx`, else
 //! next to this test's own target directory; a server that is not found is
 //! skipped with a message on stderr, as are Redis and beanstalkd when missing.
+//! RabbitMQ and NATS are not skipped: their drivers are this crate's own AMQP
+//! and NATS codecs, which only a real broker proves, so a missing broker fails
+//! the test (install them as `bench/run` does). They are started the way
+//! `bench/run` starts them (`tqx_bench::report::run::ServerProcess`).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tqx_bench::report::model::{Durability, Server as Kind, System};
+use tqx_bench::report::run::{Placement, RunOptions, ServerProcess};
 
 const SCENARIOS: [&str; 7] = ["enqueue", "cycle", "batch", "status", "deps", "storm", "latency"];
 /// How long a started server gets to accept connections.
@@ -184,6 +192,34 @@ fn every_scenario(system: &str, addr: &str, unsupported: &[&str]) {
             assert_eq!(json["offered_rate"], Value::Null);
         }
     }
+    // The open loop of the batch and the lookups (bench/run's `50 % of peak` rows).
+    for scenario in ["batch", "status"].into_iter().filter(|s| !unsupported.contains(s)) {
+        let queue = format!("smoke-open-{scenario}");
+        let args = [
+            "run",
+            "--system",
+            system,
+            "--addr",
+            addr,
+            "--scenario",
+            scenario,
+            "--connections",
+            "8",
+            "--seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0.1",
+            "--queue",
+            &queue,
+            "--rate",
+            "500",
+        ];
+        let (status, json) = bench(&args);
+        assert_eq!(status, 0, "{system} {scenario} open loop: {json}");
+        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["errors"], 0, "{json}");
+        assert_eq!(json["offered_rate"], 500.0, "{json}");
+    }
 }
 
 #[test]
@@ -256,4 +292,99 @@ fn fsync_prints_the_disk_sync_time() {
     for key in ["p50", "p99", "mean"] {
         assert!(json["fdatasync_us"][key].as_f64().unwrap() > 0.0, "{json}");
     }
+}
+
+/// Installed, or the test fails: these drivers are proved only against a real broker.
+fn require(program: &str, package: &str) {
+    assert!(
+        installed(program),
+        "{program} is not installed: apt-get install -y {package} (bench/run installs it); the {package} driver \
+         of tqx-bench is tested only against a real broker"
+    );
+}
+
+/// Starts `kind` as `bench/run` does (`sync`, data under /var/tmp), in `dir`.
+fn start_broker(kind: Kind, dir: &tqx_testkit::TempDir) -> ServerProcess {
+    let opts = RunOptions {
+        quick: true,
+        runs: 1,
+        seconds: 0.5,
+        warmup_seconds: 0.1,
+        payload_bytes: 100,
+        only: None,
+        tqx: PathBuf::from("tqx"),
+        tqx_bench: PathBuf::from(tqx_bench()),
+        redis_server: PathBuf::from("redis-server"),
+        beanstalkd: PathBuf::from("beanstalkd"),
+        rabbitmq_server: PathBuf::from(RABBITMQ_SERVER),
+        nats_server: PathBuf::from("nats-server"),
+        placement: Placement::Shared,
+        data_root: dir.path().to_path_buf(),
+        results: dir.path().join("results.jsonl"),
+        command: String::new(),
+    };
+    ServerProcess::start(&opts, kind, Durability::Sync, dir.path()).unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
+}
+
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+/// The scenarios the brokers run, closed loop and open loop: ops without
+/// errors, and the server's CPU per op reported.
+fn broker_scenarios(system: &str, addr: &str, pid: u32) {
+    every_scenario(system, addr, &["batch", "status", "deps", "storm"]);
+    let pid = pid.to_string();
+    for (scenario, extra) in
+        [("enqueue", &["--pipeline", "8"][..]), ("cycle", &["--rate", "400"]), ("enqueue", &["--rate", "400"])]
+    {
+        let queue = format!("smoke-open-{scenario}-{}", extra[1]);
+        let mut args = vec![
+            "run",
+            "--system",
+            system,
+            "--addr",
+            addr,
+            "--scenario",
+            scenario,
+            "--connections",
+            "8",
+            "--seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0.1",
+            "--queue",
+            &queue,
+            "--server-pid",
+            &pid,
+        ];
+        args.extend(extra);
+        let (status, json) = bench(&args);
+        eprintln!("{json}");
+        assert_eq!(status, 0, "{system} {scenario} {extra:?}: {json}");
+        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["errors"], 0, "{json}");
+        assert!(json["server_cpu"].as_f64().unwrap() > 0.0, "{json}");
+        if extra[0] == "--rate" {
+            assert_eq!(json["offered_rate"], 400.0, "{json}");
+            // The open loop offers 400/s for 0.5 s: no more can complete
+            // than were offered plus the warmup's.
+            assert!(json["ops"].as_u64().unwrap() <= 400, "{json}");
+        }
+    }
+}
+
+#[test]
+fn rabbitmq_quorum_queue_runs_enqueue_and_cycle_closed_and_open_loop() {
+    require(RABBITMQ_SERVER, "rabbitmq-server");
+    let dir =
+        tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-rabbitmq")).expect("a temp directory");
+    let server = start_broker(Kind::RabbitMq, &dir);
+    broker_scenarios("rabbitmq", &server.addr(System::RabbitMq).to_string(), server.pid());
+}
+
+#[test]
+fn nats_jetstream_runs_enqueue_and_cycle_closed_and_open_loop() {
+    require("nats-server", "nats-server");
+    let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-nats")).expect("a temp directory");
+    let server = start_broker(Kind::Nats, &dir);
+    broker_scenarios("nats", &server.addr(System::Nats).to_string(), server.pid());
 }

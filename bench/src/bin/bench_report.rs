@@ -63,6 +63,14 @@ enum Commands {
         redis_server: PathBuf,
         #[arg(long, default_value = "beanstalkd")]
         beanstalkd: PathBuf,
+        /// The broker itself (Debian's /usr/sbin/rabbitmq-server would switch to the rabbitmq user)
+        #[arg(long, default_value = "/usr/lib/rabbitmq/bin/rabbitmq-server")]
+        rabbitmq_server: PathBuf,
+        #[arg(long, default_value = "nats-server")]
+        nats_server: PathBuf,
+        /// apart: servers on every allowed CPU but the last, tqx-bench on the last; shared: no pinning
+        #[arg(long, default_value = "apart", value_parser = ["apart", "shared"])]
+        placement: String,
         /// Where the servers' data directories go: on the disk to measure, not a tmpfs
         #[arg(long)]
         data_root: PathBuf,
@@ -106,9 +114,20 @@ fn main() -> ExitCode {
             tqx_bench,
             redis_server,
             beanstalkd,
+            rabbitmq_server,
+            nats_server,
+            placement,
             data_root,
             command,
         } => {
+            let placement = if placement == "shared" {
+                run::Placement::Shared
+            } else {
+                match run::allowed_cpus() {
+                    Ok(cpus) => run::Placement::apart(&cpus),
+                    Err(e) => return fail(&e),
+                }
+            };
             let only = match only.map(|names| parse_scenarios(&names)).transpose() {
                 Ok(only) => only,
                 Err(e) => return fail(&e),
@@ -128,6 +147,9 @@ fn main() -> ExitCode {
                 tqx_bench: tqx_bench.unwrap_or_else(|| bin_dir.join("tqx-bench")),
                 redis_server,
                 beanstalkd,
+                rabbitmq_server,
+                nats_server,
+                placement,
                 data_root,
                 results,
                 command,

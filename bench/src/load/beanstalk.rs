@@ -130,6 +130,7 @@ mod tests {
             batch: 1,
             reliable: false,
             dequeue_wait_ms: 0,
+            prefetch: 1,
         })
     }
 

@@ -69,7 +69,12 @@ impl BinaryCodec {
                     ..TaskSpec::default()
                 },
             },
-            Req::Complete { .. } | Req::UseTube | Req::WatchTube | Req::IgnoreDefault | Req::PreloadStatus { .. } => {
+            Req::Complete { .. }
+            | Req::Step(_)
+            | Req::UseTube
+            | Req::WatchTube
+            | Req::IgnoreDefault
+            | Req::PreloadStatus { .. } => {
                 unreachable!("not a TaskQueueX request: {req:?}")
             }
         }
@@ -167,6 +172,7 @@ mod tests {
             batch: 3,
             reliable: false,
             dequeue_wait_ms: 0,
+            prefetch: 1,
         }
     }
 

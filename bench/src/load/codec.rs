@@ -23,10 +23,10 @@ pub(crate) enum Handle {
     None,
     /// TaskQueueX: the task id and its lease token.
     Lease { id: u64, lease: u64 },
-    /// beanstalkd: the job id.
+    /// beanstalkd: the job id; AMQP: the delivery tag.
     Id(u64),
     /// Redis reliable pattern: the value `LMOVE` returned, to `LREM` from the
-    /// processing list.
+    /// processing list; NATS JetStream: the message's ack subject.
     Value(Bytes),
 }
 
@@ -37,6 +37,11 @@ pub(crate) enum Handle {
 pub(crate) enum Req {
     /// TaskQueueX binary: the version handshake.
     Hello,
+    /// One step of a handshake that takes several round trips, each answered
+    /// by one server reply (AMQP's connection negotiation, channel and queue
+    /// setup; NATS's CONNECT and JetStream stream and consumer setup). The
+    /// step numbers belong to the protocol module.
+    Step(u8),
     /// Readiness: binary ping, `GET /healthz`, Redis `PING`.
     Ping,
     /// beanstalkd: `use TUBE` (producers).
@@ -121,6 +126,9 @@ pub(crate) struct CodecParams {
     /// TaskQueueX: how long a dequeue waits for a task (a long poll); 0 answers
     /// at once, empty or not.
     pub dequeue_wait_ms: u64,
+    /// AMQP: messages a consumer may hold unacknowledged (`basic.qos`): the
+    /// connection's `--pipeline`, as many as it would have dequeues in flight.
+    pub prefetch: usize,
 }
 
 /// One protocol's request encoder and incremental reply parser.

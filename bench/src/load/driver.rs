@@ -142,6 +142,13 @@ pub(crate) trait Workload {
     /// wake-up) comes.
     fn next(&mut self, now: Instant) -> Option<(Req, Instant)>;
 
+    /// Open loop only: a request that continues an op already started (a
+    /// complete after its dequeue), sent at once rather than on the schedule,
+    /// with its op's start. Closed loops get these from [`Workload::next`].
+    fn follow_up(&mut self) -> Option<(Req, Instant)> {
+        None
+    }
+
     /// A reply arrived at `now` for `pending`.
     fn on_reply(&mut self, pending: Pending, reply: Reply, now: Instant, stats: &mut ConnStats);
 
@@ -285,6 +292,12 @@ impl<C: Codec> Session<C> {
                     }
                 }
                 Mode::Open { interval, .. } | Mode::Paced { interval, .. } => {
+                    // Ops already started first: a scheduled `next` could
+                    // otherwise hand out their follow-ups on a tick.
+                    while self.in_flight.len() < OPEN_IN_FLIGHT_MAX {
+                        let Some((req, op_start)) = workload.follow_up() else { break };
+                        self.send(req, op_start);
+                    }
                     while next_scheduled <= now && next_scheduled < end && self.in_flight.len() < OPEN_IN_FLIGHT_MAX {
                         let Some((req, _)) = workload.next(next_scheduled) else { break };
                         self.send(req, next_scheduled);
@@ -295,6 +308,16 @@ impl<C: Codec> Session<C> {
             if !self.write.is_empty() {
                 stream.write_all(&self.write).await?;
                 self.write.clear();
+            }
+            // Replies the codec gives itself (a request its protocol never
+            // answers, such as AMQP's `basic.ack`) are there without a read.
+            let mut answered = false;
+            while let Some((_, pending, reply)) = self.next_reply()? {
+                workload.on_reply(pending, reply, Instant::now(), stats);
+                answered = true;
+            }
+            if answered {
+                continue;
             }
             let wake_at = match (mode, timer.as_mut()) {
                 // Sends are due on the schedule, unless every slot is taken

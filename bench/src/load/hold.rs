@@ -122,6 +122,8 @@ pub fn hold(config: &HoldConfig) -> Result<HoldReport, RunError> {
             System::TqxHttp => hold_with::<http::HttpCodec>(config, addr).await,
             System::Redis | System::RedisReliable => hold_with::<resp::RespCodec>(config, addr).await,
             System::Beanstalkd => hold_with::<beanstalk::BeanstalkCodec>(config, addr).await,
+            System::RabbitMq => hold_with::<super::amqp::AmqpCodec>(config, addr).await,
+            System::Nats => hold_with::<super::nats::NatsCodec>(config, addr).await,
         }
     })
 }
@@ -193,7 +195,7 @@ async fn hold_with<C: Codec + 'static>(config: &HoldConfig, addr: SocketAddr) ->
                 }
                 Some(_) => {
                     let mode = Mode::Paced { first, interval };
-                    let mut workload = Producer { batch: None };
+                    let mut workload = Producer { batch: None, counted: true };
                     let wake = &notifies[index];
                     if let Err(e) = session.run(&mut stream, &mut workload, mode, &mut stats, wake).await {
                         stats.errors += 1;

@@ -219,7 +219,8 @@ impl Codec for HttpCodec {
             | Req::WatchTube
             | Req::IgnoreDefault
             | Req::PreloadStatus { .. }
-            | Req::Complete { .. } => unreachable!("not a TaskQueueX HTTP request: {req:?}"),
+            | Req::Complete { .. }
+            | Req::Step(_) => unreachable!("not a TaskQueueX HTTP request: {req:?}"),
         }
         self.body = body;
     }
@@ -281,6 +282,7 @@ mod tests {
             batch: 2,
             reliable: false,
             dequeue_wait_ms: 0,
+            prefetch: 1,
         })
     }
 

@@ -10,7 +10,8 @@
 //! hdrhistogram, merged at the end; a warmup runs first and is not counted.
 //!
 //! Code map: `codec` (the protocol-neutral requests and replies, payloads),
-//! `binary`, `http`, `resp`, `beanstalk` (the four protocols), `driver` (one
+//! `binary`, `http`, `resp`, `beanstalk`, `amqp` (RabbitMQ), `nats` (NATS
+//! JetStream) — the six protocols — `driver` (one
 //! connection's loop), `workload` (what each scenario does on a connection),
 //! `stats` (window, histograms, the report), `timer` (the open loop's
 //! microsecond sleeps), `fsync` (the disk's own sync time), `hold` (many
@@ -19,6 +20,7 @@
 //! *Boundary*: only the protocol modules know bytes; the driver and the
 //! workloads are the same for every system.
 
+mod amqp;
 mod beanstalk;
 mod binary;
 mod codec;
@@ -27,6 +29,7 @@ pub mod fdlimit;
 pub mod fsync;
 mod hold;
 mod http;
+mod nats;
 mod resp;
 mod stats;
 mod timer;
@@ -108,12 +111,25 @@ pub enum System {
     RedisReliable,
     #[serde(rename = "beanstalkd")]
     Beanstalkd,
+    /// RabbitMQ: a quorum queue, publisher confirms, a consumer with manual acks.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq,
+    /// NATS JetStream: a file-storage work-queue stream, a pull consumer.
+    #[serde(rename = "nats")]
+    Nats,
 }
 
 impl System {
     /// Every system, in the order runs alternate them and tables list them.
-    pub const ALL: [System; 5] =
-        [System::TqxBinary, System::TqxHttp, System::Redis, System::RedisReliable, System::Beanstalkd];
+    pub const ALL: [System; 7] = [
+        System::TqxBinary,
+        System::TqxHttp,
+        System::Redis,
+        System::RedisReliable,
+        System::Beanstalkd,
+        System::RabbitMq,
+        System::Nats,
+    ];
 
     /// The name `tqx-bench --system` takes.
     pub fn name(self) -> &'static str {
@@ -123,6 +139,8 @@ impl System {
             System::Redis => "redis",
             System::RedisReliable => "redis-reliable",
             System::Beanstalkd => "beanstalkd",
+            System::RabbitMq => "rabbitmq",
+            System::Nats => "nats",
         }
     }
 
@@ -185,6 +203,11 @@ pub fn unsupported_reason(system: System, scenario: Scenario) -> Option<&'static
         (System::Redis | System::RedisReliable | System::Beanstalkd, Scenario::Deps) => {
             Some("only TaskQueueX has task dependencies")
         }
+        // The two brokers are measured where the issue compares them: the
+        // durable enqueue and the full cycle (and the open loop).
+        (System::RabbitMq | System::Nats, Scenario::Enqueue | Scenario::Cycle | Scenario::Latency) => None,
+        (System::RabbitMq, _) => Some("rabbitmq is measured in enqueue, cycle and latency only"),
+        (System::Nats, _) => Some("nats is measured in enqueue, cycle and latency only"),
         _ => None,
     }
 }
@@ -254,11 +277,14 @@ impl RunConfig {
         check_queue(&self.queue)?;
         match (self.scenario, self.rate) {
             (Scenario::Latency, None) => usage("the latency scenario needs --rate".into()),
-            (Scenario::Latency, Some(rate)) if !(rate.is_finite() && rate > 0.0) => {
-                usage("--rate must be above 0".into())
+            (_, Some(rate)) if !(rate.is_finite() && rate > 0.0) => usage("--rate must be above 0".into()),
+            // The open loop also runs the enqueue, the full cycle, the batch
+            // and the lookups at a fixed offered rate (bench/run: 50 % of each
+            // row's own peak); `rate` counts requests (a batch is one).
+            (Scenario::Latency | Scenario::Enqueue | Scenario::Cycle | Scenario::Batch | Scenario::Status, Some(_)) => {
+                Ok(())
             }
-            (Scenario::Latency, Some(_)) => Ok(()),
-            (_, Some(_)) => usage("--rate is for the latency scenario only".into()),
+            (_, Some(_)) => usage("--rate is for the latency, enqueue, cycle, batch and status scenarios only".into()),
             (_, None) => Ok(()),
         }
     }
@@ -316,6 +342,8 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             System::TqxHttp => run_with::<http::HttpCodec>(config, addr).await,
             System::Redis | System::RedisReliable => run_with::<resp::RespCodec>(config, addr).await,
             System::Beanstalkd => run_with::<beanstalk::BeanstalkCodec>(config, addr).await,
+            System::RabbitMq => run_with::<amqp::AmqpCodec>(config, addr).await,
+            System::Nats => run_with::<nats::NatsCodec>(config, addr).await,
         }
     })
 }
@@ -349,7 +377,7 @@ pub fn preload(config: &PreloadConfig) -> Result<PreloadReport, RunError> {
     run_config.payload_bytes = config.payload_bytes;
     run_config.queue = config.queue.clone();
     let mode = match config.system {
-        System::Beanstalkd => PreloadMode::Single,
+        System::Beanstalkd | System::RabbitMq | System::Nats => PreloadMode::Single,
         _ => PreloadMode::Batch { chunk: preload_chunk(config.payload_bytes) },
     };
     let started = Instant::now();
@@ -363,6 +391,8 @@ pub fn preload(config: &PreloadConfig) -> Result<PreloadReport, RunError> {
             System::Beanstalkd => {
                 preload_with::<beanstalk::BeanstalkCodec>(&run_config, addr, config.tasks, mode).await
             }
+            System::RabbitMq => preload_with::<amqp::AmqpCodec>(&run_config, addr, config.tasks, mode).await,
+            System::Nats => preload_with::<nats::NatsCodec>(&run_config, addr, config.tasks, mode).await,
         }
     })?;
     Ok(PreloadReport {
@@ -405,6 +435,7 @@ fn codec_params(config: &RunConfig) -> CodecParams {
         batch: config.batch,
         reliable: config.system == System::RedisReliable,
         dequeue_wait_ms: if config.scenario == Scenario::Deps { DEPS_DEQUEUE_WAIT_MS } else { 0 },
+        prefetch: config.pipeline,
     }
 }
 
@@ -432,10 +463,11 @@ async fn open<C: Codec>(
 ) -> Result<(TcpStream, Session<C>), RunError> {
     let mut stream = connect(addr).await.map_err(|e| RunError::Connect(format!("{addr}: {e}")))?;
     let mut session = Session::new(C::new(params));
-    let handshake = session.codec.handshake(role);
-    if !handshake.is_empty() {
+    // One round trip per handshake request: AMQP's steps depend on what the
+    // server said in the step before (its frame size), and nothing here is timed.
+    for req in session.codec.handshake(role) {
         let replies = session
-            .call(&mut stream, handshake)
+            .call(&mut stream, vec![req])
             .await
             .map_err(|e| RunError::Failed(format!("handshake with {addr}: {e}")))?;
         if let Some(m) = first_error(&replies) {
@@ -461,7 +493,9 @@ async fn setup_call<C: Codec>(stream: &mut TcpStream, session: &mut Session<C>, 
 async fn setup<C: Codec>(config: &RunConfig, addr: SocketAddr) -> Result<(TcpStream, Session<C>), RunError> {
     let params = codec_params(config);
     let (mut stream, mut session) = open::<C>(addr, &params, Role::Both).await?;
-    if config.system != System::Beanstalkd {
+    // Systems with a readiness answer (the brokers are ready once they accept
+    // the handshake: `bench/run` waits for their listener).
+    if matches!(config.system, System::TqxBinary | System::TqxHttp | System::Redis | System::RedisReliable) {
         let deadline = Instant::now() + READY_TIMEOUT;
         while setup_call(&mut stream, &mut session, Req::Ping).await? == Reply::NotReady {
             if Instant::now() >= deadline {
@@ -513,23 +547,25 @@ fn plan(
     status_ids: &Rc<Vec<u64>>,
 ) -> (Role, AnyWorkload) {
     let producers = config.connections / 2;
-    let producer = || AnyWorkload::Producer(Producer { batch: None });
+    let producer = || AnyWorkload::Producer(Producer { batch: None, counted: config.scenario != Scenario::Cycle });
     match config.scenario {
         Scenario::Enqueue | Scenario::Latency | Scenario::Storm => (Role::Producer, producer()),
-        Scenario::Batch => (Role::Producer, AnyWorkload::Producer(Producer { batch: Some(config.batch) })),
+        Scenario::Batch => {
+            (Role::Producer, AnyWorkload::Producer(Producer { batch: Some(config.batch), counted: true }))
+        }
         Scenario::Status => (
             Role::Both,
             AnyWorkload::Status(StatusReader { ids: status_ids.clone(), rng: crate::Rng::new(0x5eed ^ index as u64) }),
         ),
         Scenario::Cycle if index < producers => (Role::Producer, producer()),
-        Scenario::Cycle => (Role::Consumer, AnyWorkload::Consumer(Consumer::new(None))),
+        Scenario::Cycle => (Role::Consumer, AnyWorkload::Consumer(Consumer::new(None, config.rate.is_some()))),
         Scenario::Deps => {
             let deps = deps.clone().expect("deps state for the deps scenario");
             if index < producers {
                 let slots = index * config.pipeline..(index + 1) * config.pipeline;
                 (Role::Producer, AnyWorkload::Deps(DepsProducer::new(deps, slots)))
             } else {
-                (Role::Consumer, AnyWorkload::Consumer(Consumer::new(Some(deps))))
+                (Role::Consumer, AnyWorkload::Consumer(Consumer::new(Some(deps), false)))
             }
         }
     }
@@ -548,7 +584,7 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
         let mode = match config.system {
             System::TqxBinary | System::TqxHttp => PreloadMode::Batch { chunk: preload_chunk(config.payload_bytes) },
             System::Redis | System::RedisReliable => PreloadMode::RedisHash,
-            System::Beanstalkd => PreloadMode::Single,
+            System::Beanstalkd | System::RabbitMq | System::Nats => PreloadMode::Single,
         };
         let preloaded = preload_on(&mut stream, &mut session, STATUS_TASKS, mode).await?;
         if preloaded.ids.len() != STATUS_TASKS {
@@ -596,10 +632,22 @@ async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> R
         for (index, (mut stream, mut session)) in opened.into_iter().enumerate() {
             let (_, mut workload) = plan(config, index, &deps, &status_ids);
             let mode = match config.rate {
-                Some(rate) => Mode::Open {
-                    first: t0 + Duration::from_secs_f64(index as f64 / rate),
-                    interval: Duration::from_secs_f64(config.connections as f64 / rate),
-                },
+                Some(rate) => {
+                    // The offered rate is spread evenly over the connections
+                    // of one role: in the cycle, producers enqueue `rate`
+                    // tasks/s and consumers start `rate` dequeues/s between
+                    // them; elsewhere every connection produces.
+                    let producers = config.connections / 2;
+                    let (slot, count) = match config.scenario {
+                        Scenario::Cycle if index < producers => (index, producers),
+                        Scenario::Cycle => (index - producers, config.connections - producers),
+                        _ => (index, config.connections),
+                    };
+                    Mode::Open {
+                        first: t0 + Duration::from_secs_f64(slot as f64 / rate),
+                        interval: Duration::from_secs_f64(count as f64 / rate),
+                    }
+                }
                 None => Mode::Closed { depth: config.pipeline },
             };
             let deps = deps.clone();

@@ -245,6 +245,7 @@ mod tests {
             batch: 2,
             reliable,
             dequeue_wait_ms: 0,
+            prefetch: 1,
         })
     }
 

@@ -18,6 +18,11 @@ use crate::Rng;
 pub(crate) struct Producer {
     /// Tasks per request: 1 for `Req::Enqueue`, else `Req::EnqueueBatch`'s size.
     pub batch: Option<usize>,
+    /// Whether its enqueues are the run's ops. Not in the full cycle, whose op
+    /// is a completed task: its producers only feed the consumers (before
+    /// issue 17 they were counted too, so a cycle's ops/s was enqueues plus
+    /// completions and its latencies mixed both).
+    pub counted: bool,
 }
 
 impl Workload for Producer {
@@ -28,8 +33,10 @@ impl Workload for Producer {
     fn on_reply(&mut self, pending: Pending, reply: Reply, now: Instant, stats: &mut ConnStats) {
         match reply {
             Reply::Enqueued { .. } | Reply::EnqueuedBatch { .. } => {
-                stats.op(pending.op_start, now);
-                stats.tasks(now, self.batch.unwrap_or(1) as u64);
+                if self.counted {
+                    stats.op(pending.op_start, now);
+                    stats.tasks(now, self.batch.unwrap_or(1) as u64);
+                }
             }
             other => unexpected(&pending.req, other, now, stats),
         }
@@ -40,14 +47,22 @@ impl Workload for Producer {
 /// which needs none) one complete. An empty dequeue is sent again at once.
 /// An op is a completed task, timed from its dequeue's send to its complete's
 /// reply; in the deps scenario an op is a completed DAG, timed by [`DepsShared`].
+///
+/// On the open loop (`open`), dequeues start on the schedule and the rest of
+/// the op — the complete, and a dequeue sent again after an empty answer —
+/// follows at once ([`Workload::follow_up`]), timed from the scheduled start:
+/// an op that waits for a task counts that wait.
 pub(crate) struct Consumer {
     completes: VecDeque<(Req, Instant)>,
     deps: Option<Rc<DepsShared>>,
+    open: bool,
+    /// Open loop: ops whose dequeue came back empty, by scheduled start.
+    retries: VecDeque<Instant>,
 }
 
 impl Consumer {
-    pub(crate) fn new(deps: Option<Rc<DepsShared>>) -> Consumer {
-        Consumer { completes: VecDeque::new(), deps }
+    pub(crate) fn new(deps: Option<Rc<DepsShared>>, open: bool) -> Consumer {
+        Consumer { completes: VecDeque::new(), deps, open, retries: VecDeque::new() }
     }
 
     fn completed(&mut self, op_start: Instant, join: Option<u64>, now: Instant, stats: &mut ConnStats) {
@@ -68,9 +83,20 @@ impl Workload for Consumer {
         Some(self.completes.pop_front().unwrap_or((Req::Dequeue, now)))
     }
 
+    fn follow_up(&mut self) -> Option<(Req, Instant)> {
+        if let Some(complete) = self.completes.pop_front() {
+            return Some(complete);
+        }
+        self.retries.pop_front().map(|op_start| (Req::Dequeue, op_start))
+    }
+
     fn on_reply(&mut self, pending: Pending, reply: Reply, now: Instant, stats: &mut ConnStats) {
         match (&pending.req, reply) {
-            (Req::Dequeue, Reply::Empty) => {}
+            (Req::Dequeue, Reply::Empty) => {
+                if self.open {
+                    self.retries.push_back(pending.op_start);
+                }
+            }
             (Req::Dequeue, Reply::Leased { handle: Handle::None, join_slot }) => {
                 self.completed(pending.op_start, join_slot, now, stats);
             }
@@ -302,6 +328,15 @@ impl Workload for AnyWorkload {
         }
     }
 
+    fn follow_up(&mut self) -> Option<(Req, Instant)> {
+        match self {
+            AnyWorkload::Producer(w) => w.follow_up(),
+            AnyWorkload::Consumer(w) => w.follow_up(),
+            AnyWorkload::Status(w) => w.follow_up(),
+            AnyWorkload::Deps(w) => w.follow_up(),
+        }
+    }
+
     fn on_reply(&mut self, pending: Pending, reply: Reply, now: Instant, stats: &mut ConnStats) {
         match self {
             AnyWorkload::Producer(w) => w.on_reply(pending, reply, now, stats),
@@ -323,6 +358,7 @@ fn unexpected(req: &Req, reply: Reply, now: Instant, stats: &mut ConnStats) {
 fn req_name(req: &Req) -> &'static str {
     match req {
         Req::Hello => "hello",
+        Req::Step(_) => "handshake step",
         Req::Ping => "ping",
         Req::UseTube => "use",
         Req::WatchTube => "watch",
@@ -359,7 +395,7 @@ mod tests {
     #[test]
     fn a_consumer_completes_what_it_dequeues() {
         let mut stats = stats();
-        let mut consumer = Consumer::new(None);
+        let mut consumer = Consumer::new(None, false);
         let now = Instant::now();
         assert_eq!(consumer.next(now).unwrap().0, Req::Dequeue);
         reply_to(&mut consumer, Req::Dequeue, Reply::Empty, &mut stats);
@@ -377,12 +413,47 @@ mod tests {
     }
 
     #[test]
+    fn an_open_loop_consumer_finishes_its_op_from_the_scheduled_start() {
+        let mut stats = stats();
+        let mut consumer = Consumer::new(None, true);
+        let scheduled = Instant::now();
+        assert_eq!(consumer.follow_up(), None, "nothing started yet");
+        // An empty dequeue is sent again at once, still timed from its schedule.
+        consumer.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, Reply::Empty, scheduled, &mut stats);
+        assert_eq!(consumer.follow_up(), Some((Req::Dequeue, scheduled)));
+        assert_eq!(consumer.follow_up(), None);
+        let handle = Handle::Id(3);
+        let leased = Reply::Leased { handle: handle.clone(), join_slot: None };
+        consumer.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, leased, scheduled, &mut stats);
+        let complete = Req::Complete { handle, join_slot: None };
+        assert_eq!(consumer.follow_up(), Some((complete.clone(), scheduled)));
+        let done_at = scheduled + Duration::from_micros(250);
+        consumer.on_reply(Pending { req: complete, op_start: scheduled }, Reply::Done, done_at, &mut stats);
+        assert_eq!((stats.ops, stats.tasks), (1, 1));
+        assert!(stats.histogram.borrow().max() >= 250_000, "timed from the scheduled dequeue");
+        // The closed loop never retries by itself: its next `next` does.
+        let mut closed = Consumer::new(None, false);
+        closed.on_reply(Pending { req: Req::Dequeue, op_start: scheduled }, Reply::Empty, scheduled, &mut stats);
+        assert_eq!(closed.follow_up(), None);
+    }
+
+    #[test]
+    fn cycle_producers_feed_the_consumers_without_counting() {
+        let mut stats = stats();
+        let mut producer = Producer { batch: None, counted: false };
+        reply_to(&mut producer, Req::Enqueue, Reply::Enqueued { id: Some(1) }, &mut stats);
+        assert_eq!((stats.ops, stats.tasks, stats.errors), (0, 0, 0));
+        reply_to(&mut producer, Req::Enqueue, Reply::Error("full".into()), &mut stats);
+        assert_eq!(stats.errors, 1, "their errors still count");
+    }
+
+    #[test]
     fn a_dag_goes_parent_children_join_and_frees_its_slot_on_completion() {
         let mut producer_stats = stats();
         let mut consumer_stats = stats();
         let deps = Rc::new(DepsShared::new(2, 5));
         let mut producer = DepsProducer::new(deps.clone(), 1..2);
-        let mut consumer = Consumer::new(Some(deps.clone()));
+        let mut consumer = Consumer::new(Some(deps.clone()), false);
         let now = Instant::now();
         let (parent, _) = producer.next(now).unwrap();
         let marker = (5u64 << 32) | 1;

@@ -37,6 +37,12 @@ pub fn render(inputs: &Inputs<'_>) -> String {
     );
     push_block(&mut out, inputs.intro);
     this_run(&mut out, inputs);
+    goals(
+        &mut out,
+        "Targets (issue 17)",
+        "target (same run, same machine, same client)",
+        &super::targets::issue17_targets(results),
+    );
     goals(&mut out, "Targets (issue 6)", "target on 2 cores", &targets(results));
     glance(&mut out, results);
     for scenario in Scenario::ALL {
@@ -124,17 +130,26 @@ fn this_run(out: &mut String, inputs: &Inputs<'_>) {
         );
     }
     out.push('\n');
-    out.push_str("### Matched durability\n\n| level | TaskQueueX | Redis | beanstalkd |\n|---|---|---|---|\n");
+    out.push_str(
+        "### Matched durability\n\n| level | TaskQueueX | Redis | beanstalkd | RabbitMQ | NATS JetStream |\n\
+         |---|---|---|---|---|---|\n",
+    );
     for durability in Durability::ALL {
         let _ = writeln!(
             out,
-            "| {} | `--durability {}` | {} | {} |",
+            "| {} | `--durability {}` | {} | {} | {} | {} |",
             durability.key(),
             durability,
             durability.redis_describe(),
-            durability.beanstalkd_describe()
+            durability.beanstalkd_describe(),
+            durability.rabbitmq_describe(),
+            durability.nats_describe()
         );
     }
+    out.push_str(
+        "\n`nats` appears in the `sync` rows (the issue compares TaskQueueX's durable figures with it) under \
+         the mode label `own class`: its acknowledged messages are not on disk yet.\n",
+    );
     out.push_str("\n### Systems\n\n| system | what the load generator sends |\n|---|---|\n");
     for system in System::ALL {
         let _ = writeln!(out, "| `{}` | {} |", system, system.describe());
@@ -164,7 +179,7 @@ fn goals(out: &mut String, title: &str, goal_header: &str, checks: &[Check]) {
 
 /// One line per throughput row: ours and every ratio, the tables' gist.
 fn glance(out: &mut String, results: &Results) {
-    let peers = [System::Redis, System::RedisReliable, System::Beanstalkd];
+    let peers = [System::Redis, System::RedisReliable, System::Beanstalkd, System::RabbitMq, System::Nats];
     let mut lines = Vec::new();
     for scenario in Scenario::ALL.into_iter().filter(|s| *s != Scenario::Latency) {
         for row in results.rows(scenario) {
@@ -192,8 +207,9 @@ fn glance(out: &mut String, results: &Results) {
     out.push_str(
         "## Ratios at a glance\n\nMedian throughput of `tqx-binary`, `tqx-http` relative to it, and `tqx-binary` \
          divided by each peer (above 1: ours is faster).\n\n\
-         | scenario | mode | load | tqx-binary | tqx-http ÷ tqx-binary | ÷ redis | ÷ redis-reliable | ÷ beanstalkd |\n\
-         |---|---|---|--:|--:|--:|--:|--:|\n",
+         | scenario | mode | load | tqx-binary | tqx-http ÷ tqx-binary | ÷ redis | ÷ redis-reliable | ÷ beanstalkd \
+         | ÷ rabbitmq | ÷ nats (own class) |\n\
+         |---|---|---|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for line in lines {
         out.push_str(&line);
@@ -233,7 +249,12 @@ fn scenario_note(scenario: Scenario) -> &'static str {
     match scenario {
         Scenario::Enqueue => {
             "Producers only: each connection enqueues one task per request and waits for the reply (unpipelined) \
-             or keeps 16 requests in flight. Redis: LPUSH; beanstalkd: put. An op is an acknowledged enqueue."
+             or keeps 16 requests in flight. Redis: LPUSH; beanstalkd: put; RabbitMQ: basic.publish to a \
+             quorum queue, answered by its publisher confirm; NATS: a JetStream publish, answered by its ack. \
+             An op is an acknowledged enqueue. Every row is measured twice: on the closed loop, then on the \
+             open loop (`50 % of peak`) at half of the same system's closed-loop figure in that row, measured \
+             just before in the same run; there p50 and p99 count from each request's scheduled send time \
+             (coordinated omission corrected) and the rate column is the achieved rate."
         }
         Scenario::Cycle => {
             "Half the connections produce (enqueue), half consume (dequeue, then complete), at once. An op is a \
@@ -242,17 +263,24 @@ fn scenario_note(scenario: Scenario) -> &'static str {
              the consumers' rate. Redis's plain \
              pattern (RPOP) needs no complete and loses a task whose consumer dies; its reliable pattern (LMOVE \
              to a processing list, LREM when done) and beanstalkd (reserve, delete) do not, like TaskQueueX's \
-             lease."
+             lease. RabbitMQ: a consumer (basic.consume, manual acks, prefetch = the depth) whose delivery \
+             answers the dequeue, then basic.ack (AMQP does not answer it); NATS: a pull of one message (no \
+             wait) then a synchronous ack. Only consumers count (before issue 17 the producers' enqueues were \
+             counted as ops too, which about doubled every system's figure). The `50 % of peak` rows run the \
+             open loop: producers enqueue and consumers start dequeues at half the closed-loop figure, and \
+             an op counts from its dequeue's scheduled time to its complete, including any wait for a task."
         }
         Scenario::Batch => {
             "One request carries 100 tasks (Redis: one LPUSH with 100 values; beanstalkd has no batch put); \
-             throughput in tasks/s."
+             throughput in tasks/s. The `50 % of peak` rows offer half the closed-loop request rate on the \
+             open loop (latency from each request's scheduled send)."
         }
         Scenario::Status => {
             "10,000 tasks are preloaded, then looked up by id at random (TaskQueueX: get task; Redis, which has no \
              task ids: HGETALL of a hash per task, as Redis-based queues keep; beanstalkd: stats-job). Lookups \
              write nothing (in `sync` mode a read waits only for records appended before it, and here none are), \
-             so this runs in `memory` mode only."
+             so this runs in `memory` mode only. The `50 % of peak` row offers half the closed-loop rate on the \
+             open loop (latency from each lookup's scheduled send)."
         }
         Scenario::Deps => {
             "TaskQueueX only. A DAG is a parent, 10 children that depend on it (one batch) and a join that \
@@ -287,7 +315,7 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
         let http = figure(System::TqxHttp);
         for system in results.systems(row) {
             let cell = row.cell(system);
-            let mut line = format!("| {} | {} | `{}` |", row.durability, row.params(), system);
+            let mut line = format!("| {} | {} | `{}` |", mode_label(row.durability, system), row.params(), system);
             match (results.status(&cell), results.get(&cell)) {
                 (CellStatus::Measured, Some(s)) => {
                     let mut figure_text = fmt_rate(s.throughput(scenario));
@@ -325,6 +353,15 @@ fn throughput_table(out: &mut String, results: &Results, scenario: Scenario, row
     out.push('\n');
 }
 
+/// The mode column: NATS JetStream runs in the `sync` rows but is not `sync`.
+fn mode_label(durability: Durability, system: System) -> String {
+    if system == System::Nats {
+        "own class (NATS)".to_string()
+    } else {
+        durability.to_string()
+    }
+}
+
 /// The load generator's CPU use as a share of one core: near 100 %, the
 /// client, not the server, set the pace.
 fn fmt_cpu(cpu: Option<f64>) -> String {
@@ -343,7 +380,7 @@ fn status_text(status: CellStatus) -> &'static str {
 fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
     out.push_str(
         "| mode | load | system | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | client CPU | \
-         this p99 ÷ tqx-binary p99 |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         server CPU µs/op | this p99 ÷ tqx-binary p99 |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for row in rows {
         let ours = results.get(&row.cell(System::TqxBinary)).map(|s| s.p99_us);
@@ -354,7 +391,7 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                 Some(Load::Percent(p)) => format!("{p} %, {} conn", row.connections),
                 None => row.params(),
             };
-            let mut line = format!("| {} | {} | `{}` |", row.durability, load, system);
+            let mut line = format!("| {} | {} | `{}` |", mode_label(row.durability, system), load, system);
             match results.get(&cell) {
                 Some(s) => {
                     let vs = if system == System::TqxBinary {
@@ -364,7 +401,7 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                     };
                     let _ = write!(
                         line,
-                        " {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                        " {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
                         s.offered_rate.map(fmt_rate).unwrap_or_else(|| "—".into()),
                         fmt_rate(s.ops_per_s),
                         if s.errors > 0 { format!(" ({} errors)", s.errors) } else { String::new() },
@@ -373,11 +410,12 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
                         fmt_us(s.p999_us),
                         fmt_us(s.max_us),
                         fmt_cpu(s.client_cpu),
+                        s.server_us_per_op.map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into()),
                         vs
                     );
                 }
                 None => {
-                    let _ = write!(line, " {} | | | | | | | |", status_text(results.status(&cell)));
+                    let _ = write!(line, " {} | | | | | | | | |", status_text(results.status(&cell)));
                 }
             }
             out.push_str(&line);

@@ -35,6 +35,8 @@ fn colour(system: System) -> RGBColor {
         System::Redis => RGBColor(204, 51, 51),
         System::RedisReliable => RGBColor(240, 150, 60),
         System::Beanstalkd => RGBColor(60, 150, 80),
+        System::RabbitMq => RGBColor(255, 102, 0),
+        System::Nats => RGBColor(120, 60, 160),
     }
 }
 

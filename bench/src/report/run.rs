@@ -12,7 +12,24 @@
 //! tqx serve --http 127.0.0.1:0 --binary 127.0.0.1:0 --data DIR --durability sync|interval:1000|memory
 //! redis-server --port P --bind 127.0.0.1 --save '' --dir DIR --appendonly yes --appendfsync always|everysec  (or --appendonly no)
 //! beanstalkd -l 127.0.0.1 -p P -b DIR -f 0|1000                                                            (or no -b)
+//! rabbitmq-server (environment: node name, ports, data and config under DIR; `sync` only)
+//! nats-server -c DIR/nats.conf  (JetStream, store_dir under DIR; `sync` rows only, as its own class)
 //! ```
+//!
+//! RabbitMQ boots in ~5–8 s here (the Erlang VM and its boot steps), against
+//! milliseconds for the others; it still gets a fresh broker per measurement
+//! (the figures of a cell then never depend on the one before, as for every
+//! other system), which costs a full run about 5 minutes. It is stopped by
+//! SIGKILL: its data directory is thrown away, and a graceful stop takes
+//! seconds. Its `epmd` (Erlang's port mapper, started by the first broker)
+//! stays running between measurements and after the run, as on any RabbitMQ host.
+//!
+//! **Placement** ([`Placement`]): by default every server runs on all the
+//! allowed CPUs but the last, and `tqx-bench` on the last (`taskset`):
+//! `bench-report` pins itself to the server CPUs, so every server it starts
+//! inherits them (`tqx serve` respects its affinity mask), and runs `tqx-bench`
+//! under `taskset -c CLIENT`. `--placement shared` leaves everything where the
+//! scheduler puts it (the mode of the runs before issue 17).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -53,6 +70,9 @@ pub struct RunOptions {
     pub tqx_bench: PathBuf,
     pub redis_server: PathBuf,
     pub beanstalkd: PathBuf,
+    pub rabbitmq_server: PathBuf,
+    pub nats_server: PathBuf,
+    pub placement: Placement,
     /// Where data directories live; must be on the disk being measured (not a
     /// tmpfs), since `sync` results are mostly `fdatasync`.
     pub data_root: PathBuf,
@@ -67,6 +87,11 @@ pub struct RunOptions {
 pub fn run(opts: &RunOptions) -> Result<usize, String> {
     let started = Instant::now();
     fs::create_dir_all(&opts.data_root).map_err(|e| format!("creating {}: {e}", opts.data_root.display()))?;
+    if let Placement::Apart { server, .. } = &opts.placement {
+        // Every server is started from this thread and inherits its mask.
+        set_own_affinity(server)?;
+    }
+    eprintln!("bench: placement: {}", opts.placement.describe());
     let mut out = ResultsWriter::create(&opts.results)?;
     let meta = Meta {
         date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
@@ -108,7 +133,9 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
             let (line, timing) = measure(opts, run, cell, rate);
             match &line {
                 Line::Measured { bench, .. } => {
-                    if cell.scenario == super::model::Scenario::Enqueue && bench.ops_per_s > 0.0 {
+                    // A closed-loop enqueue or cycle is the peak its open-loop
+                    // rows take a share of.
+                    if cell.load.is_none() && bench.ops_per_s > 0.0 {
                         peaks.insert(*cell, bench.ops_per_s);
                     }
                     eprintln!(
@@ -286,7 +313,14 @@ fn measure_in(
     }
     let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
     let clock = Instant::now();
-    let output = run_with_timeout(&opts.tqx_bench, &args, timeout)?;
+    let output = match &opts.placement {
+        Placement::Apart { client, .. } => {
+            let mut pinned = vec!["-c".to_string(), cpu_list(client), opts.tqx_bench.display().to_string()];
+            pinned.extend(args);
+            run_with_timeout(Path::new("taskset"), &pinned, timeout)?
+        }
+        Placement::Shared => run_with_timeout(&opts.tqx_bench, &args, timeout)?,
+    };
     phases.bench_s = clock.elapsed().as_secs_f64();
     // A server that died under load fails the cell whatever the client says.
     if let Some(status) = server.exited() {
@@ -339,8 +373,10 @@ fn start_with_retries(opts: &RunOptions, cell: &Cell, dir: &Path) -> Result<Serv
     }
 }
 
-/// A server started for one measurement. Dropping it kills it.
-struct ServerProcess {
+/// A server started for one measurement (and by bench/tests/load_smoke.rs,
+/// which drives the brokers the way `bench/run` starts them). Dropping it
+/// kills it.
+pub struct ServerProcess {
     process: Process,
     kind: Server,
     /// `tqx`: HTTP listener; others: their one listener.
@@ -358,7 +394,9 @@ enum Process {
 }
 
 impl ServerProcess {
-    fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
+    /// Starts `kind` at `durability` with its data and log under `dir`, and
+    /// waits until it answers. `opts` gives the programs' paths.
+    pub fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
         let log = dir.join("server.log");
@@ -372,6 +410,62 @@ impl ServerProcess {
         };
         let data_arg = data.display().to_string();
         let mut server = match kind {
+            Server::RabbitMq => {
+                let port = free_port()?;
+                let dist_port = free_port()?;
+                let config = dir.join("rabbitmq.conf");
+                // Logs to the console (our log file) at `warning`; no plugins
+                // (the management plugin alone adds seconds to each boot).
+                let text = format!(
+                    "listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n\
+                     log.console = true\nlog.console.level = warning\nlog.file = false\n"
+                );
+                fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
+                let plugins = dir.join("enabled_plugins");
+                fs::write(&plugins, "[].\n").map_err(|e| format!("writing {}: {e}", plugins.display()))?;
+                let child = Command::new(&opts.rabbitmq_server)
+                    // The script then `exec`s the Erlang VM: the child is the
+                    // broker itself, whose CPU time `tqx-bench` reads.
+                    .env("RUNNING_UNDER_SYSTEMD", "true")
+                    .env("HOME", dir)
+                    .env("RABBITMQ_NODENAME", format!("tqxbench{port}@localhost"))
+                    .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                    .env("RABBITMQ_NODE_PORT", port.to_string())
+                    .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+                    // The quorum queue's Raft WAL and segments: on the disk under test.
+                    .env("RABBITMQ_MNESIA_BASE", &data)
+                    .env("RABBITMQ_LOG_BASE", dir.join("log"))
+                    .env("RABBITMQ_CONFIG_FILE", &config)
+                    .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+                    .stdin(Stdio::null())
+                    .stdout(log_file()?)
+                    .stderr(log_append()?)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", opts.rabbitmq_server.display()))?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+            }
+            Server::Nats => {
+                let port = free_port()?;
+                let config = dir.join("nats.conf");
+                // `ping_interval`: the load generator answers the server's
+                // PINGs only when it next writes (src/load/nats.rs).
+                let text = format!(
+                    "listen: \"127.0.0.1:{port}\"\nping_interval: \"10m\"\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                    data.display()
+                );
+                fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
+                let child = Command::new(&opts.nats_server)
+                    .arg("-c")
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(log_file()?)
+                    .stderr(log_append()?)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", opts.nats_server.display()))?;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+            }
             Server::Tqx => {
                 let tqx = tqx_testkit::Launch::new(&opts.tqx, &data, &log)
                     .args(["--durability", &durability.tqx_mode()])
@@ -415,7 +509,7 @@ impl ServerProcess {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         match &self.process {
             Process::Tqx(tqx) => tqx.pid(),
             Process::Peer(child) => child.id(),
@@ -423,7 +517,7 @@ impl ServerProcess {
     }
 
     /// The address `tqx-bench` connects to for `system`.
-    fn addr(&self, system: System) -> SocketAddr {
+    pub fn addr(&self, system: System) -> SocketAddr {
         match system {
             System::TqxBinary => self.binary.expect("a tqx server has a binary listener"),
             _ => self.addr,
@@ -441,6 +535,9 @@ impl ServerProcess {
         }
         let (request, expect): (&[u8], &[u8]) = match self.kind {
             Server::Redis => (b"PING\r\n", b"+PONG"),
+            // The broker's first method frame (`connection.start`, channel 0).
+            Server::RabbitMq => (b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00"),
+            Server::Nats => (b"PING\r\n", b"INFO "),
             _ => (b"stats\r\n", b"OK "),
         };
         loop {
@@ -471,6 +568,12 @@ impl ServerProcess {
             Process::Tqx(tqx) => return tqx.stop(SERVER_STOP_TIMEOUT).err(),
             Process::Peer(child) => child,
         };
+        if self.kind == Server::RabbitMq {
+            // Its data is thrown away; a graceful stop takes seconds.
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
         if child.try_wait().ok().flatten().is_none() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
@@ -598,6 +701,98 @@ fn machine(opts: &RunOptions) -> Vec<(String, String)> {
     let beanstalkd = opts.beanstalkd.display().to_string();
     rows.push(("Redis".into(), first_line(command_line(&redis, &["--version"]))));
     rows.push(("beanstalkd".into(), first_line(command_line(&beanstalkd, &["-v"]))));
+    // The broker's version without booting it: Debian's package version.
+    let rabbitmq = command_line("dpkg-query", &["-W", "-f", "${Version}", "rabbitmq-server"])
+        .map(|v| format!("RabbitMQ {v} (Debian package)"))
+        .unwrap_or_else(unknown);
+    rows.push(("RabbitMQ".into(), rabbitmq));
+    let nats = opts.nats_server.display().to_string();
+    rows.push(("NATS".into(), first_line(command_line(&nats, &["--version"]))));
+    rows.push(("placement".into(), opts.placement.describe()));
     rows.push(("rustc".into(), first_line(command_line("rustc", &["--version"]))));
     rows
+}
+
+/// Where servers and the load generator run (issue 17, item 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Servers on `server`, `tqx-bench` on `client` (CPU numbers).
+    Apart { server: Vec<usize>, client: Vec<usize> },
+    /// No pinning: the scheduler shares every allowed CPU among them.
+    Shared,
+}
+
+impl Placement {
+    /// Apart when at least two CPUs are allowed: the last allowed CPU for the
+    /// load generator (one thread), all the others for the server.
+    pub fn apart(allowed: &[usize]) -> Placement {
+        match allowed.split_last() {
+            Some((client, server)) if !server.is_empty() => {
+                Placement::Apart { server: server.to_vec(), client: vec![*client] }
+            }
+            _ => Placement::Shared,
+        }
+    }
+
+    /// What the report and the progress lines say.
+    pub fn describe(&self) -> String {
+        match self {
+            Placement::Apart { server, client } => format!(
+                "pinned apart: every server on CPU {} (inherited affinity), tqx-bench on CPU {} (`taskset -c {}`)",
+                cpu_list(server),
+                cpu_list(client),
+                cpu_list(client)
+            ),
+            Placement::Shared => "shared: servers and tqx-bench unpinned, on the same CPUs".to_string(),
+        }
+    }
+}
+
+/// `0,2,3`: the form `taskset -c` takes.
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// The CPUs this process may run on (its affinity mask, which `taskset` and
+/// cgroup cpusets narrow).
+pub fn allowed_cpus() -> Result<Vec<usize>, String> {
+    // SAFETY: `set` is a plain bit set that sched_getaffinity fills; its size is passed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(format!("sched_getaffinity: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: CPU_ISSET reads a bit of the initialised `set`.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
+/// Pins the calling thread (and so every process it starts) to `cpus`.
+fn set_own_affinity(cpus: &[usize]) -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: CPU_SET writes one bit of `set`; cpu is below CPU_SETSIZE (it came from allowed_cpus).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is this thread; the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(format!("pinning to CPUs {}: {}", cpu_list(cpus), io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apart_gives_the_client_the_last_allowed_cpu() {
+        assert_eq!(Placement::apart(&[0, 1]), Placement::Apart { server: vec![0], client: vec![1] });
+        assert_eq!(Placement::apart(&[2, 5, 7]), Placement::Apart { server: vec![2, 5], client: vec![7] });
+        assert_eq!(Placement::apart(&[3]), Placement::Shared);
+        assert_eq!(Placement::apart(&[]), Placement::Shared);
+        assert!(Placement::apart(&[0, 1]).describe().contains("`taskset -c 1`"));
+    }
 }

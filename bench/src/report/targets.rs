@@ -147,6 +147,131 @@ pub fn targets(results: &Results) -> Vec<Check> {
     checks
 }
 
+/// Issue 17's targets, in its table's order: for each, our figure, the
+/// peer's, the ratio and the verdict, all from the same run. Throughputs and
+/// CPU per op are the closed-loop cells; "Redis" in the full cycle is its
+/// reliable pattern (LMOVE + LREM: a task survives its consumer, like a
+/// lease). The two rows about connections are bench/footprint's
+/// (docs/benchmarks/footprint), referenced, not measured again here.
+pub fn issue17_targets(results: &Results) -> Vec<Check> {
+    use Durability::*;
+    use System::*;
+    let mut checks = Vec::new();
+    let rows = |scenario: Scenario| -> Vec<Cell> {
+        [1, PIPELINE_DEEP].into_iter().map(|pipeline| Cell { pipeline, ..cell(scenario, Sync, TqxBinary) }).collect()
+    };
+    let depth = |c: &Cell| if c.pipeline == 1 { "unpipelined".to_string() } else { format!("×{}", c.pipeline) };
+    let redis_for = |scenario: Scenario| if scenario == Scenario::Cycle { RedisReliable } else { Redis };
+    for durability in [Memory, Sync] {
+        for scenario in [Scenario::Enqueue, Scenario::Cycle] {
+            for row in rows(scenario) {
+                let ours = Cell { durability, ..row };
+                let theirs = Cell { system: redis_for(scenario), ..ours };
+                let a = results.get(&ours).and_then(|s| s.server_us_per_op);
+                let b = results.get(&theirs).and_then(|s| s.server_us_per_op);
+                let r = ratio(a, b);
+                checks.push(Check {
+                    goal: format!(
+                        "server CPU per op, {scenario} {}, `{durability}`: ≤ 0.7× `{}`",
+                        depth(&ours),
+                        theirs.system
+                    ),
+                    measured: match (r, a, b) {
+                        (Some(r), Some(a), Some(b)) => format!("{} ({a:.2} vs {b:.2} µs/op)", fmt_ratio(r)),
+                        _ => "—".into(),
+                    },
+                    verdict: Verdict::of(r.map(|r| r <= 0.7)),
+                });
+            }
+        }
+    }
+    for (durability, factor, peer) in
+        [(Memory, 1.3, "Redis without persistence"), (Sync, 1.5, "Redis `appendfsync always`")]
+    {
+        for scenario in [Scenario::Enqueue, Scenario::Cycle] {
+            for row in rows(scenario) {
+                let ours = Cell { durability, ..row };
+                let theirs = Cell { system: redis_for(scenario), ..ours };
+                let name = if scenario == Scenario::Cycle { format!("{peer} (reliable pattern)") } else { peer.into() };
+                checks.push(ratio_check(
+                    results,
+                    format!("throughput, {scenario} {}, `{durability}`: ≥ {factor}× {name}", depth(&ours)),
+                    ours,
+                    theirs,
+                    factor,
+                ));
+            }
+        }
+    }
+    for (peer, factor, what) in
+        [(RabbitMq, 3.0, "RabbitMQ quorum queue with confirms"), (Nats, 2.0, "NATS JetStream (own class)")]
+    {
+        for scenario in [Scenario::Enqueue, Scenario::Cycle] {
+            for ours in rows(scenario) {
+                checks.push(ratio_check(
+                    results,
+                    format!("durable {scenario} {} (`sync`): ≥ {factor}× {what}", depth(&ours)),
+                    ours,
+                    Cell { system: peer, ..ours },
+                    factor,
+                ));
+            }
+        }
+    }
+    let idle = Cell { connections: 1, load: Some(Load::Idle), ..cell(Scenario::Latency, Sync, TqxBinary) };
+    let p50 = results.get(&idle).map(|s| s.p50_us);
+    let paced = results.fsync_paced_p50_us();
+    let r = ratio(p50, paced);
+    checks.push(Check {
+        goal: "idle `sync` enqueue p50: ≤ 1.3× the disk's paced `fdatasync` in the same run".into(),
+        measured: match (r, p50, paced) {
+            (Some(r), Some(p), Some(f)) => format!("{} ({} µs vs {} µs)", fmt_ratio(r), fmt_us(p), fmt_us(f)),
+            _ => "—".into(),
+        },
+        verdict: Verdict::of(r.map(|r| r <= 1.3)),
+    });
+    let apart = results
+        .meta
+        .as_ref()
+        .and_then(|m| m.machine.iter().find(|(what, _)| what == "placement"))
+        .is_some_and(|(_, how)| how.starts_with("pinned apart"));
+    // The latency scenario's 50 % cell, or the same measurement made as the
+    // unpipelined enqueue row's open-loop twin (a run without `latency`).
+    let half = Cell { load: Some(Load::Percent(50)), ..cell(Scenario::Latency, Memory, TqxBinary) };
+    let twin = Cell { scenario: Scenario::Enqueue, ..half };
+    let p99 = results.get(&half).or_else(|| results.get(&twin)).map(|s| s.p99_us);
+    checks.push(Check {
+        goal: "`memory` enqueue p99 at 50 % of peak, server and client pinned apart: ≤ 150 µs".into(),
+        measured: match p99 {
+            Some(p) if apart => format!("{} µs", fmt_us(p)),
+            Some(p) => format!("{} µs, but this run was not pinned apart", fmt_us(p)),
+            None => "—".into(),
+        },
+        verdict: if apart { Verdict::of(p99.map(|p| p <= 150.0)) } else { Verdict::Unknown },
+    });
+    checks.push(Check {
+        goal: "`memory` enqueue p99 with 10,000 idle connections open: ≤ 1 ms".into(),
+        measured: "measured by bench/footprint (docs/benchmarks/footprint/footprint.md)".into(),
+        verdict: Verdict::Unknown,
+    });
+    let batch = results.get(&cell(Scenario::Batch, Sync, TqxBinary)).map(|s| s.tasks_per_s);
+    checks.push(Check {
+        goal: "batch enqueue with fsync (`sync`, 100 per batch): ≥ 2M tasks/s".into(),
+        measured: batch.map(|b| format!("{} tasks/s", fmt_rate(b))).unwrap_or_else(|| "—".into()),
+        verdict: Verdict::of(batch.map(|b| b >= 2_000_000.0)),
+    });
+    let storm = results.get(&cell(Scenario::Storm, Memory, TqxBinary)).map(|s| s.ops_per_s);
+    checks.push(Check {
+        goal: "new connections: ≥ 20,000/s".into(),
+        measured: format!(
+            "measured by bench/footprint (docs/benchmarks/footprint/footprint.md){}",
+            storm.map(|s| format!("; this run's storm scenario (`memory`): {}/s", fmt_rate(s))).unwrap_or_default()
+        ),
+        verdict: Verdict::Unknown,
+    });
+    checks
+}
+
 /// The design document's claims (8 cores) against TaskQueueX's binary protocol
 /// in `sync` mode here (status lookups: `memory`, the only mode they run in).
 /// Throughputs are the closed-loop peaks ("queue operations" are the full
@@ -245,9 +370,42 @@ mod tests {
     }
 
     #[test]
+    fn issue17_targets_give_ours_the_peers_and_the_ratio() {
+        use crate::report::model::{BenchOutput, Line, Meta};
+        let bench = |ops_per_s: f64, server_cpu: f64| {
+            let mut b = BenchOutput { ops_per_s, ..BenchOutput::default() };
+            b.extra.insert("server_cpu".into(), serde_json::json!(server_cpu));
+            b
+        };
+        let ours = cell(Scenario::Enqueue, Durability::Sync, System::TqxBinary);
+        let meta = Meta { machine: vec![("placement".into(), "pinned apart: …".into())], ..Meta::default() };
+        let lines = vec![
+            Line::Meta(meta),
+            // 100k/s at 0.5 cores = 5 µs/op; Redis 50k/s at 0.5 cores = 10 µs/op.
+            Line::Measured { run: 1, cell: ours, bench: bench(100_000.0, 0.5) },
+            Line::Measured { run: 1, cell: Cell { system: System::Redis, ..ours }, bench: bench(50_000.0, 0.5) },
+            Line::Measured { run: 1, cell: Cell { system: System::RabbitMq, ..ours }, bench: bench(40_000.0, 1.0) },
+            Line::Measured { run: 1, cell: Cell { system: System::Nats, ..ours }, bench: bench(60_000.0, 1.0) },
+        ];
+        let checks = issue17_targets(&Results::from_lines(&lines));
+        let find =
+            |prefix: &str| checks.iter().find(|c| c.goal.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}"));
+        let cpu = find("server CPU per op, enqueue unpipelined, `sync`");
+        assert_eq!((cpu.measured.as_str(), cpu.verdict), ("0.50× (5.00 vs 10.00 µs/op)", Verdict::Met));
+        let redis = find("throughput, enqueue unpipelined, `sync`: ≥ 1.5×");
+        assert_eq!((redis.measured.as_str(), redis.verdict), ("2.00× (100.0k vs 50.0k)", Verdict::Met));
+        let rabbit = find("durable enqueue unpipelined (`sync`): ≥ 3× RabbitMQ");
+        assert_eq!((rabbit.measured.as_str(), rabbit.verdict), ("2.50× (100.0k vs 40.0k)", Verdict::NotMet));
+        assert_eq!(find("durable enqueue unpipelined (`sync`): ≥ 2× NATS").verdict, Verdict::NotMet);
+        assert_eq!(find("durable cycle ×16").verdict, Verdict::Unknown);
+    }
+
+    #[test]
     fn nothing_measured_is_unknown_never_met() {
         let results = Results::default();
-        for check in targets(&results).iter().chain(design_rows(&results).iter()) {
+        for check in
+            targets(&results).iter().chain(design_rows(&results).iter()).chain(issue17_targets(&results).iter())
+        {
             assert_eq!(check.verdict, Verdict::Unknown, "{}", check.goal);
         }
     }
