@@ -15,11 +15,22 @@ mkdir -p "$CARGO_TARGET_DIR"
 # Debian packages the build needs: libclang for the bindgen run of RocksDB's
 # bindings (librocksdb-sys).
 TQX_APT_PACKAGES=(libclang-dev)
+# ... and what the tests need besides: the benchmark's peers, which the bench
+# crate's smoke tests start as bench/run does (docs/bench-harness.md).
+TQX_TEST_APT_PACKAGES=(redis-server beanstalkd rabbitmq-server nats-server)
 
 ensure_build_deps() {
+    ensure_apt_packages "${TQX_APT_PACKAGES[@]}"
+}
+
+ensure_test_deps() {
+    ensure_apt_packages "${TQX_APT_PACKAGES[@]}" "${TQX_TEST_APT_PACKAGES[@]}"
+}
+
+ensure_apt_packages() {
     local missing=()
     local pkg
-    for pkg in "${TQX_APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
