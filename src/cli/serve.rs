@@ -17,6 +17,13 @@ enum LogFormat {
     Json,
 }
 
+/// `--binary-io`: which reactor serves the binary protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BinaryIoArg {
+    TokioUring,
+    IoUring,
+}
+
 #[derive(Args, Debug)]
 pub(super) struct ServeArgs {
     /// Address to listen on for HTTP (IP:PORT; port 0 picks a free port, printed as `listening http=IP:PORT`).
@@ -106,6 +113,11 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     fixed_buffers: u16,
+    /// Experimental: the reactor that serves the binary protocol. `io-uring` runs it on a ring of its
+    /// own (multishot accept and receive, provided buffers, DEFER_TASKRUN), without long polls or
+    /// connection timers yet; HTTP stays on tokio-uring (docs/architecture.md).
+    #[arg(long, value_name = "IO", default_value = "tokio-uring")]
+    binary_io: BinaryIoArg,
     /// Client connections held at once, both protocols together; past it a new connection gets one
     /// `503 overloaded` refusal and is closed. The server raises its open-file limit to the hard
     /// limit at start, and lowers this (with a warning) if that limit cannot cover it.
@@ -256,6 +268,10 @@ fn config(args: ServeArgs) -> ServeConfig {
         stall_timeout_ms: args.stall_timeout_ms,
         cold_read_gate: args.debug_cold_read_gate,
         debug_panic_queue: args.debug_panic_on_queue,
+        binary_io: match args.binary_io {
+            BinaryIoArg::TokioUring => server::BinaryIo::TokioUring,
+            BinaryIoArg::IoUring => server::BinaryIo::IoUring,
+        },
     }
 }
 

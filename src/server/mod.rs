@@ -37,6 +37,8 @@ mod liveness;
 mod os;
 mod outbox;
 mod reactor;
+mod ring;
+pub use ring::BinaryIo;
 mod tiering;
 mod worker;
 
@@ -144,6 +146,8 @@ pub struct ServeConfig {
     /// Past this share of `max_connections`, an accept closes the longest-idle
     /// connections (100: never).
     pub prune_above_percent: u8,
+    /// `--binary-io`: which reactor serves the binary protocol (experimental; `ring/`).
+    pub binary_io: BinaryIo,
 }
 
 #[derive(Debug)]
@@ -572,9 +576,12 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         let started = started_tx.clone();
         let core = core_of(i);
         let config_fixed_buffers = config.fixed_buffers_count;
+        let binary_io = (config.binary_io, i);
         let handle = thread::Builder::new()
             .name(format!("tqx-reactor-{i}"))
-            .spawn(move || reactor::run(listener, binary_listener, shared, core, config_fixed_buffers, started))
+            .spawn(move || {
+                reactor::run(listener, binary_listener, shared, core, config_fixed_buffers, binary_io, started)
+            })
             .map_err(ServeError::Io)?;
         reactors.push(handle);
     }

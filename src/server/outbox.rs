@@ -36,7 +36,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -83,6 +83,9 @@ pub(crate) struct Delivery {
 pub(crate) struct Mailbox {
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Called with every signal, for a reactor that does not await [`Mailbox::wait`]
+    /// (the experimental io-uring reactor, `ring/`, wakes its ring through an eventfd).
+    wake_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
     watermark: Arc<Watermark>,
     /// The smallest LSN the reactor's outbox holds (`u64::MAX`: none).
     held_lsn_min: AtomicU64,
@@ -103,7 +106,7 @@ impl Listener for Mailbox {
     fn advanced(&self, durable_lsn: u64) {
         let waiting_min = self.held_lsn_min.load(Ordering::SeqCst).min(self.untaken_lsn_min.load(Ordering::SeqCst));
         if waiting_min <= durable_lsn || self.watermark.failed().is_some() {
-            self.wake.notify_one();
+            self.signal();
         }
     }
 }
@@ -114,12 +117,27 @@ impl Mailbox {
         let mailbox = Arc::new(Mailbox {
             pending: Mutex::default(),
             wake: Notify::new(),
+            wake_hook: OnceLock::new(),
             watermark: watermark.clone(),
             held_lsn_min: AtomicU64::new(u64::MAX),
             untaken_lsn_min: AtomicU64::new(u64::MAX),
         });
         watermark.listen(mailbox.clone());
         mailbox
+    }
+
+    /// Wakes whoever drains the mailbox: the task in [`Mailbox::wait`], and
+    /// the wake hook if one is set.
+    fn signal(&self) {
+        self.wake.notify_one();
+        if let Some(hook) = self.wake_hook.get() {
+            hook();
+        }
+    }
+
+    /// Sets the hook every signal calls (once; a second call is a bug).
+    pub(crate) fn set_wake_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        assert!(self.wake_hook.set(hook).is_ok(), "a mailbox has one wake hook");
     }
 
     pub(crate) fn watermark(&self) -> &Watermark {
@@ -147,7 +165,7 @@ impl Mailbox {
             // waiting yet, so a push between its drain and its next wait is not
             // missed.
             if signal && !defer_wake(self) {
-                self.wake.notify_one();
+                self.signal();
             }
             return;
         }
@@ -155,7 +173,7 @@ impl Mailbox {
         // Read again after publishing (watermark.rs, "Ordering"): an advance
         // in between saw no reason to wake the reactor.
         if self.watermark.settled(lsn) && !defer_wake(self) {
-            self.wake.notify_one();
+            self.signal();
         }
     }
 
@@ -209,7 +227,7 @@ pub(crate) fn batch_wakes<T>(work: impl FnOnce() -> T) -> T {
         fn drop(&mut self) {
             let list = DEFERRED.with(|deferred| deferred.borrow_mut().take()).unwrap_or_default();
             for mailbox in list {
-                mailbox.wake.notify_one();
+                mailbox.signal();
             }
         }
     }
@@ -307,12 +325,28 @@ impl ReplyTo {
 /// `deliver` what the durable watermark covers, and holds the rest in the
 /// reactor's outbox.
 pub(crate) async fn release_loop(mailbox: Arc<Mailbox>, deliver: impl Fn(Delivery)) {
-    let mut batch: Vec<Delivery> = Vec::new();
-    let mut outbox: Outbox<Delivery> = Outbox::default();
-    let watermark = mailbox.watermark();
+    let mut releaser = Releaser::default();
     loop {
         mailbox.wait().await;
-        mailbox.take(&mut batch);
+        releaser.release(&mailbox, &deliver);
+    }
+}
+
+/// What a reactor's releasing keeps between passes: the reactor's outbox and
+/// a reused batch.
+#[derive(Default)]
+pub(crate) struct Releaser {
+    batch: Vec<Delivery>,
+    outbox: Outbox<Delivery>,
+}
+
+impl Releaser {
+    /// One pass after a signal: drains the mailbox, hands `deliver` what the
+    /// durable watermark covers, and holds the rest.
+    pub(crate) fn release(&mut self, mailbox: &Mailbox, deliver: impl Fn(Delivery)) {
+        let Releaser { batch, outbox } = self;
+        let watermark = mailbox.watermark();
+        mailbox.take(batch);
         let durable_lsn = watermark.durable_lsn();
         for delivery in batch.drain(..) {
             if delivery.lsn <= durable_lsn {
@@ -512,6 +546,31 @@ mod tests {
         // A reply past the failed watermark: answered storage_failed.
         let delivery = Delivery { target: Target::Task(oneshot::channel().0), lsn: 10, reply: Some(any_reply()) };
         assert!(matches!(released(delivery, &watermark).1, Some(Reply::StorageFailed(_))));
+    }
+
+    #[test]
+    fn the_wake_hook_is_called_with_each_signal_and_not_for_a_reply_that_rides_along() {
+        use std::sync::atomic::AtomicUsize;
+        let watermark = Arc::new(Watermark::new(4));
+        let mailbox = Mailbox::new(&watermark);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        mailbox.set_wake_hook(Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        reply_to(&mailbox, 1).send(any_reply(), 0);
+        reply_to(&mailbox, 2).send(any_reply(), 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call per drain, like the signal");
+        let mut taken = Vec::new();
+        mailbox.take(&mut taken);
+        batch_wakes(|| reply_to(&mailbox, 3).send(any_reply(), 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a batch's held wake calls it at the batch's end");
+        taken.clear();
+        mailbox.take(&mut taken);
+        reply_to(&mailbox, 4).send(any_reply(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a reply waiting for the log wakes nobody");
+        watermark.advance(7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the advance that covers it calls the hook");
     }
 
     #[test]

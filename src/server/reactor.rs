@@ -29,6 +29,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn_timers::{self, ReactorConns};
 use super::outbox::Mailbox;
+use super::ring::{self, BinaryIo};
 use super::{binary_conn, http_conn, os, Shared};
 use crate::http;
 use crate::limits::REPLY_BUDGET_RECHECK_MS;
@@ -38,7 +39,7 @@ const RING_ENTRIES_COUNT: u32 = 1024;
 /// Size of each registered receive buffer (`--fixed-buffers`).
 pub(crate) const FIXED_BUFFER_BYTES: usize = 16 << 10;
 /// How long a stopping reactor waits for its connections to finish their requests.
-const STOP_GRACE_MS: u64 = 10_000;
+pub(crate) const STOP_GRACE_MS: u64 = 10_000;
 /// Pause after a failed accept (for example EMFILE) so the loop does not spin.
 const ACCEPT_RETRY_PAUSE_MS: u64 = 10;
 
@@ -66,6 +67,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     core: Option<usize>,
     fixed_buffers_count: usize,
+    binary_io: (BinaryIo, usize),
     started: Sender<io::Result<()>>,
 ) {
     if let Some(core) = core {
@@ -73,6 +75,18 @@ pub(crate) fn run(
             tracing::warn!(%error, core, "could not pin reactor thread");
         }
     }
+    // `--binary-io io-uring` (experimental, `ring/`): the binary listener goes
+    // to a reactor thread of its own on the same core; this one serves HTTP.
+    let (binary_listener, ring_thread) = match binary_io {
+        (BinaryIo::TokioUring, _) => (Some(binary_listener), None),
+        (BinaryIo::IoUring, index) => match ring::spawn(binary_listener, shared.clone(), core, index) {
+            Ok(handle) => (None, Some(handle)),
+            Err(error) => {
+                let _ = started.send(Err(error));
+                return;
+            }
+        },
+    };
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -104,20 +118,27 @@ pub(crate) fn run(
         // idle timeouts (conn_timers.rs).
         let conns = Rc::new(ReactorConns::default());
         tokio_uring::spawn(conn_timers::sweep_loop(conns.clone(), shared.clone()));
-        let binary = tokio_uring::spawn(accept_loop(
-            binary_listener,
-            shared.clone(),
-            Protocol::Binary(replies),
-            live.clone(),
-            conns.clone(),
-        ));
+        let binary = binary_listener.map(|binary_listener| {
+            tokio_uring::spawn(accept_loop(
+                binary_listener,
+                shared.clone(),
+                Protocol::Binary(replies),
+                live.clone(),
+                conns.clone(),
+            ))
+        });
         accept_loop(listener, shared, Protocol::Http(pool.flatten(), mailbox), live.clone(), conns).await;
-        let _ = binary.await;
+        if let Some(binary) = binary {
+            let _ = binary.await;
+        }
         let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
         while live.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+    if let Some(ring_thread) = ring_thread {
+        let _ = ring_thread.join();
+    }
 }
 
 /// What a listener's connections speak. Registered receive buffers

@@ -138,6 +138,9 @@ impl Server {
             // Always a binary address: its default, 7701, would collide between tests.
             .binary(binary_addr.unwrap_or("127.0.0.1:0"))
             .args(["--reactors", "1", "--workers", "1", "--no-pin"])
+            // TQX_TEST_BINARY_IO=io-uring runs a suite against the experimental
+            // binary reactor (docs/architecture.md, "io_uring: tokio-uring vs io-uring").
+            .args(std::env::var("TQX_TEST_BINARY_IO").map(|io| vec!["--binary-io".to_owned(), io]).unwrap_or_default())
             .args(extra_args.iter().copied());
         let started = match retry_until {
             Some(deadline) => launch.start_retrying_address_in_use(START_TIMEOUT, deadline),
