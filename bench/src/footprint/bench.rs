@@ -82,13 +82,25 @@ pub fn call(bin: &Path, args: &[String], timeout: Duration) -> Result<Output, St
     Ok(finish(output.status, output.stdout, output.stderr))
 }
 
-/// Runs `tqx-bench hold ARGS`; when it prints `holding N connections`, calls
-/// `at_holding(N)` (while the connections are open) and returns its result
-/// with the call's output. `at_holding` is not called if the line never comes.
+/// When a `hold` ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// After its `--seconds` (its JSON line reports the hold).
+    Natural,
+    /// Killed as soon as `at_holding` returns (the hold is only a backdrop to
+    /// what `at_holding` measures; its status is then the kill's).
+    AfterMeasuring,
+}
+
+/// Runs `BIN ARGS` (`tqx-bench hold ...`, or `taskset ... tqx-bench hold
+/// ...`); when it prints `holding N connections`, calls `at_holding(N)` (while
+/// the connections are open) and returns its result with the call's output.
+/// `at_holding` is not called if the line never comes.
 pub fn hold<T>(
     bin: &Path,
     args: &[String],
     timeout: Duration,
+    end: HoldEnd,
     at_holding: impl FnOnce(u64) -> T,
 ) -> Result<(Output, Option<T>), String> {
     let mut child = spawn(bin, args)?;
@@ -111,6 +123,9 @@ pub fn hold<T>(
     });
     // Ends early (disconnected) if tqx-bench exits without the line.
     let measured = rx.recv_timeout(HOLD_OPEN_TIMEOUT).ok().map(at_holding);
+    if end == HoldEnd::AfterMeasuring {
+        let _ = child.kill();
+    }
     let status = wait(&mut child, timeout, "hold")?;
     let output = finish(status, stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
     Ok((output, measured))

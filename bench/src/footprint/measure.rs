@@ -286,7 +286,7 @@ fn conn_rss(ctx: &mut Ctx<'_>) -> Result<(), String> {
                 None => SETTLE,
             };
             let timeout = Duration::from_secs_f64(seconds) + CALL_SLACK;
-            let (output, rss) = bench::hold(&ctx.opts.tqx_bench, &args, timeout, |_| {
+            let (output, rss) = bench::hold(&ctx.opts.tqx_bench, &args, timeout, bench::HoldEnd::Natural, |_| {
                 thread::sleep(wait);
                 server.rss()
             })?;

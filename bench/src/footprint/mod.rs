@@ -19,7 +19,7 @@
 //! the arithmetic), `markdown` and `plot` (`footprint.md` and its SVGs).
 //! docs/bench-harness.md describes the command.
 
-mod bench;
+pub(crate) mod bench;
 mod markdown;
 mod measure;
 mod plan;

@@ -296,7 +296,9 @@ fn scenario_note(scenario: Scenario) -> &'static str {
             "Open loop: requests are sent on a fixed schedule whatever the replies do, and each latency is \
              measured from when the request was due (coordinated omission corrected, hdrhistogram). Offered load: \
              25, 50 and 80 % of the same system's unpipelined enqueue peak measured earlier in the same run, on \
-             50 connections; `idle` is 1,000 requests/s on one connection."
+             50 connections; `idle` is 1,000 requests/s on one connection. `+ 10,000 idle`: a second load \
+             generator (`tqx-bench hold`, on the client's CPU) opens 10,000 more connections, handshakes done, \
+             and holds them silent for the whole measurement."
         }
     }
 }
@@ -386,11 +388,14 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
         let ours = results.get(&row.cell(System::TqxBinary)).map(|s| s.p99_us);
         for system in results.systems(row) {
             let cell = row.cell(system);
-            let load = match row.load {
+            let mut load = match row.load {
                 Some(Load::Idle) => "idle, 1 conn".to_string(),
                 Some(Load::Percent(p)) => format!("{p} %, {} conn", row.connections),
                 None => row.params(),
             };
+            if let Some(idle) = row.idle {
+                let _ = write!(load, " + {} idle", crate::shared::thousands(u64::from(idle)));
+            }
             let mut line = format!("| {} | {} | `{}` |", mode_label(row.durability, system), load, system);
             match results.get(&cell) {
                 Some(s) => {

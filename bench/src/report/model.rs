@@ -275,6 +275,10 @@ pub struct Cell {
     pub batch: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<Load>,
+    /// Idle connections held open (connected, handshake done, sending
+    /// nothing) by a second `tqx-bench hold` during the measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<u32>,
     pub system: System,
 }
 
@@ -288,6 +292,7 @@ pub struct Row {
     pub pipeline: u32,
     pub batch: Option<u32>,
     pub load: Option<Load>,
+    pub idle: Option<u32>,
 }
 
 impl Cell {
@@ -299,6 +304,7 @@ impl Cell {
             pipeline: self.pipeline,
             batch: self.batch,
             load: self.load,
+            idle: self.idle,
         }
     }
 }
@@ -312,6 +318,7 @@ impl Row {
             pipeline: self.pipeline,
             batch: self.batch,
             load: self.load,
+            idle: self.idle,
             system,
         }
     }
@@ -330,6 +337,9 @@ impl Row {
                 Load::Idle => text.push_str(", idle"),
                 Load::Percent(p) => text.push_str(&format!(", {p} % of peak")),
             }
+        }
+        if let Some(idle) = self.idle {
+            text.push_str(&format!(", {} idle conn open", crate::shared::thousands(u64::from(idle))));
         }
         text
     }

@@ -32,6 +32,10 @@ pub const LOAD_PERCENTS: [u32; 3] = [25, 50, 80];
 /// requests, started by the completion of the one before: a closed loop by
 /// nature) nor the storm (an op is a new connection; its rate is the figure).
 pub const OPEN_LOOP_PERCENT: u32 = 50;
+/// Idle connections held open during one more `memory` latency cell at 50 %
+/// of the peak (issue 17: p99 with 10,000 idle connections open); the peers
+/// hold the same ones. Open before the measurement starts, closed after it.
+pub const IDLE_CONNECTIONS: u32 = 10_000;
 
 /// The systems that can run a scenario at a durability (`tqx-bench` exits 3
 /// for the others). `redis-reliable` differs from `redis` only in how tasks
@@ -100,6 +104,7 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
         pipeline: 1,
         batch: None,
         load: None,
+        idle: None,
         system: System::TqxBinary,
     };
     let open = |row: Cell| Cell { load: Some(Load::Percent(OPEN_LOOP_PERCENT)), ..row };
@@ -139,14 +144,17 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
         Scenario::Latency => {
             let idle = Cell { connections: 1, load: Some(Load::Idle), ..base };
             let shares = LOAD_PERCENTS.iter().map(|p| Cell { load: Some(Load::Percent(*p)), ..base });
-            if quick {
-                // The two targets: idle `sync`, 50 % `memory`.
-                match durability {
-                    Durability::Sync => vec![idle],
-                    _ => shares.filter(|c| c.load == Some(Load::Percent(50))).collect(),
+            let crowded = Cell { load: Some(Load::Percent(50)), idle: Some(IDLE_CONNECTIONS), ..base };
+            match (durability, quick) {
+                // The three targets: idle `sync`; 50 % `memory`, without and
+                // with 10,000 idle connections open.
+                (Durability::Sync, true) => vec![idle],
+                (Durability::Memory, true) => {
+                    shares.filter(|c| c.load == Some(Load::Percent(50))).chain([crowded]).collect()
                 }
-            } else {
-                std::iter::once(idle).chain(shares).collect()
+                (Durability::Memory, false) => std::iter::once(idle).chain(shares).chain([crowded]).collect(),
+                (_, true) => shares.filter(|c| c.load == Some(Load::Percent(50))).collect(),
+                (_, false) => std::iter::once(idle).chain(shares).collect(),
             }
         }
         Scenario::Cycle | Scenario::Status | Scenario::Deps | Scenario::Storm => vec![base],
@@ -195,6 +203,7 @@ pub fn peak_cell(open: &Cell) -> Cell {
             pipeline: 1,
             batch: None,
             load: None,
+            idle: None,
             ..*open
         },
         _ => Cell { load: None, ..*open },
@@ -230,7 +239,15 @@ mod tests {
         assert_eq!(count(Scenario::Status), 4 * 2);
         assert_eq!(count(Scenario::Deps), 2 * 2);
         assert_eq!(count(Scenario::Storm), 2 * 4);
-        assert_eq!(count(Scenario::Latency), 2 * 4 * 4);
+        // Idle, 25, 50 and 80 % at both levels; 50 % with 10,000 idle
+        // connections open at `memory`.
+        assert_eq!(count(Scenario::Latency), (2 * 4 + 1) * 4);
+        let crowded = cells.iter().filter(|c| c.idle.is_some());
+        assert!(crowded.clone().all(|c| c.scenario == Scenario::Latency
+            && c.durability == Durability::Memory
+            && c.load == Some(Load::Percent(50))
+            && c.idle == Some(IDLE_CONNECTIONS)));
+        assert_eq!(crowded.count(), 4);
         // Every cell once.
         let unique: std::collections::BTreeSet<_> = cells.iter().collect();
         assert_eq!(unique.len(), cells.len());
@@ -259,7 +276,8 @@ mod tests {
         for scenario in Scenario::ALL {
             assert!(cells.iter().any(|c| c.scenario == scenario), "{scenario}");
         }
-        assert!(cells.len() <= 52, "{}", cells.len());
+        assert!(cells.len() <= 56, "{}", cells.len());
+        assert!(cells.iter().any(|c| c.idle == Some(IDLE_CONNECTIONS)), "the 10,000-idle target is measured");
         assert!(!cells.iter().any(|c| c.system == System::RabbitMq), "RabbitMQ boots too slowly for --quick");
         assert!(cells.iter().any(|c| c.system == System::Nats && c.scenario == Scenario::Cycle));
         assert!(cells.iter().any(|c| c.system == System::Nats && c.load.is_some()));

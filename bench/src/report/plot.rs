@@ -109,11 +109,14 @@ fn latency_panels(results: &Results, durability: Durability) -> Panels {
         .iter()
         .filter(|row| row.durability == durability)
         .map(|row| {
-            let title = match row.load {
+            let mut title = match row.load {
                 Some(Load::Idle) => "idle (1,000/s, 1 connection)".to_string(),
                 Some(Load::Percent(p)) => format!("{p} % of the enqueue peak"),
                 None => row.params(),
             };
+            if let Some(idle) = row.idle {
+                title.push_str(&format!(", {} idle connections open", crate::shared::thousands(u64::from(idle))));
+            }
             let curves = System::ALL
                 .into_iter()
                 .filter_map(|s| results.get(&row.cell(s)).map(|m| (s, [m.p50_us, m.p99_us, m.p999_us, m.max_us])))

@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use super::model::{BenchOutput, Cell, Durability, FsyncUs, Line, Load, Meta, Server, System};
 use super::plan::{self, IDLE_RATE_OPS};
+use crate::footprint::bench::{hold, HoldEnd};
+use crate::load::fdlimit;
 use crate::shared::{command_line, last_json_line, run_with_timeout, tail};
 
 /// How long a server may take to answer its first health check. Generous: a
@@ -54,6 +56,12 @@ const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed to `tqx-bench` beyond its warm-up and measured seconds
 /// (connecting, draining, printing).
 const BENCH_SLACK: Duration = Duration::from_secs(60);
+/// An idle hold's `--seconds`: far past any measurement, since the hold is
+/// killed as soon as the measurement it backs ends.
+const HOLD_SECONDS_MAX: u32 = 3_600;
+/// Time an idle hold may take to open its connections, beyond a measurement's
+/// own timeout.
+const HOLD_OPEN_SLACK: Duration = Duration::from_secs(120);
 /// The queue (or Redis list, or beanstalkd tube) every measurement uses.
 pub const QUEUE: &str = "bench";
 
@@ -92,6 +100,9 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
         set_own_affinity(server)?;
     }
     eprintln!("bench: placement: {}", opts.placement.describe());
+    // The servers inherit it: beanstalkd and Redis need a descriptor per
+    // connection, and the idle-connection cells hold 10,000.
+    fdlimit::raise_nofile(fdlimit::NOFILE_WANTED).map_err(|e| format!("raising the open-file limit: {e}"))?;
     let mut out = ResultsWriter::create(&opts.results)?;
     let meta = Meta {
         date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
@@ -313,13 +324,31 @@ fn measure_in(
     }
     let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
     let clock = Instant::now();
-    let output = match &opts.placement {
-        Placement::Apart { client, .. } => {
-            let mut pinned = vec!["-c".to_string(), cpu_list(client), opts.tqx_bench.display().to_string()];
-            pinned.extend(args);
-            run_with_timeout(Path::new("taskset"), &pinned, timeout)?
+    let output = match cell.idle {
+        None => client_command(opts, &args, |program, args| run_with_timeout(program, args, timeout))?,
+        Some(idle) => {
+            // A second load generator opens the idle connections first and
+            // holds them, on the client's CPUs, until the measurement is over.
+            let hold_args: Vec<String> = vec![
+                "hold".into(),
+                "--system".into(),
+                cell.system.name().into(),
+                "--addr".into(),
+                addr.to_string(),
+                "--connections".into(),
+                idle.to_string(),
+                "--seconds".into(),
+                // Ended by a kill once measured; this only bounds a stuck run.
+                HOLD_SECONDS_MAX.to_string(),
+            ];
+            let (hold, measured) = client_command(opts, &hold_args, |program, hold_args| {
+                hold(program, hold_args, timeout + HOLD_OPEN_SLACK, HoldEnd::AfterMeasuring, |_| {
+                    client_command(opts, &args, |program, args| run_with_timeout(program, args, timeout))
+                })
+            })?;
+            measured
+                .ok_or_else(|| format!("tqx-bench hold never held its {idle} connections: {}", hold.stderr_tail))??
         }
-        Placement::Shared => run_with_timeout(&opts.tqx_bench, &args, timeout)?,
     };
     phases.bench_s = clock.elapsed().as_secs_f64();
     // A server that died under load fails the cell whatever the client says.
@@ -351,6 +380,23 @@ fn measure_in(
         last_json_line(&output.stdout).ok_or_else(|| format!("tqx-bench printed no JSON: {:?}", output.stdout))?;
     let bench: BenchOutput = serde_json::from_str(line).map_err(|e| format!("tqx-bench output {line}: {e}"))?;
     Ok(Some(bench))
+}
+
+/// Calls `call(program, args)` with `tqx-bench ARGS` as the placement wants
+/// it: on the client's CPUs (through `taskset`) when pinned apart.
+fn client_command<T>(
+    opts: &RunOptions,
+    args: &[String],
+    call: impl FnOnce(&Path, &[String]) -> Result<T, String>,
+) -> Result<T, String> {
+    match &opts.placement {
+        Placement::Apart { client, .. } => {
+            let mut pinned = vec!["-c".to_string(), cpu_list(client), opts.tqx_bench.display().to_string()];
+            pinned.extend(args.iter().cloned());
+            call(Path::new("taskset"), &pinned)
+        }
+        Placement::Shared => call(&opts.tqx_bench, args),
+    }
 }
 
 /// Attempts at starting a server before the cell fails: a peer's port is
@@ -482,6 +528,9 @@ impl ServerProcess {
                 let child = Command::new(&opts.redis_server)
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", &data_arg])
                     .args(["--daemonize", "no", "--logfile", ""])
+                    // Its default of 10,000 clients would refuse some of the
+                    // idle-connection cells' 10,050.
+                    .args(["--maxclients", "20000"])
                     .args(durability.redis_args())
                     .stdin(Stdio::null())
                     .stdout(log_file()?)

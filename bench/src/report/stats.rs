@@ -258,6 +258,7 @@ mod tests {
             pipeline: 1,
             batch: None,
             load: None,
+            idle: None,
             system,
         }
     }
