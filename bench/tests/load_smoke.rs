@@ -102,6 +102,8 @@ fn start_redis() -> (Server, String) {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // The storm connects from 127.0.0.2 onwards, which protected mode refuses.
+        .args(["--protected-mode", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -531,6 +531,10 @@ impl ServerProcess {
                     // Its default of 10,000 clients would refuse some of the
                     // idle-connection cells' 10,050.
                     .args(["--maxclients", "20000"])
+                    // The storm connects from 127.0.0.2 onwards (src/load), which
+                    // protected mode refuses (it admits 127.0.0.1 and ::1 only);
+                    // the server is bound to 127.0.0.1 all the same.
+                    .args(["--protected-mode", "no"])
                     .args(durability.redis_args())
                     .stdin(Stdio::null())
                     .stdout(log_file()?)
