@@ -258,14 +258,7 @@ pub fn issue17_targets(results: &Results) -> Vec<Check> {
             "`memory` enqueue p99 at 50 % of peak with {} idle connections open: ≤ 1 ms",
             crate::shared::thousands(u64::from(IDLE_CONNECTIONS))
         ),
-        measured: match (p99(TqxBinary), p99(Redis)) {
-            (Some(ours), redis) => format!(
-                "{} µs{}",
-                fmt_us(ours),
-                redis.map(|r| format!(" (`redis` {} µs)", fmt_us(r))).unwrap_or_default()
-            ),
-            (None, _) => "—".into(),
-        },
+        measured: beside_redis(p99(TqxBinary), p99(Redis), |p| format!("{} µs", fmt_us(p))),
         verdict: Verdict::of(p99(TqxBinary).map(|p| p <= 1_000.0)),
     });
     let batch = results.get(&cell(Scenario::Batch, Sync, TqxBinary)).map(|s| s.tasks_per_s);
@@ -279,17 +272,18 @@ pub fn issue17_targets(results: &Results) -> Vec<Check> {
     let storm = |system: System| results.get(&cell(Scenario::Storm, Memory, system)).map(|s| s.ops_per_s);
     checks.push(Check {
         goal: "new connections (storm, `memory`): ≥ 20,000/s".into(),
-        measured: match (storm(TqxBinary), storm(Redis)) {
-            (Some(ours), redis) => format!(
-                "{}/s{}",
-                fmt_rate(ours),
-                redis.map(|r| format!(" (`redis` {}/s)", fmt_rate(r))).unwrap_or_default()
-            ),
-            (None, _) => "—".into(),
-        },
+        measured: beside_redis(storm(TqxBinary), storm(Redis), |r| format!("{}/s", fmt_rate(r))),
         verdict: Verdict::of(storm(TqxBinary).map(|s| s >= 20_000.0)),
     });
     checks
+}
+
+/// Our figure with Redis's in brackets (`—` when ours is missing).
+fn beside_redis(ours: Option<f64>, redis: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    match ours {
+        Some(ours) => format!("{}{}", show(ours), redis.map(|r| format!(" (`redis` {})", show(r))).unwrap_or_default()),
+        None => "—".into(),
+    }
 }
 
 /// The design document's claims (8 cores) against TaskQueueX's binary protocol
