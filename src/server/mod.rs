@@ -23,6 +23,8 @@
 //!   reading (pending io_uring reads and accepts complete, none is dropped in
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
+//! - Reload: SIGHUP -> the TLS certificate and key are re-read (`tls.rs`);
+//!   connections are untouched.
 
 mod binary_conn;
 mod buffers;

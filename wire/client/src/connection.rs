@@ -3,7 +3,8 @@
 //!
 //! Protocol of a connection's life:
 //!
-//! 1. `open` connects, sends `Hello{1, 1}` and reads its reply (the server's
+//! 1. `open` connects (and, with `ClientOptions::tls`, does the TLS handshake
+//!    through tokio-rustls), sends `Hello{1, 1}` and reads its reply (the server's
 //!    frame limit), then sends `Ping` and reads `Pong{ready}`: a server still
 //!    recovering its state counts as not (yet) reachable, so a connection in
 //!    hand is one that can serve.
