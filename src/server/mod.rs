@@ -43,7 +43,7 @@ mod ring;
 pub use ring::BinaryIo;
 mod tiering;
 mod tls;
-pub use tls::{TlsFiles, ALPN_BINARY, ALPN_HTTP};
+pub use tls::TlsFiles;
 mod worker;
 
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
@@ -811,4 +811,27 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_exposure;
+    use crate::cli::serve::test_config;
+
+    #[test]
+    fn only_loopback_listeners_start_without_tls_tokens_or_insecure() {
+        assert!(check_exposure(&test_config(&[])).is_ok(), "the defaults are loopback");
+        assert!(check_exposure(&test_config(&["--http", "[::1]:7700", "--binary", "127.0.0.2:7701"])).is_ok());
+        for exposed in [["--http", "0.0.0.0:7700"], ["--binary", "[::]:7701"], ["--http", "10.0.0.5:7700"]] {
+            let message = check_exposure(&test_config(&exposed)).expect_err(exposed[1]);
+            assert!(message.contains(&format!("{} {}", exposed[0], exposed[1])), "{message}");
+            assert!(message.contains("--insecure") && message.contains("--tls-cert"), "{message}");
+            let insecure = test_config(&[exposed[0], exposed[1], "--insecure"]);
+            assert!(check_exposure(&insecure).is_ok());
+            let tokens = super::ServeConfig { tokens_configured: true, ..test_config(&exposed) };
+            assert!(check_exposure(&tokens).is_ok());
+            let tls = test_config(&[exposed[0], exposed[1], "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+            assert!(check_exposure(&tls).is_ok());
+        }
+    }
 }

@@ -41,8 +41,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, ServerConnection};
 use tokio_uring::net::TcpStream;
 // One way to read PEM files and one crypto provider, shared with the clients.
-pub use tqx_client::tls::{ALPN_BINARY, ALPN_HTTP};
-use tqx_client::tls::{provider, read_certificates, read_private_key, read_roots};
+use tqx_client::tls::{provider, read_certificates, read_private_key, read_roots, ALPN_BINARY, ALPN_HTTP};
 
 use super::conn_timers::ConnTimer;
 

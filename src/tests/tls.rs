@@ -330,7 +330,7 @@ fn curl_and_openssl_s_client_talk_to_the_tls_ports() {
             r#"{"payload":{"from":"curl"}}"#,
             "-w",
             "\n%{http_code}",
-            &url,
+            url.as_str(),
         ]),
         WITHIN,
     )
@@ -340,7 +340,7 @@ fn curl_and_openssl_s_client_talk_to_the_tls_ports() {
     let http_addr = server.addr.to_string();
     let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let common = ["-CAfile", ca_arg, "-verify_return_error", "-verify_ip", "127.0.0.1", "-ign_eof"];
-    let out = s_client(&[&["-connect", &http_addr, "-alpn", "http/1.1"][..], &common].concat(), request);
+    let out = s_client(&[&["-connect", http_addr.as_str(), "-alpn", "http/1.1"][..], &common[..]].concat(), request);
     assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
     assert!(out.contains("ALPN protocol: http/1.1"), "{out}");
     assert!(out.contains("HTTP/1.1 200"), "{out}");
@@ -372,7 +372,7 @@ fn a_wrong_ca_or_an_expired_certificate_is_refused_and_the_error_says_so() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("certificate was refused"), "{stderr}");
     let output = tqx_testkit::output_within(
-        Command::new("curl").args(["-sS", "--cacert", path_str(&other_pem), &format!("{https}/healthz")]),
+        Command::new("curl").args(["-sS", "--cacert", path_str(&other_pem), format!("{https}/healthz").as_str()]),
         WITHIN,
     )
     .unwrap();
@@ -485,7 +485,7 @@ fn mutual_tls_requires_a_client_certificate_signed_by_the_client_ca() {
             path_str(&client_cert),
             "--key",
             path_str(&client_key),
-            &format!("https://127.0.0.1:{}/healthz", server.addr.port()),
+            format!("https://127.0.0.1:{}/healthz", server.addr.port()).as_str(),
         ]),
         WITHIN,
     )
