@@ -357,14 +357,7 @@ fn task_call(
     action: &str,
     body: Option<Vec<u8>>,
 ) -> Call {
-    Call {
-        name,
-        server,
-        method,
-        path: format!("/v1/tasks/{id}{action}"),
-        body,
-        timeout: http_client::REQUEST_TIMEOUT,
-    }
+    Call { name, server, method, path: format!("/v1/tasks/{id}{action}"), body, timeout: http_client::REQUEST_TIMEOUT }
 }
 
 impl Call {

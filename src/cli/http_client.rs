@@ -223,7 +223,10 @@ pub fn request(
 /// The TLS configuration for `https://` URLs: trusts the CAs in `ca`, presents
 /// `identity` (certificate and key PEM files) for mutual TLS, offers ALPN
 /// `http/1.1`.
-pub fn tls_config(ca: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     tqx_client::tls::client_config(ca, identity, tqx_client::tls::ALPN_HTTP)
 }
 
@@ -248,7 +251,11 @@ pub fn request_url(
     let _ = socket.set_nodelay(true);
     let mut stream = match (url.tls, tls) {
         (false, _) => Conn::Plain(socket),
-        (true, None) => return Err(tls_error("an https:// server needs --tls-ca PEM (the CA that signed its certificate)".to_string())),
+        (true, None) => {
+            return Err(tls_error(
+                "an https:// server needs --tls-ca PEM (the CA that signed its certificate)".to_string(),
+            ))
+        }
         (true, Some(config)) => {
             let name = tqx_client::tls::server_name(&format!("{}:{}", url.host, url.port)).map_err(tls_error)?;
             let session = rustls::ClientConnection::new(config.clone(), name).map_err(|e| tls_error(e.to_string()))?;

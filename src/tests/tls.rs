@@ -20,9 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use support::Server;
@@ -305,7 +303,8 @@ fn both_protocols_serve_requests_over_tls_with_their_alpn() {
     let (code, stdout, stderr) = tqx(&["queues", "--server", &https, "--tls-ca", ca_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"tls-binary\""), "{stdout}");
-    let (code, stdout, stderr) = tqx(&["queue", "tls", "--binary", "--server", &binary.to_string(), "--tls-ca", ca_arg]);
+    let (code, stdout, stderr) =
+        tqx(&["queue", "tls", "--binary", "--server", &binary.to_string(), "--tls-ca", ca_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"name\": \"tls\""), "{stdout}");
 }

@@ -250,7 +250,13 @@ async fn hello_and_ping<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Starts the connection's reader and writer tasks on its two halves.
-fn start<R, W>(read_half: R, write_half: W, buffer: BytesMut, options: &ClientOptions, frame_body_bytes_max: usize) -> Connection
+fn start<R, W>(
+    read_half: R,
+    write_half: W,
+    buffer: BytesMut,
+    options: &ClientOptions,
+    frame_body_bytes_max: usize,
+) -> Connection
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,

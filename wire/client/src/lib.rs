@@ -70,11 +70,11 @@ pub mod tls;
 
 pub use client::Client;
 pub use error::ClientError;
-pub use tls::ClientTls;
 pub use options::{
     ClientOptions, CONNECT_TIMEOUT_MS_DEFAULT, RECONNECT_ATTEMPTS_MAX_DEFAULT, RECONNECT_BACKOFF_BASE_MS_DEFAULT,
     RECONNECT_BACKOFF_MAX_MS_DEFAULT, REPLY_BODY_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
 };
+pub use tls::ClientTls;
 /// The protocol crate, for what this one does not re-export.
 pub use tqx_wire as wire;
 pub use tqx_wire::{
