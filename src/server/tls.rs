@@ -252,6 +252,28 @@ impl RecordCursor {
     }
 }
 
+/// After a read of ciphertext: while `handshaking`, its first bytes start
+/// the request deadline (`charged` remembers it); after the handshake, a read
+/// that stopped inside a record (`in_record`) starts it. It only ever starts
+/// the deadline, never clears one an unfinished request started: records
+/// without plaintext cannot reset it.
+pub(super) fn charge_deadline(timer: &ConnTimer, charged: &Cell<bool>, handshaking: bool, in_record: bool) {
+    if handshaking {
+        if !charged.replace(true) {
+            timer.parsed(false, true);
+        }
+    } else if in_record {
+        timer.parsed(false, true);
+    }
+}
+
+/// The handshake is done: its deadline is over; what follows is timed as
+/// requests are.
+pub(super) fn handshake_done(timer: &ConnTimer, charged: &Cell<bool>) {
+    charged.set(false);
+    timer.parsed(false, false);
+}
+
 /// A socket under rustls (see the module comment).
 pub(crate) struct TlsStream {
     socket: TcpStream,
@@ -322,10 +344,7 @@ impl TlsStream {
                 }
             }
             if self.handshake_charged.get() && !self.session.borrow().is_handshaking() {
-                // The handshake is done: its deadline is over. What follows
-                // is timed as requests are.
-                self.handshake_charged.set(false);
-                self.timer.parsed(false, false);
+                handshake_done(&self.timer, &self.handshake_charged);
                 let session = self.session.borrow();
                 tracing::debug!(
                     version = ?session.protocol_version(),
@@ -374,15 +393,8 @@ impl TlsStream {
     /// The request deadline covers the handshake from its first byte, and a
     /// TLS record that a read left unfinished.
     fn charge_deadline(&self, in_record: bool) {
-        if self.session.borrow().is_handshaking() {
-            if !self.handshake_charged.replace(true) {
-                self.timer.parsed(false, true);
-            }
-        } else if in_record {
-            // Only ever starts the deadline (never clears one a partial
-            // request started): records without plaintext cannot reset it.
-            self.timer.parsed(false, true);
-        }
+        let handshaking = self.session.borrow().is_handshaking();
+        charge_deadline(&self.timer, &self.handshake_charged, handshaking, in_record);
     }
 
     async fn write_all(&self, buffer: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
