@@ -331,6 +331,8 @@ pub(crate) struct Shared {
     /// When the engine next needs the executor, in wall-clock ms (`u64::MAX`:
     /// never), as the latest batch found it (`Shared::timer_due`).
     pub(crate) timer_due_ms: AtomicU64,
+    /// TLS on both listeners, if configured (`tls.rs`); reloaded on SIGHUP.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
