@@ -5,6 +5,7 @@
 //! Exit codes: 0 on success, 1 when the server answers an error, 2 when it
 //! cannot be reached or answers something unreadable.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -52,6 +53,23 @@ pub(super) struct ServerOpt {
     /// Use the binary protocol (`tqx serve --binary`) instead of HTTP; the output is the same JSON.
     #[arg(long)]
     binary: bool,
+    /// TLS: trust the CA certificates in this PEM file for the server's certificate (a server started
+    /// with --tls-cert). Over HTTP the server URL is then https://; with --binary it turns TLS on.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: present this client certificate (PEM; with --tls-key and --tls-ca).
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ServerOpt {
+    /// The client certificate and key for mutual TLS, if given.
+    fn identity(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -225,7 +243,7 @@ impl ClientCommand {
 /// One HTTP call a client subcommand makes.
 struct Call {
     name: &'static str,
-    server: Option<String>,
+    server: ServerOpt,
     method: &'static str,
     path: String,
     body: Option<Vec<u8>>,
@@ -309,7 +327,7 @@ fn enqueue_call(a: EnqueueArgs) -> Call {
     };
     Call {
         name: "enqueue",
-        server: a.server.server,
+        server: a.server,
         method: "POST",
         path: format!("/v1/queues/{}/tasks", http_client::encode_path_segment(&a.queue)),
         body: to_body(&body),
@@ -323,7 +341,7 @@ fn dequeue_call(a: DequeueArgs) -> Call {
     let body = DequeueBody { queues: a.queues, max: a.max, lease_ms: a.lease_ms, wait_ms: a.wait_ms };
     Call {
         name: "dequeue",
-        server: a.server.server,
+        server: a.server,
         method: "POST",
         path: "/v1/dequeue".to_string(),
         body: to_body(&body),
@@ -339,19 +357,12 @@ fn task_call(
     action: &str,
     body: Option<Vec<u8>>,
 ) -> Call {
-    Call {
-        name,
-        server: server.server,
-        method,
-        path: format!("/v1/tasks/{id}{action}"),
-        body,
-        timeout: http_client::REQUEST_TIMEOUT,
-    }
+    Call { name, server, method, path: format!("/v1/tasks/{id}{action}"), body, timeout: http_client::REQUEST_TIMEOUT }
 }
 
 impl Call {
     fn get(name: &'static str, server: ServerOpt, path: String) -> Call {
-        Call { name, server: server.server, method: "GET", path, body: None, timeout: http_client::REQUEST_TIMEOUT }
+        Call { name, server, method: "GET", path, body: None, timeout: http_client::REQUEST_TIMEOUT }
     }
 
     /// Sends the request and prints the reply: the JSON body on stdout and exit 0
@@ -361,6 +372,8 @@ impl Call {
         let name = self.name;
         let server = self
             .server
+            .server
+            .clone()
             .or_else(|| std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()))
             .unwrap_or_else(|| DEFAULT_SERVER.to_string());
         let url = match ServerUrl::parse(&server) {
@@ -370,8 +383,28 @@ impl Call {
                 return ExitCode::from(2);
             }
         };
-        let response = match http_client::request_url(&url, self.method, &self.path, self.body.as_deref(), self.timeout)
-        {
+        let tls = match (&self.server.tls_ca, url.tls) {
+            (None, _) => None,
+            (Some(_), false) => {
+                eprintln!("tqx {name}: --tls-ca needs an https:// server URL (got {url})");
+                return ExitCode::from(2);
+            }
+            (Some(ca), true) => match http_client::tls_config(ca, self.server.identity()) {
+                Ok(config) => Some(config),
+                Err(reason) => {
+                    eprintln!("tqx {name}: TLS: {reason}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        let response = match http_client::request_url(
+            &url,
+            tls.as_ref(),
+            self.method,
+            &self.path,
+            self.body.as_deref(),
+            self.timeout,
+        ) {
             Ok(response) => response,
             Err(error) => {
                 let hint = if matches!(error, ClientError::BadResponse { .. }) {
@@ -416,11 +449,20 @@ fn binary_call(command: ClientCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server = command.server();
+    let tls = match &server.tls_ca {
+        None => None,
+        Some(ca) => match tqx_client::ClientTls::from_pem_files(ca, server.identity()) {
+            Ok(tls) => Some(tls),
+            Err(error) => return binary_failure(name, &error),
+        },
+    };
     // One attempt: a terminal user wants "unreachable" now, not after a backoff.
     let options = tqx_client::ClientOptions {
         connect_timeout_ms: http_client::CONNECT_TIMEOUT.as_millis() as u64,
         request_timeout_ms: http_client::REQUEST_TIMEOUT.as_millis() as u64,
         reconnect_attempts_max: 1,
+        tls,
         ..tqx_client::ClientOptions::default()
     };
     let connection = match tqx_client::blocking::Client::connect(&addr, options) {
@@ -487,7 +529,8 @@ fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
         ClientError::Connect { .. }
         | ClientError::ConnectionLost { .. }
         | ClientError::Timeout { .. }
-        | ClientError::Protocol { .. } => {
+        | ClientError::Protocol { .. }
+        | ClientError::Tls { .. } => {
             eprintln!("tqx {name}: {error}");
             return ExitCode::from(2);
         }

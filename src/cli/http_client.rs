@@ -1,13 +1,15 @@
 //! A small blocking HTTP/1.1 client for the `tqx` client subcommands.
 //!
-//! One request per connection (`Connection: close`), over `std::net::TcpStream`,
-//! `http://` only. The response is read whole: status line, headers, and a body
+//! One request per connection (`Connection: close`), over `std::net::TcpStream`:
+//! `http://`, or `https://` through rustls (`rustls::StreamOwned`) with the CA
+//! given to `--tls-ca` (docs/security.md). The response is read whole: status line, headers, and a body
 //! delimited by `Content-Length` or by the server closing the connection (chunked
 //! bodies are refused: the TaskQueueX server never sends them).
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long establishing a TCP connection may take.
@@ -19,9 +21,11 @@ pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Headers parsed per response.
 const HEADERS_COUNT_MAX: usize = 64;
 
-/// A parsed `http://host[:port][/prefix]` server address.
+/// A parsed `http[s]://host[:port][/prefix]` server address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerUrl {
+    /// `https://`: the request goes over TLS.
+    pub tls: bool,
     /// Host as written (an IPv6 literal keeps its brackets).
     pub host: String,
     pub port: u16,
@@ -30,18 +34,18 @@ pub struct ServerUrl {
 }
 
 impl ServerUrl {
-    /// Parses `http://host[:port][/prefix]`; a missing scheme means `http://`, a
-    /// missing port means 80.
+    /// Parses `http[s]://host[:port][/prefix]`; a missing scheme means `http://`, a
+    /// missing port means 80 (443 for `https://`).
     pub fn parse(url: &str) -> Result<ServerUrl, ClientError> {
         let invalid = |why: &str| ClientError::InvalidUrl { url: url.to_string(), reason: why.to_string() };
         let trimmed = url.trim();
-        let rest = match trimmed.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(invalid("https is not supported; use http://"))
+        let (tls, rest) = match trimmed.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some((scheme, _)) => {
+                return Err(invalid(&format!("unsupported scheme {scheme:?}; use http:// or https://")))
             }
-            Some((scheme, _)) => return Err(invalid(&format!("unsupported scheme {scheme:?}; use http://"))),
-            None => trimmed,
+            None => (false, trimmed),
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -76,7 +80,7 @@ impl ServerUrl {
             return Err(invalid("the host contains whitespace"));
         }
         let port = match port {
-            None => 80,
+            None => default_port(tls),
             Some(text) => match text.parse::<u16>() {
                 Ok(port) if port != 0 && text.bytes().all(|b| b.is_ascii_digit()) => port,
                 _ => return Err(invalid(&format!("bad port {text:?}: expected 1 to 65535"))),
@@ -86,12 +90,12 @@ impl ServerUrl {
         if base_path.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(invalid("the path contains whitespace"));
         }
-        Ok(ServerUrl { host: host.to_string(), port, base_path })
+        Ok(ServerUrl { tls, host: host.to_string(), port, base_path })
     }
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        if self.port == 80 {
+        if self.port == default_port(self.tls) {
             self.host.clone()
         } else {
             format!("{}:{}", self.host, self.port)
@@ -104,9 +108,18 @@ impl ServerUrl {
     }
 }
 
+fn default_port(tls: bool) -> u16 {
+    if tls {
+        443
+    } else {
+        80
+    }
+}
+
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}{}", self.host, self.port, self.base_path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.base_path)
     }
 }
 
@@ -140,6 +153,9 @@ pub enum ClientError {
     Io { server: String, source: io::Error },
     /// The peer answered something that is not a well-formed HTTP response.
     BadResponse { server: String, reason: String },
+    /// TLS failed: a certificate (the server's, or ours) was refused, a PEM
+    /// file could not be used, or the handshake failed; `reason` says which.
+    Tls { server: String, reason: String },
 }
 
 impl fmt::Display for ClientError {
@@ -157,6 +173,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::Io { server, source } => write!(f, "connection to {server} failed: {source}"),
             ClientError::BadResponse { server, reason } => write!(f, "bad HTTP response from {server}: {reason}"),
+            ClientError::Tls { server, reason } => write!(f, "TLS to {server}: {reason}"),
         }
     }
 }
@@ -165,7 +182,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Connect { source, .. } | ClientError::Io { source, .. } => Some(source),
-            ClientError::InvalidUrl { .. } | ClientError::BadResponse { .. } => None,
+            ClientError::InvalidUrl { .. } | ClientError::BadResponse { .. } | ClientError::Tls { .. } => None,
         }
     }
 }
@@ -200,29 +217,103 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let url = ServerUrl::parse(server)?;
-    request_url(&url, method, path, body, timeout)
+    request_url(&url, None, method, path, body, timeout)
 }
 
-/// [`request`] with an already parsed server URL.
+/// The TLS configuration for `https://` URLs: trusts the CAs in `ca`, presents
+/// `identity` (certificate and key PEM files) for mutual TLS, offers ALPN
+/// `http/1.1`.
+pub fn tls_config(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    tqx_client::tls::client_config(ca, identity, tqx_client::tls::ALPN_HTTP)
+}
+
+/// [`request`] with an already parsed server URL; an `https://` URL needs `tls`.
 pub fn request_url(
     url: &ServerUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let server = url.to_string();
-    let mut stream = connect(url).map_err(|source| ClientError::Connect { server: server.clone(), source })?;
-    let io_error = |source| ClientError::Io { server: server.clone(), source };
+    let socket = connect(url).map_err(|source| ClientError::Connect { server: server.clone(), source })?;
+    let io_error = |source: io::Error| match tqx_client::tls::describe_failure(&source) {
+        Some(reason) => ClientError::Tls { server: server.clone(), reason },
+        None => ClientError::Io { server: server.clone(), source },
+    };
+    let tls_error = |reason: String| ClientError::Tls { server: server.clone(), reason };
     let deadline = Instant::now() + timeout;
-    stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
-    let _ = stream.set_nodelay(true);
+    socket.set_write_timeout(Some(timeout)).map_err(io_error)?;
+    let _ = socket.set_nodelay(true);
+    let mut stream = match (url.tls, tls) {
+        (false, _) => Conn::Plain(socket),
+        (true, None) => {
+            return Err(tls_error(
+                "an https:// server needs --tls-ca PEM (the CA that signed its certificate)".to_string(),
+            ))
+        }
+        (true, Some(config)) => {
+            let name = tqx_client::tls::server_name(&format!("{}:{}", url.host, url.port)).map_err(tls_error)?;
+            let session = rustls::ClientConnection::new(config.clone(), name).map_err(|e| tls_error(e.to_string()))?;
+            Conn::Tls(Box::new(rustls::StreamOwned::new(session, socket)))
+        }
+    };
     let request = render_request(url, method, path, body);
     stream.write_all(&request).and_then(|()| stream.flush()).map_err(io_error)?;
     read_response(&mut stream, method, deadline).map_err(|e| match e {
-        ReadError::Io(source) => ClientError::Io { server: server.clone(), source },
+        ReadError::Io(source) => io_error(source),
         ReadError::Bad(reason) => ClientError::BadResponse { server: server.clone(), reason },
     })
+}
+
+/// A connection: plain TCP, or TLS over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(socket) => socket,
+            Conn::Tls(stream) => &stream.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(socket) => socket.read(buffer),
+            // The server closes after its response (`Connection: close`)
+            // without a close_notify; the response is framed by its
+            // Content-Length, so a cut is still seen.
+            Conn::Tls(stream) => match stream.read(buffer) {
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(socket) => socket.write(buffer),
+            Conn::Tls(stream) => stream.write(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(socket) => socket.flush(),
+            Conn::Tls(stream) => stream.flush(),
+        }
+    }
 }
 
 fn connect(url: &ServerUrl) -> io::Result<TcpStream> {
@@ -263,7 +354,7 @@ enum ReadError {
     Bad(String),
 }
 
-fn read_response(stream: &mut TcpStream, method: &str, deadline: Instant) -> Result<Response, ReadError> {
+fn read_response(stream: &mut Conn, method: &str, deadline: Instant) -> Result<Response, ReadError> {
     let mut buffer = Vec::with_capacity(8192);
     let mut chunk = [0u8; 16384];
     loop {
@@ -271,7 +362,7 @@ fn read_response(stream: &mut TcpStream, method: &str, deadline: Instant) -> Res
         if remaining.is_zero() {
             return Err(ReadError::Io(io::Error::new(io::ErrorKind::TimedOut, "the response timed out")));
         }
-        stream.set_read_timeout(Some(remaining)).map_err(ReadError::Io)?;
+        stream.socket().set_read_timeout(Some(remaining)).map_err(ReadError::Io)?;
         let read = match stream.read(&mut chunk) {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -423,7 +514,7 @@ mod tests {
     use std::thread;
 
     fn url(host: &str, port: u16, base_path: &str) -> ServerUrl {
-        ServerUrl { host: host.to_string(), port, base_path: base_path.to_string() }
+        ServerUrl { tls: false, host: host.to_string(), port, base_path: base_path.to_string() }
     }
 
     #[test]
@@ -438,12 +529,14 @@ mod tests {
         assert_eq!(ServerUrl::parse("http://[::1]:7700").unwrap().to_string(), "http://[::1]:7700");
         assert_eq!(url("h", 80, "").authority(), "h");
         assert_eq!(url("h", 7700, "").authority(), "h:7700");
+        let https = ServerUrl::parse("https://q.example").unwrap();
+        assert_eq!((https.tls, https.port, https.authority()), (true, 443, "q.example".to_string()));
+        assert_eq!(ServerUrl::parse("https://[::1]:7700").unwrap().to_string(), "https://[::1]:7700");
     }
 
     #[test]
     fn refuses_bad_urls() {
         for bad in [
-            "https://127.0.0.1:7700",
             "ftp://x",
             "http://",
             "http://:7700",

@@ -165,6 +165,20 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = crate::limits::PRUNE_ABOVE_PERCENT_DEFAULT,
           value_parser = clap::value_parser!(u8).range(crate::limits::PRUNE_ABOVE_PERCENT_MIN as i64..=100))]
     prune_above_percent: u8,
+    /// TLS on both listeners: the server's certificate chain (PEM, leaf first). Needs --tls-key.
+    /// Re-read on SIGHUP (docs/security.md).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file. Re-read on SIGHUP.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Listen on an address other than loopback without TLS and without tokens, on purpose: anyone who
+    /// can reach the port can then read, take and delete every task.
+    #[arg(long)]
+    insecure: bool,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -272,6 +286,13 @@ fn config(args: ServeArgs) -> ServeConfig {
             BinaryIoArg::TokioUring => server::BinaryIo::TokioUring,
             BinaryIoArg::IoUring => server::BinaryIo::IoUring,
         },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key, client_ca: args.tls_client_ca }),
+            // clap requires both or neither.
+            _ => None,
+        },
+        tokens_configured: false,
+        insecure: args.insecure,
     }
 }
 

@@ -52,13 +52,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use slab::Slab;
 use tokio::sync::{oneshot, Notify};
-use tokio_uring::net::TcpStream;
 use tqx_wire::{ErrorCode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{self, reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::reactor::reply_budget_released;
+use super::tls::Stream;
 use super::worker::{self, Job};
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
@@ -267,7 +267,7 @@ impl Replies {
 }
 
 pub(crate) async fn serve_connection(
-    stream: &Rc<TcpStream>,
+    stream: &Rc<Stream>,
     shared: &Arc<Shared>,
     replies: &Rc<Replies>,
     timer: &Rc<ConnTimer>,
@@ -322,7 +322,7 @@ pub(crate) async fn serve_connection(
     conn.finish();
 }
 
-async fn read_loop(stream: Rc<TcpStream>, conn: Rc<Conn>, buffered_bytes_max: usize, read_bytes_max: usize) {
+async fn read_loop(stream: Rc<Stream>, conn: Rc<Conn>, buffered_bytes_max: usize, read_bytes_max: usize) {
     // Sized by what arrives, so an idle connection pins little (buffers.rs).
     let mut read_bytes = READ_BYTES_MIN;
     let mut chunk: Vec<u8> = Vec::with_capacity(read_bytes);
@@ -375,7 +375,7 @@ fn reserve(inbox: &mut BytesMut, incoming: usize, buffered_bytes_max: usize) {
     inbox.reserve(wanted);
 }
 
-async fn write_loop(stream: Rc<TcpStream>, conn: Rc<Conn>) {
+async fn write_loop(stream: Rc<Stream>, conn: Rc<Conn>) {
     let mut spare: Vec<u8> = Vec::new();
     loop {
         let batch = {

@@ -615,6 +615,37 @@ mod tests {
         }
     }
 
+    /// The TLS handshake is timed as a request (tls.rs): from its first
+    /// byte, the request deadline; done, the deadline is over and the idle
+    /// timeout applies. A connection that sends nothing is idle.
+    #[test]
+    fn a_tls_handshake_is_timed_by_the_request_deadline_from_its_first_byte() {
+        use super::super::tls::{charge_deadline, handshake_done};
+        let (clock, now) = manual();
+        let registry = Registry::new(policy(1_000, 5_000, 100), clock);
+        let conns = ReactorConns::default();
+        let timer = conns.register(&registry, -1);
+        let charged = Cell::new(false);
+        // Silent since the accept at 1,000: only the idle timeout.
+        assert_eq!(timer.verdict(&registry.policy, 2_500), Verdict::Keep);
+        // The ClientHello's first bytes at 3,000; more at 3,900 do not extend it.
+        now.store(3_000, Ordering::Relaxed);
+        charge_deadline(&timer, &charged, true, true);
+        now.store(3_900, Ordering::Relaxed);
+        charge_deadline(&timer, &charged, true, false);
+        assert_eq!(timer.verdict(&registry.policy, 3_999), Verdict::Keep);
+        assert_eq!(timer.verdict(&registry.policy, 4_000), Verdict::RequestDeadline);
+        // Done before then: idle from the accept, as before.
+        handshake_done(&timer, &charged);
+        assert_eq!(timer.verdict(&registry.policy, 5_999), Verdict::Keep);
+        assert_eq!(timer.verdict(&registry.policy, 6_000), Verdict::IdleTimeout);
+        // After the handshake, a read that stops inside a record starts it.
+        now.store(5_000, Ordering::Relaxed);
+        charge_deadline(&timer, &charged, false, true);
+        assert_eq!(timer.verdict(&registry.policy, 6_000), Verdict::RequestDeadline);
+        conns.unregister(&registry, &timer);
+    }
+
     #[test]
     fn the_sweep_closes_idle_connections_once() {
         let (clock, now) = manual();

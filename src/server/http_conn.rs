@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use tokio::sync::{oneshot, Notify};
 use tokio_uring::buf::fixed::FixedBufPool;
-use tokio_uring::net::TcpStream;
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{Mailbox, ReplyTo};
 use super::reactor::{reply_budget_released, FIXED_BUFFER_BYTES};
+use super::tls::Stream;
 use super::worker::{self, Job};
 use super::Shared;
 use crate::command::{Command, Reply};
@@ -67,7 +67,7 @@ struct Inbox {
 /// a long poll waits, and no read is ever dropped half-way), and the processor
 /// below, which parses, submits, awaits replies in order and writes.
 pub(crate) async fn serve_connection(
-    stream: &Rc<TcpStream>,
+    stream: &Rc<Stream>,
     shared: &Arc<Shared>,
     pool: Option<FixedBufPool<Vec<u8>>>,
     timer: &ConnTimer,
@@ -104,7 +104,7 @@ pub(crate) async fn serve_connection(
 }
 
 async fn read_loop(
-    stream: Rc<TcpStream>,
+    stream: Rc<Stream>,
     pool: Option<FixedBufPool<Vec<u8>>>,
     inbox: Rc<RefCell<Inbox>>,
     wake_processor: Rc<Notify>,
@@ -122,12 +122,17 @@ async fn read_loop(
                 return;
             }
         }
-        let fixed = pool.as_ref().and_then(|pool| pool.try_next(FIXED_BUFFER_BYTES));
+        // Registered buffers serve plain reads only (TLS reads ciphertext
+        // into its own buffer).
+        let fixed = match (stream.plain(), pool.as_ref()) {
+            (Some(socket), Some(pool)) => pool.try_next(FIXED_BUFFER_BYTES).map(|buffer| (socket, buffer)),
+            _ => None,
+        };
         let result = match fixed {
-            Some(buffer) => {
+            Some((socket, buffer)) => {
                 // A registered buffer: the kernel skips mapping it per read. Its
                 // bytes are copied to the inbox and it goes back to the pool.
-                let (result, buffer) = stream.read_fixed(buffer).await;
+                let (result, buffer) = socket.read_fixed(buffer).await;
                 chunk.clear();
                 chunk.extend_from_slice(&buffer[..]);
                 result
@@ -172,7 +177,7 @@ async fn read_loop(
 /// not yet taken stay parsed; the inbox is parsed again only once they are
 /// all taken, so meanwhile it fills and the reader pauses (back-pressure).
 async fn process(
-    stream: &TcpStream,
+    stream: &Stream,
     shared: &Arc<Shared>,
     inbox: &RefCell<Inbox>,
     wake: &Notify,

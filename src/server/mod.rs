@@ -23,6 +23,8 @@
 //!   reading (pending io_uring reads and accepts complete, none is dropped in
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
+//! - Reload: SIGHUP -> the TLS certificate and key are re-read (`tls.rs`);
+//!   connections are untouched.
 
 mod binary_conn;
 mod buffers;
@@ -40,6 +42,8 @@ mod reactor;
 mod ring;
 pub use ring::BinaryIo;
 mod tiering;
+mod tls;
+pub use tls::TlsFiles;
 mod worker;
 
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
@@ -148,6 +152,14 @@ pub struct ServeConfig {
     pub prune_above_percent: u8,
     /// `--binary-io`: which reactor serves the binary protocol (experimental; `ring/`).
     pub binary_io: BinaryIo,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: TLS on both listeners (`tls.rs`).
+    pub tls: Option<TlsFiles>,
+    /// Whether clients must present a token (`--tokens`). Together with `tls`
+    /// it decides whether a listener may be bound to a non-loopback address.
+    pub tokens_configured: bool,
+    /// `--insecure`: listen on a non-loopback address without TLS and without
+    /// tokens, on purpose.
+    pub insecure: bool,
 }
 
 #[derive(Debug)]
@@ -184,6 +196,11 @@ pub enum ServeError {
     /// The lease key cannot be read or made (`lease_key.rs`); the message says
     /// which file and what to do.
     LeaseKey(String),
+    /// A TLS file cannot be read or used; the message names it.
+    Tls(String),
+    /// A listener on a non-loopback address without TLS and without tokens
+    /// (safe by default); the message says how to enable them.
+    Insecure(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -201,7 +218,9 @@ impl std::fmt::Display for ServeError {
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
             ServeError::Limits(message) | ServeError::Cpus(message) => f.write_str(message),
-            ServeError::LeaseKey(message) => write!(f, "{message}"),
+            ServeError::LeaseKey(message) | ServeError::Tls(message) | ServeError::Insecure(message) => {
+                f.write_str(message)
+            }
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
             ServeError::Checkpoint(reason) => write!(
@@ -312,6 +331,8 @@ pub(crate) struct Shared {
     /// When the engine next needs the executor, in wall-clock ms (`u64::MAX`:
     /// never), as the latest batch found it (`Shared::timer_due`).
     pub(crate) timer_due_ms: AtomicU64,
+    /// TLS on both listeners, if configured (`tls.rs`); reloaded on SIGHUP.
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
@@ -394,6 +415,7 @@ impl Shared {
             ),
             watermark: Arc::default(),
             timer_due_ms: AtomicU64::new(u64::MAX),
+            tls: None,
         }
     }
 
@@ -531,12 +553,51 @@ fn placement(asked: Option<&[usize]>) -> Result<Vec<usize>, ServeError> {
     Ok(asked.to_vec())
 }
 
+/// Safe by default (docs/security.md): a listener bound to an address other
+/// than loopback needs TLS or tokens, or `--insecure`. Loopback stays open so
+/// that the two-command start works.
+fn check_exposure(config: &ServeConfig) -> Result<(), String> {
+    if config.tls.is_some() || config.tokens_configured || config.insecure {
+        return Ok(());
+    }
+    let exposed: Vec<String> = [("--http", config.http_addr), ("--binary", config.binary_addr)]
+        .iter()
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .map(|(flag, addr)| format!("{flag} {addr}"))
+        .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on {} without TLS or tokens: anyone who can reach it could read, take and delete \
+         every task. Enable TLS with --tls-cert PEM --tls-key PEM (and --tls-client-ca PEM for client \
+         certificates), or tokens with --tokens FILE, or listen on 127.0.0.1; pass --insecure to listen \
+         there without either on purpose (docs/security.md)",
+        exposed.join(" and ")
+    ))
+}
+
 /// Runs the server until SIGINT or SIGTERM, then stops accepting, finishes the
-/// requests in flight and returns.
+/// requests in flight and returns. SIGHUP reloads the TLS certificate and key.
 pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     assert!(config.reactor_threads >= 1 && config.worker_threads >= 1 && config.worker_threads <= 64);
     // Before anything is opened or bound: a body limit the log cannot hold is refused.
     crate::limits::check_body_bytes_max(config.max_body_bytes).map_err(ServeError::Limits)?;
+    // Safe by default: nothing is bound where others can reach it without TLS
+    // or tokens, unless asked on purpose.
+    check_exposure(&config).map_err(ServeError::Insecure)?;
+    let tls = match &config.tls {
+        Some(files) => {
+            if config.binary_io == BinaryIo::IoUring {
+                return Err(ServeError::Tls(
+                    "TLS is not supported by the experimental --binary-io io-uring reactor; use --binary-io tokio-uring"
+                        .to_string(),
+                ));
+            }
+            Some(tls::Tls::load(files.clone()).map_err(ServeError::Tls)?)
+        }
+        None => None,
+    };
     // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
     let connections_max = connections_max(config.max_connections);
@@ -564,7 +625,9 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
 
     let sockets = listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect();
-    let shared = Arc::new(Shared::new(&config, connections_max, sockets));
+    let mut shared = Shared::new(&config, connections_max, sockets);
+    shared.tls = tls;
+    let shared = Arc::new(shared);
 
     let cpus = placement(config.cpus.as_deref())?;
     let core_of = |i: usize| config.pin_threads.then(|| cpus[i % cpus.len()]);
@@ -704,7 +767,26 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let watchdog = shared.liveness.start_watchdog().map_err(ServeError::Io)?;
     tracing::info!(durability = %config.durability, "ready");
 
-    let signal = os::wait_for_stop_signal();
+    // SIGHUP reloads what can be reloaded without dropping connections (one
+    // hook each); SIGINT and SIGTERM stop.
+    let mut reload_hooks: Vec<Box<dyn Fn()>> = Vec::new();
+    if shared.tls.is_some() {
+        let shared = shared.clone();
+        reload_hooks.push(Box::new(move || {
+            if let Some(tls) = &shared.tls {
+                tls.reload();
+            }
+        }));
+    }
+    let signal = loop {
+        match os::wait_for_signal() {
+            libc::SIGHUP => {
+                tracing::info!("SIGHUP: reloading");
+                reload_hooks.iter().for_each(|reload| reload());
+            }
+            signal => break signal,
+        }
+    };
     tracing::info!(signal, "stopping: no new connections; finishing requests in flight");
     shared.begin_stop();
     let _ = watchdog.join();
@@ -731,4 +813,27 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_exposure;
+    use crate::cli::serve::test_config;
+
+    #[test]
+    fn only_loopback_listeners_start_without_tls_tokens_or_insecure() {
+        assert!(check_exposure(&test_config(&[])).is_ok(), "the defaults are loopback");
+        assert!(check_exposure(&test_config(&["--http", "[::1]:7700", "--binary", "127.0.0.2:7701"])).is_ok());
+        for exposed in [["--http", "0.0.0.0:7700"], ["--binary", "[::]:7701"], ["--http", "10.0.0.5:7700"]] {
+            let message = check_exposure(&test_config(&exposed)).expect_err(exposed[1]);
+            assert!(message.contains(&format!("{} {}", exposed[0], exposed[1])), "{message}");
+            assert!(message.contains("--insecure") && message.contains("--tls-cert"), "{message}");
+            let insecure = test_config(&[exposed[0], exposed[1], "--insecure"]);
+            assert!(check_exposure(&insecure).is_ok());
+            let tokens = super::ServeConfig { tokens_configured: true, ..test_config(&exposed) };
+            assert!(check_exposure(&tokens).is_ok());
+            let tls = test_config(&[exposed[0], exposed[1], "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+            assert!(check_exposure(&tls).is_ok());
+        }
+    }
 }

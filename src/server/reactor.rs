@@ -30,6 +30,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use super::conn_timers::{self, ReactorConns};
 use super::outbox::Mailbox;
 use super::ring::{self, BinaryIo};
+use super::tls::{self, Stream};
 use super::{binary_conn, http_conn, os, Shared};
 use crate::http;
 use crate::limits::REPLY_BUDGET_RECHECK_MS;
@@ -178,7 +179,7 @@ async fn accept_loop(
                     live.set(live.get() + 1);
                     let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
                     tokio_uring::spawn(async move {
-                        refuse(stream, &protocol, shared.connections_max).await;
+                        refuse(stream, &protocol, shared.connections_max, shared.tls.is_some()).await;
                         live.set(live.get() - 1);
                     });
                     continue;
@@ -188,15 +189,26 @@ async fn accept_loop(
                 let timer = conns.register(&shared.conns, fd);
                 live.set(live.get() + 1);
                 let (shared, live, protocol, conns) = (shared.clone(), live.clone(), protocol.clone(), conns.clone());
-                let stream = Rc::new(stream);
                 tokio_uring::spawn(async move {
-                    match protocol {
-                        Protocol::Http(pool, mailbox) => {
-                            http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox).await
+                    let listener = match protocol {
+                        Protocol::Http(..) => tls::Listener::Http,
+                        Protocol::Binary(_) => tls::Listener::Binary,
+                    };
+                    match Stream::accepted(stream, shared.tls.as_ref(), listener, &timer) {
+                        Ok(stream) => {
+                            let stream = Rc::new(stream);
+                            match protocol {
+                                Protocol::Http(pool, mailbox) => {
+                                    http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox).await
+                                }
+                                Protocol::Binary(replies) => {
+                                    binary_conn::serve_connection(&stream, &shared, &replies, &timer).await
+                                }
+                            }
                         }
-                        Protocol::Binary(replies) => {
-                            binary_conn::serve_connection(&stream, &shared, &replies, &timer).await
-                        }
+                        // Only a configuration rustls refuses does this; the
+                        // socket is dropped (closed).
+                        Err(error) => tracing::warn!(%error, "cannot start a TLS session"),
                     }
                     // Before the socket is closed (when `stream` drops), so no
                     // pruner shuts down a reused descriptor number.
@@ -221,8 +233,14 @@ async fn accept_loop(
 /// Answers a connection past `--max-connections` with one `overloaded`
 /// refusal in its protocol, then closes it, as Redis does past `maxclients`.
 /// Nothing is read: a client that already sent a request may see the close
-/// (a reset) before the refusal.
-async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize) {
+/// (a reset) before the refusal. Under TLS (`tls`) the connection is closed
+/// without a word: a refusal needs a handshake, which is what is refused.
+async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize, tls: bool) {
+    if tls {
+        let _ = stream.shutdown(Shutdown::Both);
+        tracing::debug!(limit, "refused a TLS connection past --max-connections");
+        return;
+    }
     let mut refusal = Vec::new();
     match protocol {
         Protocol::Http(..) => http::render_too_many_connections(limit, &mut refusal),

@@ -3,7 +3,8 @@
 //!
 //! Protocol of a connection's life:
 //!
-//! 1. `open` connects, sends `Hello{1, 1}` and reads its reply (the server's
+//! 1. `open` connects (and, with `ClientOptions::tls`, does the TLS handshake
+//!    through tokio-rustls), sends `Hello{1, 1}` and reads its reply (the server's
 //!    frame limit), then sends `Ping` and reads `Pong{ready}`: a server still
 //!    recovering its state counts as not (yet) reachable, so a connection in
 //!    hand is one that can serve.
@@ -31,8 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tqx_wire::{take_frame, Header, Request, Response, HEADER_BYTES, VERSION};
@@ -192,11 +192,46 @@ async fn handshake(
     next_request_id: &(dyn Fn() -> u64 + Sync),
 ) -> Result<Connection, AttemptError> {
     let transient = AttemptError::Transient;
-    let mut stream = connect_tcp(addr).await.map_err(transient)?;
+    let stream = connect_tcp(addr).await.map_err(transient)?;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let Some(tls) = &options.tls else {
+        let mut stream = stream;
+        let frame_body_bytes_max = hello_and_ping(&mut stream, &mut buffer, options, next_request_id).await?;
+        // Owned halves: no lock between the reader and the writer.
+        let (read_half, write_half) = stream.into_split();
+        return Ok(start(read_half, write_half, buffer, options, frame_body_bytes_max));
+    };
+    let name = match &tls.server_name {
+        Some(name) => crate::tls::server_name(name),
+        None => crate::tls::server_name(addr),
+    };
+    let name = name.map_err(|reason| AttemptError::Fatal(ClientError::Tls { reason }))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let mut stream = connector.connect(name, stream).await.map_err(|e| io_failure("the TLS handshake", &e))?;
+    let frame_body_bytes_max = hello_and_ping(&mut stream, &mut buffer, options, next_request_id).await?;
+    let (read_half, write_half) = tokio::io::split(stream);
+    Ok(start(read_half, write_half, buffer, options, frame_body_bytes_max))
+}
 
+/// A failed read or write during the handshake: fatal if TLS refused (a
+/// certificate, ours or the server's: trying again fails the same way),
+/// else transient.
+fn io_failure(doing: &str, error: &std::io::Error) -> AttemptError {
+    match crate::tls::describe_failure(error) {
+        Some(reason) => AttemptError::Fatal(ClientError::Tls { reason }),
+        None => AttemptError::Transient(format!("{doing}: {error}")),
+    }
+}
+
+/// The hello (the server's frame limit, returned) and the readiness ping.
+async fn hello_and_ping<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    options: &ClientOptions,
+    next_request_id: &(dyn Fn() -> u64 + Sync),
+) -> Result<usize, AttemptError> {
     let hello = Request::Hello { version_min: VERSION, version_max: VERSION };
-    let frame_body_bytes_max = match exchange(&mut stream, &mut buffer, &hello, next_request_id(), options).await? {
+    let frame_body_bytes_max = match exchange(stream, buffer, &hello, next_request_id(), options).await? {
         Response::Hello { version, frame_body_bytes_max } if version == VERSION => frame_body_bytes_max as usize,
         Response::Hello { version, .. } => {
             let reason = format!("the server chose protocol version {version}; this client speaks {VERSION}");
@@ -204,21 +239,34 @@ async fn handshake(
         }
         other => return Err(unexpected_during_handshake("hello", other)),
     };
-    match exchange(&mut stream, &mut buffer, &Request::Ping, next_request_id(), options).await? {
+    match exchange(stream, buffer, &Request::Ping, next_request_id(), options).await? {
         Response::Pong { ready: true } => {}
         Response::Pong { ready: false } => {
             return Err(AttemptError::Transient("the server is still recovering its state".to_string()))
         }
         other => return Err(unexpected_during_handshake("ping", other)),
     }
+    Ok(frame_body_bytes_max)
+}
 
-    let (read_half, write_half) = stream.into_split();
+/// Starts the connection's reader and writer tasks on its two halves.
+fn start<R, W>(
+    read_half: R,
+    write_half: W,
+    buffer: BytesMut,
+    options: &ClientOptions,
+    frame_body_bytes_max: usize,
+) -> Connection
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (stop, stop_seen) = watch::channel(false);
     let shared = Arc::new(Shared { table: Mutex::new(Table { waiting: HashMap::new(), closed: None }), stop });
     let (frames, frames_queued) = mpsc::channel(WRITE_QUEUE_FRAMES_MAX);
     tokio::spawn(write_loop(write_half, frames_queued, shared.clone(), stop_seen.clone()));
     tokio::spawn(read_loop(read_half, buffer, shared.clone(), stop_seen, options.reply_body_bytes_max));
-    Ok(Connection { frames, shared, frame_body_bytes_max })
+    Connection { frames, shared, frame_body_bytes_max }
 }
 
 async fn connect_tcp(addr: &str) -> Result<TcpStream, String> {
@@ -241,8 +289,8 @@ async fn connect_tcp(addr: &str) -> Result<TcpStream, String> {
 /// Sends one request and reads its reply, before the connection's tasks exist
 /// (the handshake is strictly one request at a time). A server error is
 /// transient if its code is retryable, else fatal.
-async fn exchange(
-    stream: &mut TcpStream,
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buffer: &mut BytesMut,
     request: &Request,
     request_id: u64,
@@ -252,7 +300,12 @@ async fn exchange(
     let mut frame = Vec::with_capacity(64);
     // Hello and ping always encode.
     request.encode(request_id, &mut frame);
-    stream.write_all(&frame).await.map_err(|e| transient(format!("sending the {:?}: {e}", request.opcode())))?;
+    // The flush sends what TLS buffered (a no-op on plain TCP).
+    let sent = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
+    sent.await.map_err(|e| io_failure(&format!("sending the {:?}", request.opcode()), &e))?;
     let (header, body) = loop {
         match take_frame(buffer, options.reply_body_bytes_max) {
             Ok(Some(frame)) => break frame,
@@ -266,7 +319,7 @@ async fn exchange(
         match stream.read_buf(buffer).await {
             Ok(0) => return Err(transient("the server closed the connection during the handshake".to_string())),
             Ok(_) => {}
-            Err(error) => return Err(transient(format!("reading the handshake reply: {error}"))),
+            Err(error) => return Err(io_failure("reading the handshake reply", &error)),
         }
     };
     let id = header.request_id.get();
@@ -290,8 +343,8 @@ fn unexpected_during_handshake(step: &str, response: Response) -> AttemptError {
     AttemptError::Fatal(ClientError::Protocol { reason })
 }
 
-async fn write_loop(
-    mut write_half: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write_half: W,
     mut frames_queued: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
     mut stop_seen: watch::Receiver<bool>,
@@ -312,7 +365,11 @@ async fn write_loop(
             }
         }
         let written = tokio::select! {
-            written = write_half.write_all(&batch) => written,
+            // The flush sends what TLS buffered (a no-op on plain TCP).
+            written = async {
+                write_half.write_all(&batch).await?;
+                write_half.flush().await
+            } => written,
             _ = stop_seen.wait_for(|stop| *stop) => break,
         };
         if let Err(error) = written {
@@ -329,8 +386,8 @@ async fn write_loop(
     shared.close("the client closed the connection".to_string());
 }
 
-async fn read_loop(
-    mut read_half: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut read_half: R,
     mut buffer: BytesMut,
     shared: Arc<Shared>,
     mut stop_seen: watch::Receiver<bool>,

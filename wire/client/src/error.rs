@@ -39,6 +39,12 @@ pub enum ClientError {
     /// trusted), a reply of the wrong kind, or a hello it does not understand.
     /// The request, if there was one, may have been executed.
     Protocol { reason: String },
+    /// TLS failed ([`crate::ClientOptions::tls`]): the server's certificate
+    /// was refused (wrong CA, expired, another name), the server refused our
+    /// client certificate, a PEM file could not be used, or the handshake
+    /// failed otherwise; `reason` says which. Not retried: trying again with
+    /// the same files fails the same way.
+    Tls { reason: String },
 }
 
 impl ClientError {
@@ -51,9 +57,10 @@ impl ClientError {
             ClientError::Connect { .. } => true,
             ClientError::ConnectionLost { resend_safe, .. } | ClientError::Timeout { resend_safe, .. } => *resend_safe,
             ClientError::Server { code, .. } => code.retryable(),
-            ClientError::InvalidRequest { .. } | ClientError::RequestTooLarge { .. } | ClientError::Protocol { .. } => {
-                false
-            }
+            ClientError::InvalidRequest { .. }
+            | ClientError::RequestTooLarge { .. }
+            | ClientError::Protocol { .. }
+            | ClientError::Tls { .. } => false,
         }
     }
 
@@ -64,9 +71,10 @@ impl ClientError {
         match self {
             ClientError::ConnectionLost { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. } => true,
             ClientError::Server { code, .. } => *code == ErrorCode::StorageFailed,
-            ClientError::Connect { .. } | ClientError::InvalidRequest { .. } | ClientError::RequestTooLarge { .. } => {
-                false
-            }
+            ClientError::Connect { .. }
+            | ClientError::InvalidRequest { .. }
+            | ClientError::RequestTooLarge { .. }
+            | ClientError::Tls { .. } => false,
         }
     }
 
@@ -102,6 +110,7 @@ impl fmt::Display for ClientError {
                 "the request is {body_bytes} bytes, over the server's limit of {limit_bytes} bytes per frame body"
             ),
             ClientError::Protocol { reason } => write!(f, "protocol error: {reason}"),
+            ClientError::Tls { reason } => write!(f, "TLS: {reason}"),
         }
     }
 }

@@ -19,6 +19,9 @@
 //!   say what to do next.
 //! - **Async or blocking.** [`Client`] runs on the caller's tokio runtime;
 //!   [`blocking::Client`] has the same methods and brings its own.
+//! - **TLS** when [`ClientOptions::tls`] is set ([`ClientTls::from_pem_files`]:
+//!   the CA that signed the server's certificate, and a client certificate for
+//!   mutual TLS); a refused certificate is [`ClientError::Tls`].
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -63,6 +66,7 @@ mod error;
 mod options;
 
 pub mod blocking;
+pub mod tls;
 
 pub use client::Client;
 pub use error::ClientError;
@@ -70,6 +74,7 @@ pub use options::{
     ClientOptions, CONNECT_TIMEOUT_MS_DEFAULT, RECONNECT_ATTEMPTS_MAX_DEFAULT, RECONNECT_BACKOFF_BASE_MS_DEFAULT,
     RECONNECT_BACKOFF_MAX_MS_DEFAULT, REPLY_BODY_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
 };
+pub use tls::ClientTls;
 /// The protocol crate, for what this one does not re-export.
 pub use tqx_wire as wire;
 pub use tqx_wire::{

@@ -30,6 +30,9 @@ pub struct ClientOptions {
     /// client allocate without bound. Default 256 MiB (as the HTTP CLI): room
     /// for a 1,000-task dequeue of 256 KiB payloads.
     pub reply_body_bytes_max: usize,
+    /// TLS to a server started with `--tls-cert` (`None`: plain TCP). Default
+    /// `None`.
+    pub tls: Option<crate::ClientTls>,
 }
 
 /// Default of [`ClientOptions::connect_timeout_ms`].
@@ -59,6 +62,7 @@ impl Default for ClientOptions {
             reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS_DEFAULT,
             reconnect_attempts_max: RECONNECT_ATTEMPTS_MAX_DEFAULT,
             reply_body_bytes_max: REPLY_BODY_BYTES_MAX_DEFAULT,
+            tls: None,
         }
     }
 }
