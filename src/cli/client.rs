@@ -52,6 +52,27 @@ pub(super) struct ServerOpt {
     /// Use the binary protocol (`tqx serve --binary`) instead of HTTP; the output is the same JSON.
     #[arg(long)]
     binary: bool,
+    /// API token for a server with `--tokens` [env: TQX_TOKEN] (prefer the variable: arguments are
+    /// visible to other users in the process list).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl ServerOpt {
+    /// `--token`, else `TQX_TOKEN` (when set and not blank).
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| std::env::var("TQX_TOKEN").ok().filter(|s| !s.trim().is_empty()))
+    }
+}
+
+/// What to add to an error a server answered, when it concerns the token.
+fn token_hint(code: &str, token_sent: bool) -> &'static str {
+    match (code, token_sent) {
+        ("unauthenticated", true) => "the server refused the token (check --token or TQX_TOKEN)",
+        ("unauthenticated", false) => "the server requires a token: pass --token or set TQX_TOKEN",
+        ("forbidden", _) => "the token does not grant this (see the scope named above)",
+        _ => "",
+    }
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +247,7 @@ impl ClientCommand {
 struct Call {
     name: &'static str,
     server: Option<String>,
+    token: Option<String>,
     method: &'static str,
     path: String,
     body: Option<Vec<u8>>,
@@ -309,6 +331,7 @@ fn enqueue_call(a: EnqueueArgs) -> Call {
     };
     Call {
         name: "enqueue",
+        token: a.server.token(),
         server: a.server.server,
         method: "POST",
         path: format!("/v1/queues/{}/tasks", http_client::encode_path_segment(&a.queue)),
@@ -323,6 +346,7 @@ fn dequeue_call(a: DequeueArgs) -> Call {
     let body = DequeueBody { queues: a.queues, max: a.max, lease_ms: a.lease_ms, wait_ms: a.wait_ms };
     Call {
         name: "dequeue",
+        token: a.server.token(),
         server: a.server.server,
         method: "POST",
         path: "/v1/dequeue".to_string(),
@@ -341,6 +365,7 @@ fn task_call(
 ) -> Call {
     Call {
         name,
+        token: server.token(),
         server: server.server,
         method,
         path: format!("/v1/tasks/{id}{action}"),
@@ -351,7 +376,15 @@ fn task_call(
 
 impl Call {
     fn get(name: &'static str, server: ServerOpt, path: String) -> Call {
-        Call { name, server: server.server, method: "GET", path, body: None, timeout: http_client::REQUEST_TIMEOUT }
+        Call {
+            name,
+            token: server.token(),
+            server: server.server,
+            method: "GET",
+            path,
+            body: None,
+            timeout: http_client::REQUEST_TIMEOUT,
+        }
     }
 
     /// Sends the request and prints the reply: the JSON body on stdout and exit 0
@@ -370,19 +403,20 @@ impl Call {
                 return ExitCode::from(2);
             }
         };
-        let response = match http_client::request_url(&url, self.method, &self.path, self.body.as_deref(), self.timeout)
-        {
-            Ok(response) => response,
-            Err(error) => {
-                let hint = if matches!(error, ClientError::BadResponse { .. }) {
-                    " (is that a TaskQueueX server?)"
-                } else {
-                    ""
-                };
-                eprintln!("tqx {name}: {error}{hint}");
-                return ExitCode::from(2);
-            }
-        };
+        let token = self.token.as_deref();
+        let response =
+            match http_client::request_url(&url, self.method, &self.path, self.body.as_deref(), token, self.timeout) {
+                Ok(response) => response,
+                Err(error) => {
+                    let hint = if matches!(error, ClientError::BadResponse { .. }) {
+                        " (is that a TaskQueueX server?)"
+                    } else {
+                        ""
+                    };
+                    eprintln!("tqx {name}: {error}{hint}");
+                    return ExitCode::from(2);
+                }
+            };
         let body = http_client::pretty_json(&response.body)
             .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim_end().to_string());
         if response.is_success() {
@@ -392,6 +426,15 @@ impl Call {
             let retry = response.header("retry-after").map(|s| format!(", retry after {s} s")).unwrap_or_default();
             eprintln!("tqx {name}: the server answered {}{retry}:", response.status);
             eprintln!("{body}");
+            let code = match response.status {
+                401 => "unauthenticated",
+                403 => "forbidden",
+                _ => "",
+            };
+            let hint = token_hint(code, token.is_some());
+            if !hint.is_empty() {
+                eprintln!("tqx {name}: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -417,15 +460,18 @@ fn binary_call(command: ClientCommand) -> ExitCode {
         }
     };
     // One attempt: a terminal user wants "unreachable" now, not after a backoff.
+    let token = command.server().token();
     let options = tqx_client::ClientOptions {
+        token: token.clone().map(tqx_client::Token::new),
         connect_timeout_ms: http_client::CONNECT_TIMEOUT.as_millis() as u64,
         request_timeout_ms: http_client::REQUEST_TIMEOUT.as_millis() as u64,
         reconnect_attempts_max: 1,
         ..tqx_client::ClientOptions::default()
     };
+    let token_sent = token.is_some();
     let connection = match tqx_client::blocking::Client::connect(&addr, options) {
         Ok(connection) => connection,
-        Err(error) => return binary_failure(name, &error),
+        Err(error) => return binary_failure(name, &error, token_sent),
     };
     use super::binary as render;
     let reply = match command {
@@ -470,14 +516,14 @@ fn binary_call(command: ClientCommand) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(error) => binary_failure(name, &error),
+        Err(error) => binary_failure(name, &error, token_sent),
     }
 }
 
 /// Prints a failed `--binary` call like the HTTP path prints one: an error reply
 /// (the HTTP API's error body on stderr) exits 1; a server that cannot be
 /// reached, or whose answer is lost or unreadable, exits 2.
-fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
+fn binary_failure(name: &str, error: &tqx_client::ClientError, token_sent: bool) -> ExitCode {
     use tqx_client::ClientError;
     let (code, message) = match error {
         ClientError::Server { code, message } => (code.as_str(), message.clone()),
@@ -496,5 +542,9 @@ fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
     eprintln!("tqx {name}: the server answered {code}{retry}:");
     let body = super::binary::error_body(code, &message);
     eprintln!("{}", http_client::pretty_json(&body).unwrap_or_default());
+    let hint = token_hint(code, token_sent);
+    if !hint.is_empty() {
+        eprintln!("tqx {name}: {hint}");
+    }
     ExitCode::FAILURE
 }

@@ -165,6 +165,11 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = crate::limits::PRUNE_ABOVE_PERCENT_DEFAULT,
           value_parser = clap::value_parser!(u8).range(crate::limits::PRUNE_ABOVE_PERCENT_MIN as i64..=100))]
     prune_above_percent: u8,
+    /// Require a token on every request, checked against this file of token hashes and scopes (made
+    /// with `tqx token create`; docs/security.md). Read at start and again on SIGHUP (a bad new file
+    /// keeps the tokens in force). Without it, every request is allowed.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -272,6 +277,7 @@ fn config(args: ServeArgs) -> ServeConfig {
             BinaryIoArg::TokioUring => server::BinaryIo::TokioUring,
             BinaryIoArg::IoUring => server::BinaryIo::IoUring,
         },
+        tokens_file: args.tokens,
     }
 }
 

@@ -23,6 +23,7 @@
 //!   reading (pending io_uring reads and accepts complete, none is dropped in
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
+//! - SIGHUP reloads the token file (`--tokens`, `tokens.rs`); nothing else stops.
 
 mod binary_conn;
 mod buffers;
@@ -40,6 +41,7 @@ mod reactor;
 mod ring;
 pub use ring::BinaryIo;
 mod tiering;
+mod tokens;
 mod worker;
 
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
@@ -148,6 +150,17 @@ pub struct ServeConfig {
     pub prune_above_percent: u8,
     /// `--binary-io`: which reactor serves the binary protocol (experimental; `ring/`).
     pub binary_io: BinaryIo,
+    /// `--tokens`: the token file (docs/security.md). `None`: no
+    /// authentication, every request is allowed.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// Whether requests must carry a token (`--tokens`): what the safe-by-default
+    /// check of a non-loopback listener asks.
+    pub fn tokens_configured(&self) -> bool {
+        self.tokens_file.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -184,6 +197,9 @@ pub enum ServeError {
     /// The lease key cannot be read or made (`lease_key.rs`); the message says
     /// which file and what to do.
     LeaseKey(String),
+    /// The token file (`--tokens`) cannot be read or is not valid; the
+    /// message names the file and the line.
+    Tokens(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -201,7 +217,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
             ServeError::Limits(message) | ServeError::Cpus(message) => f.write_str(message),
-            ServeError::LeaseKey(message) => write!(f, "{message}"),
+            ServeError::LeaseKey(message) | ServeError::Tokens(message) => write!(f, "{message}"),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
             ServeError::Checkpoint(reason) => write!(
@@ -312,6 +328,9 @@ pub(crate) struct Shared {
     /// When the engine next needs the executor, in wall-clock ms (`u64::MAX`:
     /// never), as the latest batch found it (`Shared::timer_due`).
     pub(crate) timer_due_ms: AtomicU64,
+    /// The token table (`--tokens`), reloaded on SIGHUP; `None`: no
+    /// authentication.
+    pub(crate) tokens: Option<tokens::TokenStore>,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
@@ -394,6 +413,7 @@ impl Shared {
             ),
             watermark: Arc::default(),
             timer_due_ms: AtomicU64::new(u64::MAX),
+            tokens: None,
         }
     }
 
@@ -539,6 +559,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     crate::limits::check_body_bytes_max(config.max_body_bytes).map_err(ServeError::Limits)?;
     // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
+    // Before anything listens: a token file that does not parse refuses the start.
+    let tokens = config.tokens_file.as_deref().map(tokens::TokenStore::load).transpose().map_err(ServeError::Tokens)?;
     let connections_max = connections_max(config.max_connections);
     if let Some(queue) = config.debug_panic_queue.clone() {
         liveness::set_debug_panic_queue(queue);
@@ -564,7 +586,9 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
 
     let sockets = listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect();
-    let shared = Arc::new(Shared::new(&config, connections_max, sockets));
+    let mut shared = Shared::new(&config, connections_max, sockets);
+    shared.tokens = tokens;
+    let shared = Arc::new(shared);
 
     let cpus = placement(config.cpus.as_deref())?;
     let core_of = |i: usize| config.pin_threads.then(|| cpus[i % cpus.len()]);
@@ -704,7 +728,27 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let watchdog = shared.liveness.start_watchdog().map_err(ServeError::Io)?;
     tracing::info!(durability = %config.durability, "ready");
 
-    let signal = os::wait_for_stop_signal();
+    // SIGHUP reloads what can be reloaded without dropping connections (one
+    // hook each; a file that does not load is logged and the old state kept);
+    // SIGINT and SIGTERM stop.
+    let mut reload_hooks: Vec<Box<dyn Fn()>> = Vec::new();
+    if shared.tokens.is_some() {
+        let shared = shared.clone();
+        reload_hooks.push(Box::new(move || {
+            if let Some(tokens) = &shared.tokens {
+                tokens.reload();
+            }
+        }));
+    }
+    let signal = loop {
+        match os::wait_for_signal() {
+            libc::SIGHUP => {
+                tracing::info!("SIGHUP: reloading");
+                reload_hooks.iter().for_each(|reload| reload());
+            }
+            signal => break signal,
+        }
+    };
     tracing::info!(signal, "stopping: no new connections; finishing requests in flight");
     shared.begin_stop();
     let _ = watchdog.join();

@@ -162,8 +162,8 @@ pub(crate) fn pin_current_thread(core: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns
-/// afterwards, so that only [`wait_for_stop_signal`] receives them.
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and every thread it
+/// spawns afterwards, so that only [`wait_for_signal`] receives them.
 pub(crate) fn block_stop_signals() -> io::Result<()> {
     // SAFETY: sigset manipulation on a local set.
     unsafe {
@@ -171,6 +171,7 @@ pub(crate) fn block_stop_signals() -> io::Result<()> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let result = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if result != 0 {
             return Err(io::Error::from_raw_os_error(result));
@@ -179,14 +180,16 @@ pub(crate) fn block_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM (blocked beforehand by [`block_stop_signals`]).
-pub(crate) fn wait_for_stop_signal() -> libc::c_int {
+/// Waits for SIGINT, SIGTERM (stop) or SIGHUP (reload), blocked beforehand by
+/// [`block_stop_signals`].
+pub(crate) fn wait_for_signal() -> libc::c_int {
     // SAFETY: sigwait on a local set of blocked signals.
     unsafe {
         let mut set: libc::sigset_t = mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let mut signal: libc::c_int = 0;
         loop {
             if libc::sigwait(&set, &mut signal) == 0 {

@@ -30,6 +30,31 @@ pub struct ClientOptions {
     /// client allocate without bound. Default 256 MiB (as the HTTP CLI): room
     /// for a 1,000-task dequeue of 256 KiB payloads.
     pub reply_body_bytes_max: usize,
+    /// The API token, for a server with `tqx serve --tokens`: sent in an
+    /// `auth` request after the hello of every connection (and reconnection).
+    /// A refused token fails the connect with `ClientError::Server` and code
+    /// `unauthenticated`, which is not retried. Default `None`.
+    pub token: Option<Token>,
+}
+
+/// An API token. Its `Debug` form hides it, so options can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Token {
+        Token(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} bytes)", self.0.len())
+    }
 }
 
 /// Default of [`ClientOptions::connect_timeout_ms`].
@@ -59,6 +84,7 @@ impl Default for ClientOptions {
             reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS_DEFAULT,
             reconnect_attempts_max: RECONNECT_ATTEMPTS_MAX_DEFAULT,
             reply_body_bytes_max: REPLY_BODY_BYTES_MAX_DEFAULT,
+            token: None,
         }
     }
 }
