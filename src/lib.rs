@@ -5,6 +5,7 @@
 //! protocols (`http`, `binary`), the simulator (`sim`) and, with the `server`
 //! feature, the server, its checkpoint store and the `tqx` command line.
 
+pub mod auth;
 pub mod binary;
 #[cfg(feature = "server")]
 pub mod cli;

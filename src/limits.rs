@@ -52,6 +52,33 @@ const _: () = assert!(BODY_BYTES_MAX_DEFAULT == FRAME_BODY_BYTES_MAX_DEFAULT);
 const _: () = assert!(DEPENDS_ON_COUNT_MAX <= BATCH_DEPENDS_ON_COUNT_MAX);
 const _: () = assert!(BATCH_TASKS_COUNT_MAX <= BATCH_DEPENDS_ON_COUNT_MAX);
 
+// ---- authentication (src/auth.rs, docs/security.md) --------------------------
+
+/// Bytes of a token a client presents (HTTP `Authorization: Bearer`, the
+/// binary `auth` body). Tokens `tqx token create` makes are 68 (`tqx_` and 64
+/// hex digits); a longer one is refused as unauthenticated without being
+/// hashed. An HTTP request carries its token inline in the parsed request (no
+/// allocation), so this is also what each parsed request may hold for it.
+pub const TOKEN_BYTES_MAX: usize = 128;
+/// Failed authentications one connection may make (a wrong or revoked token,
+/// or a request without one): at this many the server answers the last and
+/// closes the connection, so a client cannot try tokens at the rate of its
+/// pipelining. A reconnect costs a TCP handshake (and a TLS one).
+pub const AUTH_FAILURES_PER_CONNECTION_MAX: u32 = 3;
+/// Tokens in the token file. A first authentication compares the presented
+/// token's hash with every entry in constant time (about 4 ns each: 40 µs at
+/// the limit), once per connection and token; the table costs about 100 bytes
+/// per token plus its queue patterns.
+pub const TOKENS_COUNT_MAX: usize = 10_000;
+/// Queue patterns of one token (`queues=`); each request a token limited to
+/// queues makes tests its queue against each of them.
+pub const TOKEN_QUEUE_PATTERNS_COUNT_MAX: usize = 64;
+/// Size of the token file, read whole at start and on SIGHUP.
+pub const TOKEN_FILE_BYTES_MAX: usize = 4 << 20;
+
+const _: () = assert!(TOKEN_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(AUTH_FAILURES_PER_CONNECTION_MAX >= 1);
+
 // ---- write-ahead log ---------------------------------------------------------
 
 /// Largest log record payload (one command with its `now_ms`), in bytes. The

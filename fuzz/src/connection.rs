@@ -5,8 +5,10 @@
 //!
 //! Input: byte 0 picks the protocol (even: HTTP, odd: binary frames; for binary,
 //! `byte0 >> 1` also picks how many frames one step may take, as the reactor
-//! limits requests in flight), bytes 1..=3 are chunk sizes (each `b + 1`, used
-//! in turn), and the rest is the script the peer sends.
+//! limits requests in flight, and bit 4 whether the server has tokens: then
+//! `auth` with [`FUZZ_TOKEN`] authenticates, anything else fails, and requests
+//! go through the authorization of `auth.rs`), bytes 1..=3 are chunk sizes
+//! (each `b + 1`, used in turn), and the rest is the script the peer sends.
 //!
 //! The steps are the reactors' own pure functions: `http::take_requests`
 //! (src/server/reactor.rs) and `binary::take_frames` (src/server/binary_conn.rs).
@@ -17,11 +19,22 @@
 //! reply on the client side.
 
 use bytes::BytesMut;
-use taskqueuex::binary::{self, take_frames, BinaryNext, ConnState};
+use taskqueuex::auth::Tokens;
+use taskqueuex::binary::{self, take_frames_with_tokens, BinaryNext, ConnState};
 use taskqueuex::http::{take_requests, Limits, Next};
 
 use crate::http_request::small_limits;
 use crate::replies::{self, check_reply_frame};
+
+/// The token the binary connections with tokens accept: consume on queues
+/// `q*` (so requests are both allowed and forbidden), the SHA-256 of
+/// `tqx_fuzz` (the corpus's `binary_auth_*` sessions send it).
+pub const FUZZ_TOKEN: &str = "tqx_fuzz";
+
+pub fn fuzz_tokens() -> Tokens {
+    let hash: String = taskqueuex::auth::hash_token(FUZZ_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    Tokens::parse(&format!("sha256={hash} scopes=consume queues=q*\n")).expect("a valid token line")
+}
 
 /// What a connection produced, in order, and what was left in its buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,8 +63,10 @@ pub fn run(data: &[u8]) {
         }
     } else {
         let frames_max = usize::from(mode >> 1) % 8 + 1;
-        let whole = binary(script, &[script.len().max(1)], usize::MAX);
-        let chunked = binary(script, &sizes, frames_max);
+        let table = fuzz_tokens();
+        let tokens = (mode & 0x10 != 0).then_some(&table);
+        let whole = binary(script, &[script.len().max(1)], usize::MAX, tokens);
+        let chunked = binary(script, &sizes, frames_max, tokens);
         assert_eq!(
             chunked.0, whole.0,
             "binary frames in chunks of {sizes:?}, {frames_max} a step, against all at once"
@@ -105,7 +120,12 @@ pub fn http(script: &[u8], sizes: &[usize], limits: &Limits) -> Outcome<Next> {
 /// A binary connection: `script` arrives in chunks of `sizes`; after each one
 /// the reactor calls `take_frames` with room for `frames_max` frames, again
 /// and again (as replies free room) until it takes nothing more.
-pub fn binary(script: &[u8], sizes: &[usize], frames_max: usize) -> (Outcome<BinaryNext>, ConnState) {
+pub fn binary(
+    script: &[u8],
+    sizes: &[usize],
+    frames_max: usize,
+    tokens: Option<&Tokens>,
+) -> (Outcome<BinaryNext>, ConnState) {
     let limits = binary::Limits::default();
     let mut state = ConnState::new();
     let mut inbox = BytesMut::new();
@@ -114,11 +134,14 @@ pub fn binary(script: &[u8], sizes: &[usize], frames_max: usize) -> (Outcome<Bin
         inbox.extend_from_slice(chunk);
         loop {
             let before = events.len();
-            take_frames(&mut inbox, &mut state, &limits, frames_max, &mut events);
+            take_frames_with_tokens(&mut inbox, &mut state, &limits, tokens, frames_max, &mut events);
             let taken = events.len() - before;
             assert!(taken <= frames_max, "took {taken} frames with room for {frames_max}");
             if state.is_closed() {
-                assert!(matches!(events.last(), Some(BinaryNext::Fatal(_))), "closed only by a framing error");
+                assert!(
+                    matches!(events.last(), Some(BinaryNext::Fatal(_))),
+                    "closed only by a framing error or failed authentications"
+                );
                 let outcome = Outcome { events, closed: true, left: 0 };
                 return (outcome, state);
             }

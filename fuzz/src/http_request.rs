@@ -43,7 +43,7 @@ pub fn check(data: &[u8], limits: &Limits) -> Next {
             let status = response::check(response, false, false);
             assert!(status >= 400, "a fatal answer is an error, not {status}");
         }
-        Next::Request { action, keep_alive, consumed } => {
+        Next::Request { action, keep_alive, consumed, .. } => {
             assert!(*consumed > 0 && *consumed <= data.len(), "consumed {consumed} of {}", data.len());
             if let Action::Respond(bytes) = action {
                 response::check(bytes, *keep_alive, is_head(&data[..*consumed]));
@@ -52,9 +52,30 @@ pub fn check(data: &[u8], limits: &Limits) -> Next {
                 let alone = next_request(&data[..*consumed], limits);
                 assert_eq!(alone, next, "the request read alone differs from the request read with what follows");
             }
+            check_authorized(data, limits);
         }
     }
     next
+}
+
+/// The reactor's next step with `--tokens` (`http::authorize`, which takes
+/// the action: hence a fresh parse): a refusal is a well-formed response
+/// that closes exactly when it says so, anything else passes unchanged.
+fn check_authorized(data: &[u8], limits: &Limits) {
+    let Next::Request { action, keep_alive, consumed, credential } = next_request(data, limits) else {
+        unreachable!("parsed as a request just before")
+    };
+    let executes = matches!(action, Action::Execute(_));
+    let mut session = taskqueuex::auth::Session::new();
+    let checked =
+        taskqueuex::http::authorize(action, &credential, keep_alive, &crate::connection::fuzz_tokens(), &mut session);
+    match &checked.action {
+        Action::Respond(bytes) if executes => {
+            let status = response::check(bytes, keep_alive && !checked.close, is_head(&data[..consumed]));
+            assert!(status == 401 || status == 403, "an authorization refusal is 401 or 403, not {status}");
+        }
+        _ => assert!(!checked.close, "only a refusal closes"),
+    }
 }
 
 /// Whether the request (a complete head) is a `HEAD` request.

@@ -42,7 +42,7 @@ pub fn run(data: &[u8]) {
     let (method, path) = ROUTES[usize::from(selector) % ROUTES.len()];
     let request = frame(method, path, body);
     let (action, keep_alive, consumed) = match next_request(&request, &Limits::default()) {
-        Next::Request { action, keep_alive, consumed } => (action, keep_alive, consumed),
+        Next::Request { action, keep_alive, consumed, .. } => (action, keep_alive, consumed),
         other => panic!("a well-framed {method} {path} did not read as a request: {other:?}"),
     };
     assert_eq!(consumed, request.len(), "the whole request is consumed");

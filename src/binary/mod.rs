@@ -28,11 +28,14 @@
 //! one goes as soon as it is ready (a `sync`-mode enqueue waits for its
 //! `fdatasync` while a later read answers at once).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tqx_wire::{
     peek_frame, DecodeError, Dep, ErrorCode, FrameError, Header, Opcode, Request, Response, HEADER_BYTES, VERSION,
 };
 
+use crate::auth::{self, Decision, Grant, Session, Tokens};
 use crate::command::{check_limits, Command, CompleteItem, Reply};
 use crate::engine::{self, DepRef, EngineError, NewTask, QueueConfigPatch};
 
@@ -65,8 +68,12 @@ impl Default for Limits {
 pub struct ConnState {
     /// A hello with a version this server speaks has been answered.
     handshake_done: bool,
-    /// A framing error was answered: nothing more is read.
+    /// A framing error was answered, or authentication failed too often:
+    /// nothing more is read.
     closed: bool,
+    /// The token this connection authenticated with, when the server has
+    /// tokens (`auth`; docs/wire.md#auth-0x03).
+    session: Session,
 }
 
 impl ConnState {
@@ -93,8 +100,10 @@ pub enum BinaryNext {
     /// to be abandoned if the peer goes away while it waits. `body`: the
     /// frame's body as received, which decodes to `command`: the log stores
     /// it as it is (`wal::record::encode_request_body`), without encoding the
-    /// command again.
-    Execute { request_id: u64, opcode: u8, command: Command, long_poll: bool, body: Bytes },
+    /// command again. `grant`: for a command naming tasks by id under a token
+    /// limited to some queues, the grant each task's queue is checked against
+    /// before it executes (`auth::check_task_queues`).
+    Execute { request_id: u64, opcode: u8, command: Command, long_poll: bool, body: Bytes, grant: Option<Arc<Grant>> },
     /// Answer `Pong { ready }`, `ready` being whether recovery is done (encode
     /// with [`render_pong`]).
     Ping { request_id: u64 },
@@ -122,6 +131,27 @@ pub fn take_frames(
     frames_max: usize,
     out: &mut Vec<BinaryNext>,
 ) {
+    take_frames_with_tokens(inbox, state, limits, None, frames_max, out);
+}
+
+/// [`take_frames`] on a server with tokens (`tqx serve --tokens`): `tokens`
+/// is the token table in force (`None`: no authentication, as
+/// [`take_frames`]). Then every request but hello, ping and auth needs a
+/// successful `auth` on the connection first (else `unauthenticated`, and
+/// nothing of it is decoded or executed) and a grant that allows it (else
+/// `forbidden`, naming the scope and queue). The grant is re-checked against
+/// the table if it was reloaded since (`auth::Session`). The
+/// `limits::AUTH_FAILURES_PER_CONNECTION_MAX`th failure (a refused token, a
+/// request without one) is answered and closes the connection
+/// ([`BinaryNext::Fatal`]).
+pub fn take_frames_with_tokens(
+    inbox: &mut BytesMut,
+    state: &mut ConnState,
+    limits: &Limits,
+    tokens: Option<&Tokens>,
+    frames_max: usize,
+    out: &mut Vec<BinaryNext>,
+) {
     let mut taken = 0;
     while taken < frames_max && !state.closed {
         let header = match peek_frame(inbox, limits.frame_body_bytes_max) {
@@ -137,12 +167,18 @@ pub fn take_frames(
         let frame_bytes = HEADER_BYTES + header.body_len.get() as usize;
         let body = inbox.split_to(frame_bytes).freeze().slice(HEADER_BYTES..);
         taken += 1;
-        out.push(frame_step(&header, body, state, limits));
+        out.push(frame_step(&header, body, state, limits, tokens));
     }
 }
 
 /// One whole frame whose framing is fine.
-fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limits) -> BinaryNext {
+fn frame_step(
+    header: &Header,
+    body: Bytes,
+    state: &mut ConnState,
+    limits: &Limits,
+    tokens: Option<&Tokens>,
+) -> BinaryNext {
     let request_id = header.request_id.get();
     let opcode = header.opcode;
     let refuse = |code: ErrorCode, message: String| BinaryNext::Respond(error_frame(opcode, request_id, code, message));
@@ -156,8 +192,15 @@ fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limi
     if !state.handshake_done && opcode != Opcode::Hello as u8 {
         return refuse(ErrorCode::HandshakeRequired, "the first request on a connection must be hello".into());
     }
-    if Opcode::from_u8(opcode).is_none() {
+    let Some(known) = Opcode::from_u8(opcode) else {
         return refuse(ErrorCode::UnknownOpcode, format!("unknown opcode 0x{opcode:02x}"));
+    };
+    // Before the body is even decoded: an unauthenticated request costs
+    // nothing more than its frame.
+    if let Some(tokens) = tokens {
+        if !matches!(known, Opcode::Hello | Opcode::Ping | Opcode::Auth) && state.session.grant(tokens).is_none() {
+            return authentication_failed(state, opcode, request_id, auth::NO_TOKEN_BINARY);
+        }
     }
     // A reference-counted handle on the same bytes, kept for the log.
     let received = body.clone();
@@ -181,13 +224,50 @@ fn frame_step(header: &Header, body: Bytes, state: &mut ConnState, limits: &Limi
             }
         }
         Request::Ping => BinaryNext::Ping { request_id },
+        Request::Auth { token } => {
+            let scopes = match tokens {
+                // Without tokens every request is allowed: a client that
+                // sends one anyway (set up before the server enforces them) is told so.
+                None => tqx_wire::SCOPES_ALL,
+                Some(tokens) => match state.session.authenticate(tokens, token.expose()) {
+                    Some(grant) => grant.scopes().bits(),
+                    None => return authentication_failed(state, opcode, request_id, auth::REFUSED),
+                },
+            };
+            let mut frame = Vec::with_capacity(HEADER_BYTES + 8);
+            Response::Authenticated { scopes }.encode(opcode, request_id, &mut frame);
+            BinaryNext::Respond(frame)
+        }
         request => match request_to_command(request) {
             Ok(command) => {
+                // The grant found above (no clone unless the executor needs it).
+                let grant = match tokens.and_then(|tokens| state.session.grant(tokens)) {
+                    None => None,
+                    Some(grant) => match auth::authorize(grant, &command) {
+                        Ok(Decision::Allowed) => None,
+                        Ok(Decision::CheckTaskQueues) => Some(grant.clone()),
+                        Err(error) => return refuse(error_code(&error), error.to_string()),
+                    },
+                };
                 let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
-                BinaryNext::Execute { request_id, opcode, command, long_poll, body: received }
+                BinaryNext::Execute { request_id, opcode, command, long_poll, body: received, grant }
             }
             Err((code, message)) => refuse(code, message),
         },
+    }
+}
+
+/// Answers a failed authentication with `unauthenticated`; the
+/// `limits::AUTH_FAILURES_PER_CONNECTION_MAX`th also closes the connection.
+fn authentication_failed(state: &mut ConnState, opcode: u8, request_id: u64, reason: &'static str) -> BinaryNext {
+    let close = state.session.fail();
+    let error = Session::failure_error(reason, close);
+    let frame = error_frame(opcode, request_id, error_code(&error), error.to_string());
+    if close {
+        state.closed = true;
+        BinaryNext::Fatal(frame)
+    } else {
+        BinaryNext::Respond(frame)
     }
 }
 
@@ -320,8 +400,8 @@ pub fn request_to_command(request: Request) -> Result<Command, (ErrorCode, Strin
 /// ran, even after a later version lowers a limit.
 pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)> {
     Ok(match request {
-        Request::Hello { .. } | Request::Ping => {
-            return Err((ErrorCode::InvalidArgument, "hello and ping are answered by the connection".into()))
+        Request::Hello { .. } | Request::Ping | Request::Auth { .. } => {
+            return Err((ErrorCode::InvalidArgument, "hello, ping and auth are answered by the connection".into()))
         }
         Request::ConfigureQueue { queue, patch } => {
             let patch = QueueConfigPatch {

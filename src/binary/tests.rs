@@ -492,6 +492,8 @@ fn every_engine_error_code_is_a_wire_code() {
         EngineError::TaskFinished { id: 1, state: engine::TaskState::Dead },
         EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count: 1 },
         EngineError::CapacityExceeded { what: "tasks", limit: 1 },
+        EngineError::Unauthenticated { reason: "no".into() },
+        EngineError::Forbidden { scope: "admin", on: "".into() },
     ];
     for error in errors {
         assert_eq!(ErrorCode::from_code(error.code()).map(ErrorCode::as_str), Some(error.code()));
@@ -811,4 +813,88 @@ fn the_edge_refuses_what_has_no_binary_form() {
         assert_eq!(error.code(), "invalid_argument");
         assert!(error.to_string().contains(field), "{error}");
     }
+}
+
+// ---- authentication ----------------------------------------------------------------
+
+/// The tokens "c" (consume on `q*`) and "a" (admin).
+fn auth_tokens() -> crate::auth::Tokens {
+    let line = |token: &str, rest: &str| {
+        let hash: String = crate::auth::hash_token(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256={hash} {rest}\n")
+    };
+    crate::auth::Tokens::parse(&(line("c", "scopes=consume queues=q*") + &line("a", "scopes=admin"))).unwrap()
+}
+
+fn auth(token: &str) -> Request {
+    Request::Auth { token: tqx_wire::Secret::new(token.as_bytes().to_vec()) }
+}
+
+fn dequeue(queue: &str) -> Request {
+    Request::Dequeue { queues: vec![queue.into()], max: 1, lease_ms: None, wait_ms: 0 }
+}
+
+/// Runs `requests` (ids from 1) through one connection of a server with `tokens`.
+fn run_with_tokens(requests: &[Request], tokens: &crate::auth::Tokens) -> (Vec<BinaryNext>, ConnState) {
+    let bytes: Vec<u8> = requests.iter().enumerate().flat_map(|(i, r)| frame(r, i as u64 + 1)).collect();
+    let mut inbox = BytesMut::from(&bytes[..]);
+    let mut state = ConnState::new();
+    let mut out = Vec::new();
+    take_frames_with_tokens(&mut inbox, &mut state, &Limits::default(), Some(tokens), usize::MAX, &mut out);
+    (out, state)
+}
+
+#[test]
+fn with_tokens_only_hello_ping_and_auth_pass_before_auth_and_the_grant_is_enforced_after() {
+    let tokens = auth_tokens();
+    let (out, state) = run_with_tokens(
+        &[HELLO, Request::Ping, dequeue("q1"), auth("c"), dequeue("q1"), dequeue("other"), Request::GetTask { id: 5 }],
+        &tokens,
+    );
+    assert!(matches!(respond(&out[0]).1, Response::Hello { .. }));
+    assert!(matches!(out[1], BinaryNext::Ping { request_id: 2 }));
+    assert_eq!(error_of(&out[2]), (Opcode::Dequeue as u8, 3, ErrorCode::Unauthenticated));
+    assert_eq!(respond(&out[3]).1, Response::Authenticated { scopes: tqx_wire::SCOPE_CONSUME });
+    assert!(matches!(out[4], BinaryNext::Execute { request_id: 5, grant: None, .. }), "{:?}", out[4]);
+    assert_eq!(error_of(&out[5]), (Opcode::Dequeue as u8, 6, ErrorCode::Forbidden));
+    // A task named by id under a token limited to some queues: checked where the task is known.
+    assert!(matches!(out[6], BinaryNext::Execute { request_id: 7, grant: Some(_), .. }), "{:?}", out[6]);
+    assert!(!state.is_closed());
+}
+
+#[test]
+fn the_third_failed_authentication_is_answered_and_closes_the_connection() {
+    let tokens = auth_tokens();
+    let (out, state) = run_with_tokens(&[HELLO, auth("wrong"), Request::ListQueues, auth("c"), dequeue("q1")], &tokens);
+    assert_eq!(error_of(&out[1]), (Opcode::Auth as u8, 2, ErrorCode::Unauthenticated));
+    assert_eq!(error_of(&out[2]), (Opcode::ListQueues as u8, 3, ErrorCode::Unauthenticated));
+    // Authenticating now does not undo the failures: the count is per connection.
+    assert_eq!(respond(&out[3]).1, Response::Authenticated { scopes: tqx_wire::SCOPE_CONSUME });
+    assert!(matches!(out[4], BinaryNext::Execute { .. }));
+    let (out, state_after) = run_with_tokens(&[HELLO, auth("x"), auth("y"), auth("z"), Request::Ping], &tokens);
+    let BinaryNext::Fatal(frame) = &out[3] else { panic!("{:?}", out[3]) };
+    match reply(frame) {
+        (header, Response::Error { code: ErrorCode::Unauthenticated, message }) => {
+            assert_eq!((header.opcode, header.request_id.get()), (Opcode::Auth as u8, 4));
+            assert!(message.contains("closed after 3 failed authentications"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out.len(), 4, "nothing is read after the close");
+    assert!(state_after.is_closed() && !state.is_closed());
+}
+
+#[test]
+fn without_tokens_auth_is_answered_with_every_scope_and_nothing_is_required() {
+    let bytes: Vec<u8> = [HELLO, auth("anything"), Request::ListQueues]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| frame(r, i as u64 + 1))
+        .collect();
+    let (out, _, _) = run(&bytes);
+    assert_eq!(respond(&out[1]).1, Response::Authenticated { scopes: tqx_wire::SCOPES_ALL });
+    assert!(matches!(out[2], BinaryNext::Execute { command: Command::ListQueues, grant: None, .. }));
+    // Before hello, auth is like any other request.
+    let (out, _, _) = run(&frame(&auth("a"), 1));
+    assert_eq!(error_of(&out[0]).2, ErrorCode::HandshakeRequired);
 }

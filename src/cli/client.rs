@@ -63,12 +63,31 @@ pub(super) struct ServerOpt {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// API token for a server with `--tokens` [env: TQX_TOKEN] (prefer the variable: arguments are
+    /// visible to other users in the process list).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 impl ServerOpt {
     /// The client certificate and key for mutual TLS, if given.
     fn identity(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// `--token`, else `TQX_TOKEN` (when set and not blank).
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| std::env::var("TQX_TOKEN").ok().filter(|s| !s.trim().is_empty()))
+    }
+}
+
+/// What to add to an error a server answered, when it concerns the token.
+fn token_hint(code: &str, token_sent: bool) -> &'static str {
+    match (code, token_sent) {
+        ("unauthenticated", true) => "the server refused the token (check --token or TQX_TOKEN)",
+        ("unauthenticated", false) => "the server requires a token: pass --token or set TQX_TOKEN",
+        ("forbidden", _) => "the token does not grant this (see the scope named above)",
+        _ => "",
     }
 }
 
@@ -383,6 +402,7 @@ impl Call {
                 return ExitCode::from(2);
             }
         };
+        let token = self.server.token();
         let tls = match (&self.server.tls_ca, url.tls) {
             (None, _) => None,
             (Some(_), false) => {
@@ -403,6 +423,7 @@ impl Call {
             self.method,
             &self.path,
             self.body.as_deref(),
+            token.as_deref(),
             self.timeout,
         ) {
             Ok(response) => response,
@@ -425,6 +446,15 @@ impl Call {
             let retry = response.header("retry-after").map(|s| format!(", retry after {s} s")).unwrap_or_default();
             eprintln!("tqx {name}: the server answered {}{retry}:", response.status);
             eprintln!("{body}");
+            let code = match response.status {
+                401 => "unauthenticated",
+                403 => "forbidden",
+                _ => "",
+            };
+            let hint = token_hint(code, token.is_some());
+            if !hint.is_empty() {
+                eprintln!("tqx {name}: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -450,15 +480,18 @@ fn binary_call(command: ClientCommand) -> ExitCode {
         }
     };
     let server = command.server();
+    let token = server.token();
+    let token_sent = token.is_some();
     let tls = match &server.tls_ca {
         None => None,
         Some(ca) => match tqx_client::ClientTls::from_pem_files(ca, server.identity()) {
             Ok(tls) => Some(tls),
-            Err(error) => return binary_failure(name, &error),
+            Err(error) => return binary_failure(name, &error, token_sent),
         },
     };
     // One attempt: a terminal user wants "unreachable" now, not after a backoff.
     let options = tqx_client::ClientOptions {
+        token: token.clone().map(tqx_client::Token::new),
         connect_timeout_ms: http_client::CONNECT_TIMEOUT.as_millis() as u64,
         request_timeout_ms: http_client::REQUEST_TIMEOUT.as_millis() as u64,
         reconnect_attempts_max: 1,
@@ -467,7 +500,7 @@ fn binary_call(command: ClientCommand) -> ExitCode {
     };
     let connection = match tqx_client::blocking::Client::connect(&addr, options) {
         Ok(connection) => connection,
-        Err(error) => return binary_failure(name, &error),
+        Err(error) => return binary_failure(name, &error, token_sent),
     };
     use super::binary as render;
     let reply = match command {
@@ -512,14 +545,14 @@ fn binary_call(command: ClientCommand) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(error) => binary_failure(name, &error),
+        Err(error) => binary_failure(name, &error, token_sent),
     }
 }
 
 /// Prints a failed `--binary` call like the HTTP path prints one: an error reply
 /// (the HTTP API's error body on stderr) exits 1; a server that cannot be
 /// reached, or whose answer is lost or unreadable, exits 2.
-fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
+fn binary_failure(name: &str, error: &tqx_client::ClientError, token_sent: bool) -> ExitCode {
     use tqx_client::ClientError;
     let (code, message) = match error {
         ClientError::Server { code, message } => (code.as_str(), message.clone()),
@@ -539,5 +572,9 @@ fn binary_failure(name: &str, error: &tqx_client::ClientError) -> ExitCode {
     eprintln!("tqx {name}: the server answered {code}{retry}:");
     let body = super::binary::error_body(code, &message);
     eprintln!("{}", http_client::pretty_json(&body).unwrap_or_default());
+    let hint = token_hint(code, token_sent);
+    if !hint.is_empty() {
+        eprintln!("tqx {name}: {hint}");
+    }
     ExitCode::FAILURE
 }

@@ -217,7 +217,7 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let url = ServerUrl::parse(server)?;
-    request_url(&url, None, method, path, body, timeout)
+    request_url(&url, None, method, path, body, None, timeout)
 }
 
 /// The TLS configuration for `https://` URLs: trusts the CAs in `ca`, presents
@@ -230,13 +230,15 @@ pub fn tls_config(
     tqx_client::tls::client_config(ca, identity, tqx_client::tls::ALPN_HTTP)
 }
 
-/// [`request`] with an already parsed server URL; an `https://` URL needs `tls`.
+/// [`request`] with an already parsed server URL (an `https://` URL needs
+/// `tls`), and the API token to send (`Authorization: Bearer`), if any.
 pub fn request_url(
     url: &ServerUrl,
     tls: Option<&Arc<rustls::ClientConfig>>,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let server = url.to_string();
@@ -262,7 +264,7 @@ pub fn request_url(
             Conn::Tls(Box::new(rustls::StreamOwned::new(session, socket)))
         }
     };
-    let request = render_request(url, method, path, body);
+    let request = render_request(url, method, path, body, token);
     stream.write_all(&request).and_then(|()| stream.flush()).map_err(io_error)?;
     read_response(&mut stream, method, deadline).map_err(|e| match e {
         ReadError::Io(source) => io_error(source),
@@ -328,9 +330,10 @@ fn connect(url: &ServerUrl) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// The request's bytes: request line, `Host`, `Content-Length` (when there is a
-/// body, or for POST/PUT), `Connection: close`, then the body.
-pub fn render_request(url: &ServerUrl, method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+/// The request's bytes: request line, `Host`, `Authorization` (with a token),
+/// `Content-Length` (when there is a body, or for POST/PUT), `Connection:
+/// close`, then the body.
+pub fn render_request(url: &ServerUrl, method: &str, path: &str, body: Option<&[u8]>, token: Option<&str>) -> Vec<u8> {
     let body = body.unwrap_or_default();
     let mut out = Vec::with_capacity(160 + body.len());
     let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
@@ -338,6 +341,9 @@ pub fn render_request(url: &ServerUrl, method: &str, path: &str, body: Option<&[
     out.extend_from_slice(format!("Host: {}\r\n", url.authority()).as_bytes());
     out.extend_from_slice(concat!("User-Agent: tqx/", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes());
     out.extend_from_slice(b"Accept: application/json\r\n");
+    if let Some(token) = token {
+        out.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+    }
     if !body.is_empty() {
         out.extend_from_slice(b"Content-Type: application/json\r\n");
     }
@@ -593,16 +599,18 @@ mod tests {
     #[test]
     fn renders_requests() {
         let target = url("127.0.0.1", 7700, "/base");
-        let bytes = render_request(&target, "POST", "/v1/dequeue", Some(br#"{"queues":["a"]}"#));
+        let bytes = render_request(&target, "POST", "/v1/dequeue", Some(br#"{"queues":["a"]}"#), None);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("POST /base/v1/dequeue HTTP/1.1\r\nHost: 127.0.0.1:7700\r\n"), "{text}");
         assert!(text.contains("\r\nContent-Length: 16\r\n"), "{text}");
         assert!(text.ends_with("Connection: close\r\n\r\n{\"queues\":[\"a\"]}"), "{text}");
 
-        let text = String::from_utf8(render_request(&target, "GET", "v1/queues", None)).unwrap();
+        let text = String::from_utf8(render_request(&target, "GET", "v1/queues", None, Some("tqx_1"))).unwrap();
+        assert!(text.contains("\r\nAuthorization: Bearer tqx_1\r\n"), "{text}");
         assert!(text.starts_with("GET /base/v1/queues HTTP/1.1\r\n"), "{text}");
         assert!(!text.contains("Content-Length"), "{text}");
-        let text = String::from_utf8(render_request(&target, "POST", "/x", None)).unwrap();
+        let text = String::from_utf8(render_request(&target, "POST", "/x", None, None)).unwrap();
+        assert!(!text.contains("Authorization"), "{text}");
         assert!(text.contains("\r\nContent-Length: 0\r\n"), "{text}");
     }
 

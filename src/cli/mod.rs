@@ -6,14 +6,16 @@
 //! the client subcommands (`enqueue`, `dequeue`, `complete`, ...; `client.rs`)
 //! talk to a running server over its HTTP/JSON API (docs/http-api.md) through
 //! [`http_client`], or with `--binary` over the binary protocol (replies
-//! rendered by [`binary`]), and print its JSON replies; `tqx demo` (`demo.rs`)
-//! shows the engine at work on a simulated clock.
+//! rendered by [`binary`]), and print its JSON replies; `tqx token create`
+//! (`token.rs`) makes API tokens; `tqx demo` (`demo.rs`) shows the engine at
+//! work on a simulated clock.
 
 pub mod binary;
 mod client;
 mod demo;
 pub mod http_client;
 pub(crate) mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 use client::ClientCommand;
 use serve::ServeArgs;
+use token::TokenCommand;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +54,9 @@ enum Command {
     // The client subcommands, listed in `tqx --help` between `serve` and `demo`.
     #[command(flatten)]
     Client(ClientCommand),
+    /// Make API tokens for a server with --tokens (docs/security.md).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run a scripted tour of the queue engine on a simulated clock and print each step.
     Demo,
 }
@@ -62,6 +68,7 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve::serve(args),
         Command::Client(command) => command.run(),
+        Command::Token(command) => command.run(),
         Command::Demo => demo::run(),
     }
 }

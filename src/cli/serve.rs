@@ -179,6 +179,11 @@ pub(super) struct ServeArgs {
     /// can reach the port can then read, take and delete every task.
     #[arg(long)]
     insecure: bool,
+    /// Require a token on every request, checked against this file of token hashes and scopes (made
+    /// with `tqx token create`; docs/security.md). Read at start and again on SIGHUP (a bad new file
+    /// keeps the tokens in force). Without it, every request is allowed.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -291,8 +296,8 @@ fn config(args: ServeArgs) -> ServeConfig {
             // clap requires both or neither.
             _ => None,
         },
-        tokens_configured: false,
         insecure: args.insecure,
+        tokens_file: args.tokens,
     }
 }
 

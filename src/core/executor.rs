@@ -178,6 +178,15 @@ impl<T> Executor<T> {
         answer(effects, &self.engine, to, result);
     }
 
+    /// Answers `to` with `reply` without executing anything: a refusal
+    /// decided under the engine lock from engine state (a token limited to
+    /// some queues and a task outside them: `auth::check_task_queues`). It
+    /// is tagged like any reply made now, since what it says (which queue a
+    /// task is in) may come from a record not yet durable.
+    pub fn refuse<E: Effects<To = T>>(&self, effects: &mut E, to: T, reply: Reply) {
+        answer(effects, &self.engine, to, reply);
+    }
+
     /// After a batch of requests: fires the engine's due timers (logging the
     /// tick if it fires any), then answers the long polls that can be
     /// answered (all of them, empty, if `stopping`). Returns when the engine

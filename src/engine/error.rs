@@ -22,6 +22,13 @@ pub enum ErrorKind {
     Conflict,
     /// A capacity bound is reached; the same request may succeed later.
     Unavailable,
+    /// No valid token came with the request (HTTP 401). Never produced by the
+    /// engine: the protocol edges answer it (`src/auth.rs`), through this one
+    /// error type so that both protocols map it in one place.
+    Unauthenticated,
+    /// The token is valid but does not grant what the request needs (HTTP 403);
+    /// also from the protocol edges only.
+    Forbidden,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +76,18 @@ pub enum EngineError {
         what: &'static str,
         limit: usize,
     },
+    /// The request carries no token, or one the server does not accept
+    /// (unknown or revoked); `reason` says which and what to send.
+    Unauthenticated {
+        reason: Cow<'static, str>,
+    },
+    /// The token does not grant `scope` (`produce`, `consume`, `admin`, or
+    /// `produce or consume`) where the request needs it; `on` says where
+    /// (` on queue "orders.eu"`, ` on all queues`, or empty: anywhere).
+    Forbidden {
+        scope: &'static str,
+        on: Cow<'static, str>,
+    },
 }
 
 impl EngineError {
@@ -106,6 +125,8 @@ impl EngineError {
             | EngineError::TaskFinished { .. }
             | EngineError::QueueNotEmpty { .. } => ErrorKind::Conflict,
             EngineError::CapacityExceeded { .. } => ErrorKind::Unavailable,
+            EngineError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            EngineError::Forbidden { .. } => ErrorKind::Forbidden,
         }
     }
 
@@ -129,6 +150,8 @@ impl EngineError {
             EngineError::TaskFinished { .. } => "task_finished",
             EngineError::QueueNotEmpty { .. } => "queue_not_empty",
             EngineError::CapacityExceeded { .. } => "capacity_exceeded",
+            EngineError::Unauthenticated { .. } => "unauthenticated",
+            EngineError::Forbidden { .. } => "forbidden",
         }
     }
 }
@@ -152,6 +175,8 @@ impl fmt::Display for EngineError {
             EngineError::CapacityExceeded { what, limit } => {
                 write!(f, "the server holds its maximum of {limit} {what}; retry later")
             }
+            EngineError::Unauthenticated { reason } => f.write_str(reason),
+            EngineError::Forbidden { scope, on } => write!(f, "this token lacks the {scope} scope{on}"),
         }
     }
 }

@@ -1010,6 +1010,14 @@ impl Engine {
     // ---- lookups --------------------------------------------------------------
 
     /// Everything about task `id`, or `None` if it does not exist (any more).
+    /// The name of the queue task `id` is in, if the task exists: what a
+    /// token limited to some queues is checked against for the operations
+    /// that name a task by id (`auth::check_task_queues`). No copy.
+    pub fn task_queue(&self, id: TaskId) -> Option<&str> {
+        let task = &self.tasks[self.live_slot(id)?];
+        Some(&self.queues[task.queue as usize].name)
+    }
+
     pub fn task(&self, id: TaskId) -> Option<TaskView> {
         let task = &self.tasks[self.live_slot(id)?];
         let queue = &self.queues[task.queue as usize];

@@ -24,13 +24,15 @@ mod render;
 mod tests;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 pub use render::{
     render_health, render_health_recovering, render_health_stalled, render_overloaded, render_recovering, render_reply,
     render_shutting_down, render_too_many_connections,
 };
 
-use crate::command::{check_limits, Command};
+use crate::auth::{self, Decision, Grant, PresentedToken, Session, Tokens};
+use crate::command::{check_limits, Command, Reply};
 use crate::engine::TaskId;
 
 // The bounds are defined, with what they cost, in `src/limits.rs`.
@@ -61,17 +63,36 @@ impl Default for Limits {
 }
 
 /// What the reactor should do with the start of a connection's receive buffer.
+// `Request` carries its token inline (`Credential`, up to 128 bytes) so that
+// parsing allocates nothing for it; nearly every `Next` a connection queues is
+// a `Request`, so the small variants waste little, and boxing would allocate
+// once per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     /// Not a whole request yet: read more. (If the buffer already holds more than
     /// `head_bytes_max` without a complete head, that is `Fatal` 431 instead, so the
     /// buffer stays bounded by `head_bytes_max + body_bytes_max`.)
     Incomplete,
-    /// A complete request of `consumed` bytes at the start of the buffer.
-    Request { action: Action, keep_alive: bool, consumed: usize },
+    /// A complete request of `consumed` bytes at the start of the buffer, and
+    /// the token its `Authorization` header presented.
+    Request { action: Action, keep_alive: bool, consumed: usize, credential: Credential },
     /// The bytes cannot be read as a request: send `response` (already rendered,
     /// with `Connection: close`) and close the connection.
     Fatal { response: Vec<u8> },
+}
+
+/// What a request's `Authorization` header says (docs/http-api.md#authentication).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// No `Authorization` header.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`: the token, inline (no allocation).
+    Bearer(PresentedToken),
+    /// Some other scheme, no token, a token with spaces or over
+    /// `limits::TOKEN_BYTES_MAX` bytes, or two `Authorization` headers.
+    Malformed,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -105,9 +126,9 @@ pub fn take_requests(inbox: &mut Vec<u8>, limits: &Limits, out: &mut Vec<Next>) 
                 out.push(Next::Fatal { response });
                 break;
             }
-            Next::Request { action, keep_alive, consumed } => {
+            Next::Request { action, keep_alive, consumed, credential } => {
                 consumed_total += consumed;
-                out.push(Next::Request { action, keep_alive, consumed });
+                out.push(Next::Request { action, keep_alive, consumed, credential });
                 if !keep_alive {
                     break;
                 }
@@ -150,9 +171,15 @@ pub fn next_request(buf: &[u8], limits: &Limits) -> Next {
     let mut transfer_encoding = false;
     let mut connection_close = false;
     let mut connection_keep_alive = false;
+    let mut credential = Credential::None;
     for header in request.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("authorization") {
+            credential = match credential {
+                Credential::None => bearer(header.value),
+                _ => Credential::Malformed,
+            };
+        } else if name.eq_ignore_ascii_case("content-length") {
             let Some(length) = parse_content_length(header.value) else {
                 return fatal(render::BAD_REQUEST, "malformed_request", "invalid Content-Length header");
             };
@@ -218,7 +245,83 @@ pub fn next_request(buf: &[u8], limits: &Limits) -> Next {
         },
         Err(refusal) => Action::Respond(refusal.render(method, path, keep_alive, head_only)),
     };
-    Next::Request { action, keep_alive, consumed }
+    Next::Request { action, keep_alive, consumed, credential }
+}
+
+/// `Bearer <token>` (the scheme in any case, RFC 9110 section 11.1; the
+/// token one run of visible ASCII, as RFC 6750's `b64token` and ours are).
+fn bearer(value: &[u8]) -> Credential {
+    let value = trim_ows(value);
+    let Some(space) = value.iter().position(|&b| b == b' ' || b == b'\t') else {
+        return Credential::Malformed;
+    };
+    let (scheme, token) = (&value[..space], trim_ows(&value[space..]));
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !token.iter().all(|b| b.is_ascii_graphic()) {
+        return Credential::Malformed;
+    }
+    PresentedToken::new(token).map_or(Credential::Malformed, Credential::Bearer)
+}
+
+/// What [`authorize`] made of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Authorized {
+    /// The request's action, or a 401/403 response in its place.
+    pub action: Action,
+    /// For a command naming tasks by id under a token limited to some queues:
+    /// the grant to check each task's queue against before it executes
+    /// (`auth::check_task_queues`).
+    pub grant: Option<Arc<Grant>>,
+    /// The connection is to be closed after this response: it failed
+    /// authentication `limits::AUTH_FAILURES_PER_CONNECTION_MAX` times.
+    pub close: bool,
+}
+
+/// The reactor's authentication and authorization step for one parsed
+/// request, when the server has tokens (`tqx serve --tokens`; without, the
+/// reactor skips it). Pure, like the parse step.
+///
+/// A command needs a token the table holds (else `401 unauthenticated`, with
+/// `WWW-Authenticate: Bearer`, counted against the connection:
+/// [`Session::fail`]) whose grant allows it (else `403 forbidden` naming the
+/// scope and queue). `GET /healthz` needs none: load balancers probe it without
+/// credentials, and it shows nothing but liveness. Responses the parse step
+/// already made (404, 405, a 400 naming a field) go out as they are: they
+/// execute nothing and show nothing of the engine.
+pub fn authorize(
+    action: Action,
+    credential: &Credential,
+    keep_alive: bool,
+    tokens: &Tokens,
+    session: &mut Session,
+) -> Authorized {
+    let command = match action {
+        Action::Execute(command) => command,
+        other => return Authorized { action: other, grant: None, close: false },
+    };
+    let reason = match credential {
+        Credential::Bearer(presented) => match session.authenticate_presented(tokens, presented) {
+            Some(grant) => {
+                let (action, grant) = match auth::authorize(grant, &command) {
+                    Ok(Decision::Allowed) => (Action::Execute(command), None),
+                    Ok(Decision::CheckTaskQueues) => (Action::Execute(command), Some(grant.clone())),
+                    Err(error) => (Action::Respond(error_response(error, keep_alive)), None),
+                };
+                return Authorized { action, grant, close: false };
+            }
+            None => auth::REFUSED,
+        },
+        Credential::None => auth::NO_TOKEN_HTTP,
+        Credential::Malformed => auth::MALFORMED_HTTP,
+    };
+    let close = session.fail();
+    let response = error_response(Session::failure_error(reason, close), keep_alive && !close);
+    Authorized { action: Action::Respond(response), grant: None, close }
+}
+
+fn error_response(error: crate::engine::EngineError, keep_alive: bool) -> Vec<u8> {
+    let mut response = Vec::with_capacity(256);
+    render_reply(&Reply::Error(error), keep_alive, &mut response);
+    response
 }
 
 fn fatal(status: render::Status, code: &str, message: &str) -> Next {

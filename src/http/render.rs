@@ -21,6 +21,8 @@ pub(super) struct Status(pub u16, pub &'static str);
 pub(super) const OK: Status = Status(200, "OK");
 pub(super) const CREATED: Status = Status(201, "Created");
 pub(super) const BAD_REQUEST: Status = Status(400, "Bad Request");
+pub(super) const UNAUTHORIZED: Status = Status(401, "Unauthorized");
+pub(super) const FORBIDDEN: Status = Status(403, "Forbidden");
 pub(super) const NOT_FOUND: Status = Status(404, "Not Found");
 pub(super) const METHOD_NOT_ALLOWED: Status = Status(405, "Method Not Allowed");
 pub(super) const CONFLICT: Status = Status(409, "Conflict");
@@ -33,6 +35,7 @@ pub(super) const SERVICE_UNAVAILABLE: Status = Status(503, "Service Unavailable"
 /// Appends the full HTTP/1.1 response for a worker's `reply`.
 pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
     let start = out.len();
+    let mut extra_headers = "";
     let status = match reply {
         Reply::Queue(info) => {
             queue(out, info);
@@ -104,6 +107,7 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
         }
         Reply::Error(error) => {
             error_body(out, error.code(), &error.to_string());
+            extra_headers = error_headers(error);
             status_of(error)
         }
         Reply::StorageFailed(reason) => {
@@ -111,7 +115,7 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
             INTERNAL_SERVER_ERROR
         }
     };
-    finish(out, start, status, keep_alive, "");
+    finish(out, start, status, keep_alive, extra_headers);
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}`.
@@ -170,6 +174,17 @@ pub(super) fn status_of(error: &EngineError) -> Status {
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Conflict => CONFLICT,
         ErrorKind::Unavailable => SERVICE_UNAVAILABLE,
+        ErrorKind::Unauthenticated => UNAUTHORIZED,
+        ErrorKind::Forbidden => FORBIDDEN,
+    }
+}
+
+/// Header lines an error's response carries besides the usual ones: a 401
+/// says how to authenticate (RFC 9110 section 11.6.1; the scheme of RFC 6750).
+fn error_headers(error: &EngineError) -> &'static str {
+    match error.kind() {
+        ErrorKind::Unauthenticated => "WWW-Authenticate: Bearer\r\n",
+        _ => "",
     }
 }
 

@@ -32,7 +32,7 @@ fn next(buf: &[u8]) -> Next {
 /// The action of a complete request, checking it consumed the whole buffer.
 fn action(buf: &[u8]) -> (Action, bool) {
     match next(buf) {
-        Next::Request { action, keep_alive, consumed } => {
+        Next::Request { action, keep_alive, consumed, .. } => {
             assert_eq!(consumed, buf.len(), "consumed");
             (action, keep_alive)
         }
@@ -494,7 +494,7 @@ fn pipelined_requests_are_read_one_at_a_time() {
     let first_len = buf.len();
     buf.extend_from_slice(&request("GET", "/v1/tasks/1", None));
     buf.extend_from_slice(b"GET /v1/qu"); // the start of a third
-    let Next::Request { action: Action::Execute(Command::Enqueue { .. }), keep_alive: true, consumed } = next(&buf)
+    let Next::Request { action: Action::Execute(Command::Enqueue { .. }), keep_alive: true, consumed, .. } = next(&buf)
     else {
         panic!()
     };
@@ -899,6 +899,8 @@ fn render_engine_errors_by_kind() {
         (EngineError::TaskFinished { id: 7, state: TaskState::Dead }, 409),
         (EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count: 3 }, 409),
         (EngineError::CapacityExceeded { what: "tasks", limit: 10 }, 503),
+        (EngineError::Unauthenticated { reason: "no token".into() }, 401),
+        (EngineError::Forbidden { scope: "consume", on: " on queue \"q\"".into() }, 403),
     ];
     for (error, status) in cases {
         let response = rendered(&Reply::Error(error.clone()), true);
@@ -1043,4 +1045,109 @@ fn valid_requests_parse_to_commands() {
         assert!(keep_alive);
         assert!(matches!(action, Action::Execute(_) | Action::Health), "{}", describe(&action));
     }
+}
+
+// ---- authentication ------------------------------------------------------------
+
+fn credential_of(headers: &str) -> Credential {
+    let text = format!("GET /v1/queues HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    match next(text.as_bytes()) {
+        Next::Request { credential, .. } => credential,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_authorization_header_is_read_as_a_bearer_token_or_refused_as_malformed() {
+    let bearer = |token: &[u8]| Credential::Bearer(crate::auth::PresentedToken::new(token).unwrap());
+    assert_eq!(credential_of(""), Credential::None);
+    assert_eq!(credential_of("Authorization: Bearer tqx_abc\r\n"), bearer(b"tqx_abc"));
+    assert_eq!(credential_of("authorization:   bearer    tqx_abc  \r\n"), bearer(b"tqx_abc"));
+    for malformed in [
+        "Authorization: Basic dXNlcjpwdw==\r\n",
+        "Authorization: Bearer\r\n",
+        "Authorization: Bearer \r\n",
+        "Authorization: Bearer a b\r\n",
+        "Authorization: tqx_abc\r\n",
+        "Authorization: Bearer a\r\nAuthorization: Bearer a\r\n",
+    ] {
+        assert_eq!(credential_of(malformed), Credential::Malformed, "{malformed:?}");
+    }
+    let longest = "t".repeat(crate::limits::TOKEN_BYTES_MAX);
+    assert_eq!(credential_of(&format!("Authorization: Bearer {longest}\r\n")), bearer(longest.as_bytes()));
+    assert_eq!(credential_of(&format!("Authorization: Bearer {longest}t\r\n")), Credential::Malformed);
+}
+
+/// The tokens "p" (produce on `orders.*`) and "a" (admin).
+fn tokens() -> crate::auth::Tokens {
+    let line = |token: &str, rest: &str| {
+        let hash: String = crate::auth::hash_token(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256={hash} {rest}\n")
+    };
+    crate::auth::Tokens::parse(&(line("p", "scopes=produce queues=orders.*") + &line("a", "scopes=admin"))).unwrap()
+}
+
+/// Parses `request` and runs the authorization step on it.
+fn authorized(request: &[u8], session: &mut Session) -> Authorized {
+    let Next::Request { action, keep_alive, credential, .. } = next(request) else { panic!("not a request") };
+    authorize(action, &credential, keep_alive, &tokens(), session)
+}
+
+fn with_token(method: &str, path: &str, token: &str, body: Option<&str>) -> Vec<u8> {
+    let mut text = String::from_utf8(request(method, path, body)).unwrap();
+    let at = text.find("Host: x\r\n").unwrap() + "Host: x\r\n".len();
+    text.insert_str(at, &format!("Authorization: Bearer {token}\r\n"));
+    text.into_bytes()
+}
+
+fn response_of(authorized: &Authorized) -> (u16, Value, String) {
+    let Action::Respond(bytes) = &authorized.action else { panic!("not refused: {:?}", authorized.action) };
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    (status, body, text)
+}
+
+#[test]
+fn a_request_without_a_valid_token_gets_401_with_www_authenticate_and_the_third_closes() {
+    let mut session = Session::new();
+    let enqueue = r#"{"payload":1}"#;
+    let cases = [
+        request("POST", "/v1/queues/orders.eu/tasks", Some(enqueue)),
+        with_token("POST", "/v1/queues/orders.eu/tasks", "wrong", Some(enqueue)),
+        with_token("GET", "/v1/queues", "a b", None),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let checked = authorized(case, &mut session);
+        let (status, body, text) = response_of(&checked);
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{text}");
+        assert!(text.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{text}");
+        let last = i == cases.len() - 1;
+        assert_eq!(checked.close, last);
+        assert_eq!(text.contains("Connection: close"), last, "{text}");
+    }
+    // A health check needs no token.
+    let mut session = Session::new();
+    let checked = authorized(&request("GET", "/healthz", None), &mut session);
+    assert_eq!((checked.action, checked.close), (Action::Health, false));
+}
+
+#[test]
+fn a_token_without_the_scope_gets_403_naming_it_and_a_limited_one_defers_task_checks() {
+    let mut session = Session::new();
+    let ok = authorized(&with_token("POST", "/v1/queues/orders.eu/tasks", "p", Some(r#"{"payload":1}"#)), &mut session);
+    assert!(matches!(ok.action, Action::Execute(Command::Enqueue { .. })) && ok.grant.is_none());
+    let refused =
+        authorized(&with_token("POST", "/v1/queues/billing/tasks", "p", Some(r#"{"payload":1}"#)), &mut session);
+    let (status, body, _) = response_of(&refused);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(body["error"]["message"], "this token lacks the produce scope on queue \"billing\"");
+    let refused = authorized(&with_token("GET", "/v1/queues", "p", None), &mut session);
+    assert_eq!(response_of(&refused).0, 403);
+    // A task read under a token limited to some queues: decided at execution.
+    let deferred = authorized(&with_token("GET", "/v1/tasks/7", "p", None), &mut session);
+    assert!(matches!(deferred.action, Action::Execute(Command::GetTask { id: 7 })) && deferred.grant.is_some());
+    let admin = authorized(&with_token("GET", "/v1/tasks/7", "a", None), &mut session);
+    assert!(matches!(admin.action, Action::Execute(_)) && admin.grant.is_none());
+    assert!(!refused.close, "a 403 is not a failed authentication");
 }

@@ -59,6 +59,7 @@ use super::conn_timers::ConnTimer;
 use super::outbox::{self, reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::reactor::reply_budget_released;
 use super::tls::Stream;
+use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
 use crate::binary::{self, BinaryNext, ConnState};
@@ -418,6 +419,8 @@ async fn write_loop(stream: Rc<Stream>, conn: Rc<Conn>) {
 async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
     let mut state = ConnState::new();
     let mut nexts: Vec<BinaryNext> = Vec::new();
+    // With `--tokens`: the table in force (the connection's token is in `state`).
+    let mut tokens = TokenView::new(shared.tokens.as_ref());
     // Whether the timer is held for frames waiting on back-pressure.
     let mut paused = false;
     loop {
@@ -437,7 +440,14 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
                 .min(CONNECTION_REQUESTS_PER_PASS_MAX)
         };
         let inbox_len_before = conn.inbox.borrow().len();
-        binary::take_frames(&mut conn.inbox.borrow_mut(), &mut state, &shared.binary_limits, room, &mut nexts);
+        binary::take_frames_with_tokens(
+            &mut conn.inbox.borrow_mut(),
+            &mut state,
+            &shared.binary_limits,
+            tokens.tokens(),
+            room,
+            &mut nexts,
+        );
         let unfinished = {
             let mut inbox = conn.inbox.borrow_mut();
             if inbox.len() < inbox_len_before {
@@ -492,7 +502,7 @@ async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: 
 /// Answers a frame at once, or queues its command for execution: its reply
 /// comes back through the mailbox, or (a long poll) to a task of its own.
 fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
-    let (request_id, opcode, command, long_poll, received) = match next {
+    let (request_id, opcode, command, long_poll, received, grant) = match next {
         BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
             conn.send(|out| out.extend_from_slice(&frame));
             return;
@@ -502,8 +512,8 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             conn.send(|out| binary::render_pong(ready, request_id, out));
             return;
         }
-        BinaryNext::Execute { request_id, opcode, command, long_poll, body } => {
-            (request_id, opcode, command, long_poll, Some(Received { opcode, body }))
+        BinaryNext::Execute { request_id, opcode, command, long_poll, body, grant } => {
+            (request_id, opcode, command, long_poll, Some(Received { opcode, body }), grant)
         }
     };
     if long_poll && conn.long_polls.get() >= shared.connection_long_polls_max {
@@ -526,7 +536,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     }
     if !long_poll {
         let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode));
-        if let Err(job) = shared.submit(Box::new(Job { command, received, reply })) {
+        if let Err(job) = shared.submit(Box::new(Job { command, received, reply, grant })) {
             // Unsent, it would be delivered as `shutting_down`: forget it quietly.
             let Job { reply, .. } = *job;
             if let ReplyTo::Mailbox(reply) = reply {
@@ -542,7 +552,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     }
     let (sender, receiver) = oneshot::channel();
     let reply = ReplyTo::Task { sender, mailbox: replies.mailbox.clone() };
-    if shared.submit(Box::new(Job { command, received, reply })).is_err() {
+    if shared.submit(Box::new(Job { command, received, reply, grant })).is_err() {
         conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
         return;
     }

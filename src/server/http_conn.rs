@@ -19,8 +19,10 @@ use super::conn_timers::ConnTimer;
 use super::outbox::{Mailbox, ReplyTo};
 use super::reactor::{reply_budget_released, FIXED_BUFFER_BYTES};
 use super::tls::Stream;
+use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
+use crate::auth::{Grant, Session};
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next};
@@ -193,6 +195,9 @@ async fn process(
     let mut parsed: VecDeque<Next> = VecDeque::new();
     // Long polls among `pending` (`--connection-long-polls-max`).
     let mut long_polls = 0usize;
+    // With `--tokens`: the table in force and this connection's token (auth.rs).
+    let mut tokens = TokenView::new(shared.tokens.as_ref());
+    let mut session = Session::new();
     // No more requests are taken: after `Connection: close`, a fatal error or
     // a `shutting_down` answer.
     let mut close = false;
@@ -242,10 +247,17 @@ async fn process(
                     pending.push_back(Pending::Rendered(response));
                     close = true;
                 }
-                Next::Request { action, keep_alive, consumed: _ } => {
-                    close = !keep_alive;
+                Next::Request { action, keep_alive, consumed: _, credential } => {
+                    let (action, grant, refused_close) = match tokens.tokens() {
+                        Some(table) => {
+                            let checked = http::authorize(action, &credential, keep_alive, table, &mut session);
+                            (checked.action, checked.grant, checked.close)
+                        }
+                        None => (action, None, false),
+                    };
+                    close = !keep_alive || refused_close;
                     let long_polls_full = long_polls >= shared.connection_long_polls_max;
-                    let waiting = dispatch(action, keep_alive, shared, mailbox, &mut close, long_polls_full);
+                    let waiting = dispatch(action, keep_alive, shared, mailbox, &mut close, long_polls_full, grant);
                     if matches!(waiting, Pending::Worker { long_poll: true, .. }) {
                         long_polls += 1;
                     }
@@ -405,6 +417,7 @@ fn dispatch(
     mailbox: &Arc<Mailbox>,
     close: &mut bool,
     long_polls_full: bool,
+    grant: Option<Arc<Grant>>,
 ) -> Pending {
     match action {
         Action::Respond(response) => Pending::Rendered(response),
@@ -428,7 +441,7 @@ fn dispatch(
             }
             let (sender, receiver) = oneshot::channel();
             let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
-            match shared.submit(Box::new(Job { command, received: None, reply })) {
+            match shared.submit(Box::new(Job { command, received: None, reply, grant })) {
                 Ok(()) => {
                     worker::execute_soon(shared);
                     Pending::Worker { reply: receiver, keep_alive, long_poll }

@@ -23,8 +23,8 @@
 //!   reading (pending io_uring reads and accepts complete, none is dropped in
 //!   flight), connections finish the requests they hold, reactors exit, then the
 //!   workers drain the queue and exit.
-//! - Reload: SIGHUP -> the TLS certificate and key are re-read (`tls.rs`);
-//!   connections are untouched.
+//! - Reload: SIGHUP -> the TLS certificate and key (`tls.rs`) and the token
+//!   file (`--tokens`, `tokens.rs`) are re-read; connections are untouched.
 
 mod binary_conn;
 mod buffers;
@@ -44,6 +44,7 @@ pub use ring::BinaryIo;
 mod tiering;
 mod tls;
 pub use tls::TlsFiles;
+mod tokens;
 mod worker;
 
 pub use checkpoint::CHECKPOINT_INTERVAL_MS_DEFAULT;
@@ -154,12 +155,20 @@ pub struct ServeConfig {
     pub binary_io: BinaryIo,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: TLS on both listeners (`tls.rs`).
     pub tls: Option<TlsFiles>,
-    /// Whether clients must present a token (`--tokens`). Together with `tls`
-    /// it decides whether a listener may be bound to a non-loopback address.
-    pub tokens_configured: bool,
     /// `--insecure`: listen on a non-loopback address without TLS and without
     /// tokens, on purpose.
     pub insecure: bool,
+    /// `--tokens`: the token file (docs/security.md). `None`: no
+    /// authentication, every request is allowed.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// Whether requests must carry a token (`--tokens`): what the safe-by-default
+    /// check of a non-loopback listener asks.
+    pub fn tokens_configured(&self) -> bool {
+        self.tokens_file.is_some()
+    }
 }
 
 #[derive(Debug)]
@@ -201,6 +210,9 @@ pub enum ServeError {
     /// A listener on a non-loopback address without TLS and without tokens
     /// (safe by default); the message says how to enable them.
     Insecure(String),
+    /// The token file (`--tokens`) cannot be read or is not valid; the
+    /// message names the file and the line.
+    Tokens(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -218,9 +230,10 @@ impl std::fmt::Display for ServeError {
             ServeError::Wal(dir, e) => write!(f, "cannot recover the write-ahead log in {dir}: {e}"),
             ServeError::Store(dir, e) => write!(f, "cannot open the checkpoint store in {dir}: {e}"),
             ServeError::Limits(message) | ServeError::Cpus(message) => f.write_str(message),
-            ServeError::LeaseKey(message) | ServeError::Tls(message) | ServeError::Insecure(message) => {
-                f.write_str(message)
-            }
+            ServeError::LeaseKey(message)
+            | ServeError::Tls(message)
+            | ServeError::Insecure(message)
+            | ServeError::Tokens(message) => f.write_str(message),
             ServeError::Replay { lsn, reason } => write!(f, "cannot replay write-ahead log record {lsn}: {reason}"),
             ServeError::DataDir(error) => write!(f, "{error}"),
             ServeError::Checkpoint(reason) => write!(
@@ -333,6 +346,9 @@ pub(crate) struct Shared {
     pub(crate) timer_due_ms: AtomicU64,
     /// TLS on both listeners, if configured (`tls.rs`); reloaded on SIGHUP.
     pub(crate) tls: Option<tls::Tls>,
+    /// The token table (`--tokens`), reloaded on SIGHUP; `None`: no
+    /// authentication.
+    pub(crate) tokens: Option<tokens::TokenStore>,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
@@ -416,6 +432,7 @@ impl Shared {
             watermark: Arc::default(),
             timer_due_ms: AtomicU64::new(u64::MAX),
             tls: None,
+            tokens: None,
         }
     }
 
@@ -557,7 +574,7 @@ fn placement(asked: Option<&[usize]>) -> Result<Vec<usize>, ServeError> {
 /// than loopback needs TLS or tokens, or `--insecure`. Loopback stays open so
 /// that the two-command start works.
 fn check_exposure(config: &ServeConfig) -> Result<(), String> {
-    if config.tls.is_some() || config.tokens_configured || config.insecure {
+    if config.tls.is_some() || config.tokens_configured() || config.insecure {
         return Ok(());
     }
     let exposed: Vec<String> = [("--http", config.http_addr), ("--binary", config.binary_addr)]
@@ -600,6 +617,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
+    // Before anything listens: a token file that does not parse refuses the start.
+    let tokens = config.tokens_file.as_deref().map(tokens::TokenStore::load).transpose().map_err(ServeError::Tokens)?;
     let connections_max = connections_max(config.max_connections);
     if let Some(queue) = config.debug_panic_queue.clone() {
         liveness::set_debug_panic_queue(queue);
@@ -627,6 +646,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let sockets = listeners.iter().chain(&binary_listeners).map(|l| l.as_raw_fd()).collect();
     let mut shared = Shared::new(&config, connections_max, sockets);
     shared.tls = tls;
+    shared.tokens = tokens;
     let shared = Arc::new(shared);
 
     let cpus = placement(config.cpus.as_deref())?;
@@ -768,13 +788,22 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(durability = %config.durability, "ready");
 
     // SIGHUP reloads what can be reloaded without dropping connections (one
-    // hook each); SIGINT and SIGTERM stop.
+    // hook each; a file that does not load is logged and the old state kept);
+    // SIGINT and SIGTERM stop.
     let mut reload_hooks: Vec<Box<dyn Fn()>> = Vec::new();
     if shared.tls.is_some() {
         let shared = shared.clone();
         reload_hooks.push(Box::new(move || {
             if let Some(tls) = &shared.tls {
                 tls.reload();
+            }
+        }));
+    }
+    if shared.tokens.is_some() {
+        let shared = shared.clone();
+        reload_hooks.push(Box::new(move || {
+            if let Some(tokens) = &shared.tokens {
+                tokens.reload();
             }
         }));
     }
@@ -830,7 +859,7 @@ mod tests {
             assert!(message.contains("--insecure") && message.contains("--tls-cert"), "{message}");
             let insecure = test_config(&[exposed[0], exposed[1], "--insecure"]);
             assert!(check_exposure(&insecure).is_ok());
-            let tokens = super::ServeConfig { tokens_configured: true, ..test_config(&exposed) };
+            let tokens = test_config(&[exposed[0], exposed[1], "--tokens", "tokens.txt"]);
             assert!(check_exposure(&tokens).is_ok());
             let tls = test_config(&[exposed[0], exposed[1], "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
             assert!(check_exposure(&tls).is_ok());

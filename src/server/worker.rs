@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::durability::Journal;
 use super::outbox::ReplyTo;
 use super::Shared;
+use crate::auth::{self, Grant};
 use crate::command::Command;
+use crate::command::Reply;
 use crate::core::executor::{Executor, Received};
 use crate::engine::Engine;
 
@@ -40,6 +42,11 @@ pub(crate) struct Job {
     /// The binary request as received (logged as it is); `None` for HTTP.
     pub(crate) received: Option<Received>,
     pub(crate) reply: ReplyTo,
+    /// A token limited to some queues, for a command naming tasks by id:
+    /// each task's queue is checked against it here, under the engine lock,
+    /// before anything executes (`auth::check_task_queues`). `None` for
+    /// every other request.
+    pub(crate) grant: Option<Arc<Grant>>,
 }
 
 /// Jobs executed per clock reading and timer pass: amortises both, while
@@ -92,6 +99,13 @@ fn drain(shared: &Shared, state: &mut EngineState, jobs_max: usize) -> (usize, u
         let mut may_ready = false;
         executed += batch.len();
         for job in batch.drain(..) {
+            if let Some(grant) = &job.grant {
+                let engine = &executor.engine;
+                if let Err(error) = auth::check_task_queues(grant, &job.command, |id| engine.task_queue(id)) {
+                    executor.refuse(journal, job.reply, Reply::Error(error));
+                    continue;
+                }
+            }
             super::liveness::debug_panic_check(&job.command);
             may_ready |= executor.execute(journal, job.command, job.received, job.reply, now, !stopping);
         }
@@ -211,7 +225,7 @@ mod tests {
         let reply = ReplyTo::Task { sender, mailbox: Mailbox::new(&shared.watermark) };
         let task = NewTask { payload: Bytes::from_static(b"1"), ..NewTask::default() };
         let command = Command::Enqueue { queue: queue.into(), task };
-        assert!(shared.submit(Box::new(Job { command, received: None, reply })).is_ok());
+        assert!(shared.submit(Box::new(Job { command, received: None, reply, grant: None })).is_ok());
         receiver
     }
 

@@ -89,9 +89,12 @@ pub fn is_logged(command: &Command) -> bool {
 
 /// The same for a request's opcode: what [`is_logged`] says of the command
 /// it maps to (`logged_opcodes_are_the_logged_commands` checks that they
-/// agree). Hello and ping are not commands.
+/// agree). Hello, ping and auth are not commands (so no token is ever logged).
 fn is_logged_opcode(opcode: Opcode) -> bool {
-    !matches!(opcode, Opcode::Hello | Opcode::Ping | Opcode::ListQueues | Opcode::GetQueue | Opcode::GetTask)
+    !matches!(
+        opcode,
+        Opcode::Hello | Opcode::Ping | Opcode::Auth | Opcode::ListQueues | Opcode::GetQueue | Opcode::GetTask
+    )
 }
 
 fn header(kind: u8, now_ms: u64, out: &mut Vec<u8>) {
@@ -292,7 +295,7 @@ mod tests {
             let opcode = binary::command_to_request(&command).unwrap().opcode();
             assert_eq!(is_logged_opcode(opcode), is_logged(&command), "{command:?}");
         }
-        assert!(!is_logged_opcode(Opcode::Hello) && !is_logged_opcode(Opcode::Ping));
+        assert!(!is_logged_opcode(Opcode::Hello) && !is_logged_opcode(Opcode::Ping) && !is_logged_opcode(Opcode::Auth));
     }
 
     #[test]
@@ -301,6 +304,7 @@ mod tests {
             (Opcode::GetTask as u8, &1u64.to_le_bytes()[..]),
             (Opcode::Ping as u8, &[][..]),
             (Opcode::Hello as u8, &[1, 1, 0, 0, 0, 0, 0, 0][..]),
+            (Opcode::Auth as u8, &[1, 0, 0, 0, 0, 0, 0, 0, b't'][..]),
             (0xee, &[][..]),
         ] {
             let mut bytes = vec![kind::COMMAND];

@@ -30,10 +30,16 @@ pub enum ErrorCode {
     UnknownOpcode = 17,
     /// Binary protocol only: a request came before the connection's hello.
     HandshakeRequired = 18,
+    /// No token, or one the server does not accept (HTTP 401): the server
+    /// has tokens configured and this connection has not authenticated.
+    Unauthenticated = 19,
+    /// The token does not grant the scope the request needs on its queue
+    /// (HTTP 403); the message names the scope.
+    Forbidden = 20,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Ok,
         ErrorCode::MalformedRequest,
         ErrorCode::InvalidArgument,
@@ -53,6 +59,8 @@ impl ErrorCode {
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownOpcode,
         ErrorCode::HandshakeRequired,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
     ];
 
     pub fn from_u16(value: u16) -> Option<ErrorCode> {
@@ -81,6 +89,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::UnknownOpcode => "unknown_opcode",
             ErrorCode::HandshakeRequired => "handshake_required",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 

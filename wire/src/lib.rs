@@ -21,7 +21,7 @@ pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use frame::{peek_frame, take_frame, FrameError, Header, FLAG_REPLY, HEADER_BYTES, MAGIC, VERSION};
 pub use message::{
     CompleteItem, CompleteOutcome, Dep, Discipline, Enqueued, LeasedTask, Opcode, QueueInfo, QueuePatch, Request,
-    Response, TaskSpec, TaskState, TaskView,
+    Response, Secret, TaskSpec, TaskState, TaskView, SCOPES_ALL, SCOPE_ADMIN, SCOPE_CONSUME, SCOPE_PRODUCE,
 };
 
 /// Largest body a peer may send unless the server says otherwise in its hello

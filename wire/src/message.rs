@@ -12,6 +12,7 @@ use crate::error::{DecodeError, EncodeError, ErrorCode};
 pub enum Opcode {
     Hello = 0x01,
     Ping = 0x02,
+    Auth = 0x03,
     ConfigureQueue = 0x10,
     ListQueues = 0x11,
     GetQueue = 0x12,
@@ -28,9 +29,10 @@ pub enum Opcode {
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 15] = [
+    pub const ALL: [Opcode; 16] = [
         Opcode::Hello,
         Opcode::Ping,
+        Opcode::Auth,
         Opcode::ConfigureQueue,
         Opcode::ListQueues,
         Opcode::GetQueue,
@@ -56,6 +58,7 @@ impl Opcode {
         match self {
             Opcode::Hello => "hello",
             Opcode::Ping => "ping",
+            Opcode::Auth => "auth",
             Opcode::ConfigureQueue => "configure_queue",
             Opcode::ListQueues => "list_queues",
             Opcode::GetQueue => "get_queue",
@@ -70,6 +73,36 @@ impl Opcode {
             Opcode::Cancel => "cancel",
             Opcode::CompleteBatch => "complete_batch",
         }
+    }
+}
+
+/// Bit of [`Response::Authenticated`]'s `scopes`: enqueue into the token's queues.
+pub const SCOPE_PRODUCE: u8 = 1 << 0;
+/// Bit of `scopes`: lease, complete, fail and extend tasks of the token's queues.
+pub const SCOPE_CONSUME: u8 = 1 << 1;
+/// Bit of `scopes`: configure, inspect and delete queues (and everything else).
+pub const SCOPE_ADMIN: u8 = 1 << 2;
+/// Every bit `scopes` may have; the others are reserved (0).
+pub const SCOPES_ALL: u8 = SCOPE_PRODUCE | SCOPE_CONSUME | SCOPE_ADMIN;
+
+/// Bytes that must not be printed: an API token. `Debug` shows only its
+/// length, so a request logged or shown in a test failure does not leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub Bytes);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Bytes>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    pub fn expose(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
     }
 }
 
@@ -173,6 +206,12 @@ pub enum Request {
     },
     /// Liveness and readiness (the binary `GET /healthz`).
     Ping,
+    /// Presents an API token (after the hello, before anything else when the
+    /// server has tokens configured). `token` is opaque bytes: the server
+    /// compares their SHA-256 with its token file's. Its `Debug` form hides it.
+    Auth {
+        token: Secret,
+    },
     ConfigureQueue {
         queue: String,
         patch: QueuePatch,
@@ -301,6 +340,11 @@ pub enum Response {
     Pong {
         ready: bool,
     },
+    /// The token was accepted: what it grants ([`SCOPE_PRODUCE`],
+    /// [`SCOPE_CONSUME`], [`SCOPE_ADMIN`] bits).
+    Authenticated {
+        scopes: u8,
+    },
     /// Configure and get queue.
     Queue(QueueInfo),
     Queues(Vec<QueueInfo>),
@@ -331,6 +375,7 @@ impl Request {
         match self {
             Request::Hello { .. } => Opcode::Hello,
             Request::Ping => Opcode::Ping,
+            Request::Auth { .. } => Opcode::Auth,
             Request::ConfigureQueue { .. } => Opcode::ConfigureQueue,
             Request::ListQueues => Opcode::ListQueues,
             Request::GetQueue { .. } => Opcode::GetQueue,

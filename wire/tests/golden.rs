@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use tqx_wire::{
-    Dep, Discipline, Enqueued, ErrorCode, LeasedTask, Opcode, QueuePatch, Request, Response, TaskSpec, TaskState,
-    TaskView,
+    Dep, Discipline, Enqueued, ErrorCode, LeasedTask, Opcode, QueuePatch, Request, Response, Secret, TaskSpec,
+    TaskState, TaskView, SCOPE_CONSUME, SCOPE_PRODUCE,
 };
 
 use common::split_frame;
@@ -274,6 +274,33 @@ fn get_task_reply() {
             lease_expires_at_ms: None,
             purge_at_ms: Some(1_764_003_600_500),
         }),
+    );
+}
+
+const TOKEN: &str = "tqx_9f8e7d6c5b4a39281706f5e4d3c2b1a0ffeeddccbbaa99887766554433221100";
+
+#[test]
+fn auth_request() {
+    check_request("auth.request.hex", 10, Request::Auth { token: Secret::new(json(TOKEN)) });
+}
+
+#[test]
+fn auth_reply() {
+    let scopes = SCOPE_PRODUCE | SCOPE_CONSUME;
+    assert_eq!(scopes, 3);
+    check_response("auth.reply.hex", Opcode::Auth as u8, 10, Response::Authenticated { scopes });
+}
+
+#[test]
+fn unauthenticated_reply() {
+    check_response(
+        "unauthenticated.reply.hex",
+        Opcode::Enqueue as u8,
+        11,
+        Response::error(
+            ErrorCode::Unauthenticated,
+            "this server requires a token: send auth with a token after hello, before any other request",
+        ),
     );
 }
 

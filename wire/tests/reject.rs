@@ -299,7 +299,7 @@ fn invalid_utf8_is_refused_naming_the_field() {
 
 #[test]
 fn an_unknown_opcode_is_its_own_error() {
-    for opcode in [0x00, 0x03, 0x14, 0x46, 0xff] {
+    for opcode in [0x00, 0x04, 0x14, 0x46, 0xff] {
         let (header, body) = request_frame(opcode, &[]);
         let e = Request::decode(&header, body.clone()).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::UnknownOpcode);
@@ -322,8 +322,8 @@ fn an_error_reply_decodes_under_any_opcode() {
 
 #[test]
 fn an_unknown_status_is_refused() {
-    let (header, body) = reply_frame(0x20, 19, &[0; 8]);
-    assert_malformed(Response::decode(&header, body), "reply: header.status 19 is not an error code");
+    let (header, body) = reply_frame(0x20, 21, &[0; 8]);
+    assert_malformed(Response::decode(&header, body), "reply: header.status 21 is not an error code");
     let (header, body) = reply_frame(0x20, u16::MAX, &[0; 8]);
     assert_malformed(Response::decode(&header, body), "reply: header.status 65535 is not an error code");
 }

@@ -292,6 +292,9 @@ struct Reactor {
     released: std::cell::RefCell<Vec<Delivery>>,
     /// Reused by every step.
     nexts: Vec<BinaryNext>,
+    /// With `--tokens`: this reactor's snapshot of the table in force
+    /// (`tokens.rs`), refreshed before each step.
+    tokens: Option<Arc<crate::auth::Tokens>>,
 }
 
 impl Reactor {
@@ -305,7 +308,6 @@ impl Reactor {
         mailbox.set_wake_hook(Box::new(move || hook.wake()));
         Ok(Reactor {
             ring,
-            shared,
             listener,
             accepting: false,
             accept_retry_at: Some(Instant::now()),
@@ -320,6 +322,8 @@ impl Reactor {
             completions: Vec::new(),
             released: std::cell::RefCell::new(Vec::new()),
             nexts: Vec::new(),
+            tokens: shared.tokens.as_ref().map(|store| store.current()),
+            shared,
         })
     }
 
@@ -628,7 +632,17 @@ impl Reactor {
                     .min(CONNECTION_REQUESTS_PER_PASS_MAX)
             };
             let mut nexts = std::mem::take(&mut self.nexts);
-            binary::take_frames(&mut conn.inbox, &mut conn.state, &shared.binary_limits, room, &mut nexts);
+            if let (Some(store), Some(snapshot)) = (shared.tokens.as_ref(), self.tokens.as_mut()) {
+                store.refresh(snapshot);
+            }
+            binary::take_frames_with_tokens(
+                &mut conn.inbox,
+                &mut conn.state,
+                &shared.binary_limits,
+                self.tokens.as_deref(),
+                room,
+                &mut nexts,
+            );
             if conn.inbox.is_empty() && conn.inbox.capacity() > 0 {
                 conn.inbox = BytesMut::new(); // an idle connection holds no inbox
             }
@@ -713,7 +727,7 @@ fn dispatch(
     key: ConnKey,
     submitted: &mut bool,
 ) {
-    let (request_id, opcode, command, long_poll, received) = match next {
+    let (request_id, opcode, command, long_poll, received, grant) = match next {
         BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
             conn.send_now(shared, |out| out.extend_from_slice(&frame));
             return;
@@ -723,8 +737,8 @@ fn dispatch(
             conn.send_now(shared, |out| binary::render_pong(ready, request_id, out));
             return;
         }
-        BinaryNext::Execute { request_id, opcode, command, long_poll, body } => {
-            (request_id, opcode, command, long_poll, Some(Received { opcode, body }))
+        BinaryNext::Execute { request_id, opcode, command, long_poll, body, grant } => {
+            (request_id, opcode, command, long_poll, Some(Received { opcode, body }), grant)
         }
     };
     if long_poll {
@@ -747,7 +761,7 @@ fn dispatch(
         return;
     }
     let reply = ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), key, request_id, opcode));
-    if let Err(job) = shared.submit(Box::new(Job { command, received, reply })) {
+    if let Err(job) = shared.submit(Box::new(Job { command, received, reply, grant })) {
         // Unsent, it would be delivered as `shutting_down`: forget it quietly.
         let Job { reply, .. } = *job;
         if let ReplyTo::Mailbox(reply) = reply {

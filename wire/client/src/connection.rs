@@ -5,9 +5,11 @@
 //!
 //! 1. `open` connects (and, with `ClientOptions::tls`, does the TLS handshake
 //!    through tokio-rustls), sends `Hello{1, 1}` and reads its reply (the server's
-//!    frame limit), then sends `Ping` and reads `Pong{ready}`: a server still
-//!    recovering its state counts as not (yet) reachable, so a connection in
-//!    hand is one that can serve.
+//!    frame limit), sends `Auth{token}` if the options hold a token (a refusal
+//!    fails the attempt for good: `unauthenticated` is not retryable), then
+//!    sends `Ping` and reads `Pong{ready}`: a server still recovering its
+//!    state counts as not (yet) reachable, so a connection in hand is one
+//!    that can serve.
 //! 2. The socket is split. The **writer** task owns the write half and a
 //!    bounded channel of frames: it takes every frame already queued (up to
 //!    [`WRITE_BATCH_BYTES_MAX`]) and writes them with one `write_all`, so many
@@ -239,6 +241,13 @@ async fn hello_and_ping<S: AsyncRead + AsyncWrite + Unpin>(
         }
         other => return Err(unexpected_during_handshake("hello", other)),
     };
+    if let Some(token) = &options.token {
+        let auth = Request::Auth { token: tqx_wire::Secret::new(token.as_str().as_bytes().to_vec()) };
+        match exchange(stream, buffer, &auth, next_request_id(), options).await? {
+            Response::Authenticated { .. } => {}
+            other => return Err(unexpected_during_handshake("auth", other)),
+        }
+    }
     match exchange(stream, buffer, &Request::Ping, next_request_id(), options).await? {
         Response::Pong { ready: true } => {}
         Response::Pong { ready: false } => {

@@ -33,6 +33,31 @@ pub struct ClientOptions {
     /// TLS to a server started with `--tls-cert` (`None`: plain TCP). Default
     /// `None`.
     pub tls: Option<crate::ClientTls>,
+    /// The API token, for a server with `tqx serve --tokens`: sent in an
+    /// `auth` request after the hello of every connection (and reconnection).
+    /// A refused token fails the connect with `ClientError::Server` and code
+    /// `unauthenticated`, which is not retried. Default `None`.
+    pub token: Option<Token>,
+}
+
+/// An API token. Its `Debug` form hides it, so options can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Token {
+        Token(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} bytes)", self.0.len())
+    }
 }
 
 /// Default of [`ClientOptions::connect_timeout_ms`].
@@ -63,6 +88,7 @@ impl Default for ClientOptions {
             reconnect_attempts_max: RECONNECT_ATTEMPTS_MAX_DEFAULT,
             reply_body_bytes_max: REPLY_BODY_BYTES_MAX_DEFAULT,
             tls: None,
+            token: None,
         }
     }
 }

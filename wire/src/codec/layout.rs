@@ -42,6 +42,12 @@ fixed_parts! {
     /// Ping reply (8 bytes).
     struct PongReply(8) { ready: u8, reserved: [u8; 7] }
 
+    /// Auth request (8 bytes), then `token`.
+    struct AuthRequest(8) { token_len: U16, reserved: [u8; 6] }
+
+    /// Auth reply (8 bytes).
+    struct AuthReply(8) { scopes: u8, reserved: [u8; 7] }
+
     /// Configure-queue request (48 bytes), then `queue`.
     struct ConfigureQueueRequest(48) {
         present: U16,

@@ -5,16 +5,16 @@ use bytes::Bytes;
 use zerocopy::little_endian::{I32, U16, U32, U64};
 
 use super::layout::{
-    size, CompletePart, ConfigureQueueRequest, CountPart, DeleteQueueRequest, DequeueRequest, EnqueueBatchRequest,
-    ExtendRequest, FailRequest, HelloRequest, IdRequest, QueueNameRequest, TaskSpecPart, COMPLETE_RESULT,
-    DEP_BATCH_BIT, DEP_BYTES, DEQUEUE_LEASE_MS, DEQUEUE_QUEUE_BYTES_MIN, PATCH_ALL, PATCH_BACKOFF_MAX_MS,
-    PATCH_BACKOFF_MS, PATCH_DISCIPLINE, PATCH_GROUP_CONCURRENCY_UNLIMITED, PATCH_GROUP_CONCURRENCY_VALUE,
-    PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS, PATCH_RETENTION_MS,
+    size, AuthRequest, CompletePart, ConfigureQueueRequest, CountPart, DeleteQueueRequest, DequeueRequest,
+    EnqueueBatchRequest, ExtendRequest, FailRequest, HelloRequest, IdRequest, QueueNameRequest, TaskSpecPart,
+    COMPLETE_RESULT, DEP_BATCH_BIT, DEP_BYTES, DEQUEUE_LEASE_MS, DEQUEUE_QUEUE_BYTES_MIN, PATCH_ALL,
+    PATCH_BACKOFF_MAX_MS, PATCH_BACKOFF_MS, PATCH_DISCIPLINE, PATCH_GROUP_CONCURRENCY_UNLIMITED,
+    PATCH_GROUP_CONCURRENCY_VALUE, PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS, PATCH_RETENTION_MS,
 };
 use super::reader::{widen, Field, Reader};
 use super::writer::Writer;
 use crate::error::{DecodeError, EncodeError};
-use crate::message::{CompleteItem, Dep, Discipline, Opcode, QueuePatch, Request, TaskSpec};
+use crate::message::{CompleteItem, Dep, Discipline, Opcode, QueuePatch, Request, Secret, TaskSpec};
 
 const QUEUE: Field = Field::top("queue");
 
@@ -24,6 +24,11 @@ pub(crate) fn encode(request: &Request, w: &mut Writer<'_>) -> Result<(), Encode
             w.fixed(&HelloRequest { version_min: *version_min, version_max: *version_max, reserved: [0; 6] });
         }
         Request::Ping | Request::ListQueues => {}
+        Request::Auth { token } => {
+            let token_len = w.u16_len(token.0.len(), Field::top("token"))?;
+            w.fixed(&AuthRequest { token_len, reserved: [0; 6] });
+            w.bytes(&token.0);
+        }
         Request::ConfigureQueue { queue, patch } => encode_configure_queue(queue, patch, w)?,
         Request::GetQueue { queue } => encode_queue_name(queue, w)?,
         Request::DeleteQueue { queue, force } => {
@@ -97,6 +102,11 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Request, DecodeErro
             Request::Hello { version_min: f.version_min, version_max: f.version_max }
         }
         Opcode::Ping => Request::Ping,
+        Opcode::Auth => {
+            let f = r.fixed::<AuthRequest>(Field::FIXED)?;
+            r.reserved(&f.reserved, Field::top("reserved"))?;
+            Request::Auth { token: Secret(r.bytes(usize::from(f.token_len.get()), Field::top("token"))?) }
+        }
         Opcode::ListQueues => Request::ListQueues,
         Opcode::ConfigureQueue => decode_configure_queue(&mut r)?,
         Opcode::GetQueue => Request::GetQueue { queue: decode_queue_name(&mut r)? },

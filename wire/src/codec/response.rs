@@ -5,15 +5,16 @@ use bytes::Bytes;
 use zerocopy::little_endian::{I32, U16, U32, U64};
 
 use super::layout::{
-    size, CompleteOutcomePart, CountPart, EnqueuedPart, ErrorReply, ExtendedReply, HelloReply, LeasedTaskPart,
-    PongReply, QueueInfoPart, TaskStateReply, TaskViewPart, DEP_BYTES, QUEUE_INFO_GROUP_CONCURRENCY, VIEW_ALL,
-    VIEW_ERROR, VIEW_GROUP, VIEW_KEY, VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS, VIEW_RESULT,
+    size, AuthReply, CompleteOutcomePart, CountPart, EnqueuedPart, ErrorReply, ExtendedReply, HelloReply,
+    LeasedTaskPart, PongReply, QueueInfoPart, TaskStateReply, TaskViewPart, DEP_BYTES, QUEUE_INFO_GROUP_CONCURRENCY,
+    VIEW_ALL, VIEW_ERROR, VIEW_GROUP, VIEW_KEY, VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS,
+    VIEW_RESULT,
 };
 use super::reader::{widen, Field, Reader};
 use super::request::decode_discipline;
 use super::writer::Writer;
 use crate::error::{DecodeError, EncodeError, ErrorCode};
-use crate::message::{Enqueued, LeasedTask, Opcode, QueueInfo, Response, TaskState, TaskView};
+use crate::message::{Enqueued, LeasedTask, Opcode, QueueInfo, Response, TaskState, TaskView, SCOPES_ALL};
 
 /// Longest error message a reply carries (its length is a U16).
 const ERROR_MESSAGE_BYTES_MAX: usize = u16::MAX as usize;
@@ -23,6 +24,7 @@ pub(crate) fn context(opcode: Opcode) -> &'static str {
     match opcode {
         Opcode::Hello => "hello reply",
         Opcode::Ping => "ping reply",
+        Opcode::Auth => "auth reply",
         Opcode::ConfigureQueue => "configure_queue reply",
         Opcode::ListQueues => "list_queues reply",
         Opcode::GetQueue => "get_queue reply",
@@ -48,6 +50,12 @@ pub(crate) fn encode(response: &Response, w: &mut Writer<'_>) -> Result<u16, Enc
             frame_body_bytes_max: U32::new(*frame_body_bytes_max),
         }),
         Response::Pong { ready } => w.fixed(&PongReply { ready: u8::from(*ready), reserved: [0; 7] }),
+        Response::Authenticated { scopes } => {
+            if scopes & !SCOPES_ALL != 0 {
+                return Err(w.error(format_args!("scopes {scopes:#04x} has bits outside {SCOPES_ALL:#04x}")));
+            }
+            w.fixed(&AuthReply { scopes: *scopes, reserved: [0; 7] });
+        }
         Response::Queue(info) => encode_queue_info(info, Field::FIXED, w)?,
         Response::Queues(infos) => {
             let count = w.u32_len(infos.len(), Field::top("queues"))?;
@@ -133,6 +141,12 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Response, DecodeErr
             let f = r.fixed::<PongReply>(Field::FIXED)?;
             r.reserved(&f.reserved, Field::top("reserved"))?;
             Response::Pong { ready: r.boolean(f.ready, Field::top("ready"))? }
+        }
+        Opcode::Auth => {
+            let f = r.fixed::<AuthReply>(Field::FIXED)?;
+            r.reserved(&f.reserved, Field::top("reserved"))?;
+            r.flags(f.scopes.into(), SCOPES_ALL.into(), Field::top("scopes"))?;
+            Response::Authenticated { scopes: f.scopes }
         }
         Opcode::ConfigureQueue | Opcode::GetQueue => Response::Queue(decode_queue_info(&mut r, Field::FIXED)?),
         Opcode::ListQueues => {

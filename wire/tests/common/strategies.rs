@@ -9,7 +9,7 @@ use proptest::option;
 use proptest::prelude::*;
 use tqx_wire::{
     CompleteItem, CompleteOutcome, Dep, Discipline, Enqueued, ErrorCode, LeasedTask, Opcode, QueueInfo, QueuePatch,
-    Request, Response, TaskSpec, TaskState, TaskView,
+    Request, Response, Secret, TaskSpec, TaskState, TaskView, SCOPES_ALL,
 };
 
 pub fn u64_edgy() -> BoxedStrategy<u64> {
@@ -143,6 +143,12 @@ pub fn requests() -> Vec<(&'static str, BoxedStrategy<Request>)> {
                 .boxed(),
         ),
         ("ping", Just(Request::Ping).boxed()),
+        (
+            "auth",
+            prop_oneof![vec(any::<u8>(), 0..200), vec(any::<u8>(), 65_535..=65_535)]
+                .prop_map(|token| Request::Auth { token: Secret::new(token) })
+                .boxed(),
+        ),
         (
             "configure_queue",
             (text(), queue_patch()).prop_map(|(queue, patch)| Request::ConfigureQueue { queue, patch }).boxed(),
@@ -304,6 +310,7 @@ pub fn responses() -> Vec<(&'static str, BoxedStrategy<(u8, Response)>)> {
             ),
         ),
         ("pong", with(Opcode::Ping, any::<bool>().prop_map(|ready| Response::Pong { ready }))),
+        ("authenticated", with(Opcode::Auth, (0..=SCOPES_ALL).prop_map(|scopes| Response::Authenticated { scopes }))),
         (
             "queue",
             (prop_oneof![Just(Opcode::ConfigureQueue), Just(Opcode::GetQueue)], queue_info())

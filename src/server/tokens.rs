@@ -1,0 +1,102 @@
+//! The token table in force (`tqx serve --tokens FILE`; docs/security.md):
+//! read at start (a bad file refuses the start), read again on SIGHUP (a bad
+//! new file keeps the old table and logs why), and handed to connections as
+//! an `Arc` snapshot.
+//!
+//! The request path takes no lock: a connection keeps its snapshot and, once
+//! per pass over its input, compares the table's generation (one atomic load)
+//! with its snapshot's; only after a reload does it take the lock, once, to
+//! pick up the new table. A connection therefore sees a reload at its next
+//! request, and `auth::Session` re-checks its token against the new table.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::auth::Tokens;
+use crate::limits::TOKEN_FILE_BYTES_MAX;
+
+pub(crate) struct TokenStore {
+    path: PathBuf,
+    current: Mutex<Arc<Tokens>>,
+    /// The generation of `current`: bumped after each swap.
+    generation: AtomicU64,
+}
+
+/// Reads and parses the token file; the message names the file and the line.
+fn read(path: &Path, generation: u64) -> Result<Tokens, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let mut text = String::new();
+    // One byte more than the limit tells a file at the limit from one over it.
+    file.take(TOKEN_FILE_BYTES_MAX as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    if text.len() > TOKEN_FILE_BYTES_MAX {
+        return Err(format!("the token file {} is larger than {TOKEN_FILE_BYTES_MAX} bytes", path.display()));
+    }
+    let tokens = Tokens::parse(&text).map_err(|e| format!("the token file {} is not valid: {e}", path.display()))?;
+    Ok(tokens.with_generation(generation))
+}
+
+impl TokenStore {
+    /// Reads `path` at start.
+    pub(crate) fn load(path: &Path) -> Result<TokenStore, String> {
+        let tokens = read(path, 1)?;
+        if tokens.is_empty() {
+            tracing::warn!(file = %path.display(), "the token file holds no token: every request is refused");
+        }
+        tracing::info!(file = %path.display(), tokens = tokens.len(), "tokens loaded");
+        Ok(TokenStore { path: path.to_owned(), current: Mutex::new(Arc::new(tokens)), generation: AtomicU64::new(1) })
+    }
+
+    /// On SIGHUP: reads the file again and swaps the table in, or keeps the
+    /// old one and logs why (the message names the line, never a token).
+    pub(crate) fn reload(&self) {
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        match read(&self.path, generation) {
+            Ok(tokens) => {
+                let count = tokens.len();
+                *crate::sync::lock(&self.current) = Arc::new(tokens);
+                // After the swap: a connection that sees the new generation
+                // finds the new table under the lock.
+                self.generation.store(generation, Ordering::Release);
+                tracing::info!(file = %self.path.display(), tokens = count, "tokens reloaded");
+            }
+            Err(error) => tracing::warn!(%error, "SIGHUP: kept the tokens in force"),
+        }
+    }
+
+    /// The table in force now.
+    pub(crate) fn current(&self) -> Arc<Tokens> {
+        crate::sync::lock(&self.current).clone()
+    }
+
+    /// Replaces `snapshot` with the table in force if a reload happened since
+    /// it was taken: one atomic load when none did.
+    pub(crate) fn refresh(&self, snapshot: &mut Arc<Tokens>) {
+        if self.generation.load(Ordering::Acquire) != snapshot.generation() {
+            *snapshot = self.current();
+        }
+    }
+}
+
+/// A connection's view of the tokens: `None` when the server has none.
+pub(crate) struct TokenView<'a> {
+    store: Option<&'a TokenStore>,
+    snapshot: Option<Arc<Tokens>>,
+}
+
+impl<'a> TokenView<'a> {
+    pub(crate) fn new(store: Option<&'a TokenStore>) -> TokenView<'a> {
+        TokenView { store, snapshot: store.map(TokenStore::current) }
+    }
+
+    /// The table to authenticate this pass's requests against.
+    pub(crate) fn tokens(&mut self) -> Option<&Tokens> {
+        if let (Some(store), Some(snapshot)) = (self.store, self.snapshot.as_mut()) {
+            store.refresh(snapshot);
+        }
+        self.snapshot.as_deref()
+    }
+}
