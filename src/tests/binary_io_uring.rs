@@ -14,14 +14,14 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use support::Server;
-use tqx_wire::{peek_frame, ErrorCode, Header, Request, Response, TaskSpec, TaskState, HEADER_BYTES};
+use tqx_wire::{ErrorCode, Request, Response, TaskSpec, TaskState, HEADER_BYTES};
 
 /// How long a client waits for a reply before the test fails instead of hanging.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,68 +35,10 @@ fn start(extra_args: &[&str]) -> Server {
 }
 
 /// A raw binary-protocol connection that has said hello.
-struct Binary {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-    next_id: u64,
-}
+type Binary = support::RawBinary;
 
-impl Binary {
-    fn connect(server: &Server) -> Binary {
-        let addr: SocketAddr = server.binary_addr.expect("a binary address");
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let mut client = Binary { stream, buffer: Vec::new(), next_id: 1 };
-        let hello = client.call(&Request::Hello { version_min: 1, version_max: 1 });
-        assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
-        client
-    }
-
-    /// Encodes `request` with a fresh id into `out`; returns the id.
-    fn encode(&mut self, request: &Request, out: &mut Vec<u8>) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        request.encode(id, out);
-        id
-    }
-
-    fn send(&mut self, request: &Request) -> u64 {
-        let mut frame = Vec::new();
-        let id = self.encode(request, &mut frame);
-        self.stream.write_all(&frame).expect("write to the server");
-        id
-    }
-
-    /// The next reply frame, or `None` if the connection closed or nothing
-    /// came within the read timeout.
-    fn try_read(&mut self) -> Option<(Header, Response)> {
-        loop {
-            if let Some(header) = peek_frame(&self.buffer, usize::MAX).expect("the server's framing") {
-                let end = HEADER_BYTES + header.body_len.get() as usize;
-                let body = Bytes::copy_from_slice(&self.buffer[HEADER_BYTES..end]);
-                self.buffer.drain(..end);
-                let response = Response::decode(&header, body).expect("the server's reply decodes");
-                return Some((header, response));
-            }
-            let mut chunk = [0u8; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn call(&mut self, request: &Request) -> Response {
-        let id = self.send(request);
-        let (header, response) = self.try_read().expect("a reply");
-        assert_eq!(header.request_id.get(), id, "{response:?}");
-        response
-    }
+fn connect(server: &Server) -> Binary {
+    Binary::connect(server.binary_addr.expect("a binary address"), READ_TIMEOUT)
 }
 
 fn enqueue(queue: &str, payload: &[u8]) -> Request {
@@ -116,7 +58,7 @@ fn rss_bytes(server: &Server) -> u64 {
 #[test]
 fn a_task_is_enqueued_leased_and_completed_in_sync_mode() {
     let server = start(&[]);
-    let mut client = Binary::connect(&server);
+    let mut client = connect(&server);
     let Response::Enqueued(enqueued) = client.call(&enqueue("q", b"work")) else { panic!("enqueue") };
     let dequeue = Request::Dequeue { queues: vec!["q".into()], max: 1, lease_ms: None, wait_ms: 0 };
     let Response::Leased(tasks) = client.call(&dequeue) else { panic!("dequeue") };
@@ -131,7 +73,7 @@ fn a_task_is_enqueued_leased_and_completed_in_sync_mode() {
 fn two_thousand_pipelined_enqueues_are_each_answered_by_request_id() {
     const REQUESTS: usize = 2000;
     let server = start(&["--durability", "memory"]);
-    let mut client = Binary::connect(&server);
+    let mut client = connect(&server);
     let mut frames = Vec::new();
     let sent: HashSet<u64> =
         (0..REQUESTS).map(|i| client.encode(&enqueue("pipelined", format!("{i}").as_bytes()), &mut frames)).collect();
@@ -151,7 +93,7 @@ fn two_thousand_pipelined_enqueues_are_each_answered_by_request_id() {
 #[test]
 fn an_oversized_length_gets_one_error_frame_then_the_connection_closes_before_the_body() {
     let server = start(&["--max-body-bytes", "1024"]);
-    let mut client = Binary::connect(&server);
+    let mut client = connect(&server);
     let mut frame = Vec::new();
     enqueue("q", &[0; 1025]).encode(9, &mut frame);
     // Only the header: the refusal must not wait for the body.
@@ -160,7 +102,7 @@ fn an_oversized_length_gets_one_error_frame_then_the_connection_closes_before_th
     assert_eq!((header.opcode, header.request_id.get()), (0, 0));
     assert!(matches!(response, Response::Error { code: ErrorCode::PayloadTooLarge, .. }), "{response:?}");
     assert!(client.try_read().is_none(), "the connection closes");
-    assert_eq!(Binary::connect(&server).call(&Request::Ping), Response::Pong { ready: true }, "others are served");
+    assert_eq!(connect(&server).call(&Request::Ping), Response::Pong { ready: true }, "others are served");
 }
 
 /// 1,000 pipelined `get_task` of a 1 MB task would be 1 GB of replies: the
@@ -170,10 +112,10 @@ fn an_oversized_length_gets_one_error_frame_then_the_connection_closes_before_th
 fn a_client_that_pipelines_without_reading_is_held_to_its_reply_budget_and_others_are_served() {
     const PAYLOAD_BYTES: usize = 1_000_000;
     let server = start(&["--durability", "memory", "--max-body-bytes", "2097152"]);
-    let mut client = Binary::connect(&server);
+    let mut client = connect(&server);
     let Response::Enqueued(big) = client.call(&enqueue("big", &vec![b'x'; PAYLOAD_BYTES])) else { panic!() };
     let before = rss_bytes(&server);
-    let mut attacker = Binary::connect(&server);
+    let mut attacker = connect(&server);
     let mut frames = Vec::new();
     for _ in 0..1000 {
         attacker.encode(&Request::GetTask { id: big.id }, &mut frames);
@@ -198,7 +140,7 @@ fn a_client_that_pipelines_without_reading_is_held_to_its_reply_budget_and_other
 #[test]
 fn a_long_poll_is_refused_with_capacity_exceeded_and_the_connection_stays() {
     let server = start(&["--durability", "memory"]);
-    let mut client = Binary::connect(&server);
+    let mut client = connect(&server);
     let poll = Request::Dequeue { queues: vec!["q".into()], max: 1, lease_ms: None, wait_ms: 1000 };
     let response = client.call(&poll);
     assert!(
@@ -211,7 +153,7 @@ fn a_long_poll_is_refused_with_capacity_exceeded_and_the_connection_stays() {
 #[test]
 fn sigterm_closes_idle_binary_connections_and_the_server_exits_cleanly() {
     let mut server = start(&["--durability", "memory"]);
-    let mut idle = Binary::connect(&server);
+    let mut idle = connect(&server);
     server.signal(libc::SIGTERM);
     assert!(idle.try_read().is_none(), "the connection closes");
     let status = server.wait_exit(Duration::from_secs(10));

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 use support::Server;
-use tqx_wire::{peek_frame, ErrorCode, Header, Request, Response, TaskSpec, HEADER_BYTES};
+use tqx_wire::{peek_frame, ErrorCode, Request, Response, TaskSpec, HEADER_BYTES};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bound: the server's resident memory while a client pipelines
@@ -48,79 +48,18 @@ fn rss_peak_over(server: &Server, duration: Duration) -> u64 {
 }
 
 /// A raw binary-protocol connection that has said hello.
-struct Binary {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-    next_id: u64,
+type Binary = support::RawBinary;
+
+fn connect(addr: SocketAddr) -> Binary {
+    Binary::connect(addr, READ_TIMEOUT)
 }
 
-impl Binary {
-    fn connect(addr: SocketAddr) -> Binary {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let mut client = Binary { stream, buffer: Vec::new(), next_id: 1 };
-        let hello = client.call(&Request::Hello { version_min: 1, version_max: 1 });
-        assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
-        client
-    }
-
-    /// Encodes `request` with a fresh id into `out`; returns the id.
-    fn encode(&mut self, request: &Request, out: &mut Vec<u8>) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        request.encode(id, out);
-        id
-    }
-
-    fn send(&mut self, request: &Request) -> u64 {
-        let mut frame = Vec::new();
-        let id = self.encode(request, &mut frame);
-        self.stream.write_all(&frame).expect("write to the server");
-        id
-    }
-
-    /// The next reply frame, or `None` if none came within the read timeout
-    /// or the connection closed.
-    fn try_read(&mut self) -> Option<(Header, Response)> {
-        loop {
-            if let Some(header) = peek_frame(&self.buffer, usize::MAX).expect("the server's framing") {
-                let end = HEADER_BYTES + header.body_len.get() as usize;
-                let body = Bytes::copy_from_slice(&self.buffer[HEADER_BYTES..end]);
-                self.buffer.drain(..end);
-                let response = Response::decode(&header, body).expect("the server's reply decodes");
-                return Some((header, response));
-            }
-            let mut chunk = [0u8; 64 << 10];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn read(&mut self) -> (Header, Response) {
-        self.try_read().expect("a reply")
-    }
-
-    #[track_caller]
-    fn call(&mut self, request: &Request) -> Response {
-        let id = self.send(request);
-        let (header, response) = self.read();
-        assert_eq!(header.request_id.get(), id, "{response:?}");
-        response
-    }
-
-    #[track_caller]
-    fn enqueue(&mut self, queue: &str, payload: Vec<u8>) -> u64 {
-        match self.call(&enqueue(queue, payload)) {
-            Response::Enqueued(enqueued) => enqueued.id,
-            other => panic!("enqueue: {other:?}"),
-        }
+/// Enqueues on `client`; returns the task's id.
+#[track_caller]
+fn enqueue_on(client: &mut Binary, queue: &str, payload: Vec<u8>) -> u64 {
+    match client.call(&enqueue(queue, payload)) {
+        Response::Enqueued(enqueued) => enqueued.id,
+        other => panic!("enqueue: {other:?}"),
     }
 }
 
@@ -146,7 +85,7 @@ fn assert_error(response: &Response, expected: ErrorCode) -> String {
 /// A connection that pipelines 1,000 `get_task` of task `id` and never reads
 /// the replies (the attack of item 3).
 fn pipeline_get_task_without_reading(binary: SocketAddr, id: u64) -> Binary {
-    let mut attacker = Binary::connect(binary);
+    let mut attacker = connect(binary);
     let mut frames = Vec::new();
     // A large frame first, so the server's reads grow to their largest
     // (buffers.rs) and the thousand small frames behind it arrive together.
@@ -163,7 +102,7 @@ fn pipeline_get_task_without_reading(binary: SocketAddr, id: u64) -> Binary {
 #[track_caller]
 fn assert_fresh_clients_served(server: &Server, big_task: u64) {
     let binary = server.binary_addr.expect("a binary address");
-    let mut fresh = Binary::connect(binary);
+    let mut fresh = connect(binary);
     match fresh.call(&Request::GetTask { id: big_task }) {
         // Over HTTP the payload was a JSON string: its quotes are stored too.
         Response::Task(view) => assert!(view.payload.len() >= PAYLOAD_BYTES, "{}", view.payload.len()),
@@ -182,7 +121,7 @@ fn assert_fresh_clients_served(server: &Server, big_task: u64) {
 fn pipelined_get_task_of_a_1mib_task_without_reading_does_not_grow_the_server_binary() {
     let server = Server::start_binary("127.0.0.1:0", &[&BODY_ARGS[..], &["--durability", "memory"]].concat());
     let binary = server.binary_addr.unwrap();
-    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let id = enqueue_on(&mut connect(binary), "big", vec![b'x'; PAYLOAD_BYTES]);
     let before = rss_bytes(&server);
 
     let attacker = pipeline_get_task_without_reading(binary, id);
@@ -240,7 +179,7 @@ fn pipelined_gets_of_a_1mib_task_behind_a_long_poll_do_not_grow_the_server_http(
 fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_binary() {
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
     let binary = server.binary_addr.unwrap();
-    let mut greedy = Binary::connect(binary);
+    let mut greedy = connect(binary);
     let mut frames = Vec::new();
     for _ in 0..64 {
         greedy.encode(&long_poll("jobs", 30_000), &mut frames);
@@ -253,12 +192,12 @@ fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_
     let message = assert_error(&response, ErrorCode::CapacityExceeded);
     assert!(message.contains("64 long polls on this connection"), "{message}");
 
-    let mut other = Binary::connect(binary);
+    let mut other = connect(binary);
     let poll = other.send(&long_poll("jobs", 30_000));
     // The greedy connection's polls are older: a task goes to them first.
-    let mut producer = Binary::connect(binary);
+    let mut producer = connect(binary);
     for _ in 0..65 {
-        producer.enqueue("jobs", b"t".to_vec());
+        enqueue_on(&mut producer, "jobs", b"t".to_vec());
     }
     let (header, response) = other.read();
     assert_eq!(header.request_id.get(), poll);
@@ -404,7 +343,7 @@ fn two_deep_pipelines_are_served_in_turns_binary() {
         .map(|queue| {
             let steps = steps.clone();
             thread::spawn(move || {
-                let mut client = Binary::connect(binary);
+                let mut client = connect(binary);
                 send_buffer_for_backlog(&client.stream);
                 let mut frames = Vec::new();
                 for _ in 0..BACKLOG {
@@ -492,7 +431,7 @@ fn a_client_past_max_connections_gets_a_prompt_503_with_retry_after_and_the_bina
     let mut held = Vec::new();
     while held.len() < 2 {
         assert!(Instant::now() < deadline, "could not take the two connection slots");
-        let mut client = Binary::connect(binary);
+        let mut client = connect(binary);
         match client.call(&Request::Ping) {
             Response::Pong { ready: true } => {
                 client.send(&long_poll("idle", 30_000));
@@ -542,7 +481,7 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
     let args = [&BODY_ARGS[..], &["--durability", "memory", "--reply-bytes-max", "8388608"]].concat();
     let server = Server::start_binary("127.0.0.1:0", &args);
     let binary = server.binary_addr.unwrap();
-    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let id = enqueue_on(&mut connect(binary), "big", vec![b'x'; PAYLOAD_BYTES]);
 
     let attackers = spend_reply_budget(binary, id);
     // Until the three have spent the budget (each holds a write of about
@@ -552,7 +491,7 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
     let mut waiting = loop {
         let stream = TcpStream::connect(binary).unwrap();
         stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let mut client = Binary { stream, buffer: Vec::new(), next_id: 1 };
+        let mut client = Binary::new(stream);
         client.send(&Request::Hello { version_min: 1, version_max: 1 });
         if client.try_read().is_none() {
             break client; // not answered: the budget is spent
@@ -571,7 +510,7 @@ fn at_the_server_wide_reply_budget_new_requests_wait_until_replies_drain_binary(
 /// Three connections, all connected (their hellos answered) before any
 /// spends the budget, each asking for 20 copies of task `id` and reading none.
 fn spend_reply_budget(binary: std::net::SocketAddr, id: u64) -> Vec<Binary> {
-    let mut attackers: Vec<Binary> = (0..3).map(|_| Binary::connect(binary)).collect();
+    let mut attackers: Vec<Binary> = (0..3).map(|_| connect(binary)).collect();
     for attacker in &mut attackers {
         let mut frames = Vec::new();
         for _ in 0..20 {
@@ -594,7 +533,7 @@ fn clients_that_never_read_are_closed_at_the_request_deadline_and_free_the_reply
             .concat();
     let server = Server::start_binary("127.0.0.1:0", &args);
     let binary = server.binary_addr.unwrap();
-    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let id = enqueue_on(&mut connect(binary), "big", vec![b'x'; PAYLOAD_BYTES]);
 
     let attackers = spend_reply_budget(binary, id);
     // The attackers stay connected and never read; a new connection's hello
@@ -602,7 +541,7 @@ fn clients_that_never_read_are_closed_at_the_request_deadline_and_free_the_reply
     // (before: never, while they stayed).
     let stream = TcpStream::connect(binary).unwrap();
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut fresh = Binary { stream, buffer: Vec::new(), next_id: 1 };
+    let mut fresh = Binary::new(stream);
     fresh.send(&Request::Hello { version_min: 1, version_max: 1 });
     let (_, hello) = fresh.read();
     assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
@@ -628,7 +567,7 @@ fn pipelined_get_task_of_a_cold_1mib_task_without_reading_does_not_grow_the_serv
     .concat();
     let server = Server::start_binary("127.0.0.1:0", &args);
     let binary = server.binary_addr.unwrap();
-    let id = Binary::connect(binary).enqueue("big", vec![b'x'; PAYLOAD_BYTES]);
+    let id = enqueue_on(&mut connect(binary), "big", vec![b'x'; PAYLOAD_BYTES]);
     let deadline = Instant::now() + READ_TIMEOUT;
     while !server.stderr().contains("payloads moved to the store") {
         assert!(Instant::now() < deadline, "the payload never went cold: {}", server.stderr());

@@ -635,3 +635,81 @@ pub fn as_id(value: &Value) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("expected a u64 in a string, got {value}"))
 }
+
+/// A raw binary-protocol connection for tests that need frames the Rust
+/// client would not send (pipelines left unread, hostile peers): requests
+/// are encoded with fresh ids, replies read frame by frame.
+pub struct RawBinary {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+    next_id: u64,
+}
+
+impl RawBinary {
+    /// `stream` as it is: no hello sent.
+    pub fn new(stream: TcpStream) -> RawBinary {
+        RawBinary { stream, buffer: Vec::new(), next_id: 1 }
+    }
+
+    /// Connected to `addr` (reads time out after `read_timeout`) and past its hello.
+    pub fn connect(addr: SocketAddr, read_timeout: Duration) -> RawBinary {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = RawBinary::new(stream);
+        let hello = client.call(&tqx_wire::Request::Hello { version_min: 1, version_max: 1 });
+        assert!(matches!(hello, tqx_wire::Response::Hello { .. }), "{hello:?}");
+        client
+    }
+
+    /// Encodes `request` with a fresh id into `out`; returns the id.
+    pub fn encode(&mut self, request: &tqx_wire::Request, out: &mut Vec<u8>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        request.encode(id, out);
+        id
+    }
+
+    pub fn send(&mut self, request: &tqx_wire::Request) -> u64 {
+        let mut frame = Vec::new();
+        let id = self.encode(request, &mut frame);
+        self.stream.write_all(&frame).expect("write to the server");
+        id
+    }
+
+    /// The next reply frame, or `None` if none came within the read timeout
+    /// or the connection closed.
+    pub fn try_read(&mut self) -> Option<(tqx_wire::Header, tqx_wire::Response)> {
+        loop {
+            if let Some(header) = tqx_wire::peek_frame(&self.buffer, usize::MAX).expect("the server's framing") {
+                let end = tqx_wire::HEADER_BYTES + header.body_len.get() as usize;
+                let body = bytes::Bytes::copy_from_slice(&self.buffer[tqx_wire::HEADER_BYTES..end]);
+                self.buffer.drain(..end);
+                let response = tqx_wire::Response::decode(&header, body).expect("the server's reply decodes");
+                return Some((header, response));
+            }
+            let mut chunk = [0u8; 64 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    #[track_caller]
+    pub fn read(&mut self) -> (tqx_wire::Header, tqx_wire::Response) {
+        self.try_read().expect("a reply")
+    }
+
+    /// Sends `request` and reads its reply (which must be the next frame).
+    #[track_caller]
+    pub fn call(&mut self, request: &tqx_wire::Request) -> tqx_wire::Response {
+        let id = self.send(request);
+        let (header, response) = self.read();
+        assert_eq!(header.request_id.get(), id, "{response:?}");
+        response
+    }
+}
