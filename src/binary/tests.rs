@@ -586,6 +586,8 @@ use proptest::prelude::*;
 /// decoder and the mapping replay uses.
 fn through_a_body(command: &Command) -> Command {
     let request = command_to_request(command).unwrap_or_else(|reason| panic!("{command:?}: {reason}"));
+    // The log pairs a received body with this opcode (core::executor::Received).
+    assert_eq!(command_opcode(command), request.opcode(), "{command:?}");
     let mut body = Vec::new();
     request.encode_body(&mut body).unwrap_or_else(|error| panic!("{command:?}: {error}"));
     let decoded = Request::decode_body(request.opcode(), Bytes::from(body)).expect("the body decodes");

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::binary;
 use crate::command::{execute, Command, Reply};
 use crate::engine::{Engine, EngineError};
 use crate::limits::LONG_POLLS_COUNT_MAX;
@@ -52,13 +53,15 @@ pub trait Effects {
     }
 }
 
-/// A request as a binary client sent it: its opcode and body, which decode
+/// A request as a binary client sent it: its body, which decodes
 /// (`tqx_wire::Request::decode_body`, then `binary::request_command`) to the
-/// command executed with it. Logged as it is, so the binary path encodes
-/// nothing for the log; HTTP requests have none and their command is encoded.
+/// command executed with it, whose opcode (`binary::command_opcode`) is the
+/// frame's. Logged as it is, so the binary path encodes nothing for the log;
+/// HTTP requests have none and their command is encoded. The opcode is not
+/// kept beside the body: the command says it, and the 8 bytes it took put
+/// `server::worker::Job` over a size class (see the assertion there).
 #[derive(Clone, Debug)]
 pub struct Received {
-    pub opcode: u8,
     pub body: Bytes,
 }
 
@@ -163,7 +166,9 @@ impl<T> Executor<T> {
         let result = if effects.logging() && record::is_logged(&command) {
             let mut bytes = Vec::with_capacity(64);
             match &received {
-                Some(Received { opcode, body }) => record::encode_request_body(now, *opcode, body, &mut bytes),
+                Some(Received { body }) => {
+                    record::encode_request_body(now, binary::command_opcode(&command) as u8, body, &mut bytes)
+                }
                 None => record::encode_command(now, &command, &mut bytes),
             }
             let result = execute(&mut self.engine, command, now);

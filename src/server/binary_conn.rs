@@ -513,7 +513,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
             return;
         }
         BinaryNext::Execute { request_id, opcode, command, long_poll, body, grant } => {
-            (request_id, opcode, command, long_poll, Some(Received { opcode, body }), grant)
+            (request_id, opcode, command, long_poll, Some(Received { body }), grant)
         }
     };
     if long_poll && conn.long_polls.get() >= shared.connection_long_polls_max {

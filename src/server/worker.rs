@@ -49,6 +49,15 @@ pub(crate) struct Job {
     pub(crate) grant: Option<Arc<Grant>>,
 }
 
+// Every request a reactor executes is one `Box<Job>`, so its size class is
+// part of the hot path: at 232 bytes (the opcode kept beside a received body,
+// plus `grant`) a Job fell into jemalloc's 256-byte class, whose thread cache
+// holds 32 objects (16 per 4 KiB slab, twice that cached) against 200 for the
+// 224-byte class. With 800 requests in flight the cache overflowed and each
+// ~8 requests cost a slab from the arena: +5 % instructions per memory-mode
+// enqueue at ×16 under callgrind (docs/benchmarks/changelog.md, issue 18).
+const _: () = assert!(std::mem::size_of::<Job>() <= 224, "Job must stay within jemalloc's 224-byte size class");
+
 /// Jobs executed per clock reading and timer pass: amortises both, while
 /// bounding how late a due timer fires under load.
 const JOBS_PER_BATCH_MAX: usize = 256;
@@ -98,16 +107,16 @@ fn drain(shared: &Shared, state: &mut EngineState, jobs_max: usize) -> (usize, u
         let now = executor.advance_clock(now_ms());
         let mut may_ready = false;
         executed += batch.len();
-        for job in batch.drain(..) {
-            if let Some(grant) = &job.grant {
+        for Job { command, received, reply, grant } in batch.drain(..) {
+            if let Some(grant) = grant {
                 let engine = &executor.engine;
-                if let Err(error) = auth::check_task_queues(grant, &job.command, |id| engine.task_queue(id)) {
-                    executor.refuse(journal, job.reply, Reply::Error(error));
+                if let Err(error) = auth::check_task_queues(&grant, &command, |id| engine.task_queue(id)) {
+                    executor.refuse(journal, reply, Reply::Error(error));
                     continue;
                 }
             }
-            super::liveness::debug_panic_check(&job.command);
-            may_ready |= executor.execute(journal, job.command, job.received, job.reply, now, !stopping);
+            super::liveness::debug_panic_check(&command);
+            may_ready |= executor.execute(journal, command, received, reply, now, !stopping);
         }
         let wake_ms = executor.after_batch(journal, now, stopping, may_ready);
         journal.check_budget(&executor.engine);

@@ -678,7 +678,7 @@ fn received(command: &Command) -> Option<Received> {
     let request = crate::binary::command_to_request(command).ok()?;
     let mut body = Vec::new();
     request.encode_body(&mut body).ok()?;
-    Some(Received { opcode: request.opcode() as u8, body: Bytes::from(body) })
+    Some(Received { body: Bytes::from(body) })
 }
 
 /// Records what a released reply showed a client.

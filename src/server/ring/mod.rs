@@ -738,7 +738,7 @@ fn dispatch(
             return;
         }
         BinaryNext::Execute { request_id, opcode, command, long_poll, body, grant } => {
-            (request_id, opcode, command, long_poll, Some(Received { opcode, body }), grant)
+            (request_id, opcode, command, long_poll, Some(Received { body }), grant)
         }
     };
     if long_poll {
