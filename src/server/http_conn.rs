@@ -22,7 +22,7 @@ use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
-use crate::auth::{Grant, Session};
+use crate::auth::{CertificateFingerprint, Grant};
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next};
@@ -75,6 +75,8 @@ pub(crate) async fn serve_connection(
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
 ) {
+    // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
+    let Ok(certificate) = stream.handshake().await else { return };
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -90,7 +92,7 @@ pub(crate) async fn serve_connection(
         buffered_bytes_max,
         shared.read_bytes_max,
     ));
-    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox).await;
+    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox, certificate).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
     // for it, so the socket is never dropped with a read in flight. `ended`
@@ -186,6 +188,7 @@ async fn process(
     wake_reader: &Notify,
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
+    certificate: Option<CertificateFingerprint>,
 ) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
@@ -195,9 +198,9 @@ async fn process(
     let mut parsed: VecDeque<Next> = VecDeque::new();
     // Long polls among `pending` (`--connection-long-polls-max`).
     let mut long_polls = 0usize;
-    // With `--tokens`: the table in force and this connection's token (auth.rs).
+    // With `--tokens`: the table in force and this connection's token or client certificate (auth.rs).
     let mut tokens = TokenView::new(shared.tokens.as_ref());
-    let mut session = Session::new();
+    let mut session = tokens.session(certificate);
     // No more requests are taken: after `Connection: close`, a fatal error or
     // a `shutting_down` answer.
     let mut close = false;
