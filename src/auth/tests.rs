@@ -395,7 +395,7 @@ fn a_token_replaces_the_certificate_for_an_http_request_and_for_the_rest_of_a_bi
     let mut binary = Session::with_certificate(&tokens, worker);
     assert!(binary.authenticate(&tokens, b"p").is_some());
     assert!(binary.grant(&tokens).unwrap().scopes().contains(Scope::Produce));
-    let revoked = Tokens::parse(&text.lines().next().unwrap().to_string()).unwrap().with_generation(2);
+    let revoked = Tokens::parse(text.lines().next().unwrap()).unwrap().with_generation(2);
     assert!(binary.grant(&revoked).is_none(), "its token revoked: no fallback to the certificate");
     let mut failed = Session::with_certificate(&tokens, worker);
     assert!(failed.authenticate(&tokens, b"wrong").is_none());

@@ -275,7 +275,9 @@ pub(crate) async fn serve_connection(
     timer: &Rc<ConnTimer>,
 ) {
     // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
-    let Ok(certificate) = stream.handshake().await else { return };
+    if stream.handshake().await.is_err() {
+        return;
+    }
     let conn = Rc::new(Conn {
         // Allocated by the first read; released whenever it is emptied.
         inbox: RefCell::new(BytesMut::new()),
@@ -302,7 +304,7 @@ pub(crate) async fn serve_connection(
     let key = replies.register(conn.clone());
     let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max, shared.read_bytes_max));
     let writer = tokio_uring::spawn(write_loop(stream.clone(), conn.clone()));
-    process(shared, &conn, replies, key, certificate).await;
+    process(shared, &conn, replies, key, stream.client_certificate()).await;
     // Every request in flight is answered and written (or the peer stopped
     // reading and the write failed) before the writer exits.
     conn.closing.set(true);

@@ -22,7 +22,7 @@ use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
-use crate::auth::{CertificateFingerprint, Grant};
+use crate::auth::Grant;
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next};
@@ -76,7 +76,9 @@ pub(crate) async fn serve_connection(
     mailbox: &Arc<Mailbox>,
 ) {
     // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
-    let Ok(certificate) = stream.handshake().await else { return };
+    if stream.handshake().await.is_err() {
+        return;
+    }
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -92,7 +94,7 @@ pub(crate) async fn serve_connection(
         buffered_bytes_max,
         shared.read_bytes_max,
     ));
-    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox, certificate).await;
+    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
     // for it, so the socket is never dropped with a read in flight. `ended`
@@ -188,7 +190,6 @@ async fn process(
     wake_reader: &Notify,
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
-    certificate: Option<CertificateFingerprint>,
 ) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
@@ -200,7 +201,7 @@ async fn process(
     let mut long_polls = 0usize;
     // With `--tokens`: the table in force and this connection's token or client certificate (auth.rs).
     let mut tokens = TokenView::new(shared.tokens.as_ref());
-    let mut session = tokens.session(certificate);
+    let mut session = tokens.session(stream.client_certificate());
     // No more requests are taken: after `Connection: close`, a fatal error or
     // a `shutting_down` answer.
     let mut close = false;

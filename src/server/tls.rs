@@ -193,19 +193,32 @@ impl Stream {
         }
     }
 
-    /// Completes the TLS handshake (nothing to do on a plain socket) and
-    /// returns the fingerprint of the client certificate it verified, with
-    /// mutual TLS (`--tls-client-ca`). `Err`: the handshake failed or the
-    /// peer left (logged at debug level); the connection is to be closed.
-    pub(crate) async fn handshake(&self) -> io::Result<Option<CertificateFingerprint>> {
+    /// Completes the TLS handshake (nothing to do on a plain socket).
+    /// `Err`: the handshake failed or the peer left (logged at debug level);
+    /// the connection is to be closed.
+    pub(crate) async fn handshake(&self) -> io::Result<()> {
         match self {
-            Stream::Plain(_) => Ok(None),
+            Stream::Plain(_) => Ok(()),
             Stream::Tls(tls) => {
                 let result = tls.handshake().await;
                 if let Err(error) = &result {
                     tracing::debug!(%error, "TLS handshake failed");
                 }
                 result
+            }
+        }
+    }
+
+    /// The fingerprint of the client certificate the handshake verified, with
+    /// mutual TLS (`--tls-client-ca`), once [`Stream::handshake`] is done:
+    /// the leaf of the chain the client presented. Hashes it: called once
+    /// per connection, where its session starts.
+    pub(crate) fn client_certificate(&self) -> Option<CertificateFingerprint> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => {
+                let session = tls.session.borrow();
+                session.peer_certificates().and_then(|chain| chain.first()).map(|leaf| CertificateFingerprint::of(leaf))
             }
         }
     }
@@ -313,16 +326,13 @@ pub(crate) struct TlsStream {
 }
 
 impl TlsStream {
-    async fn handshake(&self) -> io::Result<Option<CertificateFingerprint>> {
+    async fn handshake(&self) -> io::Result<()> {
         while self.session.borrow().is_handshaking() {
             if !self.advance(READ_BYTES_MIN).await? {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer left during the TLS handshake"));
             }
         }
-        // The leaf of the chain the client presented, which rustls verified
-        // against the client CA (none without mutual TLS).
-        let session = self.session.borrow();
-        Ok(session.peer_certificates().and_then(|chain| chain.first()).map(|leaf| CertificateFingerprint::of(leaf)))
+        Ok(())
     }
 
     async fn read(&self, mut buffer: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
