@@ -2,8 +2,9 @@
 //! docs/security.md): handshake and requests over both protocols, real
 //! external clients (`curl`, `openssl s_client`), certificates refused
 //! (wrong CA, expired, missing client certificate), plain text to a TLS port,
-//! stalled and abandoned handshakes, reload on SIGHUP, and the refusal to
-//! listen beyond loopback without TLS or tokens. Every certificate and key
+//! stalled and abandoned handshakes, reload on SIGHUP, the refusal to
+//! listen beyond loopback without TLS or tokens, and client certificates
+//! mapped to scopes by the token file (`cert-sha256=`). Every certificate and key
 //! is made here with rcgen, in a temporary directory (none is committed).
 //!
 //! Timing follows slow_clients.rs: small deadlines, lower bounds only where
