@@ -29,6 +29,15 @@
 //! [`authorize`] answers [`Decision::CheckTaskQueues`]); nothing is executed
 //! or logged for a refused one.
 //!
+//! **Client certificates.** A line of the token file may name a mutual-TLS
+//! client certificate instead of a token: `cert-sha256=` and the SHA-256 of
+//! the certificate's DER ([`CertificateFingerprint`], what `openssl x509
+//! -noout -fingerprint -sha256` prints), with the same scopes, queues and
+//! name. A connection whose TLS handshake verified such a certificate
+//! ([`Session::with_certificate`]) is authenticated by it without a token;
+//! a token it presents takes the certificate's place (HTTP: for that request;
+//! binary: from its `auth` on, for the rest of the connection).
+//!
 //! **Why it is cheap.** Authenticating hashes the token (about 0.2 µs) and
 //! scans the table; a connection does that once per token and table
 //! generation ([`Session`]) and then only compares (HTTP: the presented bytes
@@ -57,6 +66,61 @@ pub const TOKEN_RANDOM_BYTES: usize = 32;
 
 /// SHA-256 of a token: what the token file holds.
 pub type TokenHash = [u8; 32];
+
+/// SHA-256 of a client certificate's DER encoding: how a line of the token
+/// file names a mutual-TLS client certificate (`cert-sha256=`). It is what
+/// `openssl x509 -noout -fingerprint -sha256` prints, and it is shown that
+/// way (`AB:CD:...`) so the two can be compared by eye. It is not a secret (a
+/// certificate is public): what proves a client holds the certificate is the
+/// TLS handshake, which verified the chain against `--tls-client-ca` and the
+/// client's signature with its key before any request is read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertificateFingerprint([u8; 32]);
+
+impl CertificateFingerprint {
+    /// The fingerprint of a certificate, DER-encoded (the leaf of the chain
+    /// the client presented).
+    pub fn of(der: &[u8]) -> CertificateFingerprint {
+        CertificateFingerprint(Sha256::digest(der).into())
+    }
+
+    /// 64 hex digits, or 32 pairs of them separated by colons (openssl's
+    /// form), in either case.
+    pub fn parse(text: &str) -> Option<CertificateFingerprint> {
+        let bytes = text.as_bytes();
+        let pairs: Vec<&[u8]> = match bytes.len() {
+            64 => bytes.chunks(2).collect(),
+            95 if bytes.iter().skip(2).step_by(3).all(|&b| b == b':') => {
+                bytes.chunks(3).map(|group| &group[..2]).collect()
+            }
+            _ => return None,
+        };
+        hex_32(&pairs, true).map(CertificateFingerprint)
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CertificateFingerprint {
+    /// Uppercase hex pairs separated by colons, as openssl prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CertificateFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertificateFingerprint({self})")
+    }
+}
 
 // ---- scopes and grants -------------------------------------------------------
 
@@ -391,34 +455,60 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]).collect()
 }
 
+/// A token's hash: 64 lowercase hex digits.
 fn parse_hash(text: &str) -> Option<TokenHash> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;
     }
+    hex_32(&bytes.chunks(2).collect::<Vec<_>>(), false)
+}
+
+/// 32 bytes from 32 pairs of hex digits (uppercase ones too if `any_case`).
+fn hex_32(pairs: &[&[u8]], any_case: bool) -> Option<[u8; 32]> {
     let digit = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' if any_case => Some(b - b'A' + 10),
         _ => None,
     };
-    let mut hash = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        hash[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
+    if pairs.len() != 32 {
+        return None;
     }
-    Some(hash)
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(pairs) {
+        let [high, low] = **pair else { return None };
+        *byte = (digit(high)? << 4) | digit(low)?;
+    }
+    Some(bytes)
+}
+
+/// Whom a line of the token file grants its scopes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Whoever presents the token with this hash (`sha256=`).
+    Token(TokenHash),
+    /// A connection whose mutual-TLS handshake verified the client
+    /// certificate with this fingerprint (`cert-sha256=`).
+    Certificate(CertificateFingerprint),
 }
 
 /// One line of the token file, as `tqx token create` writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenLine {
-    pub hash: TokenHash,
+    pub holder: Holder,
     pub grant: Grant,
 }
 
 impl fmt::Display for TokenLine {
-    /// `sha256=<hex> scopes=<list>[ queues=<list>][ name=<name>]`.
+    /// `sha256=<hex>` or `cert-sha256=<AB:CD:...>`, then
+    /// ` scopes=<list>[ queues=<list>][ name=<name>]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256={} scopes={}", hex(&self.hash), self.grant.scopes)?;
+        match &self.holder {
+            Holder::Token(hash) => write!(f, "sha256={}", hex(hash))?,
+            Holder::Certificate(fingerprint) => write!(f, "cert-sha256={fingerprint}")?,
+        }
+        write!(f, " scopes={}", self.grant.scopes)?;
         if let Some(queues) = &self.grant.queues {
             f.write_str(" queues=")?;
             for (i, pattern) in queues.iter().enumerate() {
@@ -436,36 +526,59 @@ impl fmt::Display for TokenLine {
 }
 
 impl TokenLine {
-    /// Reads one line that is not blank or a comment.
+    /// Reads one line that is not blank or a comment: a token's (`sha256=`)
+    /// or a client certificate's (`cert-sha256=`), the rest the same.
     pub fn parse(line: &str) -> Result<TokenLine, String> {
-        let mut hash = None;
+        const KEYS: &str = "keys: sha256 or cert-sha256, scopes, queues, name";
+        let mut holder = None;
         let mut scopes = None;
         let mut queues = None;
         let mut name = None;
         let mut seen: Vec<&str> = Vec::with_capacity(4);
         for field in line.split_ascii_whitespace() {
             let Some((key, value)) = field.split_once('=') else {
-                return Err(format!("{field:?} is not key=value (keys: sha256, scopes, queues, name)"));
+                return Err(format!("{field:?} is not key=value ({KEYS})"));
             };
             if seen.contains(&key) {
                 return Err(format!("{key}= is given twice"));
             }
-            match key {
-                "sha256" => {
-                    hash = Some(parse_hash(value).ok_or_else(|| {
-                        format!("sha256={value:?} is not 64 lowercase hex digits (the SHA-256 of the token)")
-                    })?);
+            let this_holder = match key {
+                "sha256" => Some(Holder::Token(parse_hash(value).ok_or_else(|| {
+                    format!("sha256={value:?} is not 64 lowercase hex digits (the SHA-256 of the token)")
+                })?)),
+                "cert-sha256" => Some(Holder::Certificate(CertificateFingerprint::parse(value).ok_or_else(|| {
+                    format!(
+                        "cert-sha256={value:?} is not 64 hex digits, with or without colons (the SHA-256 \
+                         fingerprint of the client certificate: openssl x509 -noout -fingerprint -sha256)"
+                    )
+                })?)),
+                "scopes" => {
+                    scopes = Some(parse_scopes(value)?);
+                    None
                 }
-                "scopes" => scopes = Some(parse_scopes(value)?),
-                "queues" => queues = Some(parse_patterns(value)?),
-                "name" => name = Some(parse_name(value)?),
-                _ => return Err(format!("unknown key {key:?} (keys: sha256, scopes, queues, name)")),
+                "queues" => {
+                    queues = Some(parse_patterns(value)?);
+                    None
+                }
+                "name" => {
+                    name = Some(parse_name(value)?);
+                    None
+                }
+                _ => return Err(format!("unknown key {key:?} ({KEYS})")),
+            };
+            if this_holder.is_some() {
+                if holder.is_some() {
+                    return Err("a line has sha256= (a token) or cert-sha256= (a client certificate), not both".into());
+                }
+                holder = this_holder;
             }
             seen.push(key);
         }
-        let hash = hash.ok_or("no sha256= (the SHA-256 of the token)")?;
+        let holder = holder.ok_or(
+            "no sha256= (the SHA-256 of the token) or cert-sha256= (the SHA-256 fingerprint of a client certificate)",
+        )?;
         let scopes = scopes.ok_or("no scopes= (produce, consume, admin)")?;
-        Ok(TokenLine { hash, grant: Grant::new(scopes, queues.unwrap_or_default(), name) })
+        Ok(TokenLine { holder, grant: Grant::new(scopes, queues.unwrap_or_default(), name) })
     }
 }
 
@@ -515,22 +628,26 @@ impl fmt::Display for TokenFileError {
 
 impl std::error::Error for TokenFileError {}
 
-/// The token table: every token's hash and grant, as read from the token
-/// file. `generation` tells the tables of successive reloads apart, so a
-/// connection knows when to look its token up again ([`Session`]).
+/// The token table: every token's hash and grant, and every client
+/// certificate's fingerprint and grant, as read from the token file.
+/// `generation` tells the tables of successive reloads apart, so a
+/// connection knows when to look its token or certificate up again ([`Session`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tokens {
     entries: Vec<(TokenHash, Arc<Grant>)>,
+    certificates: Vec<(CertificateFingerprint, Arc<Grant>)>,
     generation: u64,
 }
 
 impl Tokens {
-    /// Reads a token file: one token per line (`TokenLine`), blank lines and
-    /// lines starting with `#` ignored. Any malformed line, a hash given
-    /// twice or more than [`TOKENS_COUNT_MAX`] tokens refuses the whole file,
+    /// Reads a token file: one token or client certificate per line
+    /// (`TokenLine`), blank lines and lines starting with `#` ignored. Any
+    /// malformed line, a hash or fingerprint given twice or more than
+    /// [`TOKENS_COUNT_MAX`] lines of both kinds refuses the whole file,
     /// naming the line.
     pub fn parse(text: &str) -> Result<Tokens, TokenFileError> {
         let mut entries: Vec<(TokenHash, Arc<Grant>)> = Vec::new();
+        let mut certificates: Vec<(CertificateFingerprint, Arc<Grant>)> = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line_number = index + 1;
             let error = |reason: String| TokenFileError { line: line_number, reason };
@@ -538,16 +655,26 @@ impl Tokens {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let TokenLine { hash, grant } = TokenLine::parse(trimmed).map_err(error)?;
-            if entries.iter().any(|(known, _)| *known == hash) {
-                return Err(error("this sha256 is already on an earlier line".into()));
+            let TokenLine { holder, grant } = TokenLine::parse(trimmed).map_err(error)?;
+            if entries.len() + certificates.len() == TOKENS_COUNT_MAX {
+                return Err(error(format!("more than {TOKENS_COUNT_MAX} tokens and certificates")));
             }
-            if entries.len() == TOKENS_COUNT_MAX {
-                return Err(error(format!("more than {TOKENS_COUNT_MAX} tokens")));
+            match holder {
+                Holder::Token(hash) => {
+                    if entries.iter().any(|(known, _)| *known == hash) {
+                        return Err(error("this sha256 is already on an earlier line".into()));
+                    }
+                    entries.push((hash, Arc::new(grant)));
+                }
+                Holder::Certificate(fingerprint) => {
+                    if certificates.iter().any(|(known, _)| *known == fingerprint) {
+                        return Err(error("this cert-sha256 is already on an earlier line".into()));
+                    }
+                    certificates.push((fingerprint, Arc::new(grant)));
+                }
             }
-            entries.push((hash, Arc::new(grant)));
         }
-        Ok(Tokens { entries, generation: 0 })
+        Ok(Tokens { entries, certificates, generation: 0 })
     }
 
     pub fn with_generation(self, generation: u64) -> Tokens {
@@ -558,12 +685,25 @@ impl Tokens {
         self.generation
     }
 
+    /// Tokens in the table.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Client certificates in the table.
+    pub fn certificates_len(&self) -> usize {
+        self.certificates.len()
+    }
+
+    /// No token and no certificate: every request is refused.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.certificates.is_empty()
+    }
+
+    /// The grant of a client certificate. A plain search: a fingerprint is
+    /// not a secret, and the handshake already proved the certificate's holder.
+    pub fn find_certificate(&self, fingerprint: &CertificateFingerprint) -> Option<&Arc<Grant>> {
+        self.certificates.iter().find(|(known, _)| known == fingerprint).map(|(_, grant)| grant)
     }
 
     /// The grant of the token whose hash is `hash`. Compares with every entry,
@@ -650,16 +790,32 @@ pub const NO_TOKEN_BINARY: &str =
 pub const REFUSED: &str = "the token was refused: this server does not know it (mistyped, or revoked)";
 
 /// What one connection knows of its client's authentication: the grant in
-/// force and how many authentications failed.
+/// force, its client certificate's (mutual TLS) and how many authentications
+/// failed.
 ///
 /// The grant is re-checked against the table whenever the table changed
 /// since it was found (its generation moved, after a SIGHUP reload): a token
 /// revoked from the file stops working on open connections at their next
 /// request, and a token whose scopes changed has the new ones from then on.
+/// The same holds for the certificate's line: removed, the connection's
+/// requests without a token are refused from the next on; added or changed,
+/// they have its scopes from the next on (the certificate is presented, as it
+/// were, with every request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Session {
     current: Option<Current>,
+    /// The client certificate the handshake verified, while no binary `auth`
+    /// replaced it.
+    certificate: Option<CertificateGrant>,
     failures: u32,
+}
+
+/// A client certificate's fingerprint and its grant in the table of `generation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CertificateGrant {
+    fingerprint: CertificateFingerprint,
+    grant: Option<Arc<Grant>>,
+    generation: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -676,10 +832,29 @@ impl Session {
         Session::default()
     }
 
+    /// The session of a connection whose TLS handshake verified the client
+    /// certificate with this fingerprint (mutual TLS): looked up once now,
+    /// and again only after a reload. Until a token replaces it, requests
+    /// without a token have the certificate's grant, if the table has a
+    /// line for it; else they need a token, as on any connection.
+    pub fn with_certificate(tokens: &Tokens, fingerprint: CertificateFingerprint) -> Session {
+        let grant = tokens.find_certificate(&fingerprint).cloned();
+        let certificate = CertificateGrant { fingerprint, grant, generation: tokens.generation() };
+        Session { certificate: Some(certificate), ..Session::default() }
+    }
+
     /// Authenticates with a token (the binary `auth` request): the grant, or
     /// `None`, after which the connection is unauthenticated (a failed `auth`
-    /// also drops an earlier success). Does not count the failure: [`Session::fail`].
+    /// also drops an earlier success). Either way the token replaces the
+    /// client certificate's grant for the rest of the connection: a client
+    /// that sends `auth` is authenticated by its tokens only. Does not count
+    /// the failure: [`Session::fail`].
     pub fn authenticate(&mut self, tokens: &Tokens, token: &[u8]) -> Option<&Arc<Grant>> {
+        self.certificate = None;
+        self.authenticate_token(tokens, token)
+    }
+
+    fn authenticate_token(&mut self, tokens: &Tokens, token: &[u8]) -> Option<&Arc<Grant>> {
         self.current = tokens.authenticate(token).map(|(hash, grant)| Current {
             hash,
             grant: grant.clone(),
@@ -689,16 +864,30 @@ impl Session {
         self.current.as_ref().map(|current| &current.grant)
     }
 
+    /// The client certificate's grant in `tokens` (an HTTP request without
+    /// `Authorization`; a binary request before any `auth`): `None` without
+    /// a certificate, or if the table has no line for it. Looked up again
+    /// only when the table changed.
+    pub fn certificate_grant(&mut self, tokens: &Tokens) -> Option<&Arc<Grant>> {
+        let certificate = self.certificate.as_mut()?;
+        if certificate.generation != tokens.generation() {
+            certificate.grant = tokens.find_certificate(&certificate.fingerprint).cloned();
+            certificate.generation = tokens.generation();
+        }
+        certificate.grant.as_ref()
+    }
+
     /// Authenticates an HTTP request's token: the same token as the previous
     /// request's, against the same table, costs one constant-time comparison;
-    /// another is looked up.
+    /// another is looked up. The token stands for this request only: the
+    /// next without one has the client certificate's grant again.
     pub fn authenticate_presented(&mut self, tokens: &Tokens, presented: &PresentedToken) -> Option<&Arc<Grant>> {
         let cached = self.current.as_ref().is_some_and(|current| {
             current.generation == tokens.generation()
                 && current.presented.as_ref().is_some_and(|known| known.same_as(presented))
         });
         if !cached {
-            self.authenticate(tokens, presented.as_bytes());
+            self.authenticate_token(tokens, presented.as_bytes());
             if let Some(current) = &mut self.current {
                 current.presented = Some(presented.clone());
             }
@@ -706,9 +895,10 @@ impl Session {
         self.current.as_ref().map(|current| &current.grant)
     }
 
-    /// The grant in force (binary requests after `auth`), looked up again by
-    /// hash if the table changed since: `None` if there is none or the token
-    /// was revoked.
+    /// The grant in force for a binary request: its `auth`'s token's, looked
+    /// up again by hash if the table changed since, or before any `auth` the
+    /// client certificate's ([`Session::certificate_grant`]). `None` if there
+    /// is none, or the token or certificate was revoked.
     pub fn grant(&mut self, tokens: &Tokens) -> Option<&Arc<Grant>> {
         let stale = self.current.as_ref().is_some_and(|current| current.generation != tokens.generation());
         if stale {
@@ -716,6 +906,9 @@ impl Session {
                 let grant = tokens.find(&current.hash)?.clone();
                 Some(Current { grant, generation: tokens.generation(), ..current })
             });
+        }
+        if self.current.is_none() {
+            return self.certificate_grant(tokens);
         }
         self.current.as_ref().map(|current| &current.grant)
     }

@@ -65,7 +65,9 @@ pub const TOKEN_BYTES_MAX: usize = 128;
 /// closes the connection, so a client cannot try tokens at the rate of its
 /// pipelining. A reconnect costs a TCP handshake (and a TLS one).
 pub const AUTH_FAILURES_PER_CONNECTION_MAX: u32 = 3;
-/// Tokens in the token file. A first authentication compares the presented
+/// Lines in the token file: tokens and mutual-TLS client certificates
+/// together (a certificate is looked up once per connection, by a plain
+/// search). A first authentication compares the presented
 /// token's hash with every entry in constant time (about 4 ns each: 40 µs at
 /// the limit), once per connection and token; the table costs about 100 bytes
 /// per token plus its queue patterns.

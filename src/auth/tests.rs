@@ -54,10 +54,11 @@ fn sha256_and_constant_time_comparison() {
 fn a_new_token_is_the_prefix_and_64_hex_digits_and_its_line_authenticates_it() {
     let token = format_token(&[0xab; 32]);
     assert_eq!(token, format!("tqx_{}", "ab".repeat(32)));
-    let line = TokenLine { hash: hash_token(token.as_bytes()), grant: grant(&[Scope::Consume], &["orders.*"]) };
+    let hash = hash_token(token.as_bytes());
+    let line = TokenLine { holder: Holder::Token(hash), grant: grant(&[Scope::Consume], &["orders.*"]) };
     let tokens = Tokens::parse(&line.to_string()).unwrap();
-    let (hash, found) = tokens.authenticate(token.as_bytes()).expect("authenticates");
-    assert_eq!((hash, &**found), (line.hash, &line.grant));
+    let (found_hash, found) = tokens.authenticate(token.as_bytes()).expect("authenticates");
+    assert_eq!((found_hash, &**found), (hash, &line.grant));
     assert!(tokens.authenticate(format_token(&[0xac; 32]).as_bytes()).is_none());
     assert!(tokens.authenticate(b"").is_none());
     assert!(tokens.authenticate(&[b'a'; TOKEN_BYTES_MAX + 1]).is_none());
@@ -96,7 +97,7 @@ fn a_malformed_line_refuses_the_file_naming_its_line_and_what_is_wrong() {
     let good = format!("sha256={} scopes=consume", hash_hex("good"));
     let hash = hash_hex("x");
     let cases: Vec<(String, &str)> = vec![
-        ("scopes=consume".to_string(), "no sha256="),
+        ("scopes=consume".to_string(), "no sha256= (the SHA-256 of the token) or cert-sha256="),
         (format!("sha256={hash}"), "no scopes="),
         (format!("sha256={} scopes=consume", hash.to_uppercase()), "64 lowercase hex"),
         (format!("sha256={} scopes=consume", &hash[..62]), "64 lowercase hex"),
@@ -279,4 +280,124 @@ fn the_third_failure_closes_and_says_so() {
     assert_eq!(error.code(), "unauthenticated");
     assert!(error.to_string().ends_with("closed after 3 failed authentications"), "{error}");
     assert_eq!(Session::failure_error(REFUSED, false).to_string(), REFUSED);
+}
+
+// ---- client certificates (mutual TLS) -----------------------------------------
+
+/// A fingerprint as `openssl x509 -noout -fingerprint -sha256` prints it.
+fn openssl_form(fingerprint: &CertificateFingerprint) -> String {
+    fingerprint.bytes().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+#[test]
+fn a_certificate_line_takes_the_fingerprint_with_or_without_colons_in_either_case() {
+    let fingerprint = CertificateFingerprint::of(b"a certificate's DER");
+    assert_eq!(fingerprint.bytes(), &hash_token(b"a certificate's DER"), "SHA-256 of the DER");
+    let colons = openssl_form(&fingerprint);
+    assert_eq!(fingerprint.to_string(), colons, "shown as openssl prints it");
+    let forms =
+        [colons.clone(), colons.to_lowercase(), colons.replace(':', ""), colons.replace(':', "").to_lowercase()];
+    for form in &forms {
+        let line =
+            TokenLine::parse(&format!("cert-sha256={form} scopes=consume queues=orders.* name=worker-1")).unwrap();
+        assert_eq!(line.holder, Holder::Certificate(fingerprint), "{form}");
+        assert_eq!((line.grant.scopes().to_string(), line.grant.name()), ("consume".into(), Some("worker-1")));
+        assert!(line.grant.covers("orders.x") && !line.grant.covers("billing"), "{form}");
+        assert_eq!(TokenLine::parse(&line.to_string()).unwrap(), line, "round trip of {form}");
+        assert!(line.to_string().starts_with(&format!("cert-sha256={colons} ")), "{line}");
+    }
+    // A table with tokens and certificates: each found by its own kind only.
+    let text = format!("sha256={} scopes=admin\ncert-sha256={} scopes=produce\n", hash_hex("t"), forms[2]);
+    let tokens = Tokens::parse(&text).unwrap();
+    assert_eq!((tokens.len(), tokens.certificates_len(), tokens.is_empty()), (1, 1, false));
+    assert_eq!(tokens.find_certificate(&fingerprint).unwrap().scopes().to_string(), "produce");
+    assert!(tokens.find_certificate(&CertificateFingerprint::of(b"another")).is_none());
+    assert!(tokens.find(fingerprint.bytes()).is_none(), "a fingerprint is not a token hash");
+    let only_certificate = Tokens::parse(&format!("cert-sha256={colons} scopes=consume")).unwrap();
+    assert!(!only_certificate.is_empty(), "a file of certificates only is not empty");
+}
+
+#[test]
+fn a_malformed_certificate_line_refuses_the_file_naming_its_line() {
+    let fingerprint = openssl_form(&CertificateFingerprint::of(b"x"));
+    let bare = fingerprint.replace(':', "");
+    let good = format!("cert-sha256={fingerprint} scopes=consume");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("cert-sha256={} scopes=consume", &bare[..62]), "is not 64 hex digits"),
+        (format!("cert-sha256={}G scopes=consume", &bare[..63]), "is not 64 hex digits"),
+        (format!("cert-sha256={} scopes=consume", fingerprint.replacen(':', "-", 1)), "is not 64 hex digits"),
+        (format!("cert-sha256={}: scopes=consume", &fingerprint), "is not 64 hex digits"),
+        (format!("cert-sha256={bare} sha256={} scopes=consume", hash_hex("t")), "not both"),
+        (format!("sha256={} cert-sha256={bare} scopes=consume", hash_hex("t")), "not both"),
+        (format!("cert-sha256={bare}"), "no scopes="),
+        (format!("cert-sha256={bare} scopes=consume queues=or*ders"), "`*` may only end"),
+        (format!("cert-sha256={bare} cert-sha256={bare} scopes=consume"), "cert-sha256= is given twice"),
+        (format!("cert-sha256={} scopes=admin", bare.to_lowercase()), "this cert-sha256 is already on an earlier line"),
+    ];
+    for (bad, expected) in cases {
+        let text = format!("# certificates\n{good}\n\n{bad}\n");
+        let error = Tokens::parse(&text).expect_err(&bad);
+        assert_eq!(error.line, 4, "{bad}: {error}");
+        assert!(error.to_string().starts_with("line 4: ") && error.reason.contains(expected), "{bad}: {error}");
+    }
+    // The same 32 bytes as a token hash and as a certificate are two lines, not a duplicate.
+    let both = format!("sha256={} scopes=consume\ncert-sha256={bare} scopes=consume\n", bare.to_lowercase());
+    assert!(Tokens::parse(&both).is_ok());
+}
+
+fn certificate_table(lines: &[(&[u8], &str)], generation: u64) -> Tokens {
+    let text: String =
+        lines.iter().map(|(der, rest)| format!("cert-sha256={} {rest}\n", CertificateFingerprint::of(der))).collect();
+    Tokens::parse(&text).unwrap().with_generation(generation)
+}
+
+#[test]
+fn a_certificate_session_has_its_grant_without_a_token_and_follows_reloads() {
+    let worker = CertificateFingerprint::of(b"worker");
+    let tokens = certificate_table(&[(b"worker", "scopes=consume queues=orders.*")], 1);
+    let mut session = Session::with_certificate(&tokens, worker);
+    let found = session.grant(&tokens).expect("the certificate's grant, without auth").clone();
+    assert!(found.scopes().contains(Scope::Consume) && found.covers("orders.x") && !found.covers("billing"));
+    assert_eq!(session.certificate_grant(&tokens), Some(&found), "the same for HTTP requests without a token");
+    // Reloaded with other scopes, then without the line: the next request sees it.
+    let changed = certificate_table(&[(b"worker", "scopes=produce")], 2);
+    assert!(session.grant(&changed).unwrap().scopes().contains(Scope::Produce));
+    let removed = certificate_table(&[(b"other", "scopes=admin")], 3);
+    assert!(session.grant(&removed).is_none() && session.certificate_grant(&removed).is_none());
+    // Added back: the certificate is presented with every request, so it counts again.
+    let restored = certificate_table(&[(b"worker", "scopes=consume")], 4);
+    assert!(session.grant(&restored).is_some());
+    // A certificate the table does not map: nothing, as a connection without one.
+    let mut unmapped = Session::with_certificate(&tokens, CertificateFingerprint::of(b"stranger"));
+    assert!(unmapped.grant(&tokens).is_none() && unmapped.certificate_grant(&tokens).is_none());
+    assert!(Session::new().certificate_grant(&tokens).is_none());
+}
+
+#[test]
+fn a_token_replaces_the_certificate_for_an_http_request_and_for_the_rest_of_a_binary_connection() {
+    let text = format!(
+        "cert-sha256={} scopes=consume\nsha256={} scopes=produce\n",
+        CertificateFingerprint::of(b"worker"),
+        hash_hex("p")
+    );
+    let tokens = Tokens::parse(&text).unwrap().with_generation(1);
+    let worker = CertificateFingerprint::of(b"worker");
+    // HTTP: a Bearer token stands for its request; the next without one has
+    // the certificate's grant again.
+    let mut http = Session::with_certificate(&tokens, worker);
+    let produce = PresentedToken::new(b"p").unwrap();
+    assert!(http.authenticate_presented(&tokens, &produce).unwrap().scopes().contains(Scope::Produce));
+    assert!(http.certificate_grant(&tokens).unwrap().scopes().contains(Scope::Consume));
+    assert!(http.authenticate_presented(&tokens, &PresentedToken::new(b"wrong").unwrap()).is_none());
+    assert!(http.certificate_grant(&tokens).is_some(), "a refused token does not cost the certificate");
+    // Binary: auth replaces the certificate for the rest of the connection,
+    // and a failed auth leaves it unauthenticated, as without a certificate.
+    let mut binary = Session::with_certificate(&tokens, worker);
+    assert!(binary.authenticate(&tokens, b"p").is_some());
+    assert!(binary.grant(&tokens).unwrap().scopes().contains(Scope::Produce));
+    let revoked = Tokens::parse(text.lines().next().unwrap()).unwrap().with_generation(2);
+    assert!(binary.grant(&revoked).is_none(), "its token revoked: no fallback to the certificate");
+    let mut failed = Session::with_certificate(&tokens, worker);
+    assert!(failed.authenticate(&tokens, b"wrong").is_none());
+    assert!(failed.grant(&tokens).is_none());
 }

@@ -81,6 +81,12 @@ impl ConnState {
         ConnState::default()
     }
 
+    /// A connection whose authentication starts as `session` (a client
+    /// certificate's, with mutual TLS: `auth::Session::with_certificate`).
+    pub fn with_session(session: Session) -> ConnState {
+        ConnState { session, ..ConnState::default() }
+    }
+
     pub fn handshake_done(&self) -> bool {
         self.handshake_done
     }
@@ -137,7 +143,9 @@ pub fn take_frames(
 /// [`take_frames`] on a server with tokens (`tqx serve --tokens`): `tokens`
 /// is the token table in force (`None`: no authentication, as
 /// [`take_frames`]). Then every request but hello, ping and auth needs a
-/// successful `auth` on the connection first (else `unauthenticated`, and
+/// successful `auth` on the connection first, or a client certificate the
+/// table holds (mutual TLS: [`ConnState::with_session`]; an `auth` replaces
+/// it for the rest of the connection) (else `unauthenticated`, and
 /// nothing of it is decoded or executed) and a grant that allows it (else
 /// `forbidden`, naming the scope and queue). The grant is re-checked against
 /// the table if it was reloaded since (`auth::Session`). The

@@ -2,21 +2,26 @@
 //! once on stdout and appends its SHA-256 and grant to the token file, which
 //! it creates with mode 0600 if missing. The token itself is stored nowhere.
 //! A running server picks the new line up on SIGHUP.
+//!
+//! With `--cert FILE.pem` it makes no token: it appends a line granting the
+//! scopes to the mutual-TLS client certificate of that file (the first, the
+//! leaf), by its SHA-256 fingerprint, through the same checks and writing.
 
 use std::fs::OpenOptions;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::auth::{self, Grant, QueuePattern, Scope, Scopes, TokenLine, Tokens};
+use crate::auth::{self, CertificateFingerprint, Grant, Holder, QueuePattern, Scope, Scopes, TokenLine, Tokens};
 use crate::limits::TOKEN_FILE_BYTES_MAX;
 
 #[derive(Subcommand)]
 pub(super) enum TokenCommand {
-    /// Make a new token: print it once on stdout and append its hash and scopes to the token file.
+    /// Make a new token: print it once on stdout and append its hash and scopes to the token file
+    /// (with --cert: grant the scopes to a client certificate instead; no token is made).
     Create(CreateArgs),
 }
 
@@ -36,6 +41,11 @@ pub(super) struct CreateArgs {
     /// The token file `tqx serve --tokens` reads (created with mode 0600 if missing).
     #[arg(long, value_name = "FILE")]
     file: PathBuf,
+    /// Make no token: grant the scopes to the mutual-TLS client certificate in this PEM file (its
+    /// first certificate, the leaf), by its SHA-256 fingerprint. The server must verify client
+    /// certificates (--tls-client-ca).
+    #[arg(long, value_name = "FILE.pem")]
+    cert: Option<PathBuf>,
 }
 
 fn parse_scope(name: &str) -> Result<Scope, String> {
@@ -58,23 +68,50 @@ impl TokenCommand {
 
 fn create(args: CreateArgs) -> Result<(), String> {
     let file = args.file.display().to_string();
+    let grant = Grant::new(Scopes::of(&args.scopes), args.queues, args.name);
+    let scopes = grant.scopes();
+    if let Some(pem) = &args.cert {
+        let chain = tqx_client::tls::read_certificates(pem, "client certificate")?;
+        // read_certificates refuses a file without a certificate.
+        let fingerprint = CertificateFingerprint::of(&chain[0]);
+        append(&args.file, &TokenLine { holder: Holder::Certificate(fingerprint), grant })?;
+        eprintln!(
+            "tqx token create: appended the client certificate of {} (SHA-256 fingerprint {fingerprint}) to {file} \
+             ({scopes}). A running server reads it on SIGHUP (kill -HUP <pid>); it must verify client \
+             certificates (--tls-client-ca).",
+            pem.display()
+        );
+        return Ok(());
+    }
+
     let mut random = [0u8; auth::TOKEN_RANDOM_BYTES];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut source| source.read_exact(&mut random))
         .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
     let token = auth::format_token(&random);
-    let grant = Grant::new(Scopes::of(&args.scopes), args.queues, args.name);
-    let line = TokenLine { hash: auth::hash_token(token.as_bytes()), grant };
+    append(&args.file, &TokenLine { holder: Holder::Token(auth::hash_token(token.as_bytes())), grant })?;
+    println!("{token}");
+    eprintln!(
+        "tqx token create: appended the token's hash to {file} ({scopes}); this is the only time the token is shown. \
+         A running server reads it on SIGHUP (kill -HUP <pid>)."
+    );
+    Ok(())
+}
+
+/// Appends `line` to the token file `path` (created with mode 0600 if
+/// missing), after checking that the file with it is one the server accepts.
+fn append(path: &Path, line: &TokenLine) -> Result<(), String> {
+    let file = path.display().to_string();
     // Checked through the server's own parser, so what is appended is what
     // the server will accept (a bad name is refused here, not at the reload).
-    TokenLine::parse(&line.to_string()).map_err(|e| format!("cannot make this token: {e}"))?;
+    TokenLine::parse(&line.to_string()).map_err(|e| format!("cannot make this line: {e}"))?;
 
     let mut handle = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(&args.file)
+        .open(path)
         .map_err(|e| format!("cannot open {file}: {e}"))?;
     let mut existing = String::new();
     (&mut handle)
@@ -92,13 +129,5 @@ fn create(args: CreateArgs) -> Result<(), String> {
     handle
         .write_all(addition.as_bytes())
         .and_then(|()| handle.sync_all())
-        .map_err(|e| format!("cannot write {file}: {e}"))?;
-
-    println!("{token}");
-    eprintln!(
-        "tqx token create: appended the token's hash to {file} ({}); this is the only time the token is shown. \
-         A running server reads it on SIGHUP (kill -HUP <pid>).",
-        line.grant.scopes()
-    );
-    Ok(())
+        .map_err(|e| format!("cannot write {file}: {e}"))
 }

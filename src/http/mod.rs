@@ -280,9 +280,10 @@ pub struct Authorized {
 /// request, when the server has tokens (`tqx serve --tokens`; without, the
 /// reactor skips it). Pure, like the parse step.
 ///
-/// A command needs a token the table holds (else `401 unauthenticated`, with
-/// `WWW-Authenticate: Bearer`, counted against the connection:
-/// [`Session::fail`]) whose grant allows it (else `403 forbidden` naming the
+/// A command needs a token the table holds, or, without `Authorization`, a
+/// client certificate the table holds (mutual TLS: `Session::certificate_grant`)
+/// (else `401 unauthenticated`, with `WWW-Authenticate: Bearer`, counted
+/// against the connection: [`Session::fail`]) whose grant allows it (else `403 forbidden` naming the
 /// scope and queue). `GET /healthz` needs none: load balancers probe it without
 /// credentials, and it shows nothing but liveness. Responses the parse step
 /// already made (404, 405, a 400 naming a field) go out as they are: they
@@ -298,20 +299,23 @@ pub fn authorize(
         Action::Execute(command) => command,
         other => return Authorized { action: other, grant: None, close: false },
     };
-    let reason = match credential {
-        Credential::Bearer(presented) => match session.authenticate_presented(tokens, presented) {
-            Some(grant) => {
-                let (action, grant) = match auth::authorize(grant, &command) {
-                    Ok(Decision::Allowed) => (Action::Execute(command), None),
-                    Ok(Decision::CheckTaskQueues) => (Action::Execute(command), Some(grant.clone())),
-                    Err(error) => (Action::Respond(error_response(error, keep_alive)), None),
-                };
-                return Authorized { action, grant, close: false };
-            }
-            None => auth::REFUSED,
-        },
-        Credential::None => auth::NO_TOKEN_HTTP,
-        Credential::Malformed => auth::MALFORMED_HTTP,
+    let authenticated = match credential {
+        Credential::Bearer(presented) => session.authenticate_presented(tokens, presented).ok_or(auth::REFUSED),
+        // Without a token: the grant of the connection's client certificate
+        // (mutual TLS), if the token file has a line for it.
+        Credential::None => session.certificate_grant(tokens).ok_or(auth::NO_TOKEN_HTTP),
+        Credential::Malformed => Err(auth::MALFORMED_HTTP),
+    };
+    let reason = match authenticated {
+        Ok(grant) => {
+            let (action, grant) = match auth::authorize(grant, &command) {
+                Ok(Decision::Allowed) => (Action::Execute(command), None),
+                Ok(Decision::CheckTaskQueues) => (Action::Execute(command), Some(grant.clone())),
+                Err(error) => (Action::Respond(error_response(error, keep_alive)), None),
+            };
+            return Authorized { action, grant, close: false };
+        }
+        Err(reason) => reason,
     };
     let close = session.fail();
     let response = error_response(Session::failure_error(reason, close), keep_alive && !close);

@@ -62,6 +62,7 @@ use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
+use crate::auth::CertificateFingerprint;
 use crate::binary::{self, BinaryNext, ConnState};
 use crate::command::Reply;
 use crate::core::executor::Received;
@@ -273,6 +274,10 @@ pub(crate) async fn serve_connection(
     replies: &Rc<Replies>,
     timer: &Rc<ConnTimer>,
 ) {
+    // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
+    if stream.handshake().await.is_err() {
+        return;
+    }
     let conn = Rc::new(Conn {
         // Allocated by the first read; released whenever it is emptied.
         inbox: RefCell::new(BytesMut::new()),
@@ -299,7 +304,7 @@ pub(crate) async fn serve_connection(
     let key = replies.register(conn.clone());
     let reader = tokio_uring::spawn(read_loop(stream.clone(), conn.clone(), buffered_bytes_max, shared.read_bytes_max));
     let writer = tokio_uring::spawn(write_loop(stream.clone(), conn.clone()));
-    process(shared, &conn, replies, key).await;
+    process(shared, &conn, replies, key, stream.client_certificate()).await;
     // Every request in flight is answered and written (or the peer stopped
     // reading and the write failed) before the writer exits.
     conn.closing.set(true);
@@ -416,11 +421,17 @@ async fn write_loop(stream: Rc<Stream>, conn: Rc<Conn>) {
     }
 }
 
-async fn process(shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
-    let mut state = ConnState::new();
+async fn process(
+    shared: &Arc<Shared>,
+    conn: &Rc<Conn>,
+    replies: &Replies,
+    key: ConnKey,
+    certificate: Option<CertificateFingerprint>,
+) {
     let mut nexts: Vec<BinaryNext> = Vec::new();
-    // With `--tokens`: the table in force (the connection's token is in `state`).
+    // With `--tokens`: the table in force (the connection's token or client certificate is in `state`).
     let mut tokens = TokenView::new(shared.tokens.as_ref());
+    let mut state = ConnState::with_session(tokens.session(certificate));
     // Whether the timer is held for frames waiting on back-pressure.
     let mut paused = false;
     loop {

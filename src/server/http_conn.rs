@@ -22,7 +22,7 @@ use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
 use super::Shared;
-use crate::auth::{Grant, Session};
+use crate::auth::Grant;
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next};
@@ -75,6 +75,10 @@ pub(crate) async fn serve_connection(
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
 ) {
+    // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
+    if stream.handshake().await.is_err() {
+        return;
+    }
     let inbox = Rc::new(RefCell::new(Inbox::default()));
     let wake_processor = Rc::new(Notify::new());
     let wake_reader = Rc::new(Notify::new());
@@ -195,9 +199,9 @@ async fn process(
     let mut parsed: VecDeque<Next> = VecDeque::new();
     // Long polls among `pending` (`--connection-long-polls-max`).
     let mut long_polls = 0usize;
-    // With `--tokens`: the table in force and this connection's token (auth.rs).
+    // With `--tokens`: the table in force and this connection's token or client certificate (auth.rs).
     let mut tokens = TokenView::new(shared.tokens.as_ref());
-    let mut session = Session::new();
+    let mut session = tokens.session(stream.client_certificate());
     // No more requests are taken: after `Connection: close`, a fatal error or
     // a `shutting_down` answer.
     let mut close = false;

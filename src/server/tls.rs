@@ -26,6 +26,12 @@
 //! binary frame) fails `process_new_packets` on its first bytes: rustls'
 //! alert is sent and the connection closed at once.
 //!
+//! Handshake first: a connection completes its handshake ([`Stream::handshake`])
+//! before its reader and processor start, so the client certificate a
+//! mutual-TLS handshake verified is known, and looked up in the token file
+//! (`auth::Session::with_certificate`), once, before the first request: no
+//! request pays for it, and the plain path only returns at once.
+//!
 //! Reload: [`Tls`] holds the configuration new handshakes use; SIGHUP
 //! ([`Tls::reload`]) re-reads the files and swaps it, or keeps the old one and
 //! logs why. A connection keeps the configuration it was accepted with.
@@ -43,7 +49,9 @@ use tokio_uring::net::TcpStream;
 // One way to read PEM files and one crypto provider, shared with the clients.
 use tqx_client::tls::{provider, read_certificates, read_private_key, read_roots, ALPN_BINARY, ALPN_HTTP};
 
+use super::buffers::READ_BYTES_MIN;
 use super::conn_timers::ConnTimer;
+use crate::auth::CertificateFingerprint;
 
 /// Most ciphertext bytes taken from rustls per socket write: a batch of
 /// replies larger than this goes out in several writes (rustls itself holds
@@ -185,6 +193,36 @@ impl Stream {
         }
     }
 
+    /// Completes the TLS handshake (nothing to do on a plain socket).
+    /// `Err`: the handshake failed or the peer left (logged at debug level);
+    /// the connection is to be closed.
+    pub(crate) async fn handshake(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(tls) => {
+                let result = tls.handshake().await;
+                if let Err(error) = &result {
+                    tracing::debug!(%error, "TLS handshake failed");
+                }
+                result
+            }
+        }
+    }
+
+    /// The fingerprint of the client certificate the handshake verified, with
+    /// mutual TLS (`--tls-client-ca`), once [`Stream::handshake`] is done:
+    /// the leaf of the chain the client presented. Hashes it: called once
+    /// per connection, where its session starts.
+    pub(crate) fn client_certificate(&self) -> Option<CertificateFingerprint> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => {
+                let session = tls.session.borrow();
+                session.peer_certificates().and_then(|chain| chain.first()).map(|leaf| CertificateFingerprint::of(leaf))
+            }
+        }
+    }
+
     /// Reads into `buffer` (from index 0, up to its capacity), as tokio-uring's
     /// `read`: `Ok(0)` is the end of the stream. Over TLS it returns once
     /// plaintext is available (or the stream ends or fails).
@@ -288,6 +326,15 @@ pub(crate) struct TlsStream {
 }
 
 impl TlsStream {
+    async fn handshake(&self) -> io::Result<()> {
+        while self.session.borrow().is_handshaking() {
+            if !self.advance(READ_BYTES_MIN).await? {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer left during the TLS handshake"));
+            }
+        }
+        Ok(())
+    }
+
     async fn read(&self, mut buffer: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let capacity = buffer.capacity().max(1);
         loop {
@@ -307,52 +354,60 @@ impl TlsStream {
                     return (Err(error), buffer);
                 }
             }
-            // Then ciphertext already read, as far as rustls takes it.
-            match self.feed() {
+            match self.advance(capacity).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    // Nothing left to feed: read more from the socket.
-                    let chunk = std::mem::take(&mut self.ciphertext.borrow_mut().bytes);
-                    let chunk = super::buffers::read_buffer(chunk, capacity);
-                    let (result, chunk) = self.socket.read(chunk).await;
-                    match result {
-                        // The end of the stream (or the socket shut down):
-                        // no close_notify, but nothing more will come.
-                        Ok(0) => return (Ok(0), buffer),
-                        Ok(_) => {}
-                        Err(error) => return (Err(error), buffer),
-                    }
-                    let mut records = self.records.get();
-                    records.advance(&chunk);
-                    self.records.set(records);
-                    *self.ciphertext.borrow_mut() = Ciphertext { bytes: chunk, taken: 0 };
-                    self.charge_deadline(records.in_record());
-                    continue;
-                }
-                Err(error) => {
-                    // Send rustls' alert if it made one (best effort), then
-                    // fail: the reader ends and the connection closes.
-                    let _ = self.flush().await;
-                    tracing::debug!(%error, "TLS failed");
-                    return (Err(io::Error::new(io::ErrorKind::InvalidData, error)), buffer);
-                }
-            }
-            // Handshake records (or a key update) rustls wants to send now.
-            if self.session.borrow().wants_write() {
-                if let Err(error) = self.flush().await {
-                    return (Err(error), buffer);
-                }
-            }
-            if self.handshake_charged.get() && !self.session.borrow().is_handshaking() {
-                handshake_done(&self.timer, &self.handshake_charged);
-                let session = self.session.borrow();
-                tracing::debug!(
-                    version = ?session.protocol_version(),
-                    alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
-                    "TLS handshake done"
-                );
+                // The end of the stream (or the socket shut down): no
+                // close_notify, but nothing more will come.
+                Ok(false) => return (Ok(0), buffer),
+                Err(error) => return (Err(error), buffer),
             }
         }
+    }
+
+    /// One step of the session: feeds the ciphertext already read to rustls
+    /// as far as it takes it, or (none left) reads more from the socket, up
+    /// to `capacity` bytes; then sends what rustls wants to send (handshake
+    /// records, a key update). `Ok(false)`: the socket's stream ended.
+    async fn advance(&self, capacity: usize) -> io::Result<bool> {
+        match self.feed() {
+            Ok(true) => {}
+            Ok(false) => {
+                // Nothing left to feed: read more from the socket.
+                let chunk = std::mem::take(&mut self.ciphertext.borrow_mut().bytes);
+                let chunk = super::buffers::read_buffer(chunk, capacity);
+                let (result, chunk) = self.socket.read(chunk).await;
+                if result? == 0 {
+                    return Ok(false);
+                }
+                let mut records = self.records.get();
+                records.advance(&chunk);
+                self.records.set(records);
+                *self.ciphertext.borrow_mut() = Ciphertext { bytes: chunk, taken: 0 };
+                self.charge_deadline(records.in_record());
+                return Ok(true);
+            }
+            Err(error) => {
+                // Send rustls' alert if it made one (best effort), then
+                // fail: the reader ends and the connection closes.
+                let _ = self.flush().await;
+                tracing::debug!(%error, "TLS failed");
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            }
+        }
+        // Handshake records (or a key update) rustls wants to send now.
+        if self.session.borrow().wants_write() {
+            self.flush().await?;
+        }
+        if self.handshake_charged.get() && !self.session.borrow().is_handshaking() {
+            handshake_done(&self.timer, &self.handshake_charged);
+            let session = self.session.borrow();
+            tracing::debug!(
+                version = ?session.protocol_version(),
+                alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
+                "TLS handshake done"
+            );
+        }
+        Ok(true)
     }
 
     /// Feeds buffered ciphertext to rustls until it has plaintext to give or

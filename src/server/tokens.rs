@@ -8,12 +8,15 @@
 //! with its snapshot's; only after a reload does it take the lock, once, to
 //! pick up the new table. A connection therefore sees a reload at its next
 //! request, and `auth::Session` re-checks its token against the new table.
+//! The same holds for a mutual-TLS client certificate's line (`cert-sha256=`):
+//! a connection looks its certificate up once, when it starts (after its
+//! handshake: [`TokenView::session`]), and again only after a reload.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::auth::Tokens;
+use crate::auth::{CertificateFingerprint, Session, Tokens};
 use crate::limits::TOKEN_FILE_BYTES_MAX;
 
 pub(crate) struct TokenStore {
@@ -46,7 +49,8 @@ impl TokenStore {
         if tokens.is_empty() {
             tracing::warn!(file = %path.display(), "the token file holds no token: every request is refused");
         }
-        tracing::info!(file = %path.display(), tokens = tokens.len(), "tokens loaded");
+        let certificates = tokens.certificates_len();
+        tracing::info!(file = %path.display(), tokens = tokens.len(), certificates, "tokens loaded");
         Ok(TokenStore { path: path.to_owned(), current: Mutex::new(Arc::new(tokens)), generation: AtomicU64::new(1) })
     }
 
@@ -56,12 +60,12 @@ impl TokenStore {
         let generation = self.generation.load(Ordering::Acquire) + 1;
         match read(&self.path, generation) {
             Ok(tokens) => {
-                let count = tokens.len();
+                let (count, certificates) = (tokens.len(), tokens.certificates_len());
                 *crate::sync::lock(&self.current) = Arc::new(tokens);
                 // After the swap: a connection that sees the new generation
                 // finds the new table under the lock.
                 self.generation.store(generation, Ordering::Release);
-                tracing::info!(file = %self.path.display(), tokens = count, "tokens reloaded");
+                tracing::info!(file = %self.path.display(), tokens = count, certificates, "tokens reloaded");
             }
             Err(error) => tracing::warn!(%error, "SIGHUP: kept the tokens in force"),
         }
@@ -90,6 +94,16 @@ pub(crate) struct TokenView<'a> {
 impl<'a> TokenView<'a> {
     pub(crate) fn new(store: Option<&'a TokenStore>) -> TokenView<'a> {
         TokenView { store, snapshot: store.map(TokenStore::current) }
+    }
+
+    /// A new connection's session: with the client certificate its TLS
+    /// handshake verified (mutual TLS), looked up in the table now, once;
+    /// without tokens or a certificate, an empty one.
+    pub(crate) fn session(&self, certificate: Option<CertificateFingerprint>) -> Session {
+        match (self.snapshot.as_deref(), certificate) {
+            (Some(tokens), Some(fingerprint)) => Session::with_certificate(tokens, fingerprint),
+            _ => Session::new(),
+        }
     }
 
     /// The table to authenticate this pass's requests against.

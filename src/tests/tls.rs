@@ -2,8 +2,9 @@
 //! docs/security.md): handshake and requests over both protocols, real
 //! external clients (`curl`, `openssl s_client`), certificates refused
 //! (wrong CA, expired, missing client certificate), plain text to a TLS port,
-//! stalled and abandoned handshakes, reload on SIGHUP, and the refusal to
-//! listen beyond loopback without TLS or tokens. Every certificate and key
+//! stalled and abandoned handshakes, reload on SIGHUP, the refusal to
+//! listen beyond loopback without TLS or tokens, and client certificates
+//! mapped to scopes by the token file (`cert-sha256=`). Every certificate and key
 //! is made here with rcgen, in a temporary directory (none is committed).
 //!
 //! Timing follows slow_clients.rs: small deadlines, lower bounds only where
@@ -147,9 +148,22 @@ fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> std::io::Result<
 
 /// One keep-alive HTTP request over TLS: (status, body).
 fn http(stream: &mut TlsStream, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, Vec<u8>)> {
+    http_with_token(stream, method, path, body, None)
+}
+
+/// [`http`] with `Authorization: Bearer TOKEN` if a token is given.
+fn http_with_token(
+    stream: &mut TlsStream,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let body = body.unwrap_or("");
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes())?;
@@ -677,4 +691,178 @@ fn tokens_are_required_and_accepted_over_tls_on_both_protocols() {
     };
     let client = tqx_client::blocking::Client::connect(&binary.to_string(), options).unwrap();
     client.enqueue("q", TaskSpec { payload: Bytes::from_static(b"2"), ..TaskSpec::default() }).unwrap();
+}
+
+// ---- client certificates mapped to scopes ------------------------------------------
+
+/// A mutual-TLS server whose token file holds a `produce` token and, written
+/// by `tqx token create --cert`, the `worker` client certificate's line:
+/// `consume` on `orders.*`. `stranger` is signed by the same client CA but
+/// has no line.
+struct Mapped {
+    files: Files,
+    server: Server,
+    ca: PathBuf,
+    tokens: PathBuf,
+    producer: String,
+    worker: (PathBuf, PathBuf),
+    stranger: (PathBuf, PathBuf),
+}
+
+impl Mapped {
+    fn start() -> Mapped {
+        let files = Files::new();
+        let ca = Ca::new("tqx test CA");
+        let ca_pem = files.ca("ca.pem", &ca);
+        let client_ca = Ca::new("tqx client CA");
+        let client_ca_pem = files.ca("client-ca.pem", &client_ca);
+        let (cert, key) = files.pair("server", &ca.issue(false, false));
+        let worker = files.pair("worker", &client_ca.issue(true, false));
+        let stranger = files.pair("stranger", &client_ca.issue(true, false));
+        let tokens = files.dir.path().join("tokens");
+        let (code, producer, stderr) = tqx(&["token", "create", "--scope", "produce", "--file", path_str(&tokens)]);
+        assert_eq!(code, 0, "{stderr}");
+        let create = ["token", "create", "--scope", "consume", "--queues", "orders.*", "--name", "worker"];
+        let (code, stdout, stderr) =
+            tqx(&[&create[..], &["--cert", path_str(&worker.0), "--file", path_str(&tokens)]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, "", "no token is made for a certificate");
+
+        let args = tls_args(&cert, &key, &["--tls-client-ca", path_str(&client_ca_pem), "--tokens", path_str(&tokens)]);
+        let server = start_tls(&args, &ca_pem, Some((&worker.0, &worker.1)));
+        Mapped { files, server, ca: ca_pem, tokens, producer: producer.trim().to_string(), worker, stranger }
+    }
+
+    fn identity(pair: &(PathBuf, PathBuf)) -> Option<(&Path, &Path)> {
+        Some((pair.0.as_path(), pair.1.as_path()))
+    }
+
+    fn http(&self, pair: &(PathBuf, PathBuf)) -> TlsStream {
+        tls_connect(self.server.addr, &http_config(&self.ca, Mapped::identity(pair))).unwrap()
+    }
+
+    /// The binary client presenting `pair`'s certificate, and no token.
+    fn binary(&self, pair: &(PathBuf, PathBuf)) -> tqx_client::blocking::Client {
+        binary_client(self.server.binary_addr.unwrap(), &self.ca, Mapped::identity(pair)).unwrap()
+    }
+}
+
+const DEQUEUE_ORDERS: &str = r#"{"queues":["orders.x"]}"#;
+
+#[track_caller]
+fn assert_server_error<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    expected: tqx_wire::ErrorCode,
+    words: &[&str],
+) {
+    match result {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, expected, "{message}");
+            for word in words {
+                assert!(message.contains(word), "{message:?} should mention {word:?}");
+            }
+        }
+        other => panic!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+/// A client certificate the token file maps to `consume` on `orders.*`
+/// authenticates its connections without a token, on both protocols: it
+/// dequeues from `orders.x` and gets `403` / `forbidden` naming the scope for
+/// an enqueue and for another queue. A Bearer token replaces it for its
+/// request. A certificate from the same CA without a line still needs a token.
+/// The line `tqx token create --cert` wrote carries openssl's fingerprint.
+#[test]
+fn a_mapped_client_certificate_has_its_scopes_without_a_token_on_both_protocols() {
+    let mapped = Mapped::start();
+    let openssl = tqx_testkit::output_within(
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in", path_str(&mapped.worker.0)]),
+        WITHIN,
+    )
+    .unwrap();
+    let fingerprint = openssl.stdout.trim().split_once('=').expect("openssl prints NAME=FINGERPRINT").1.to_string();
+    let file = std::fs::read_to_string(&mapped.tokens).unwrap();
+    let line = format!("cert-sha256={fingerprint} scopes=consume queues=orders.* name=worker\n");
+    assert!(file.ends_with(&line), "the line carries openssl's fingerprint {fingerprint}: {file}");
+
+    // HTTP, presenting the worker's certificate and no token.
+    let mut worker = mapped.http(&mapped.worker);
+    let enqueue = |stream: &mut TlsStream, token| {
+        http_with_token(stream, "POST", "/v1/queues/orders.x/tasks", Some(r#"{"payload":1}"#), token).unwrap()
+    };
+    let (status, body) = enqueue(&mut worker, None);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("forbidden") && body.contains("produce scope") && body.contains("orders.x"), "{body}");
+    // A Bearer token stands for its own request, on the same connection.
+    for _ in 0..3 {
+        let (status, body) = enqueue(&mut worker, Some(&mapped.producer));
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(enqueue(&mut worker, None).0, 403, "the next request without a token has the certificate's grant");
+    let (status, body) = http(&mut worker, "POST", "/v1/dequeue", Some(DEQUEUE_ORDERS)).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\""), "a task was leased: {body}");
+    let (status, body) = http(&mut worker, "POST", "/v1/dequeue", Some(r#"{"queues":["billing"]}"#)).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("consume scope") && body.contains("billing"), "{body}");
+
+    // curl presenting the certificate.
+    let output = tqx_testkit::output_within(
+        Command::new("curl")
+            .args(["-sS", "--cacert", path_str(&mapped.ca), "--cert", path_str(&mapped.worker.0)])
+            .args(["--key", path_str(&mapped.worker.1), "-H", "Content-Type: application/json"])
+            .args(["-d", DEQUEUE_ORDERS, "-w", "\n%{http_code}"])
+            .arg(format!("https://127.0.0.1:{}/v1/dequeue", mapped.server.addr.port())),
+        WITHIN,
+    )
+    .unwrap();
+    assert!(
+        output.stdout.ends_with("\n200") && output.stdout.contains("\"id\""),
+        "curl: {}{}",
+        output.stdout,
+        output.stderr
+    );
+
+    // The binary protocol through the Rust client, no auth sent.
+    let client = mapped.binary(&mapped.worker);
+    assert_eq!(client.dequeue(&["orders.x"], 1, None, 0).unwrap().len(), 1);
+    let task = || TaskSpec { payload: Bytes::from_static(b"1"), ..TaskSpec::default() };
+    let forbidden = tqx_wire::ErrorCode::Forbidden;
+    assert_server_error(client.enqueue("orders.x", task()), forbidden, &["produce scope", "orders.x"]);
+    assert_server_error(client.dequeue(&["billing"], 1, None, 0), forbidden, &["consume scope", "billing"]);
+
+    // A certificate the client CA signed but the token file does not name: a token is needed, as without one.
+    let mut stranger = mapped.http(&mapped.stranger);
+    let (status, body) = http(&mut stranger, "POST", "/v1/dequeue", Some(DEQUEUE_ORDERS)).unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(enqueue(&mut stranger, Some(&mapped.producer)).0, 201);
+    let unauthenticated = tqx_wire::ErrorCode::Unauthenticated;
+    assert_server_error(mapped.binary(&mapped.stranger).dequeue(&["orders.x"], 1, None, 0), unauthenticated, &[]);
+}
+
+/// A reload that removes the certificate's line revokes it on connections
+/// already open, at their next request, on both protocols.
+#[test]
+fn sighup_removing_a_certificate_line_revokes_it_on_open_connections() {
+    let mapped = Mapped::start();
+    let mut http_worker = mapped.http(&mapped.worker);
+    assert_eq!(http(&mut http_worker, "POST", "/v1/dequeue", Some(DEQUEUE_ORDERS)).unwrap().0, 200);
+    let binary_worker = mapped.binary(&mapped.worker);
+    assert!(binary_worker.dequeue(&["orders.x"], 1, None, 0).is_ok());
+
+    let file = std::fs::read_to_string(&mapped.tokens).unwrap();
+    let kept: String =
+        file.lines().filter(|line| !line.starts_with("cert-sha256=")).map(|line| format!("{line}\n")).collect();
+    assert_ne!(kept, file);
+    mapped.files.write("tokens", &kept);
+    mapped.server.signal(libc::SIGHUP);
+    wait_for_log(&mapped.server, "tokens reloaded");
+
+    let (status, body) = http(&mut http_worker, "POST", "/v1/dequeue", Some(DEQUEUE_ORDERS)).unwrap();
+    assert_eq!(status, 401, "the same connection, revoked: {}", String::from_utf8_lossy(&body));
+    let unauthenticated = tqx_wire::ErrorCode::Unauthenticated;
+    assert_server_error(binary_worker.dequeue(&["orders.x"], 1, None, 0), unauthenticated, &[]);
 }
