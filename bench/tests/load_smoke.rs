@@ -325,7 +325,7 @@ fn start_broker(kind: Kind, dir: &tqx_testkit::TempDir) -> ServerProcess {
         results: dir.path().join("results.jsonl"),
         command: String::new(),
     };
-    ServerProcess::start(&opts, kind, Durability::Sync, dir.path()).unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
+    ServerProcess::start(&opts, kind, Durability::Sync, None, dir.path()).unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
 }
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tqx_bench::report::markdown::{self, Inputs};
-use tqx_bench::report::model::Scenario;
+use tqx_bench::report::plan::Selection;
 use tqx_bench::report::plot;
 use tqx_bench::report::run::{self, RunOptions};
 use tqx_bench::report::stats::Results;
@@ -50,7 +50,8 @@ enum Commands {
         /// Task payload bytes (tqx-bench's default)
         #[arg(long, default_value_t = 100)]
         payload_bytes: u32,
-        /// Only these scenarios (comma-separated: enqueue,cycle,batch,status,deps,storm,latency)
+        /// Only these scenarios (comma-separated: enqueue,cycle,batch,status,deps,storm,latency), or `tls`
+        /// (the TLS rows and their plain twins)
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
         /// Folder holding `tqx` and `tqx-bench` [default: $CARGO_TARGET_DIR/release]
@@ -177,8 +178,11 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn parse_scenarios(names: &[String]) -> Result<Vec<Scenario>, String> {
-    names.iter().map(|n| Scenario::parse(n.trim()).ok_or_else(|| format!("unknown scenario {n:?} in --only"))).collect()
+fn parse_scenarios(names: &[String]) -> Result<Vec<Selection>, String> {
+    names
+        .iter()
+        .map(|n| Selection::parse(n.trim()).ok_or_else(|| format!("unknown scenario {n:?} in --only (or `tls`)")))
+        .collect()
 }
 
 fn read_optional(path: Option<&Path>) -> Result<String, String> {

@@ -7,7 +7,7 @@
 //! patched in, as the other protocols copy their fixed request bytes.
 
 use bytes::{Bytes, BytesMut};
-use tqx_wire::{take_frame, Dep, QueuePatch, Request, Response, TaskSpec, HEADER_BYTES};
+use tqx_wire::{take_frame, Dep, QueuePatch, Request, Response, Secret, TaskSpec, HEADER_BYTES};
 
 use super::codec::{join_payload, join_slot, Codec, CodecParams, Handle, ProtocolError, Reply, Req, Role};
 use super::DEPS_CHILDREN;
@@ -24,6 +24,7 @@ pub(crate) struct BinaryCodec {
     dequeue_wait_ms: u64,
     payload: Bytes,
     payload_bytes: usize,
+    token: Option<Bytes>,
     enqueue: Vec<u8>,
     batch: Vec<u8>,
     dequeue: Vec<u8>,
@@ -38,6 +39,7 @@ impl BinaryCodec {
         let queue = self.queue.clone();
         match req {
             Req::Hello => Request::Hello { version_min: 1, version_max: 1 },
+            Req::Auth => Request::Auth { token: Secret::new(self.token.clone().unwrap_or_default()) },
             Req::Ping => Request::Ping,
             Req::Configure { retention_ms } => Request::ConfigureQueue {
                 queue,
@@ -96,6 +98,7 @@ impl Codec for BinaryCodec {
             dequeue_wait_ms: params.dequeue_wait_ms,
             payload: params.payload.clone(),
             payload_bytes: params.payload_bytes,
+            token: params.token.as_ref().map(|t| Bytes::from(t.clone().into_bytes())),
             enqueue: Vec::new(),
             batch: Vec::new(),
             dequeue: Vec::new(),
@@ -106,8 +109,13 @@ impl Codec for BinaryCodec {
         codec
     }
 
+    /// `hello`, then `auth` when the run has a token (docs/wire.md,
+    /// Connection lifecycle).
     fn handshake(&self, _role: Role) -> Vec<Req> {
-        vec![Req::Hello]
+        match self.token {
+            Some(_) => vec![Req::Hello, Req::Auth],
+            None => vec![Req::Hello],
+        }
     }
 
     fn in_order(&self) -> bool {

@@ -279,7 +279,15 @@ pub struct Cell {
     /// nothing) by a second `tqx-bench hold` during the measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<u32>,
+    /// Every connection over TLS (the server started with a certificate);
+    /// absent in results written before TLS cells existed: plain text.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls: bool,
     pub system: System,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A [`Cell`] without its system: one row of a scenario's table, which the
@@ -293,6 +301,7 @@ pub struct Row {
     pub batch: Option<u32>,
     pub load: Option<Load>,
     pub idle: Option<u32>,
+    pub tls: bool,
 }
 
 impl Cell {
@@ -305,6 +314,7 @@ impl Cell {
             batch: self.batch,
             load: self.load,
             idle: self.idle,
+            tls: self.tls,
         }
     }
 }
@@ -319,6 +329,7 @@ impl Row {
             batch: self.batch,
             load: self.load,
             idle: self.idle,
+            tls: self.tls,
             system,
         }
     }
@@ -340,6 +351,9 @@ impl Row {
         }
         if let Some(idle) = self.idle {
             text.push_str(&format!(", {} idle conn open", crate::shared::thousands(u64::from(idle))));
+        }
+        if self.tls {
+            text.push_str(", TLS");
         }
         text
     }

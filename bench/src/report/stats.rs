@@ -259,6 +259,7 @@ mod tests {
             batch: None,
             load: None,
             idle: None,
+            tls: false,
             system,
         }
     }

@@ -50,6 +50,7 @@ fn cell(scenario: Scenario, durability: Durability, system: System) -> Cell {
         batch: if scenario == Scenario::Batch { Some(BATCH_TASKS) } else { None },
         load: None,
         idle: None,
+        tls: false,
         system,
     }
 }
