@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-report run --results FILE [--quick] [--runs N] [--seconds S] [--warmup-seconds W] [--only LIST] ...
-//! bench-report render --results FILE --out FILE.md --plots DIR [--intro FILE] [--changelog FILE]
+//! bench-report render --results FILE --out FILE.md --plots DIR [--intro FILE] [--changelog FILE] [--tls-results FILE]
 //! ```
 //!
 //! Exit status of `run`: 0 when every measurement succeeded, 1 when some
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tqx_bench::report::markdown::{self, Inputs};
+use tqx_bench::report::markdown::{self, Inputs, TlsSource};
 use tqx_bench::report::plan::Selection;
 use tqx_bench::report::plot;
 use tqx_bench::report::run::{self, RunOptions};
@@ -98,6 +98,13 @@ enum Commands {
         /// How the report names the results file [default: --results as given]
         #[arg(long)]
         results_label: Option<String>,
+        /// The TLS section's (and issue 18's targets') results, from a run of their own
+        /// (`bench/run --only tls`) [default: --results]
+        #[arg(long)]
+        tls_results: Option<PathBuf>,
+        /// How the report names --tls-results [default: as given]
+        #[arg(long)]
+        tls_results_label: Option<String>,
     },
 }
 
@@ -164,8 +171,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Commands::Render { results, out, plots, intro, changelog, results_label } => {
-            match render(&results, &out, &plots, intro.as_deref(), changelog.as_deref(), results_label) {
+        Commands::Render { results, out, plots, intro, changelog, results_label, tls_results, tls_results_label } => {
+            let tls = tls_results.map(|path| {
+                let label = tls_results_label.unwrap_or_else(|| path.display().to_string());
+                (path, label)
+            });
+            match render(&results, &out, &plots, intro.as_deref(), changelog.as_deref(), results_label, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -199,9 +210,14 @@ fn render(
     intro: Option<&Path>,
     changelog: Option<&Path>,
     results_label: Option<String>,
+    tls: Option<(PathBuf, String)>,
 ) -> Result<(), String> {
-    let text = fs::read_to_string(results_path).map_err(|e| format!("reading {}: {e}", results_path.display()))?;
-    let results = Results::parse_jsonl(&text)?;
+    let read = |path: &Path| -> Result<Results, String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Results::parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let results = read(results_path)?;
+    let tls_results = tls.as_ref().map(|(path, _)| read(path)).transpose()?;
     fs::create_dir_all(plots_dir).map_err(|e| format!("creating {}: {e}", plots_dir.display()))?;
     let plots = plot::render_all(&results);
     for p in &plots {
@@ -224,6 +240,10 @@ fn render(
         plots_dir: &plots_link,
         plots: &names,
         results_path: &label,
+        tls: tls_results
+            .as_ref()
+            .zip(tls.as_ref())
+            .map(|(results, (_, label))| TlsSource { results, results_path: label }),
     });
     fs::write(out, report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     eprintln!("bench-report: wrote {} and {} plot(s) in {}", out.display(), names.len(), plots_dir.display());

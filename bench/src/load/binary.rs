@@ -181,6 +181,8 @@ mod tests {
             reliable: false,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: None,
+            connector: Default::default(),
         }
     }
 
@@ -267,6 +269,24 @@ mod tests {
         );
         assert_eq!(replies[2], (Some(3), Reply::Empty));
         assert!(matches!(&replies[3], (Some(4), Reply::Error(m)) if m.contains("busy")));
+    }
+
+    #[test]
+    fn a_token_is_an_auth_after_hello() {
+        let mut codec = BinaryCodec::new(&params());
+        assert_eq!(codec.handshake(Role::Producer), vec![Req::Hello], "no token: hello alone");
+        let mut codec_with_token = BinaryCodec::new(&CodecParams { token: Some("tqx_secret".into()), ..params() });
+        assert_eq!(codec_with_token.handshake(Role::Consumer), vec![Req::Hello, Req::Auth]);
+        let mut ours = Vec::new();
+        codec_with_token.encode(&Req::Auth, 2, &mut ours);
+        let mut expected = Vec::new();
+        Request::Auth { token: Secret::new(&b"tqx_secret"[..]) }.encode(2, &mut expected);
+        assert_eq!(ours, expected);
+        // The server's acceptance is a plain success to the handshake.
+        let mut buffer = BytesMut::from(
+            &reply_bytes(&Response::Authenticated { scopes: tqx_wire::SCOPE_ADMIN }, Opcode::Auth, 2)[..],
+        );
+        assert_eq!(codec.decode(&mut buffer, None).unwrap(), Some((Some(2), Reply::Done)));
     }
 
     #[test]

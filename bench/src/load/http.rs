@@ -287,6 +287,10 @@ mod tests {
     use bytes::Bytes;
 
     fn codec() -> HttpCodec {
+        codec_with(None)
+    }
+
+    fn codec_with(token: Option<&str>) -> HttpCodec {
         HttpCodec::new(&CodecParams {
             addr: "127.0.0.1:7700".into(),
             queue: "bench".into(),
@@ -296,6 +300,8 @@ mod tests {
             reliable: false,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: token.map(str::to_string),
+            connector: Default::default(),
         })
     }
 
@@ -308,6 +314,24 @@ mod tests {
     fn reply(status: &str, body: &str) -> Vec<u8> {
         format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             .into_bytes()
+    }
+
+    #[test]
+    fn a_token_goes_in_every_request_as_a_bearer_header() {
+        let mut codec = codec_with(Some("tqx_secret"));
+        assert!(codec.handshake(Role::Both).is_empty(), "HTTP has no handshake; the header authenticates");
+        // Templated requests (enqueue, batch, dequeue) and built ones alike.
+        for req in [Req::Enqueue, Req::EnqueueBatch, Req::Dequeue, Req::Ping, Req::Status { id: 1 }] {
+            let mut out = Vec::new();
+            codec.encode(&req, 1, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let head = &text[..text.find("\r\n\r\n").unwrap()];
+            assert!(
+                head.contains("\r\nHost: 127.0.0.1:7700\r\nAuthorization: Bearer tqx_secret"),
+                "{req:?}: {text}"
+            );
+        }
+        assert!(!encoded(&Req::Enqueue).contains("Authorization"), "none without a token");
     }
 
     #[test]
