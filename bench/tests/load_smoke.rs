@@ -411,9 +411,27 @@ fn nats_jetstream_runs_enqueue_and_cycle_closed_and_open_loop() {
 fn tls_run(system: &str, addr: &str, scenario: &str, pipeline: &str, ca: &Path, pid: u32, token: Option<&str>) {
     let (queue, pid) = (format!("smoke-tls-{scenario}-{pipeline}"), pid.to_string());
     let mut args = vec![
-        "run", "--system", system, "--addr", addr, "--scenario", scenario, "--connections", "4", "--pipeline",
-        pipeline, "--seconds", "0.3", "--warmup-seconds", "0.1", "--queue", &queue, "--server-pid", &pid,
-        "--tls-ca", ca.to_str().unwrap(),
+        "run",
+        "--system",
+        system,
+        "--addr",
+        addr,
+        "--scenario",
+        scenario,
+        "--connections",
+        "4",
+        "--pipeline",
+        pipeline,
+        "--seconds",
+        "0.3",
+        "--warmup-seconds",
+        "0.1",
+        "--queue",
+        &queue,
+        "--server-pid",
+        &pid,
+        "--tls-ca",
+        ca.to_str().unwrap(),
     ];
     if let Some(token) = token {
         args.extend(["--token", token]);
@@ -460,8 +478,7 @@ fn tls_cells_drive_tqx_binary_http_and_redis_through_tls() {
 #[test]
 fn a_token_goes_over_tls_on_both_protocols_and_a_wrong_one_fails_the_run() {
     let tqx = required_tqx();
-    let dir =
-        tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-token")).expect("a temp directory");
+    let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-token")).expect("a temp directory");
     let files = TlsFiles::generate(&dir.path().join("tls")).expect("the run's certificate");
     let tokens = dir.path().join("tokens");
     let created = Command::new(&tqx)
@@ -482,7 +499,8 @@ fn a_token_goes_over_tls_on_both_protocols_and_a_wrong_one_fails_the_run() {
     for (system, addr) in [("tqx-binary", server.binary.to_string()), ("tqx-http", server.http.to_string())] {
         tls_run(system, &addr, "cycle", "2", &files.ca, server.pid(), Some(&token));
         for wrong in [None, Some("tqx_not-a-token")] {
-            let mut args = vec!["run", "--system", system, "--addr", &addr, "--scenario", "enqueue", "--seconds", "0.2"];
+            let mut args =
+                vec!["run", "--system", system, "--addr", &addr, "--scenario", "enqueue", "--seconds", "0.2"];
             args.extend(["--tls-ca", files.ca.to_str().unwrap()]);
             if let Some(wrong) = wrong {
                 args.extend(["--token", wrong]);

@@ -177,7 +177,13 @@ impl Codec for HttpCodec {
         request(&mut codec.enqueue, "POST", &format!("/v1/queues/{}/tasks", codec.queue), &codec.headers, Some(&body));
         body.clear();
         batch_body(&mut body, &codec.payload, params.batch, &[]);
-        request(&mut codec.batch, "POST", &format!("/v1/queues/{}/tasks/batch", codec.queue), &codec.headers, Some(&body));
+        request(
+            &mut codec.batch,
+            "POST",
+            &format!("/v1/queues/{}/tasks/batch", codec.queue),
+            &codec.headers,
+            Some(&body),
+        );
         let body = if params.dequeue_wait_ms == 0 {
             format!(r#"{{"queues":["{}"],"max":1}}"#, codec.queue)
         } else {
@@ -326,10 +332,7 @@ mod tests {
             codec.encode(&req, 1, &mut out);
             let text = String::from_utf8(out).unwrap();
             let head = &text[..text.find("\r\n\r\n").unwrap()];
-            assert!(
-                head.contains("\r\nHost: 127.0.0.1:7700\r\nAuthorization: Bearer tqx_secret"),
-                "{req:?}: {text}"
-            );
+            assert!(head.contains("\r\nHost: 127.0.0.1:7700\r\nAuthorization: Bearer tqx_secret"), "{req:?}: {text}");
         }
         assert!(!encoded(&Req::Enqueue).contains("Authorization"), "none without a token");
     }

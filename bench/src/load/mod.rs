@@ -52,9 +52,9 @@ pub use stats::{Latency, Report};
 pub use stream::TLS_SERVER_NAME;
 
 use codec::{Codec, CodecParams, Reply, Req, Role};
-use stream::{Connector, Stream};
 use driver::{Mode, Session};
 use stats::{ConnStats, Window};
+use stream::{Connector, Stream};
 use workload::{AnyWorkload, Consumer, DepsProducer, DepsShared, PreloadMode, Preloader, Producer, StatusReader};
 
 /// Connections (or storm loops) per run: issue 7's largest scaling point.
@@ -568,14 +568,9 @@ fn first_error(replies: &[Reply]) -> Option<&str> {
 }
 
 /// Connects and sends `role`'s handshake.
-async fn open<C: Codec>(
-    addr: SocketAddr,
-    params: &CodecParams,
-    role: Role,
-) -> Result<(Stream, Session<C>), RunError> {
-    let mut stream = connect_stream(addr, None, &params.connector)
-        .await
-        .map_err(|e| RunError::Connect(format!("{addr}: {e}")))?;
+async fn open<C: Codec>(addr: SocketAddr, params: &CodecParams, role: Role) -> Result<(Stream, Session<C>), RunError> {
+    let mut stream =
+        connect_stream(addr, None, &params.connector).await.map_err(|e| RunError::Connect(format!("{addr}: {e}")))?;
     let mut session = Session::new(C::new(params));
     // One round trip per handshake request: AMQP's steps depend on what the
     // server said in the step before (its frame size), and nothing here is timed.

@@ -100,12 +100,11 @@ impl Connector {
             None => Ok(Stream::Plain(socket)),
             Some(connector) => {
                 let name = ServerName::try_from(TLS_SERVER_NAME).map_err(io::Error::other)?;
-                let stream = connector.connect(name, socket).await.map_err(|e| {
-                    match tqx_client::tls::describe_failure(&e) {
+                let stream =
+                    connector.connect(name, socket).await.map_err(|e| match tqx_client::tls::describe_failure(&e) {
                         Some(why) => io::Error::new(e.kind(), why),
                         None => e,
-                    }
-                })?;
+                    })?;
                 Ok(Stream::Tls(Box::new(stream)))
             }
         }

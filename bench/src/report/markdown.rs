@@ -455,9 +455,11 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
 /// ours against Redis's.
 fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
     let results = inputs.tls.as_ref().map_or(inputs.results, |t| t.results);
-    out.push_str("## 8. TLS: its cost over plain text
+    out.push_str(
+        "## 8. TLS: its cost over plain text
 
-");
+",
+    );
     out.push_str(
         "The `memory` enqueue and full cycle (Redis without persistence: the disk does not hide the \
          encryption), unpipelined and 16 deep, measured again with every connection over TLS, each TLS \
@@ -490,7 +492,11 @@ fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
                 );
             }
             None => {
-                let _ = writeln!(out, "Measured by a run of its own ({}), which has no `meta` line.\n", source.results_path);
+                let _ = writeln!(
+                    out,
+                    "Measured by a run of its own ({}), which has no `meta` line.\n",
+                    source.results_path
+                );
             }
         }
     }
@@ -504,7 +510,9 @@ fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
          plain | TLS | TLS ÷ plain | ÷ redis's |\n|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let show = |r: Option<f64>| r.map(fmt_ratio).unwrap_or_else(|| "—".into());
-    let us = |s: Option<Summary>| s.and_then(|s| s.server_us_per_op).map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into());
+    let us = |s: Option<Summary>| {
+        s.and_then(|s| s.server_us_per_op).map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into())
+    };
     for row in rows {
         let plain_row = Row { tls: false, ..row };
         let redis = results.tls_cost(&row, System::Redis);

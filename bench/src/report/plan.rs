@@ -379,7 +379,8 @@ mod tests {
                 assert!(TLS_SYSTEMS.contains(&cell.system), "{cell}");
             }
             // The TLS row's first cell comes right after its twin row's last.
-            let rows: Vec<_> = tls.iter().map(|c| c.row()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let rows: Vec<_> =
+                tls.iter().map(|c| c.row()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             for row in rows {
                 let first = cells.iter().position(|c| c.row() == row).unwrap();
                 let twin = crate::report::model::Row { tls: false, ..row };

@@ -781,7 +781,9 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Makes a CA and a server certificate signed by it in `dir` (created).
     pub fn generate(dir: &Path) -> Result<TlsFiles, String> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        };
         let failed = |e: rcgen::Error| format!("making the benchmark's TLS certificate: {e}");
         fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
@@ -790,14 +792,14 @@ impl TlsFiles {
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(failed)?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(failed)?;
-        let mut params = CertificateParams::new(vec![crate::load::TLS_SERVER_NAME.to_string(), "127.0.0.1".to_string()])
-            .map_err(failed)?;
+        let mut params =
+            CertificateParams::new(vec![crate::load::TLS_SERVER_NAME.to_string(), "127.0.0.1".to_string()])
+                .map_err(failed)?;
         params.distinguished_name.push(DnType::CommonName, "tqx benchmark server");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().map_err(failed)?;
         let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(failed)?;
-        let files =
-            TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
         for (path, text) in [(&files.ca, ca_cert.pem()), (&files.cert, cert.pem()), (&files.key, key.serialize_pem())] {
             fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
         }
