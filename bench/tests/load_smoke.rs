@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tqx_bench::report::model::{Durability, Server as Kind, System};
-use tqx_bench::report::run::{Placement, RunOptions, ServerProcess, TlsFiles};
+use tqx_bench::report::run::{Placement, Protection, RunOptions, ServerProcess, TlsFiles, TokenFile};
 
 const SCENARIOS: [&str; 7] = ["enqueue", "cycle", "batch", "status", "deps", "storm", "latency"];
 /// How long a started server gets to accept connections.
@@ -315,7 +315,7 @@ fn require(program: &str, package: &str) {
 /// Starts `kind` as `bench/run` does (`sync`, data under /var/tmp), in `dir`.
 fn start_broker(kind: Kind, dir: &tqx_testkit::TempDir) -> ServerProcess {
     let opts = run_options(dir, PathBuf::from("tqx"));
-    ServerProcess::start(&opts, kind, Durability::Sync, None, dir.path())
+    ServerProcess::start(&opts, kind, Durability::Sync, Protection::default(), dir.path())
         .unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
 }
 
@@ -459,7 +459,8 @@ fn tls_cells_drive_tqx_binary_http_and_redis_through_tls() {
         let server_dir = dir.path().join(format!("{kind:?}"));
         std::fs::create_dir_all(&server_dir).unwrap();
         // Started and probed over TLS as bench/run starts a TLS cell's server.
-        let server = ServerProcess::start(&opts, kind, Durability::Memory, Some(&files), &server_dir)
+        let protection = Protection { tls: Some(&files), tokens: None };
+        let server = ServerProcess::start(&opts, kind, Durability::Memory, protection, &server_dir)
             .unwrap_or_else(|e| panic!("starting {kind:?} with TLS: {e}"));
         for system in systems {
             let addr = server.addr(System::parse(system).unwrap()).to_string();
@@ -480,23 +481,17 @@ fn a_token_goes_over_tls_on_both_protocols_and_a_wrong_one_fails_the_run() {
     let tqx = required_tqx();
     let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-token")).expect("a temp directory");
     let files = TlsFiles::generate(&dir.path().join("tls")).expect("the run's certificate");
-    let tokens = dir.path().join("tokens");
-    let created = Command::new(&tqx)
-        .args(["token", "create", "--scope", "admin", "--file"])
-        .arg(&tokens)
-        .output()
-        .expect("tqx token create");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let token = String::from_utf8(created.stdout).unwrap().trim().to_string();
-    assert!(!token.is_empty() && !token.contains(char::is_whitespace), "one token on stdout: {token:?}");
-    let server = tqx_testkit::Launch::new(&tqx, dir.path().join("data"), dir.path().join("stderr.log"))
-        .args(["--durability", "memory"])
-        .args([std::ffi::OsStr::new("--tls-cert"), files.cert.as_os_str()])
-        .args([std::ffi::OsStr::new("--tls-key"), files.key.as_os_str()])
-        .args([std::ffi::OsStr::new("--tokens"), tokens.as_os_str()])
-        .start(START_TIMEOUT)
-        .unwrap_or_else(|failure| panic!("cannot start tqx: {failure}\n{}", failure.log_since_start()));
-    for (system, addr) in [("tqx-binary", server.binary.to_string()), ("tqx-http", server.http.to_string())] {
+    // Made and started as bench/run does for its row with tokens on.
+    let tokens = TokenFile::create(&tqx, &dir.path().join("tokens")).expect("tqx token create");
+    let token = tokens.token.clone();
+    let opts = run_options(&dir, tqx);
+    let server_dir = dir.path().join("server");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let protection = Protection { tls: Some(&files), tokens: Some(&tokens) };
+    let server = ServerProcess::start(&opts, Kind::Tqx, Durability::Memory, protection, &server_dir)
+        .unwrap_or_else(|e| panic!("starting tqx with TLS and tokens: {e}"));
+    for system in ["tqx-binary", "tqx-http"] {
+        let addr = server.addr(System::parse(system).unwrap()).to_string();
         tls_run(system, &addr, "cycle", "2", &files.ca, server.pid(), Some(&token));
         for wrong in [None, Some("tqx_not-a-token")] {
             let mut args =

@@ -468,7 +468,9 @@ fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
          certificate (ECDSA P-256, made with rcgen for the run); client: `tqx-bench --tls-ca`, rustls (`ring`), \
          the same for every system (ALPN `tqx/1`, `http/1.1`, none for Redis). Connections are opened, \
          handshakes done, before the measured window: these are the costs of encrypting and decrypting the \
-         requests and replies, not of handshakes. *TLS ÷ plain*: the TLS figure over the plain one (throughput \
+         requests and replies, not of handshakes. The row marked `tokens` is TaskQueueX started with \
+         `--tokens` as well, every connection presenting one (the binary protocol once per connection, HTTP \
+         on every request), against the same plain twin: TLS and tokens together. *TLS ÷ plain*: the TLS figure over the plain one (throughput \
          below 1: slower; server CPU per op above 1: dearer). *÷ redis's*: this system's ratio over Redis's \
          (throughput above 1, CPU below 1: TLS costs this system less than it costs Redis).\n\n",
     );
@@ -514,8 +516,10 @@ fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
         s.and_then(|s| s.server_us_per_op).map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into())
     };
     for row in rows {
-        let plain_row = Row { tls: false, ..row };
-        let redis = results.tls_cost(&row, System::Redis);
+        // The row with tokens is TLS and tokens against the plain twin;
+        // Redis's TLS row (it has no tokens) is its reference.
+        let plain_row = Row { tls: false, tokens: false, ..row };
+        let redis = results.tls_cost(&Row { tokens: false, ..row }, System::Redis);
         for system in results.systems(&row) {
             let cost = results.tls_cost(&row, system);
             let figure = |s: Option<Summary>, cell: Row| match s {
@@ -540,7 +544,7 @@ fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
                 "| {} | {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.scenario,
                 row.durability,
-                plain_row.params(),
+                Row { tls: false, ..row }.params(),
                 system,
                 figure(cost.plain, plain_row),
                 figure(cost.tls, row),
@@ -651,6 +655,7 @@ mod tests {
             load: None,
             idle: None,
             tls: false,
+            tokens: false,
             system: System::TqxBinary,
         };
         let tls = Cell { tls: true, ..plain };
@@ -673,6 +678,8 @@ mod tests {
             // tqx-http: the TLS cell failed.
             Line::Measured { run: 1, cell: on(plain, System::TqxHttp), bench: bench(100_000.0, 0.8) },
             Line::Failure { run: 1, cell: Some(on(tls, System::TqxHttp)), message: "boom".into() },
+            // tqx-binary with tokens too: 140k/s (0.70×), 6.8 µs/op (1.70×).
+            Line::Measured { run: 1, cell: Cell { tokens: true, ..tls }, bench: bench(140_000.0, 0.952) },
             // redis: 100k → 50k/s (0.50×), 8 → 16 µs/op (2.00×).
             Line::Measured { run: 1, cell: on(plain, System::Redis), bench: bench(100_000.0, 0.8) },
             Line::Measured { run: 1, cell: on(tls, System::Redis), bench: bench(50_000.0, 0.8) },
@@ -707,6 +714,12 @@ mod tests {
             line("redis"),
             "| cycle | memory | 50 conn × 16 deep | `redis` | 100.0k | 50.0k | 0.50× | — | 8.00 | 16.00 | 2.00× | — |"
         );
+        // Against the same plain twin and Redis's TLS row.
+        let tokens = section
+            .lines()
+            .find(|l| l.starts_with("| cycle | memory | 50 conn × 16 deep, tokens | `tqx-binary` |"))
+            .expect("the row with tokens");
+        assert!(tokens.ends_with("| 200.0k | 140.0k | 0.70× | 1.40× | 4.00 | 6.80 | 1.70× | 0.85× |"), "{tokens}");
         assert!(line("tqx-http").contains("| 100.0k | failed (see Failures) | — | — |"), "{}", line("tqx-http"));
         // The target comes from the same file: 1.50× against Redis's 2.00×.
         let target = report.lines().find(|l| l.contains("cycle ×16, `memory` (server CPU per op")).expect("target");

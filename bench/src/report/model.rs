@@ -283,6 +283,10 @@ pub struct Cell {
     /// absent in results written before TLS cells existed: plain text.
     #[serde(default, skip_serializing_if = "is_false")]
     pub tls: bool,
+    /// TaskQueueX started with `--tokens` and every connection presenting
+    /// one (`tqx-bench --token`); absent in older results: no tokens.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tokens: bool,
     pub system: System,
 }
 
@@ -302,6 +306,7 @@ pub struct Row {
     pub load: Option<Load>,
     pub idle: Option<u32>,
     pub tls: bool,
+    pub tokens: bool,
 }
 
 impl Cell {
@@ -315,6 +320,7 @@ impl Cell {
             load: self.load,
             idle: self.idle,
             tls: self.tls,
+            tokens: self.tokens,
         }
     }
 }
@@ -330,6 +336,7 @@ impl Row {
             load: self.load,
             idle: self.idle,
             tls: self.tls,
+            tokens: self.tokens,
             system,
         }
     }
@@ -354,6 +361,9 @@ impl Row {
         }
         if self.tls {
             text.push_str(", TLS");
+        }
+        if self.tokens {
+            text.push_str(", tokens");
         }
         text
     }

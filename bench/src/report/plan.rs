@@ -13,13 +13,19 @@
 //! [`TLS_SYSTEMS`]; each right after its plain twin, so that the ratio TLS ÷
 //! plain comes from back-to-back measurements of the same run. `memory`
 //! (Redis without persistence) because there the disk does not hide what the
-//! encryption costs. `--only tls` measures just them and their twins.
+//! encryption costs. The full run adds one row with tokens on as well (the
+//! unpipelined enqueue, [`TOKEN_SYSTEMS`]), right after its TLS row. `--only
+//! tls` measures just these rows and their twins.
 
 use super::model::{Cell, Durability, Load, Scenario, System};
 
 /// The systems of the TLS rows: one per protocol — TaskQueueX's binary
 /// protocol and HTTP (`tqx serve --tls-cert`), and Redis (`--tls-port`).
 pub const TLS_SYSTEMS: [System; 3] = [System::TqxBinary, System::TqxHttp, System::Redis];
+
+/// The systems of the row with tokens on: TaskQueueX's two protocols (the
+/// binary one authenticates once per connection, HTTP on every request).
+pub const TOKEN_SYSTEMS: [System; 2] = [System::TqxBinary, System::TqxHttp];
 
 /// What `bench/run --only` picks: scenarios, or `tls` (the TLS rows with
 /// their plain twins, [`TLS_SYSTEMS`] only).
@@ -139,6 +145,12 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
         let twinned = row.load.is_none() && (!quick || (scenario == Scenario::Enqueue && row.pipeline == 1));
         if twinned {
             rows.push(Cell { tls: true, ..row });
+            // The full run adds one row with tokens on over TLS (how a
+            // deployment beyond loopback runs), right after the TLS row it
+            // differs from only by the tokens: the cost of checking them.
+            if !quick && scenario == Scenario::Enqueue && row.pipeline == 1 {
+                rows.push(Cell { tls: true, tokens: true, ..row });
+            }
         }
     }
     rows
@@ -154,6 +166,7 @@ fn plain_rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Ce
         load: None,
         idle: None,
         tls: false,
+        tokens: false,
         system: System::TqxBinary,
     };
     let open = |row: Cell| Cell { load: Some(Load::Percent(OPEN_LOOP_PERCENT)), ..row };
@@ -231,11 +244,15 @@ pub fn plan(quick: bool, only: Option<&[Selection]>) -> Vec<Cell> {
                 scenario_rows.iter().filter(|c| c.tls && tls_wanted && in_levels).copied().collect();
             let all_systems = systems(scenario, durability, quick);
             let tls_systems: Vec<System> = all_systems.iter().filter(|s| TLS_SYSTEMS.contains(s)).copied().collect();
+            let token_systems: Vec<System> =
+                all_systems.iter().filter(|s| TOKEN_SYSTEMS.contains(s)).copied().collect();
             for row in scenario_rows {
-                let tls_twin = tls_rows.contains(&Cell { tls: true, ..row });
+                let tls_twin = tls_rows.contains(&Cell { tls: true, tokens: false, ..row });
                 let row_systems = if row.tls {
                     // TLS rows only where `tls` is selected.
-                    if tls_rows.contains(&row) {
+                    if tls_rows.contains(&row) && row.tokens {
+                        &token_systems
+                    } else if tls_rows.contains(&row) {
                         &tls_systems
                     } else {
                         continue;
@@ -272,6 +289,7 @@ pub fn peak_cell(open: &Cell) -> Cell {
             load: None,
             idle: None,
             tls: false,
+            tokens: false,
             ..*open
         },
         _ => Cell { load: None, ..*open },
@@ -287,8 +305,9 @@ mod tests {
         let cells = plan(false, None);
         let count = |s: Scenario| cells.iter().filter(|c| c.scenario == s).count();
         // Two depths, each closed and open loop; RabbitMQ and NATS at `sync`.
-        // Plus the two TLS rows (`memory`, both depths) for the three TLS systems.
-        assert_eq!(count(Scenario::Enqueue), (3 * 2 * 4 + 2 * 2) * 2 + 2 * 3);
+        // Plus the two TLS rows (`memory`, both depths) for the three TLS
+        // systems, and the row with tokens for TaskQueueX's two.
+        assert_eq!(count(Scenario::Enqueue), (3 * 2 * 4 + 2 * 2) * 2 + 2 * 3 + 2);
         // Unpipelined at three levels, 16 deep at `sync` and `memory`.
         assert_eq!(count(Scenario::Cycle), ((3 * 5 + 2) + (2 * 5 + 2)) * 2 + 2 * 3);
         // Every enqueue and cycle row has its open-loop twin, after it.
@@ -378,12 +397,16 @@ mod tests {
                 assert_eq!(cell.load, None, "{cell}");
                 assert!(TLS_SYSTEMS.contains(&cell.system), "{cell}");
             }
-            // The TLS row's first cell comes right after its twin row's last.
+            // The TLS row's first cell comes right after its twin row's last
+            // (the row with tokens: right after its TLS row).
             let rows: Vec<_> =
                 tls.iter().map(|c| c.row()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             for row in rows {
                 let first = cells.iter().position(|c| c.row() == row).unwrap();
-                let twin = crate::report::model::Row { tls: false, ..row };
+                let twin = match row.tokens {
+                    false => crate::report::model::Row { tls: false, ..row },
+                    true => crate::report::model::Row { tokens: false, ..row },
+                };
                 let twin_last = cells.iter().rposition(|c| c.row() == twin).expect("plain twin planned");
                 assert_eq!(twin_last + 1, first, "{row:?} right after its twin");
                 for system in TLS_SYSTEMS.iter().filter(|s| cells.contains(&row.cell(**s))) {
@@ -391,9 +414,13 @@ mod tests {
                 }
             }
         }
-        // The full run: both scenarios, both depths, every TLS system.
+        // The full run: both scenarios, both depths, every TLS system; and
+        // the unpipelined enqueue with tokens, for TaskQueueX.
         let full = plan(false, None);
-        assert_eq!(full.iter().filter(|c| c.tls).count(), 2 * 2 * TLS_SYSTEMS.len());
+        assert_eq!(full.iter().filter(|c| c.tls).count(), 2 * 2 * TLS_SYSTEMS.len() + TOKEN_SYSTEMS.len());
+        let tokens: Vec<&Cell> = full.iter().filter(|c| c.tokens).collect();
+        assert_eq!(tokens.len(), TOKEN_SYSTEMS.len());
+        assert!(tokens.iter().all(|c| c.tls && c.scenario == Scenario::Enqueue && c.pipeline == 1));
         // `--quick`: the smallest cell, one system per protocol.
         let quick: Vec<Cell> = plan(true, None).into_iter().filter(|c| c.tls).collect();
         assert_eq!(quick.len(), TLS_SYSTEMS.len());
@@ -403,9 +430,10 @@ mod tests {
     #[test]
     fn only_tls_is_the_tls_rows_and_their_twins() {
         let cells = plan(false, Some(&[Selection::Tls]));
-        // Enqueue and cycle, two depths, plain and TLS, three systems.
-        assert_eq!(cells.len(), 2 * 2 * 2 * TLS_SYSTEMS.len());
-        assert_eq!(cells.iter().filter(|c| c.tls).count(), cells.len() / 2);
+        // Enqueue and cycle, two depths, plain and TLS, three systems; the
+        // row with tokens.
+        assert_eq!(cells.len(), 2 * 2 * 2 * TLS_SYSTEMS.len() + TOKEN_SYSTEMS.len());
+        assert_eq!(cells.iter().filter(|c| c.tls && !c.tokens).count(), 2 * 2 * TLS_SYSTEMS.len());
         assert!(cells.iter().all(|c| TLS_SYSTEMS.contains(&c.system) && c.durability == Durability::Memory));
         // A scenario alone leaves its TLS rows out.
         assert!(!plan(false, Some(&[Selection::Scenario(Scenario::Enqueue)])).iter().any(|c| c.tls));

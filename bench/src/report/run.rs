@@ -26,6 +26,10 @@
 //! redis-server ... --port 0 --tls-port P --tls-cert-file DIR/server.pem --tls-key-file DIR/server.key --tls-ca-cert-file DIR/ca.pem --tls-auth-clients no
 //! ```
 //!
+//! The row with tokens on also starts `tqx serve --tokens FILE`, FILE made
+//! once per run by `tqx token create --scope admin`, and gives `tqx-bench`
+//! that token (`--token`).
+//!
 //! RabbitMQ boots in ~5–8 s here (the Erlang VM and its boot steps), against
 //! milliseconds for the others; it still gets a fresh broker per measurement
 //! (the figures of a cell then never depend on the one before, as for every
@@ -138,6 +142,10 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
         true => Some(TlsFiles::generate(&opts.data_root.join("tls"))?),
         false => None,
     };
+    let tokens = match cells.iter().any(|c| c.tokens) {
+        true => Some(TokenFile::create(&opts.tqx, &opts.data_root.join("tokens"))?),
+        false => None,
+    };
     let mut failures = 0;
     for run in 1..=opts.runs {
         eprintln!("bench: run {run}/{}: {} measurements", opts.runs, cells.len());
@@ -161,7 +169,9 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
                     }
                 },
             };
-            let (line, timing) = measure(opts, run, cell, rate, tls.as_ref());
+            let protection =
+                Protection { tls: tls.as_ref().filter(|_| cell.tls), tokens: tokens.as_ref().filter(|_| cell.tokens) };
+            let (line, timing) = measure(opts, run, cell, rate, protection);
             match &line {
                 Line::Measured { bench, .. } => {
                     // A closed-loop enqueue or cycle is the peak its open-loop
@@ -266,14 +276,14 @@ fn fsync_line(opts: &RunOptions, run: u32, interval_us: u64) -> Line {
 }
 
 /// One measurement: a fresh server, `tqx-bench run`, the server stopped.
-fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>, tls: Option<&TlsFiles>) -> (Line, String) {
+fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>, protection: Protection<'_>) -> (Line, String) {
     let clock = Instant::now();
     let dir = opts.data_root.join("server");
     let _ = fs::remove_dir_all(&dir);
     let mut phases = Phases::default();
     let result = fs::create_dir_all(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))
-        .and_then(|()| measure_in(opts, cell, rate, tls, &dir, &mut phases));
+        .and_then(|()| measure_in(opts, cell, rate, protection, &dir, &mut phases));
     let _ = fs::remove_dir_all(&dir);
     let timing = format!(
         "{:.1} s: start {:.2}, bench {:.2}, stop {:.2}{}",
@@ -306,17 +316,15 @@ fn measure_in(
     opts: &RunOptions,
     cell: &Cell,
     rate: Option<f64>,
-    tls: Option<&TlsFiles>,
+    protection: Protection<'_>,
     dir: &Path,
     phases: &mut Phases,
 ) -> Result<Option<BenchOutput>, String> {
-    let tls = match (cell.tls, tls) {
-        (false, _) => None,
-        (true, Some(files)) => Some(files),
-        (true, None) => return Err("a TLS cell without the run's certificate".into()),
-    };
+    if cell.tls != protection.tls.is_some() || cell.tokens != protection.tokens.is_some() {
+        return Err(format!("{cell} started with {protection:?}"));
+    }
     let clock = Instant::now();
-    let mut server = start_with_retries(opts, cell, tls, dir)?;
+    let mut server = start_with_retries(opts, cell, protection, dir)?;
     phases.start_s = clock.elapsed().as_secs_f64();
     let addr = server.addr(cell.system);
     let mut args: Vec<String> = vec![
@@ -348,8 +356,11 @@ fn measure_in(
     if let Some(rate) = rate {
         args.extend(["--rate".into(), format!("{:.0}", rate.max(1.0))]);
     }
-    if let Some(files) = tls {
+    if let Some(files) = protection.tls {
         args.extend(["--tls-ca".into(), files.ca.display().to_string()]);
+    }
+    if let Some(tokens) = protection.tokens {
+        args.extend(["--token".into(), tokens.token.clone()]);
     }
     let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
     let clock = Instant::now();
@@ -436,12 +447,12 @@ const SERVER_START_ATTEMPTS: u32 = 3;
 fn start_with_retries(
     opts: &RunOptions,
     cell: &Cell,
-    tls: Option<&TlsFiles>,
+    protection: Protection<'_>,
     dir: &Path,
 ) -> Result<ServerProcess, String> {
     let mut attempt = 1;
     loop {
-        match ServerProcess::start(opts, cell.system.server(), cell.durability, tls, dir) {
+        match ServerProcess::start(opts, cell.system.server(), cell.durability, protection, dir) {
             Ok(server) => return Ok(server),
             Err(e) if attempt < SERVER_START_ATTEMPTS => {
                 eprintln!("bench: {cell}: start attempt {attempt} failed ({e}); trying again");
@@ -477,17 +488,22 @@ enum Process {
 
 impl ServerProcess {
     /// Starts `kind` at `durability` with its data and log under `dir` (over
-    /// TLS with `tls`'s certificate: TaskQueueX and Redis), and waits until
-    /// it answers. `opts` gives the programs' paths.
+    /// TLS with `protection`'s certificate: TaskQueueX and Redis; with its
+    /// tokens: TaskQueueX), and waits until it answers. `opts` gives the
+    /// programs' paths.
     pub fn start(
         opts: &RunOptions,
         kind: Server,
         durability: Durability,
-        tls: Option<&TlsFiles>,
+        protection: Protection<'_>,
         dir: &Path,
     ) -> Result<ServerProcess, String> {
+        let tls = protection.tls;
         if tls.is_some() && !matches!(kind, Server::Tqx | Server::Redis) {
             return Err(format!("{kind:?} is not measured over TLS"));
+        }
+        if protection.tokens.is_some() && kind != Server::Tqx {
+            return Err(format!("{kind:?} is not measured with tokens"));
         }
         let probe_tls = tls.map(|files| files.probe_config(kind)).transpose()?;
         let data = dir.join("data");
@@ -564,6 +580,9 @@ impl ServerProcess {
                 if let Some(files) = tls {
                     launch = launch.args([OsStr::new("--tls-cert"), files.cert.as_os_str()]);
                     launch = launch.args([OsStr::new("--tls-key"), files.key.as_os_str()]);
+                }
+                if let Some(tokens) = protection.tokens {
+                    launch = launch.args([OsStr::new("--tokens"), tokens.path.as_os_str()]);
                 }
                 let tqx = launch
                     .args(["--durability", &durability.tqx_mode()])
@@ -758,6 +777,54 @@ fn probe(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>, request: &[u
         Ok(reply.starts_with(expect))
     };
     attempt().unwrap_or(false)
+}
+
+/// What a server is started with beyond its durability (and what
+/// `tqx-bench` is given to match): TLS, tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Protection<'a> {
+    pub tls: Option<&'a TlsFiles>,
+    pub tokens: Option<&'a TokenFile>,
+}
+
+/// The token file of a run's row with tokens on: made once per run with the
+/// server's own command (`tqx token create --scope admin`), so the hash and
+/// the file's format are the server's.
+#[derive(Clone)]
+pub struct TokenFile {
+    /// `tqx serve --tokens`.
+    pub path: PathBuf,
+    /// `tqx-bench --token`: `tqx token create` printed it.
+    pub token: String,
+}
+
+impl TokenFile {
+    /// Runs `tqx token create` into `dir/tokens` (`dir` created).
+    pub fn create(tqx: &Path, dir: &Path) -> Result<TokenFile, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let path = dir.join("tokens");
+        let args: Vec<String> = ["token", "create", "--scope", "admin", "--name", "bench", "--file"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([path.display().to_string()])
+            .collect();
+        let output = run_with_timeout(tqx, &args, Duration::from_secs(30))?;
+        if !output.status.success() {
+            return Err(format!("tqx token create: {}: {}", output.status, tail(&output.stderr)));
+        }
+        let token = output.stdout.trim().to_string();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(format!("tqx token create printed {:?}, not one token", output.stdout));
+        }
+        Ok(TokenFile { path, token })
+    }
+}
+
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token itself stays out of logs and results.
+        f.debug_struct("TokenFile").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 /// A probe's connection: plain or TLS (a probe is not on a measured path).

@@ -228,9 +228,11 @@ pub struct TlsCost {
 }
 
 impl Results {
-    /// The cost of TLS for `system` in `row` (a TLS row or its plain twin).
+    /// The cost of TLS for `system` in `row` (a TLS row or its plain twin);
+    /// for the row with tokens on, of TLS and tokens together (against the
+    /// same plain twin, without tokens).
     pub fn tls_cost(&self, row: &Row, system: System) -> TlsCost {
-        let plain = self.get(&Row { tls: false, ..*row }.cell(system)).copied();
+        let plain = self.get(&Row { tls: false, tokens: false, ..*row }.cell(system)).copied();
         let tls = self.get(&Row { tls: true, ..*row }.cell(system)).copied();
         let scenario = row.scenario;
         TlsCost {
@@ -292,6 +294,7 @@ mod tests {
             load: None,
             idle: None,
             tls: false,
+            tokens: false,
             system,
         }
     }

@@ -51,6 +51,7 @@ fn cell(scenario: Scenario, durability: Durability, system: System) -> Cell {
         load: None,
         idle: None,
         tls: false,
+        tokens: false,
         system,
     }
 }
