@@ -11,9 +11,10 @@
 //!
 //! Code map: `codec` (the protocol-neutral requests and replies, payloads),
 //! `binary`, `http`, `resp`, `beanstalk`, `amqp` (RabbitMQ), `nats` (NATS
-//! JetStream) — the six protocols — `driver` (one
-//! connection's loop), `workload` (what each scenario does on a connection),
-//! `stats` (window, histograms, the report), `timer` (the open loop's
+//! JetStream) — the six protocols — `driver` (one connection's loop),
+//! `stream` (plain TCP, or TLS with `--tls-ca`, under it), `workload` (what
+//! each scenario does on a connection), `stats` (window, histograms, the
+//! report), `timer` (the open loop's
 //! microsecond sleeps), `fsync` (the disk's own sync time), `hold` (many
 //! connections held open, idle or slow: issue 7), `fdlimit` (RLIMIT_NOFILE).
 //!
@@ -253,7 +254,8 @@ pub struct Security {
 }
 
 impl Security {
-    /// The connector for `system`'s connections (the CA file read once).
+    /// The connector for `system`'s connections: the CA file is read here,
+    /// and every connection opened with the result shares it.
     fn connector(&self, system: System) -> Result<Connector, RunError> {
         let Some(ca) = &self.tls_ca else {
             return Ok(Connector::plain());
