@@ -13,6 +13,13 @@
 //! and NATS codecs, which only a real broker proves, so a missing broker fails
 //! the test (install them as `bench/run` does). They are started the way
 //! `bench/run` starts them (`tqx_bench::report::run::ServerProcess`).
+//!
+//! TLS (issue 18): `tqx serve` and `redis-server --tls-port`, started by
+//! `ServerProcess` with the run's throwaway certificate as `bench/run` starts
+//! them for its TLS cells, driven through `tqx-bench --tls-ca` (and
+//! `--token` against a server with `--tokens`). These are not skipped: `tqx`
+//! is built by the workspace's tests and Redis installed by tools/env.sh, and
+//! only a real TLS server proves the path.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tqx_bench::report::model::{Durability, Server as Kind, System};
-use tqx_bench::report::run::{Placement, RunOptions, ServerProcess};
+use tqx_bench::report::run::{Placement, Protection, RunOptions, ServerProcess, TlsFiles, TokenFile};
 
 const SCENARIOS: [&str; 7] = ["enqueue", "cycle", "batch", "status", "deps", "storm", "latency"];
 /// How long a started server gets to accept connections.
@@ -307,14 +314,21 @@ fn require(program: &str, package: &str) {
 
 /// Starts `kind` as `bench/run` does (`sync`, data under /var/tmp), in `dir`.
 fn start_broker(kind: Kind, dir: &tqx_testkit::TempDir) -> ServerProcess {
-    let opts = RunOptions {
+    let opts = run_options(dir, PathBuf::from("tqx"));
+    ServerProcess::start(&opts, kind, Durability::Sync, Protection::default(), dir.path())
+        .unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
+}
+
+/// `bench/run`'s options for servers started by [`ServerProcess`] in `dir`.
+fn run_options(dir: &tqx_testkit::TempDir, tqx: PathBuf) -> RunOptions {
+    RunOptions {
         quick: true,
         runs: 1,
         seconds: 0.5,
         warmup_seconds: 0.1,
         payload_bytes: 100,
         only: None,
-        tqx: PathBuf::from("tqx"),
+        tqx,
         tqx_bench: PathBuf::from(tqx_bench()),
         redis_server: PathBuf::from("redis-server"),
         beanstalkd: PathBuf::from("beanstalkd"),
@@ -324,8 +338,7 @@ fn start_broker(kind: Kind, dir: &tqx_testkit::TempDir) -> ServerProcess {
         data_root: dir.path().to_path_buf(),
         results: dir.path().join("results.jsonl"),
         command: String::new(),
-    };
-    ServerProcess::start(&opts, kind, Durability::Sync, dir.path()).unwrap_or_else(|e| panic!("starting {kind:?}: {e}"))
+    }
 }
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
@@ -389,4 +402,108 @@ fn nats_jetstream_runs_enqueue_and_cycle_closed_and_open_loop() {
     let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-nats")).expect("a temp directory");
     let server = start_broker(Kind::Nats, &dir);
     broker_scenarios("nats", &server.addr(System::Nats).to_string(), server.pid());
+}
+
+// ---- TLS (issue 18) -----------------------------------------------------------------
+
+/// `tqx-bench run` over TLS for a fraction of a second: replies counted, no
+/// errors, the server's CPU read.
+fn tls_run(system: &str, addr: &str, scenario: &str, pipeline: &str, ca: &Path, pid: u32, token: Option<&str>) {
+    let (queue, pid) = (format!("smoke-tls-{scenario}-{pipeline}"), pid.to_string());
+    let mut args = vec![
+        "run",
+        "--system",
+        system,
+        "--addr",
+        addr,
+        "--scenario",
+        scenario,
+        "--connections",
+        "4",
+        "--pipeline",
+        pipeline,
+        "--seconds",
+        "0.3",
+        "--warmup-seconds",
+        "0.1",
+        "--queue",
+        &queue,
+        "--server-pid",
+        &pid,
+        "--tls-ca",
+        ca.to_str().unwrap(),
+    ];
+    if let Some(token) = token {
+        args.extend(["--token", token]);
+    }
+    let (status, json) = bench(&args);
+    eprintln!("{json}");
+    assert_eq!(status, 0, "{system} {scenario} over TLS: {json}");
+    assert!(json["ops"].as_u64().unwrap() > 0, "{system} {scenario} over TLS: {json}");
+    assert_eq!(json["errors"], 0, "{system} {scenario} over TLS: {json}");
+    assert!(json["server_cpu"].as_f64().unwrap() > 0.0, "{json}");
+}
+
+fn required_tqx() -> PathBuf {
+    find_tqx().expect("no tqx binary: set TQX_BIN, or build it (cargo build --release -p taskqueuex --bin tqx)")
+}
+
+#[test]
+fn tls_cells_drive_tqx_binary_http_and_redis_through_tls() {
+    let tqx = required_tqx();
+    require("redis-server", "redis-server");
+    let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-tls")).expect("a temp directory");
+    let files = TlsFiles::generate(&dir.path().join("tls")).expect("the run's certificate");
+    let opts = run_options(&dir, tqx);
+    for (kind, systems) in [(Kind::Tqx, &["tqx-binary", "tqx-http"][..]), (Kind::Redis, &["redis"])] {
+        let server_dir = dir.path().join(format!("{kind:?}"));
+        std::fs::create_dir_all(&server_dir).unwrap();
+        // Started and probed over TLS as bench/run starts a TLS cell's server.
+        let protection = Protection { tls: Some(&files), tokens: None };
+        let server = ServerProcess::start(&opts, kind, Durability::Memory, protection, &server_dir)
+            .unwrap_or_else(|e| panic!("starting {kind:?} with TLS: {e}"));
+        for system in systems {
+            let addr = server.addr(System::parse(system).unwrap()).to_string();
+            tls_run(system, &addr, "enqueue", "4", &files.ca, server.pid(), None);
+            tls_run(system, &addr, "cycle", "1", &files.ca, server.pid(), None);
+            // The same server without TLS on the client: refused, not measured.
+            let output = Command::new(tqx_bench())
+                .args(["run", "--system", system, "--addr", &addr, "--scenario", "enqueue", "--seconds", "0.2"])
+                .output()
+                .unwrap();
+            assert_ne!(output.status.code(), Some(0), "{system}: plain text to a TLS port measured something");
+        }
+    }
+}
+
+#[test]
+fn a_token_goes_over_tls_on_both_protocols_and_a_wrong_one_fails_the_run() {
+    let tqx = required_tqx();
+    let dir = tqx_testkit::TempDir::create(tqx_testkit::fresh_path("tqx-load-smoke-token")).expect("a temp directory");
+    let files = TlsFiles::generate(&dir.path().join("tls")).expect("the run's certificate");
+    // Made and started as bench/run does for its row with tokens on.
+    let tokens = TokenFile::create(&tqx, &dir.path().join("tokens")).expect("tqx token create");
+    let token = tokens.token.clone();
+    let opts = run_options(&dir, tqx);
+    let server_dir = dir.path().join("server");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let protection = Protection { tls: Some(&files), tokens: Some(&tokens) };
+    let server = ServerProcess::start(&opts, Kind::Tqx, Durability::Memory, protection, &server_dir)
+        .unwrap_or_else(|e| panic!("starting tqx with TLS and tokens: {e}"));
+    for system in ["tqx-binary", "tqx-http"] {
+        let addr = server.addr(System::parse(system).unwrap()).to_string();
+        tls_run(system, &addr, "cycle", "2", &files.ca, server.pid(), Some(&token));
+        for wrong in [None, Some("tqx_not-a-token")] {
+            let mut args =
+                vec!["run", "--system", system, "--addr", &addr, "--scenario", "enqueue", "--seconds", "0.2"];
+            args.extend(["--tls-ca", files.ca.to_str().unwrap()]);
+            if let Some(wrong) = wrong {
+                args.extend(["--token", wrong]);
+            }
+            let output = Command::new(tqx_bench()).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{system} with token {wrong:?}: {stderr}");
+            assert!(stderr.contains("unauthenticated") || stderr.contains("401"), "{system}: {stderr}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-report run --results FILE [--quick] [--runs N] [--seconds S] [--warmup-seconds W] [--only LIST] ...
-//! bench-report render --results FILE --out FILE.md --plots DIR [--intro FILE] [--changelog FILE]
+//! bench-report render --results FILE --out FILE.md --plots DIR [--intro FILE] [--changelog FILE] [--tls-results FILE]
 //! ```
 //!
 //! Exit status of `run`: 0 when every measurement succeeded, 1 when some
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tqx_bench::report::markdown::{self, Inputs};
-use tqx_bench::report::model::Scenario;
+use tqx_bench::report::markdown::{self, Inputs, TlsSource};
+use tqx_bench::report::plan::Selection;
 use tqx_bench::report::plot;
 use tqx_bench::report::run::{self, RunOptions};
 use tqx_bench::report::stats::Results;
@@ -50,7 +50,8 @@ enum Commands {
         /// Task payload bytes (tqx-bench's default)
         #[arg(long, default_value_t = 100)]
         payload_bytes: u32,
-        /// Only these scenarios (comma-separated: enqueue,cycle,batch,status,deps,storm,latency)
+        /// Only these scenarios (comma-separated: enqueue,cycle,batch,status,deps,storm,latency), or `tls`
+        /// (the TLS rows and their plain twins)
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
         /// Folder holding `tqx` and `tqx-bench` [default: $CARGO_TARGET_DIR/release]
@@ -97,6 +98,13 @@ enum Commands {
         /// How the report names the results file [default: --results as given]
         #[arg(long)]
         results_label: Option<String>,
+        /// The TLS section's (and issue 18's targets') results, from a run of their own
+        /// (`bench/run --only tls`) [default: --results]
+        #[arg(long)]
+        tls_results: Option<PathBuf>,
+        /// How the report names --tls-results [default: as given]
+        #[arg(long)]
+        tls_results_label: Option<String>,
     },
 }
 
@@ -163,8 +171,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Commands::Render { results, out, plots, intro, changelog, results_label } => {
-            match render(&results, &out, &plots, intro.as_deref(), changelog.as_deref(), results_label) {
+        Commands::Render { results, out, plots, intro, changelog, results_label, tls_results, tls_results_label } => {
+            let tls = tls_results.map(|path| {
+                let label = tls_results_label.unwrap_or_else(|| path.display().to_string());
+                (path, label)
+            });
+            match render(&results, &out, &plots, intro.as_deref(), changelog.as_deref(), results_label, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -177,8 +189,11 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn parse_scenarios(names: &[String]) -> Result<Vec<Scenario>, String> {
-    names.iter().map(|n| Scenario::parse(n.trim()).ok_or_else(|| format!("unknown scenario {n:?} in --only"))).collect()
+fn parse_scenarios(names: &[String]) -> Result<Vec<Selection>, String> {
+    names
+        .iter()
+        .map(|n| Selection::parse(n.trim()).ok_or_else(|| format!("unknown scenario {n:?} in --only (or `tls`)")))
+        .collect()
 }
 
 fn read_optional(path: Option<&Path>) -> Result<String, String> {
@@ -195,9 +210,14 @@ fn render(
     intro: Option<&Path>,
     changelog: Option<&Path>,
     results_label: Option<String>,
+    tls: Option<(PathBuf, String)>,
 ) -> Result<(), String> {
-    let text = fs::read_to_string(results_path).map_err(|e| format!("reading {}: {e}", results_path.display()))?;
-    let results = Results::parse_jsonl(&text)?;
+    let read = |path: &Path| -> Result<Results, String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Results::parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let results = read(results_path)?;
+    let tls_results = tls.as_ref().map(|(path, _)| read(path)).transpose()?;
     fs::create_dir_all(plots_dir).map_err(|e| format!("creating {}: {e}", plots_dir.display()))?;
     let plots = plot::render_all(&results);
     for p in &plots {
@@ -220,6 +240,10 @@ fn render(
         plots_dir: &plots_link,
         plots: &names,
         results_path: &label,
+        tls: tls_results
+            .as_ref()
+            .zip(tls.as_ref())
+            .map(|(results, (_, label))| TlsSource { results, results_path: label }),
     });
     fs::write(out, report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     eprintln!("bench-report: wrote {} and {} plot(s) in {}", out.display(), names.len(), plots_dir.display());

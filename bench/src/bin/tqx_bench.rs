@@ -11,6 +11,9 @@
 //!   [--rate-per-conn R]` holds N connections open, idle or each sending R
 //!   enqueues/s; prints `holding N connections` on stderr once all are open.
 //!
+//! `run`, `preload` and `hold` take `--tls-ca PEM` (every connection TLS) and
+//! `--token TOKEN` (TaskQueueX's API token) for servers that require them.
+//!
 //! At start it raises its own open-file limit (RLIMIT_NOFILE): 10,000
 //! connections need more descriptors than the usual soft limit of 1,024.
 //!
@@ -19,8 +22,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tqx_bench::load::{self, HoldConfig, PreloadConfig, RunConfig, RunError, Scenario, System};
+use clap::{Args, Parser, Subcommand};
+use tqx_bench::load::{self, HoldConfig, PreloadConfig, RunConfig, RunError, Scenario, Security, System};
 
 // Bad arguments exit with EX_USAGE (64), distinct from 2 ("cannot connect"),
 // which clap would otherwise use.
@@ -36,6 +39,24 @@ const ERROR_RATIO_MAX: f64 = 0.01;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS and token options of `run`, `preload` and `hold`.
+#[derive(Args, Debug)]
+struct SecurityArgs {
+    /// Connect with TLS, trusting the CA certificates in this PEM file (SNI `localhost`; ALPN tqx/1 on
+    /// tqx-binary, http/1.1 on tqx-http, none on the others).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// TaskQueueX API token: an `auth` after `hello` (binary), `Authorization: Bearer` (HTTP).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl SecurityArgs {
+    fn into_security(self) -> Security {
+        Security { tls_ca: self.tls_ca, token: self.token }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,6 +99,8 @@ enum Command {
         /// The server's process id (same machine): report its CPU use over the window as `server_cpu`.
         #[arg(long)]
         server_pid: Option<u32>,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Measure pwrite + fdatasync on a preallocated file in DIR.
     Fsync {
@@ -103,6 +126,8 @@ enum Command {
         payload_bytes: usize,
         #[arg(long, default_value = "bench")]
         queue: String,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Hold N connections open (handshakes done) for S seconds, idle or each
     /// sending enqueues; print one JSON line.
@@ -124,6 +149,8 @@ enum Command {
         payload_bytes: usize,
         #[arg(long, default_value = "bench")]
         queue: String,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
 }
 
@@ -220,6 +247,7 @@ fn main() -> ExitCode {
             payload_bytes,
             queue,
             server_pid,
+            security,
         } => {
             let (system, scenario) = match (parse_system(&system), parse_scenario(&scenario)) {
                 (Ok(system), Ok(scenario)) => (system, scenario),
@@ -238,6 +266,7 @@ fn main() -> ExitCode {
                 payload_bytes,
                 queue,
                 server_pid,
+                security: security.into_security(),
             })
         }
         Command::Fsync { dir, count, bytes, interval_us } => {
@@ -252,12 +281,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Preload { system, addr, tasks, payload_bytes, queue } => {
+        Command::Preload { system, addr, tasks, payload_bytes, queue, security } => {
             let system = match parse_system(&system) {
                 Ok(system) => system,
                 Err(e) => return exit_for(&e),
             };
-            match load::preload(&PreloadConfig { system, addr, tasks, payload_bytes, queue }) {
+            match load::preload(&PreloadConfig {
+                system,
+                addr,
+                tasks,
+                payload_bytes,
+                queue,
+                security: security.into_security(),
+            }) {
                 Ok(report) => {
                     print_json(&report);
                     ExitCode::SUCCESS
@@ -265,12 +301,21 @@ fn main() -> ExitCode {
                 Err(e) => exit_for(&e),
             }
         }
-        Command::Hold { system, addr, connections, seconds, rate_per_conn, payload_bytes, queue } => {
+        Command::Hold { system, addr, connections, seconds, rate_per_conn, payload_bytes, queue, security } => {
             let system = match parse_system(&system) {
                 Ok(system) => system,
                 Err(e) => return exit_for(&e),
             };
-            hold(HoldConfig { system, addr, connections, seconds, rate_per_conn, payload_bytes, queue })
+            hold(HoldConfig {
+                system,
+                addr,
+                connections,
+                seconds,
+                rate_per_conn,
+                payload_bytes,
+                queue,
+                security: security.into_security(),
+            })
         }
     }
 }

@@ -7,7 +7,7 @@
 //! patched in, as the other protocols copy their fixed request bytes.
 
 use bytes::{Bytes, BytesMut};
-use tqx_wire::{take_frame, Dep, QueuePatch, Request, Response, TaskSpec, HEADER_BYTES};
+use tqx_wire::{take_frame, Dep, QueuePatch, Request, Response, Secret, TaskSpec, HEADER_BYTES};
 
 use super::codec::{join_payload, join_slot, Codec, CodecParams, Handle, ProtocolError, Reply, Req, Role};
 use super::DEPS_CHILDREN;
@@ -24,6 +24,7 @@ pub(crate) struct BinaryCodec {
     dequeue_wait_ms: u64,
     payload: Bytes,
     payload_bytes: usize,
+    token: Option<Bytes>,
     enqueue: Vec<u8>,
     batch: Vec<u8>,
     dequeue: Vec<u8>,
@@ -38,6 +39,7 @@ impl BinaryCodec {
         let queue = self.queue.clone();
         match req {
             Req::Hello => Request::Hello { version_min: 1, version_max: 1 },
+            Req::Auth => Request::Auth { token: Secret::new(self.token.clone().unwrap_or_default()) },
             Req::Ping => Request::Ping,
             Req::Configure { retention_ms } => Request::ConfigureQueue {
                 queue,
@@ -96,6 +98,7 @@ impl Codec for BinaryCodec {
             dequeue_wait_ms: params.dequeue_wait_ms,
             payload: params.payload.clone(),
             payload_bytes: params.payload_bytes,
+            token: params.token.as_ref().map(|t| Bytes::from(t.clone().into_bytes())),
             enqueue: Vec::new(),
             batch: Vec::new(),
             dequeue: Vec::new(),
@@ -106,8 +109,13 @@ impl Codec for BinaryCodec {
         codec
     }
 
+    /// `hello`, then `auth` when the run has a token (docs/wire.md,
+    /// Connection lifecycle).
     fn handshake(&self, _role: Role) -> Vec<Req> {
-        vec![Req::Hello]
+        match self.token {
+            Some(_) => vec![Req::Hello, Req::Auth],
+            None => vec![Req::Hello],
+        }
     }
 
     fn in_order(&self) -> bool {
@@ -173,6 +181,8 @@ mod tests {
             reliable: false,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: None,
+            connector: Default::default(),
         }
     }
 
@@ -259,6 +269,24 @@ mod tests {
         );
         assert_eq!(replies[2], (Some(3), Reply::Empty));
         assert!(matches!(&replies[3], (Some(4), Reply::Error(m)) if m.contains("busy")));
+    }
+
+    #[test]
+    fn a_token_is_an_auth_after_hello() {
+        let mut codec = BinaryCodec::new(&params());
+        assert_eq!(codec.handshake(Role::Producer), vec![Req::Hello], "no token: hello alone");
+        let mut codec_with_token = BinaryCodec::new(&CodecParams { token: Some("tqx_secret".into()), ..params() });
+        assert_eq!(codec_with_token.handshake(Role::Consumer), vec![Req::Hello, Req::Auth]);
+        let mut ours = Vec::new();
+        codec_with_token.encode(&Req::Auth, 2, &mut ours);
+        let mut expected = Vec::new();
+        Request::Auth { token: Secret::new(&b"tqx_secret"[..]) }.encode(2, &mut expected);
+        assert_eq!(ours, expected);
+        // The server's acceptance is a plain success to the handshake.
+        let mut buffer = BytesMut::from(
+            &reply_bytes(&Response::Authenticated { scopes: tqx_wire::SCOPE_ADMIN }, Opcode::Auth, 2)[..],
+        );
+        assert_eq!(codec.decode(&mut buffer, None).unwrap(), Some((Some(2), Reply::Done)));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(crate) enum Handle {
 pub(crate) enum Req {
     /// TaskQueueX binary: the version handshake.
     Hello,
+    /// TaskQueueX binary: presents the run's token (`--token`), after the hello.
+    Auth,
     /// One step of a handshake that takes several round trips, each answered
     /// by one server reply (AMQP's connection negotiation, channel and queue
     /// setup; NATS's CONNECT and JetStream stream and consumer setup). The
@@ -129,6 +131,14 @@ pub(crate) struct CodecParams {
     /// AMQP: messages a consumer may hold unacknowledged (`basic.qos`): the
     /// connection's `--pipeline`, as many as it would have dequeues in flight.
     pub prefetch: usize,
+    /// TaskQueueX: the API token (`--token`): the binary protocol sends an
+    /// `auth` after its `hello`, HTTP an `Authorization: Bearer` header on
+    /// every request.
+    pub token: Option<String>,
+    /// How every connection of the run is opened: plain or TLS
+    /// (`--tls-ca`). Not the codec's, but carried with its parameters since
+    /// every connection is opened from them.
+    pub connector: super::stream::Connector,
 }
 
 /// One protocol's request encoder and incremental reply parser.

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::codec::{Codec, ProtocolError, Reply, Req};
 use super::stats::ConnStats;
+use super::stream::Stream;
 use super::timer::{PreciseTimer, Wake};
 
 /// Bytes the receive buffer grows by before a read; replies here are far
@@ -205,7 +205,7 @@ impl<C: Codec> Session<C> {
     }
 
     /// Reads once (at least one byte) into the receive buffer.
-    async fn read_some(&mut self, stream: &mut TcpStream) -> Result<(), ConnError> {
+    async fn read_some(&mut self, stream: &mut Stream) -> Result<(), ConnError> {
         self.read.reserve(READ_CHUNK_BYTES);
         if stream.read_buf(&mut self.read).await? == 0 {
             return Err(ConnError::Closed);
@@ -227,7 +227,7 @@ impl<C: Codec> Session<C> {
 
     /// Sends `reqs` in one write and waits for all their replies; returns them
     /// in request order (handshakes, setup, preloading, the storm's requests).
-    pub(crate) async fn call(&mut self, stream: &mut TcpStream, reqs: Vec<Req>) -> Result<Vec<Reply>, ConnError> {
+    pub(crate) async fn call(&mut self, stream: &mut Stream, reqs: Vec<Req>) -> Result<Vec<Reply>, ConnError> {
         let now = Instant::now();
         let first_id = self.in_flight.next_id();
         let count = reqs.len();
@@ -258,7 +258,7 @@ impl<C: Codec> Session<C> {
     /// finished and every reply is in).
     pub(crate) async fn run<W: Workload>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         workload: &mut W,
         mode: Mode,
         stats: &mut ConnStats,

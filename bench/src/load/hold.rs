@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::codec::{Codec, Role};
@@ -52,6 +51,7 @@ pub struct HoldConfig {
     pub rate_per_conn: Option<f64>,
     pub payload_bytes: usize,
     pub queue: String,
+    pub security: super::Security,
 }
 
 impl HoldConfig {
@@ -71,7 +71,8 @@ impl HoldConfig {
         if !(1..=PAYLOAD_BYTES_MAX).contains(&self.payload_bytes) {
             return usage(format!("--payload-bytes must be 1 to {PAYLOAD_BYTES_MAX}"));
         }
-        super::check_queue(&self.queue)
+        super::check_queue(&self.queue)?;
+        self.security.check(self.system)
     }
 
     /// The `run` configuration whose codec parameters and setup `hold` reuses.
@@ -82,6 +83,7 @@ impl HoldConfig {
         config.connections = self.connections;
         config.seconds = self.seconds;
         config.warmup_seconds = 0.0;
+        config.security = self.security.clone();
         config
     }
 }
@@ -130,7 +132,7 @@ pub fn hold(config: &HoldConfig) -> Result<HoldReport, RunError> {
 
 async fn hold_with<C: Codec + 'static>(config: &HoldConfig, addr: SocketAddr) -> Result<HoldReport, RunError> {
     let run_config = config.run_config();
-    let params = super::codec_params(&run_config);
+    let params = super::codec_params(&run_config)?;
     // Wait until the server is ready (it may be recovering), on a connection
     // that is closed before the held ones open, so it is not counted.
     drop(super::setup::<C>(&run_config, addr).await?);
@@ -235,7 +237,7 @@ async fn hold_with<C: Codec + 'static>(config: &HoldConfig, addr: SocketAddr) ->
 
 /// Waits until `end`; an idle connection that the server closes (or that
 /// receives anything: nothing was asked) is an error.
-async fn watch_idle(stream: &mut TcpStream, end: Instant) -> Result<(), String> {
+async fn watch_idle(stream: &mut super::stream::Stream, end: Instant) -> Result<(), String> {
     let mut buf = [0u8; IDLE_READ_BYTES];
     match tokio::time::timeout_at(end.into(), stream.read(&mut buf)).await {
         Err(_elapsed) => Ok(()),

@@ -23,7 +23,9 @@ const REPLY_BODY_BYTES_MAX: usize = 16 << 20;
 const REPLY_HEAD_BYTES_MAX: usize = 64 << 10;
 
 pub(crate) struct HttpCodec {
-    host: String,
+    /// Every request's header lines but the body's: `Host`, and
+    /// `Authorization: Bearer` when the run has a token (each ending in CRLF).
+    headers: String,
     queue: String,
     payload: Vec<u8>,
     payload_bytes: usize,
@@ -33,14 +35,24 @@ pub(crate) struct HttpCodec {
     body: Vec<u8>,
 }
 
-/// Appends one request: request line, headers, and the body if any.
-fn request(out: &mut Vec<u8>, method: &str, path: &str, host: &str, body: Option<&[u8]>) {
+/// The header lines every request carries: `Host`, and the token's
+/// `Authorization: Bearer` when there is one (docs/http-api.md).
+fn common_headers(host: &str, token: Option<&str>) -> String {
+    let mut headers = format!("Host: {host}\r\n");
+    if let Some(token) = token {
+        headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    headers
+}
+
+/// Appends one request: request line, `headers` (see [`common_headers`]),
+/// and the body if any.
+fn request(out: &mut Vec<u8>, method: &str, path: &str, headers: &str, body: Option<&[u8]>) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(headers.as_bytes());
     if let Some(body) = body {
         out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
@@ -151,7 +163,7 @@ impl HttpCodec {
 impl Codec for HttpCodec {
     fn new(params: &CodecParams) -> HttpCodec {
         let mut codec = HttpCodec {
-            host: params.addr.clone(),
+            headers: common_headers(&params.addr, params.token.as_deref()),
             queue: params.queue.clone(),
             payload: params.payload.to_vec(),
             payload_bytes: params.payload_bytes,
@@ -162,16 +174,22 @@ impl Codec for HttpCodec {
         };
         let mut body = Vec::new();
         task_body(&mut body, &codec.payload, &[]);
-        request(&mut codec.enqueue, "POST", &format!("/v1/queues/{}/tasks", codec.queue), &codec.host, Some(&body));
+        request(&mut codec.enqueue, "POST", &format!("/v1/queues/{}/tasks", codec.queue), &codec.headers, Some(&body));
         body.clear();
         batch_body(&mut body, &codec.payload, params.batch, &[]);
-        request(&mut codec.batch, "POST", &format!("/v1/queues/{}/tasks/batch", codec.queue), &codec.host, Some(&body));
+        request(
+            &mut codec.batch,
+            "POST",
+            &format!("/v1/queues/{}/tasks/batch", codec.queue),
+            &codec.headers,
+            Some(&body),
+        );
         let body = if params.dequeue_wait_ms == 0 {
             format!(r#"{{"queues":["{}"],"max":1}}"#, codec.queue)
         } else {
             format!(r#"{{"queues":["{}"],"max":1,"wait_ms":{}}}"#, codec.queue, params.dequeue_wait_ms)
         };
-        request(&mut codec.dequeue, "POST", "/v1/dequeue", &codec.host, Some(body.as_bytes()));
+        request(&mut codec.dequeue, "POST", "/v1/dequeue", &codec.headers, Some(body.as_bytes()));
         codec
     }
 
@@ -184,7 +202,7 @@ impl Codec for HttpCodec {
     }
 
     fn encode(&mut self, req: &Req, _request_id: u64, out: &mut Vec<u8>) {
-        let host = &self.host;
+        let headers = &self.headers;
         let queue = &self.queue;
         let mut body = std::mem::take(&mut self.body);
         body.clear();
@@ -192,29 +210,30 @@ impl Codec for HttpCodec {
             Req::Enqueue | Req::DepParent { .. } => out.extend_from_slice(&self.enqueue),
             Req::EnqueueBatch => out.extend_from_slice(&self.batch),
             Req::Dequeue => out.extend_from_slice(&self.dequeue),
-            Req::Ping => request(out, "GET", "/healthz", host, None),
+            Req::Ping => request(out, "GET", "/healthz", headers, None),
             Req::Configure { retention_ms } => {
                 let body = format!(r#"{{"retention_ms":{retention_ms}}}"#);
-                request(out, "PUT", &format!("/v1/queues/{queue}"), host, Some(body.as_bytes()));
+                request(out, "PUT", &format!("/v1/queues/{queue}"), headers, Some(body.as_bytes()));
             }
             Req::PreloadBatch { count } => {
                 batch_body(&mut body, &self.payload, *count, &[]);
-                request(out, "POST", &format!("/v1/queues/{queue}/tasks/batch"), host, Some(&body));
+                request(out, "POST", &format!("/v1/queues/{queue}/tasks/batch"), headers, Some(&body));
             }
             Req::Complete { handle: Handle::Lease { id, lease }, .. } => {
                 let body = format!(r#"{{"lease":"{lease}"}}"#);
-                request(out, "POST", &format!("/v1/tasks/{id}/complete"), host, Some(body.as_bytes()));
+                request(out, "POST", &format!("/v1/tasks/{id}/complete"), headers, Some(body.as_bytes()));
             }
-            Req::Status { id } => request(out, "GET", &format!("/v1/tasks/{id}"), host, None),
+            Req::Status { id } => request(out, "GET", &format!("/v1/tasks/{id}"), headers, None),
             Req::DepChildren { parent, .. } => {
                 batch_body(&mut body, &self.payload, DEPS_CHILDREN, &[*parent]);
-                request(out, "POST", &format!("/v1/queues/{queue}/tasks/batch"), host, Some(&body));
+                request(out, "POST", &format!("/v1/queues/{queue}/tasks/batch"), headers, Some(&body));
             }
             Req::DepJoin { slot, children } => {
                 task_body(&mut body, &join_payload(self.payload_bytes, *slot), children);
-                request(out, "POST", &format!("/v1/queues/{queue}/tasks"), host, Some(&body));
+                request(out, "POST", &format!("/v1/queues/{queue}/tasks"), headers, Some(&body));
             }
             Req::Hello
+            | Req::Auth
             | Req::UseTube
             | Req::WatchTube
             | Req::IgnoreDefault
@@ -274,6 +293,10 @@ mod tests {
     use bytes::Bytes;
 
     fn codec() -> HttpCodec {
+        codec_with(None)
+    }
+
+    fn codec_with(token: Option<&str>) -> HttpCodec {
         HttpCodec::new(&CodecParams {
             addr: "127.0.0.1:7700".into(),
             queue: "bench".into(),
@@ -283,6 +306,8 @@ mod tests {
             reliable: false,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: token.map(str::to_string),
+            connector: Default::default(),
         })
     }
 
@@ -295,6 +320,21 @@ mod tests {
     fn reply(status: &str, body: &str) -> Vec<u8> {
         format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             .into_bytes()
+    }
+
+    #[test]
+    fn a_token_goes_in_every_request_as_a_bearer_header() {
+        let mut codec = codec_with(Some("tqx_secret"));
+        assert!(codec.handshake(Role::Both).is_empty(), "HTTP has no handshake; the header authenticates");
+        // Templated requests (enqueue, batch, dequeue) and built ones alike.
+        for req in [Req::Enqueue, Req::EnqueueBatch, Req::Dequeue, Req::Ping, Req::Status { id: 1 }] {
+            let mut out = Vec::new();
+            codec.encode(&req, 1, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let head = &text[..text.find("\r\n\r\n").unwrap()];
+            assert!(head.contains("\r\nHost: 127.0.0.1:7700\r\nAuthorization: Bearer tqx_secret"), "{req:?}: {text}");
+        }
+        assert!(!encoded(&Req::Enqueue).contains("Authorization"), "none without a token");
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //!
 //! Code map: `codec` (the protocol-neutral requests and replies, payloads),
 //! `binary`, `http`, `resp`, `beanstalk`, `amqp` (RabbitMQ), `nats` (NATS
-//! JetStream) — the six protocols — `driver` (one
-//! connection's loop), `workload` (what each scenario does on a connection),
-//! `stats` (window, histograms, the report), `timer` (the open loop's
+//! JetStream) — the six protocols — `driver` (one connection's loop),
+//! `stream` (plain TCP, or TLS with `--tls-ca`, under it), `workload` (what
+//! each scenario does on a connection), `stats` (window, histograms, the
+//! report), `timer` (the open loop's
 //! microsecond sleeps), `fsync` (the disk's own sync time), `hold` (many
 //! connections held open, idle or slow: issue 7), `fdlimit` (RLIMIT_NOFILE).
 //!
@@ -32,6 +33,7 @@ mod http;
 mod nats;
 mod resp;
 mod stats;
+mod stream;
 mod timer;
 mod workload;
 
@@ -48,10 +50,12 @@ use tokio::sync::Notify;
 pub use codec::payload;
 pub use hold::{hold, HoldConfig, HoldReport, HOLD_CONNECTIONS_MAX, HOLD_RATE_PER_CONN_MAX};
 pub use stats::{Latency, Report};
+pub use stream::TLS_SERVER_NAME;
 
 use codec::{Codec, CodecParams, Reply, Req, Role};
 use driver::{Mode, Session};
 use stats::{ConnStats, Window};
+use stream::{Connector, Stream};
 use workload::{AnyWorkload, Consumer, DepsProducer, DepsShared, PreloadMode, Preloader, Producer, StatusReader};
 
 /// Connections (or storm loops) per run: issue 7's largest scaling point.
@@ -231,6 +235,51 @@ pub struct RunConfig {
     /// The server's process, when known (on the same machine): its CPU time
     /// over the window is reported as `server_cpu`.
     pub server_pid: Option<u32>,
+    /// TLS, and a token, for every connection.
+    pub security: Security,
+}
+
+/// `--tls-ca` and `--token`: how the load generator reaches a server that
+/// has TLS or tokens (docs/security.md).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Every connection is TLS, trusting the CA certificates in this PEM file;
+    /// the server's certificate must be valid for `localhost` (the SNI sent).
+    /// ALPN `tqx/1` on the binary protocol, `http/1.1` on HTTP, none for the
+    /// others.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// TaskQueueX's API token: the binary protocol sends `auth` after `hello`,
+    /// HTTP an `Authorization: Bearer` header on every request.
+    pub token: Option<String>,
+}
+
+impl Security {
+    /// The connector for `system`'s connections: the CA file is read here,
+    /// and every connection opened with the result shares it.
+    fn connector(&self, system: System) -> Result<Connector, RunError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(Connector::plain());
+        };
+        let alpn: Option<&[u8]> = match system {
+            System::TqxBinary => Some(tqx_client::tls::ALPN_BINARY),
+            System::TqxHttp => Some(tqx_client::tls::ALPN_HTTP),
+            _ => None,
+        };
+        Connector::tls(ca, alpn).map_err(RunError::Usage)
+    }
+
+    fn check(&self, system: System) -> Result<(), RunError> {
+        if self.token.is_some() && !system.is_tqx() {
+            return Err(RunError::Usage("--token is for tqx-binary and tqx-http only".into()));
+        }
+        if let Some(token) = &self.token {
+            // It goes into a header line and a u16-length field as it is.
+            if token.is_empty() || token.len() > 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(RunError::Usage("--token must be 1 to 1,024 printable ASCII characters".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RunConfig {
@@ -249,6 +298,7 @@ impl RunConfig {
             payload_bytes: 100,
             queue: "bench".to_string(),
             server_pid: None,
+            security: Security::default(),
         }
     }
 
@@ -276,6 +326,7 @@ impl RunConfig {
             return usage(format!("--payload-bytes must be 1 to {PAYLOAD_BYTES_MAX}"));
         }
         check_queue(&self.queue)?;
+        self.security.check(self.system)?;
         match (self.scenario, self.rate) {
             (Scenario::Latency, None) => usage("the latency scenario needs --rate".into()),
             (_, Some(rate)) if !(rate.is_finite() && rate > 0.0) => usage("--rate must be above 0".into()),
@@ -357,6 +408,7 @@ pub struct PreloadConfig {
     pub tasks: usize,
     pub payload_bytes: usize,
     pub queue: String,
+    pub security: Security,
 }
 
 /// What `tqx-bench preload` prints.
@@ -377,6 +429,8 @@ pub fn preload(config: &PreloadConfig) -> Result<PreloadReport, RunError> {
     let mut run_config = RunConfig::new(config.system, &config.addr, Scenario::Enqueue);
     run_config.payload_bytes = config.payload_bytes;
     run_config.queue = config.queue.clone();
+    run_config.security = config.security.clone();
+    run_config.security.check(config.system)?;
     let mode = match config.system {
         System::Beanstalkd | System::RabbitMq | System::Nats => PreloadMode::Single,
         _ => PreloadMode::Batch { chunk: preload_chunk(config.payload_bytes) },
@@ -427,8 +481,8 @@ fn resolve(addr: &str) -> Result<SocketAddr, RunError> {
         .ok_or_else(|| RunError::Connect(format!("{addr}: no address")))
 }
 
-fn codec_params(config: &RunConfig) -> CodecParams {
-    CodecParams {
+fn codec_params(config: &RunConfig) -> Result<CodecParams, RunError> {
+    Ok(CodecParams {
         addr: config.addr.clone(),
         queue: config.queue.clone(),
         payload: Bytes::from(payload(config.payload_bytes)),
@@ -437,7 +491,9 @@ fn codec_params(config: &RunConfig) -> CodecParams {
         reliable: config.system == System::RedisReliable,
         dequeue_wait_ms: if config.scenario == Scenario::Deps { DEPS_DEQUEUE_WAIT_MS } else { 0 },
         prefetch: config.pipeline,
-    }
+        token: config.security.token.clone(),
+        connector: config.security.connector(config.system)?,
+    })
 }
 
 /// Loopback source addresses a storm's loops spread their connections over
@@ -499,6 +555,12 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Connects (from `source` when given) and, with TLS, completes the handshake.
+async fn connect_stream(addr: SocketAddr, source: Option<Ipv4Addr>, connector: &Connector) -> std::io::Result<Stream> {
+    let socket = connect_from(addr, source).await?;
+    connector.wrap(socket).await
+}
+
 /// The first error among `replies`.
 fn first_error(replies: &[Reply]) -> Option<&str> {
     replies.iter().find_map(|r| match r {
@@ -508,12 +570,9 @@ fn first_error(replies: &[Reply]) -> Option<&str> {
 }
 
 /// Connects and sends `role`'s handshake.
-async fn open<C: Codec>(
-    addr: SocketAddr,
-    params: &CodecParams,
-    role: Role,
-) -> Result<(TcpStream, Session<C>), RunError> {
-    let mut stream = connect(addr).await.map_err(|e| RunError::Connect(format!("{addr}: {e}")))?;
+async fn open<C: Codec>(addr: SocketAddr, params: &CodecParams, role: Role) -> Result<(Stream, Session<C>), RunError> {
+    let mut stream =
+        connect_stream(addr, None, &params.connector).await.map_err(|e| RunError::Connect(format!("{addr}: {e}")))?;
     let mut session = Session::new(C::new(params));
     // One round trip per handshake request: AMQP's steps depend on what the
     // server said in the step before (its frame size), and nothing here is timed.
@@ -530,7 +589,7 @@ async fn open<C: Codec>(
 }
 
 /// One request on the setup connection; an error reply fails the run.
-async fn setup_call<C: Codec>(stream: &mut TcpStream, session: &mut Session<C>, req: Req) -> Result<Reply, RunError> {
+async fn setup_call<C: Codec>(stream: &mut Stream, session: &mut Session<C>, req: Req) -> Result<Reply, RunError> {
     let what = format!("setup {req:?}");
     let mut replies = session.call(stream, vec![req]).await.map_err(|e| RunError::Failed(format!("{what}: {e}")))?;
     match replies.pop() {
@@ -542,8 +601,8 @@ async fn setup_call<C: Codec>(stream: &mut TcpStream, session: &mut Session<C>, 
 
 /// Opens the setup connection and waits until the server is ready (TaskQueueX
 /// recovers its state after a start; Redis loads its dataset).
-async fn setup<C: Codec>(config: &RunConfig, addr: SocketAddr) -> Result<(TcpStream, Session<C>), RunError> {
-    let params = codec_params(config);
+async fn setup<C: Codec>(config: &RunConfig, addr: SocketAddr) -> Result<(Stream, Session<C>), RunError> {
+    let params = codec_params(config)?;
     let (mut stream, mut session) = open::<C>(addr, &params, Role::Both).await?;
     // Systems with a readiness answer (the brokers are ready once they accept
     // the handshake: `bench/run` waits for their listener).
@@ -571,7 +630,7 @@ async fn preload_with<C: Codec>(
 }
 
 async fn preload_on<C: Codec>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     session: &mut Session<C>,
     tasks: usize,
     mode: PreloadMode,
@@ -624,7 +683,7 @@ fn plan(
 }
 
 async fn run_with<C: Codec + 'static>(config: &RunConfig, addr: SocketAddr) -> Result<Report, RunError> {
-    let params = codec_params(config);
+    let params = codec_params(config)?;
     // Setup, on its own connection, before anything is timed.
     let (mut stream, mut session) = setup::<C>(config, addr).await?;
     if config.system.is_tqx() {
@@ -771,7 +830,7 @@ async fn storm_loop<C: Codec>(
             return stats;
         }
         session.reset();
-        let result = match connect_from(addr, source).await {
+        let result = match connect_stream(addr, source, &params.connector).await {
             Ok(mut stream) => session.call(&mut stream, reqs.clone()).await.map_err(|e| e.to_string()),
             Err(e) => Err(format!("connect: {e}")),
         };

@@ -291,6 +291,8 @@ mod tests {
             reliable: false,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: None,
+            connector: Default::default(),
         });
         codec.inbox = "_INBOX.t.".into();
         codec

@@ -246,6 +246,8 @@ mod tests {
             reliable,
             dequeue_wait_ms: 0,
             prefetch: 1,
+            token: None,
+            connector: Default::default(),
         })
     }
 

@@ -358,6 +358,7 @@ fn unexpected(req: &Req, reply: Reply, now: Instant, stats: &mut ConnStats) {
 fn req_name(req: &Req) -> &'static str {
     match req {
         Req::Hello => "hello",
+        Req::Auth => "auth",
         Req::Step(_) => "handshake step",
         Req::Ping => "ping",
         Req::UseTube => "use",

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use super::model::{Durability, Load, Row, Scenario, System};
 use super::plot::{latency_plot_name, throughput_plot_name};
-use super::stats::{ratio, CellStatus, Results};
-use super::targets::{design_rows, fmt_rate, fmt_ratio, fmt_us, targets, Check};
+use super::stats::{ratio, CellStatus, Results, Summary};
+use super::targets::{design_rows, fmt_rate, fmt_ratio, fmt_us, issue18_targets, targets, Check};
 
 /// What the report is made of besides the results.
 pub struct Inputs<'a> {
@@ -22,6 +22,16 @@ pub struct Inputs<'a> {
     /// File names of the plots that were written.
     pub plots: &'a [String],
     /// Path of the results file as the reader should find it.
+    pub results_path: &'a str,
+    /// Where the TLS section's figures come from when they were measured by
+    /// a run of their own (`bench/run --only tls`); `None`: from `results`.
+    pub tls: Option<TlsSource<'a>>,
+}
+
+/// A results file of its own for the TLS section (and issue 18's targets).
+pub struct TlsSource<'a> {
+    pub results: &'a Results,
+    /// Its path as the reader should find it (it sits in the plots' folder).
     pub results_path: &'a str,
 }
 
@@ -43,11 +53,18 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         "target (same run, same machine, same client)",
         &super::targets::issue17_targets(results),
     );
+    goals(
+        &mut out,
+        "Targets (issue 18)",
+        "target (same run, same machine, same client)",
+        &issue18_targets(inputs.tls.as_ref().map_or(results, |t| t.results)),
+    );
     goals(&mut out, "Targets (issue 6)", "target on 2 cores", &targets(results));
     glance(&mut out, results);
     for scenario in Scenario::ALL {
         scenario_section(&mut out, inputs, scenario);
     }
+    tls_section(&mut out, inputs);
     goals(&mut out, "The design document's figures", "design document (8 cores)", &design_rows(results));
     out.push_str(
         "TaskQueueX's binary protocol, in `sync` mode except status lookups (`memory`, the only mode they run \
@@ -160,8 +177,12 @@ fn this_run(out: &mut String, inputs: &Inputs<'_>) {
 /// The results file's link relative to the report: the report sits next to
 /// the plots' folder, which holds the results.
 fn relative_results(inputs: &Inputs<'_>) -> String {
-    let name = inputs.results_path.rsplit('/').next().unwrap_or(inputs.results_path);
-    format!("{}/{name}", inputs.plots_dir)
+    relative_link(inputs.plots_dir, inputs.results_path)
+}
+
+fn relative_link(plots_dir: &str, results_path: &str) -> String {
+    let name = results_path.rsplit('/').next().unwrap_or(results_path);
+    format!("{plots_dir}/{name}")
 }
 
 /// Markdown table cells must not contain `|` or newlines.
@@ -430,6 +451,115 @@ fn latency_table(out: &mut String, results: &Results, rows: &[Row]) {
     out.push('\n');
 }
 
+/// The TLS rows beside their plain twins: what TLS costs each system, and
+/// ours against Redis's.
+fn tls_section(out: &mut String, inputs: &Inputs<'_>) {
+    let results = inputs.tls.as_ref().map_or(inputs.results, |t| t.results);
+    out.push_str(
+        "## 8. TLS: its cost over plain text
+
+",
+    );
+    out.push_str(
+        "The `memory` enqueue and full cycle (Redis without persistence: the disk does not hide the \
+         encryption), unpipelined and 16 deep, measured again with every connection over TLS, each TLS \
+         measurement right after its plain-text twin in the same run. Servers: `tqx serve --tls-cert --tls-key` \
+         (rustls, both listeners) and `redis-server --port 0 --tls-port` (OpenSSL), with the same throwaway \
+         certificate (ECDSA P-256, made with rcgen for the run); client: `tqx-bench --tls-ca`, rustls (`ring`), \
+         the same for every system (ALPN `tqx/1`, `http/1.1`, none for Redis). Connections are opened, \
+         handshakes done, before the measured window: these are the costs of encrypting and decrypting the \
+         requests and replies, not of handshakes. The row marked `tokens` is TaskQueueX started with \
+         `--tokens` as well, every connection presenting one (the binary protocol once per connection, HTTP \
+         on every request), against the same plain twin: TLS and tokens together. *TLS ÷ plain*: the TLS figure over the plain one (throughput \
+         below 1: slower; server CPU per op above 1: dearer). *÷ redis's*: this system's ratio over Redis's \
+         (throughput above 1, CPU below 1: TLS costs this system less than it costs Redis).\n\n",
+    );
+    if let Some(source) = &inputs.tls {
+        match &source.results.meta {
+            Some(meta) => {
+                let commit = meta.machine.iter().find(|(what, _)| what == "git commit").map(|(_, v)| v.as_str());
+                let _ = writeln!(
+                    out,
+                    "Measured by a run of its own: `{}`, started {}{}; {} run(s) of every cell, each {} s after {} s \
+                     of warm-up, medians; load average at the start {}. Raw results: [{}]({}).\n",
+                    meta.command,
+                    meta.date,
+                    commit.map(|c| format!(" at commit {c}")).unwrap_or_default(),
+                    meta.runs,
+                    meta.seconds,
+                    meta.warmup_seconds,
+                    if meta.load_average.is_empty() { "unknown" } else { &meta.load_average },
+                    source.results_path,
+                    relative_link(inputs.plots_dir, source.results_path)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "Measured by a run of its own ({}), which has no `meta` line.\n",
+                    source.results_path
+                );
+            }
+        }
+    }
+    let rows = results.tls_rows();
+    if rows.is_empty() {
+        out.push_str("Not measured in this run.\n\n");
+        return;
+    }
+    out.push_str(
+        "| scenario | mode | load | system | plain ops/s | TLS ops/s | TLS ÷ plain | ÷ redis's | server CPU µs/op \
+         plain | TLS | TLS ÷ plain | ÷ redis's |\n|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let show = |r: Option<f64>| r.map(fmt_ratio).unwrap_or_else(|| "—".into());
+    let us = |s: Option<Summary>| {
+        s.and_then(|s| s.server_us_per_op).map(|us| format!("{us:.2}")).unwrap_or_else(|| "—".into())
+    };
+    for row in rows {
+        // The row with tokens is TLS and tokens against the plain twin;
+        // Redis's TLS row (it has no tokens) is its reference.
+        let plain_row = Row { tls: false, tokens: false, ..row };
+        let redis = results.tls_cost(&Row { tokens: false, ..row }, System::Redis);
+        for system in results.systems(&row) {
+            let cost = results.tls_cost(&row, system);
+            let figure = |s: Option<Summary>, cell: Row| match s {
+                Some(s) => {
+                    let mut text = fmt_rate(s.throughput(row.scenario));
+                    if s.errors > 0 {
+                        let _ = write!(text, " ({} errors)", s.errors);
+                    }
+                    text
+                }
+                None => status_text(results.status(&cell.cell(system))).to_string(),
+            };
+            let versus = |ours: Option<f64>, theirs: Option<f64>| {
+                if system == System::Redis {
+                    "—".to_string()
+                } else {
+                    show(ratio(ours, theirs))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.scenario,
+                row.durability,
+                Row { tls: false, ..row }.params(),
+                system,
+                figure(cost.plain, plain_row),
+                figure(cost.tls, row),
+                show(cost.throughput),
+                versus(cost.throughput, redis.throughput),
+                us(cost.plain),
+                us(cost.tls),
+                show(cost.server_cpu),
+                versus(cost.server_cpu, redis.server_cpu),
+            );
+        }
+    }
+    out.push('\n');
+}
+
 fn failures(out: &mut String, results: &Results) {
     if results.failures.is_empty() {
         return;
@@ -460,6 +590,7 @@ mod tests {
             plots_dir: "benchmarks",
             plots: &plots,
             results_path: "docs/benchmarks/results.jsonl",
+            tls: None,
         })
     }
 
@@ -505,5 +636,97 @@ mod tests {
     #[test]
     fn cell_text_escapes_pipes_and_newlines() {
         assert_eq!(cell_text("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn tls_table_shows_each_ratio_and_ours_over_redis_from_its_own_results() {
+        use crate::report::model::{BenchOutput, Cell, Durability, Line, Meta};
+        let bench = |ops_per_s: f64, server_cpu: f64| {
+            let mut b = BenchOutput { ops_per_s, ..BenchOutput::default() };
+            b.extra.insert("server_cpu".into(), serde_json::json!(server_cpu));
+            b
+        };
+        let plain = Cell {
+            scenario: Scenario::Cycle,
+            durability: Durability::Memory,
+            connections: 50,
+            pipeline: 16,
+            batch: None,
+            load: None,
+            idle: None,
+            tls: false,
+            tokens: false,
+            system: System::TqxBinary,
+        };
+        let tls = Cell { tls: true, ..plain };
+        let on = |c: Cell, system: System| Cell { system, ..c };
+        let meta = Meta {
+            date: "2026-12-06T05:00:00Z".into(),
+            command: "bench/run --only tls".into(),
+            runs: 5,
+            seconds: 1.5,
+            warmup_seconds: 0.5,
+            load_average: "0.10 0.20 0.30".into(),
+            machine: vec![("git commit".into(), "abc123".into())],
+            ..Meta::default()
+        };
+        let lines = vec![
+            Line::Meta(meta),
+            // tqx-binary: 200k → 150k/s (0.75×), 4 → 6 µs/op (1.50×).
+            Line::Measured { run: 1, cell: plain, bench: bench(200_000.0, 0.8) },
+            Line::Measured { run: 1, cell: tls, bench: bench(150_000.0, 0.9) },
+            // tqx-http: the TLS cell failed.
+            Line::Measured { run: 1, cell: on(plain, System::TqxHttp), bench: bench(100_000.0, 0.8) },
+            Line::Failure { run: 1, cell: Some(on(tls, System::TqxHttp)), message: "boom".into() },
+            // tqx-binary with tokens too: 140k/s (0.70×), 6.8 µs/op (1.70×).
+            Line::Measured { run: 1, cell: Cell { tokens: true, ..tls }, bench: bench(140_000.0, 0.952) },
+            // redis: 100k → 50k/s (0.50×), 8 → 16 µs/op (2.00×).
+            Line::Measured { run: 1, cell: on(plain, System::Redis), bench: bench(100_000.0, 0.8) },
+            Line::Measured { run: 1, cell: on(tls, System::Redis), bench: bench(50_000.0, 0.8) },
+        ];
+        let tls_results = Results::from_lines(&lines);
+        let main = Results::parse_jsonl(TINY_JSONL).expect("tiny.jsonl parses");
+        let report = render(&Inputs {
+            results: &main,
+            intro: "",
+            changelog: "",
+            plots_dir: "benchmarks",
+            plots: &[],
+            results_path: "docs/benchmarks/results.jsonl",
+            tls: Some(TlsSource { results: &tls_results, results_path: "docs/benchmarks/tls.jsonl" }),
+        });
+        let section = &report[report.find("## 8. TLS").expect("a TLS section")..];
+        assert!(section.contains(
+            "Measured by a run of its own: `bench/run --only tls`, started 2026-12-06T05:00:00Z at commit abc123;"
+        ));
+        assert!(section.contains("Raw results: [docs/benchmarks/tls.jsonl](benchmarks/tls.jsonl)."));
+        let line = |system: &str| {
+            let prefix = format!("| cycle | memory | 50 conn × 16 deep | `{system}` |");
+            section.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{system} row:\n{section}"))
+        };
+        // Ours keeps 0.75 of its throughput where Redis keeps 0.50: 1.50×;
+        // its CPU per op grows 1.50× where Redis's doubles: 0.75×.
+        assert_eq!(
+            line("tqx-binary"),
+            "| cycle | memory | 50 conn × 16 deep | `tqx-binary` | 200.0k | 150.0k | 0.75× | 1.50× | 4.00 | 6.00 | 1.50× | 0.75× |"
+        );
+        assert_eq!(
+            line("redis"),
+            "| cycle | memory | 50 conn × 16 deep | `redis` | 100.0k | 50.0k | 0.50× | — | 8.00 | 16.00 | 2.00× | — |"
+        );
+        // Against the same plain twin and Redis's TLS row.
+        let tokens = section
+            .lines()
+            .find(|l| l.starts_with("| cycle | memory | 50 conn × 16 deep, tokens | `tqx-binary` |"))
+            .expect("the row with tokens");
+        assert!(tokens.ends_with("| 200.0k | 140.0k | 0.70× | 1.40× | 4.00 | 6.80 | 1.70× | 0.85× |"), "{tokens}");
+        assert!(line("tqx-http").contains("| 100.0k | failed (see Failures) | — | — |"), "{}", line("tqx-http"));
+        // The target comes from the same file: 1.50× against Redis's 2.00×.
+        let target = report.lines().find(|l| l.contains("cycle ×16, `memory` (server CPU per op")).expect("target");
+        assert!(target.contains("1.50× vs 2.00× (throughput TLS ÷ plain: 0.75× vs 0.50×) | ✅ met"), "{target}");
+        // Without a file of its own, the main results (no TLS rows here) say so.
+        let plain_report = tiny_report();
+        let plain_section = &plain_report[plain_report.find("## 8. TLS").unwrap()..];
+        assert!(plain_section.contains("Not measured in this run."));
     }
 }

@@ -279,7 +279,19 @@ pub struct Cell {
     /// nothing) by a second `tqx-bench hold` during the measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<u32>,
+    /// Every connection over TLS (the server started with a certificate);
+    /// absent in results written before TLS cells existed: plain text.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls: bool,
+    /// TaskQueueX started with `--tokens` and every connection presenting
+    /// one (`tqx-bench --token`); absent in older results: no tokens.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tokens: bool,
     pub system: System,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A [`Cell`] without its system: one row of a scenario's table, which the
@@ -293,6 +305,8 @@ pub struct Row {
     pub batch: Option<u32>,
     pub load: Option<Load>,
     pub idle: Option<u32>,
+    pub tls: bool,
+    pub tokens: bool,
 }
 
 impl Cell {
@@ -305,6 +319,8 @@ impl Cell {
             batch: self.batch,
             load: self.load,
             idle: self.idle,
+            tls: self.tls,
+            tokens: self.tokens,
         }
     }
 }
@@ -319,6 +335,8 @@ impl Row {
             batch: self.batch,
             load: self.load,
             idle: self.idle,
+            tls: self.tls,
+            tokens: self.tokens,
             system,
         }
     }
@@ -340,6 +358,12 @@ impl Row {
         }
         if let Some(idle) = self.idle {
             text.push_str(&format!(", {} idle conn open", crate::shared::thousands(u64::from(idle))));
+        }
+        if self.tls {
+            text.push_str(", TLS");
+        }
+        if self.tokens {
+            text.push_str(", tokens");
         }
         text
     }

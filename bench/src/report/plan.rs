@@ -7,8 +7,43 @@
 //! page-cache flush, thermal state — hits all of them rather than one. Within a
 //! durability level, the enqueue cells come before the latency cells whose
 //! offered load is a share of their peak.
+//!
+//! **TLS rows** (issue 18): the `memory` enqueue and full cycle, unpipelined
+//! and [`PIPELINE_DEEP`] deep, once more with every connection over TLS, for
+//! [`TLS_SYSTEMS`]; each right after its plain twin, so that the ratio TLS ÷
+//! plain comes from back-to-back measurements of the same run. `memory`
+//! (Redis without persistence) because there the disk does not hide what the
+//! encryption costs. The full run adds one row with tokens on as well (the
+//! unpipelined enqueue, [`TOKEN_SYSTEMS`]), right after its TLS row. `--only
+//! tls` measures just these rows and their twins.
 
 use super::model::{Cell, Durability, Load, Scenario, System};
+
+/// The systems of the TLS rows: one per protocol — TaskQueueX's binary
+/// protocol and HTTP (`tqx serve --tls-cert`), and Redis (`--tls-port`).
+pub const TLS_SYSTEMS: [System; 3] = [System::TqxBinary, System::TqxHttp, System::Redis];
+
+/// The systems of the row with tokens on: TaskQueueX's two protocols (the
+/// binary one authenticates once per connection, HTTP on every request).
+pub const TOKEN_SYSTEMS: [System; 2] = [System::TqxBinary, System::TqxHttp];
+
+/// What `bench/run --only` picks: scenarios, or `tls` (the TLS rows with
+/// their plain twins, [`TLS_SYSTEMS`] only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    Scenario(Scenario),
+    Tls,
+}
+
+impl Selection {
+    /// A scenario's name, or `tls`.
+    pub fn parse(name: &str) -> Option<Selection> {
+        if name == "tls" {
+            return Some(Selection::Tls);
+        }
+        Scenario::parse(name).map(Selection::Scenario)
+    }
+}
 
 /// Client connections in every scenario except the idle latency cell: the load
 /// the issue's reference figures were measured with (`redis-benchmark -c 50`).
@@ -95,8 +130,33 @@ fn durabilities(scenario: Scenario, quick: bool) -> &'static [Durability] {
     }
 }
 
-/// The rows (cells without their system) of `scenario` at `durability`.
+/// The rows (cells without their system) of `scenario` at `durability`,
+/// each TLS row right after its plain twin.
 fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
+    let plain = plain_rows(scenario, durability, quick);
+    if durability != Durability::Memory || !matches!(scenario, Scenario::Enqueue | Scenario::Cycle) {
+        return plain;
+    }
+    let mut rows = Vec::with_capacity(plain.len() * 2);
+    for row in plain {
+        rows.push(row);
+        // Closed loop only; `--quick`: the unpipelined enqueue alone, which
+        // proves the path in a few seconds.
+        let twinned = row.load.is_none() && (!quick || (scenario == Scenario::Enqueue && row.pipeline == 1));
+        if twinned {
+            rows.push(Cell { tls: true, ..row });
+            // The full run adds one row with tokens on over TLS (how a
+            // deployment beyond loopback runs), right after the TLS row it
+            // differs from only by the tokens: the cost of checking them.
+            if !quick && scenario == Scenario::Enqueue && row.pipeline == 1 {
+                rows.push(Cell { tls: true, tokens: true, ..row });
+            }
+        }
+    }
+    rows
+}
+
+fn plain_rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
     let base = Cell {
         scenario,
         durability,
@@ -105,6 +165,8 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
         batch: None,
         load: None,
         idle: None,
+        tls: false,
+        tokens: false,
         system: System::TqxBinary,
     };
     let open = |row: Cell| Cell { load: Some(Load::Percent(OPEN_LOOP_PERCENT)), ..row };
@@ -162,10 +224,12 @@ fn rows(scenario: Scenario, durability: Durability, quick: bool) -> Vec<Cell> {
 }
 
 /// The cells of one run, in the order they are measured. `only` limits the
-/// scenarios; a latency cell at a share of the peak brings the enqueue cell
-/// that measures the peak with it.
-pub fn plan(quick: bool, only: Option<&[Scenario]>) -> Vec<Cell> {
-    let wanted = |s: Scenario| only.is_none_or(|o| o.contains(&s));
+/// scenarios (their TLS rows come with [`Selection::Tls`] only); a latency
+/// cell at a share of the peak brings the enqueue cell that measures the
+/// peak with it, and a TLS row its plain twin.
+pub fn plan(quick: bool, only: Option<&[Selection]>) -> Vec<Cell> {
+    let wanted = |s: Scenario| only.is_none_or(|o| o.contains(&Selection::Scenario(s)));
+    let tls_wanted = only.is_none_or(|o| o.contains(&Selection::Tls));
     let mut cells = Vec::new();
     for durability in Durability::ALL {
         for scenario in Scenario::ALL {
@@ -173,18 +237,38 @@ pub fn plan(quick: bool, only: Option<&[Scenario]>) -> Vec<Cell> {
                 && wanted(Scenario::Latency)
                 && rows(Scenario::Latency, durability, quick).iter().any(|c| matches!(c.load, Some(Load::Percent(_))))
                 && durabilities(Scenario::Latency, quick).contains(&durability);
-            let included = wanted(scenario) && durabilities(scenario, quick).contains(&durability);
-            if !included && !peak_needed {
-                continue;
-            }
-            let mut scenario_rows = rows(scenario, durability, quick);
-            if !included {
-                // Only the peak: unpipelined enqueue, closed loop.
-                scenario_rows.retain(|c| c.pipeline == 1 && c.load.is_none());
-            }
+            let in_levels = durabilities(scenario, quick).contains(&durability);
+            let included = wanted(scenario) && in_levels;
+            let scenario_rows = rows(scenario, durability, quick);
+            let tls_rows: Vec<Cell> =
+                scenario_rows.iter().filter(|c| c.tls && tls_wanted && in_levels).copied().collect();
+            let all_systems = systems(scenario, durability, quick);
+            let tls_systems: Vec<System> = all_systems.iter().filter(|s| TLS_SYSTEMS.contains(s)).copied().collect();
+            let token_systems: Vec<System> =
+                all_systems.iter().filter(|s| TOKEN_SYSTEMS.contains(s)).copied().collect();
             for row in scenario_rows {
-                for system in systems(scenario, durability, quick) {
-                    cells.push(Cell { system, ..row });
+                let tls_twin = tls_rows.contains(&Cell { tls: true, tokens: false, ..row });
+                let row_systems = if row.tls {
+                    // TLS rows only where `tls` is selected.
+                    if tls_rows.contains(&row) && row.tokens {
+                        &token_systems
+                    } else if tls_rows.contains(&row) {
+                        &tls_systems
+                    } else {
+                        continue;
+                    }
+                } else if included {
+                    &all_systems
+                } else if peak_needed && row.pipeline == 1 && row.load.is_none() {
+                    // Only the peak: unpipelined enqueue, closed loop.
+                    &all_systems
+                } else if tls_twin {
+                    &tls_systems
+                } else {
+                    continue;
+                };
+                for system in row_systems {
+                    cells.push(Cell { system: *system, ..row });
                 }
             }
         }
@@ -204,6 +288,8 @@ pub fn peak_cell(open: &Cell) -> Cell {
             batch: None,
             load: None,
             idle: None,
+            tls: false,
+            tokens: false,
             ..*open
         },
         _ => Cell { load: None, ..*open },
@@ -219,14 +305,16 @@ mod tests {
         let cells = plan(false, None);
         let count = |s: Scenario| cells.iter().filter(|c| c.scenario == s).count();
         // Two depths, each closed and open loop; RabbitMQ and NATS at `sync`.
-        assert_eq!(count(Scenario::Enqueue), (3 * 2 * 4 + 2 * 2) * 2);
+        // Plus the two TLS rows (`memory`, both depths) for the three TLS
+        // systems, and the row with tokens for TaskQueueX's two.
+        assert_eq!(count(Scenario::Enqueue), (3 * 2 * 4 + 2 * 2) * 2 + 2 * 3 + 2);
         // Unpipelined at three levels, 16 deep at `sync` and `memory`.
-        assert_eq!(count(Scenario::Cycle), ((3 * 5 + 2) + (2 * 5 + 2)) * 2);
+        assert_eq!(count(Scenario::Cycle), ((3 * 5 + 2) + (2 * 5 + 2)) * 2 + 2 * 3);
         // Every enqueue and cycle row has its open-loop twin, after it.
         for (index, cell) in cells.iter().enumerate() {
             let twinned =
                 matches!(cell.scenario, Scenario::Enqueue | Scenario::Cycle | Scenario::Batch | Scenario::Status);
-            if twinned && cell.load.is_none() {
+            if twinned && cell.load.is_none() && !cell.tls {
                 let twin = Cell { load: Some(Load::Percent(OPEN_LOOP_PERCENT)), ..*cell };
                 let at = cells.iter().position(|c| *c == twin).expect("open-loop twin planned");
                 assert!(at > index, "{twin} after {cell}");
@@ -288,12 +376,69 @@ mod tests {
 
     #[test]
     fn only_latency_brings_its_peaks() {
-        let cells = plan(true, Some(&[Scenario::Latency]));
+        let cells = plan(true, Some(&[Selection::Scenario(Scenario::Latency)]));
         let enqueues: Vec<_> = cells.iter().filter(|c| c.scenario == Scenario::Enqueue).collect();
         // Quick latency at a share of the peak is `memory` only.
         assert_eq!(enqueues.len(), 4);
         assert!(enqueues.iter().all(|c| c.durability == Durability::Memory && c.pipeline == 1));
-        let only_cycle = plan(true, Some(&[Scenario::Cycle]));
+        let only_cycle = plan(true, Some(&[Selection::Scenario(Scenario::Cycle)]));
         assert!(only_cycle.iter().all(|c| c.scenario == Scenario::Cycle));
+    }
+
+    #[test]
+    fn tls_rows_follow_their_plain_twins_in_the_same_run() {
+        for (quick, only) in [(false, None), (true, None), (false, Some(&[Selection::Tls][..]))] {
+            let cells = plan(quick, only);
+            let tls: Vec<&Cell> = cells.iter().filter(|c| c.tls).collect();
+            assert!(!tls.is_empty(), "quick {quick}, only {only:?}");
+            for cell in &tls {
+                assert_eq!(cell.durability, Durability::Memory, "{cell}");
+                assert!(matches!(cell.scenario, Scenario::Enqueue | Scenario::Cycle), "{cell}");
+                assert_eq!(cell.load, None, "{cell}");
+                assert!(TLS_SYSTEMS.contains(&cell.system), "{cell}");
+            }
+            // The TLS row's first cell comes right after its twin row's last
+            // (the row with tokens: right after its TLS row).
+            let rows: Vec<_> =
+                tls.iter().map(|c| c.row()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            for row in rows {
+                let first = cells.iter().position(|c| c.row() == row).unwrap();
+                let twin = match row.tokens {
+                    false => crate::report::model::Row { tls: false, ..row },
+                    true => crate::report::model::Row { tokens: false, ..row },
+                };
+                let twin_last = cells.iter().rposition(|c| c.row() == twin).expect("plain twin planned");
+                assert_eq!(twin_last + 1, first, "{row:?} right after its twin");
+                for system in TLS_SYSTEMS.iter().filter(|s| cells.contains(&row.cell(**s))) {
+                    assert!(cells.contains(&twin.cell(*system)), "{system} plain twin of {row:?}");
+                }
+            }
+        }
+        // The full run: both scenarios, both depths, every TLS system; and
+        // the unpipelined enqueue with tokens, for TaskQueueX.
+        let full = plan(false, None);
+        assert_eq!(full.iter().filter(|c| c.tls).count(), 2 * 2 * TLS_SYSTEMS.len() + TOKEN_SYSTEMS.len());
+        let tokens: Vec<&Cell> = full.iter().filter(|c| c.tokens).collect();
+        assert_eq!(tokens.len(), TOKEN_SYSTEMS.len());
+        assert!(tokens.iter().all(|c| c.tls && c.scenario == Scenario::Enqueue && c.pipeline == 1));
+        // `--quick`: the smallest cell, one system per protocol.
+        let quick: Vec<Cell> = plan(true, None).into_iter().filter(|c| c.tls).collect();
+        assert_eq!(quick.len(), TLS_SYSTEMS.len());
+        assert!(quick.iter().all(|c| c.scenario == Scenario::Enqueue && c.pipeline == 1));
+    }
+
+    #[test]
+    fn only_tls_is_the_tls_rows_and_their_twins() {
+        let cells = plan(false, Some(&[Selection::Tls]));
+        // Enqueue and cycle, two depths, plain and TLS, three systems; the
+        // row with tokens.
+        assert_eq!(cells.len(), 2 * 2 * 2 * TLS_SYSTEMS.len() + TOKEN_SYSTEMS.len());
+        assert_eq!(cells.iter().filter(|c| c.tls && !c.tokens).count(), 2 * 2 * TLS_SYSTEMS.len());
+        assert!(cells.iter().all(|c| TLS_SYSTEMS.contains(&c.system) && c.durability == Durability::Memory));
+        // A scenario alone leaves its TLS rows out.
+        assert!(!plan(false, Some(&[Selection::Scenario(Scenario::Enqueue)])).iter().any(|c| c.tls));
+        assert_eq!(Selection::parse("tls"), Some(Selection::Tls));
+        assert_eq!(Selection::parse("cycle"), Some(Selection::Scenario(Scenario::Cycle)));
+        assert_eq!(Selection::parse("tsl"), None);
     }
 }

@@ -79,6 +79,9 @@ fn group_label(row: &Row) -> String {
     if row.pipeline != 1 {
         label.push_str(&format!(" ×{}", row.pipeline));
     }
+    if row.tls {
+        label.push_str(" TLS");
+    }
     label
 }
 

@@ -16,6 +16,20 @@
 //! nats-server -c DIR/nats.conf  (JetStream, store_dir under DIR; `sync` rows only, as its own class)
 //! ```
 //!
+//! A TLS cell (issue 18) starts the same server with TLS, from a throwaway CA
+//! and server certificate made once per run ([`TlsFiles`], rcgen, for
+//! `localhost` and `127.0.0.1`, under the run's data root), and gives
+//! `tqx-bench` `--tls-ca`:
+//!
+//! ```text
+//! tqx serve ... --tls-cert DIR/server.pem --tls-key DIR/server.key
+//! redis-server ... --port 0 --tls-port P --tls-cert-file DIR/server.pem --tls-key-file DIR/server.key --tls-ca-cert-file DIR/ca.pem --tls-auth-clients no
+//! ```
+//!
+//! The row with tokens on also starts `tqx serve --tokens FILE`, FILE made
+//! once per run by `tqx token create --scope admin`, and gives `tqx-bench`
+//! that token (`--token`).
+//!
 //! RabbitMQ boots in ~5–8 s here (the Erlang VM and its boot steps), against
 //! milliseconds for the others; it still gets a fresh broker per measurement
 //! (the figures of a cell then never depend on the one before, as for every
@@ -32,13 +46,17 @@
 //! scheduler puts it (the mode of the runs before issue 17).
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use super::model::{BenchOutput, Cell, Durability, FsyncUs, Line, Load, Meta, Server, System};
 use super::plan::{self, IDLE_RATE_OPS};
@@ -73,7 +91,7 @@ pub struct RunOptions {
     pub seconds: f64,
     pub warmup_seconds: f64,
     pub payload_bytes: u32,
-    pub only: Option<Vec<super::model::Scenario>>,
+    pub only: Option<Vec<super::plan::Selection>>,
     pub tqx: PathBuf,
     pub tqx_bench: PathBuf,
     pub redis_server: PathBuf,
@@ -118,6 +136,16 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
     out.write(&Line::Meta(meta))?;
 
     let cells = plan::plan(opts.quick, opts.only.as_deref());
+    // Made once, before the first measurement: every TLS cell of the run
+    // uses the same certificate.
+    let tls = match cells.iter().any(|c| c.tls) {
+        true => Some(TlsFiles::generate(&opts.data_root.join("tls"))?),
+        false => None,
+    };
+    let tokens = match cells.iter().any(|c| c.tokens) {
+        true => Some(TokenFile::create(&opts.tqx, &opts.data_root.join("tokens"))?),
+        false => None,
+    };
     let mut failures = 0;
     for run in 1..=opts.runs {
         eprintln!("bench: run {run}/{}: {} measurements", opts.runs, cells.len());
@@ -141,7 +169,9 @@ pub fn run(opts: &RunOptions) -> Result<usize, String> {
                     }
                 },
             };
-            let (line, timing) = measure(opts, run, cell, rate);
+            let protection =
+                Protection { tls: tls.as_ref().filter(|_| cell.tls), tokens: tokens.as_ref().filter(|_| cell.tokens) };
+            let (line, timing) = measure(opts, run, cell, rate, protection);
             match &line {
                 Line::Measured { bench, .. } => {
                     // A closed-loop enqueue or cycle is the peak its open-loop
@@ -246,14 +276,14 @@ fn fsync_line(opts: &RunOptions, run: u32, interval_us: u64) -> Line {
 }
 
 /// One measurement: a fresh server, `tqx-bench run`, the server stopped.
-fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>) -> (Line, String) {
+fn measure(opts: &RunOptions, run: u32, cell: &Cell, rate: Option<f64>, protection: Protection<'_>) -> (Line, String) {
     let clock = Instant::now();
     let dir = opts.data_root.join("server");
     let _ = fs::remove_dir_all(&dir);
     let mut phases = Phases::default();
     let result = fs::create_dir_all(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))
-        .and_then(|()| measure_in(opts, cell, rate, &dir, &mut phases));
+        .and_then(|()| measure_in(opts, cell, rate, protection, &dir, &mut phases));
     let _ = fs::remove_dir_all(&dir);
     let timing = format!(
         "{:.1} s: start {:.2}, bench {:.2}, stop {:.2}{}",
@@ -286,11 +316,15 @@ fn measure_in(
     opts: &RunOptions,
     cell: &Cell,
     rate: Option<f64>,
+    protection: Protection<'_>,
     dir: &Path,
     phases: &mut Phases,
 ) -> Result<Option<BenchOutput>, String> {
+    if cell.tls != protection.tls.is_some() || cell.tokens != protection.tokens.is_some() {
+        return Err(format!("{cell} started with {protection:?}"));
+    }
     let clock = Instant::now();
-    let mut server = start_with_retries(opts, cell, dir)?;
+    let mut server = start_with_retries(opts, cell, protection, dir)?;
     phases.start_s = clock.elapsed().as_secs_f64();
     let addr = server.addr(cell.system);
     let mut args: Vec<String> = vec![
@@ -321,6 +355,12 @@ fn measure_in(
     }
     if let Some(rate) = rate {
         args.extend(["--rate".into(), format!("{:.0}", rate.max(1.0))]);
+    }
+    if let Some(files) = protection.tls {
+        args.extend(["--tls-ca".into(), files.ca.display().to_string()]);
+    }
+    if let Some(tokens) = protection.tokens {
+        args.extend(["--token".into(), tokens.token.clone()]);
     }
     let timeout = Duration::from_secs_f64(opts.seconds + opts.warmup_seconds) + BENCH_SLACK;
     let clock = Instant::now();
@@ -404,10 +444,15 @@ fn client_command<T>(
 /// between (rare, and a fresh port fixes it).
 const SERVER_START_ATTEMPTS: u32 = 3;
 
-fn start_with_retries(opts: &RunOptions, cell: &Cell, dir: &Path) -> Result<ServerProcess, String> {
+fn start_with_retries(
+    opts: &RunOptions,
+    cell: &Cell,
+    protection: Protection<'_>,
+    dir: &Path,
+) -> Result<ServerProcess, String> {
     let mut attempt = 1;
     loop {
-        match ServerProcess::start(opts, cell.system.server(), cell.durability, dir) {
+        match ServerProcess::start(opts, cell.system.server(), cell.durability, protection, dir) {
             Ok(server) => return Ok(server),
             Err(e) if attempt < SERVER_START_ATTEMPTS => {
                 eprintln!("bench: {cell}: start attempt {attempt} failed ({e}); trying again");
@@ -430,6 +475,8 @@ pub struct ServerProcess {
     /// `tqx`: binary listener.
     binary: Option<SocketAddr>,
     log: PathBuf,
+    /// Set when it serves over TLS: how its readiness probe connects.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `tqx` is started, waited for and stopped by the test kit (the one way
@@ -440,9 +487,25 @@ enum Process {
 }
 
 impl ServerProcess {
-    /// Starts `kind` at `durability` with its data and log under `dir`, and
-    /// waits until it answers. `opts` gives the programs' paths.
-    pub fn start(opts: &RunOptions, kind: Server, durability: Durability, dir: &Path) -> Result<ServerProcess, String> {
+    /// Starts `kind` at `durability` with its data and log under `dir` (over
+    /// TLS with `protection`'s certificate: TaskQueueX and Redis; with its
+    /// tokens: TaskQueueX), and waits until it answers. `opts` gives the
+    /// programs' paths.
+    pub fn start(
+        opts: &RunOptions,
+        kind: Server,
+        durability: Durability,
+        protection: Protection<'_>,
+        dir: &Path,
+    ) -> Result<ServerProcess, String> {
+        let tls = protection.tls;
+        if tls.is_some() && !matches!(kind, Server::Tqx | Server::Redis) {
+            return Err(format!("{kind:?} is not measured over TLS"));
+        }
+        if protection.tokens.is_some() && kind != Server::Tqx {
+            return Err(format!("{kind:?} is not measured with tokens"));
+        }
+        let probe_tls = tls.map(|files| files.probe_config(kind)).transpose()?;
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
         let log = dir.join("server.log");
@@ -489,7 +552,7 @@ impl ServerProcess {
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.rabbitmq_server.display()))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log, tls: None }
             }
             Server::Nats => {
                 let port = free_port()?;
@@ -510,10 +573,18 @@ impl ServerProcess {
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.nats_server.display()))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log, tls: None }
             }
             Server::Tqx => {
-                let tqx = tqx_testkit::Launch::new(&opts.tqx, &data, &log)
+                let mut launch = tqx_testkit::Launch::new(&opts.tqx, &data, &log);
+                if let Some(files) = tls {
+                    launch = launch.args([OsStr::new("--tls-cert"), files.cert.as_os_str()]);
+                    launch = launch.args([OsStr::new("--tls-key"), files.key.as_os_str()]);
+                }
+                if let Some(tokens) = protection.tokens {
+                    launch = launch.args([OsStr::new("--tokens"), tokens.path.as_os_str()]);
+                }
+                let tqx = launch
                     .args(["--durability", &durability.tqx_mode()])
                     // Per-connection logging would tax the connection storm;
                     // the peers log about as little at their defaults.
@@ -521,12 +592,28 @@ impl ServerProcess {
                     .start(SERVER_START_TIMEOUT)
                     .map_err(|failure| format!("{failure}: {}", tail(&failure.log_since_start())))?;
                 let (addr, binary) = (tqx.http, Some(tqx.binary));
-                ServerProcess { process: Process::Tqx(Box::new(tqx)), kind, addr, binary, log: log.clone() }
+                ServerProcess { process: Process::Tqx(Box::new(tqx)), kind, addr, binary, log: log.clone(), tls: None }
             }
             Server::Redis => {
                 let port = free_port()?;
-                let child = Command::new(&opts.redis_server)
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir", &data_arg])
+                let mut command = Command::new(&opts.redis_server);
+                match tls {
+                    None => command.args(["--port", &port.to_string()]),
+                    // TLS only (`--port 0` closes the plain port); clients
+                    // are not asked for certificates, as TaskQueueX without
+                    // --tls-client-ca does not ask.
+                    Some(files) => command
+                        .args(["--port", "0", "--tls-port", &port.to_string()])
+                        .arg("--tls-cert-file")
+                        .arg(&files.cert)
+                        .arg("--tls-key-file")
+                        .arg(&files.key)
+                        .arg("--tls-ca-cert-file")
+                        .arg(&files.ca)
+                        .args(["--tls-auth-clients", "no"]),
+                };
+                let child = command
+                    .args(["--bind", "127.0.0.1", "--save", "", "--dir", &data_arg])
                     .args(["--daemonize", "no", "--logfile", ""])
                     // Its default of 10,000 clients would refuse some of the
                     // idle-connection cells' 10,050.
@@ -542,7 +629,7 @@ impl ServerProcess {
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.redis_server.display()))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log, tls: None }
             }
             Server::Beanstalkd => {
                 let port = free_port()?;
@@ -555,9 +642,10 @@ impl ServerProcess {
                     .spawn()
                     .map_err(|e| format!("starting {}: {e}", opts.beanstalkd.display()))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log }
+                ServerProcess { process: Process::Peer(child), kind, addr, binary: None, log, tls: None }
             }
         };
+        server.tls = probe_tls;
         server.wait_ready()?;
         Ok(server)
     }
@@ -579,7 +667,8 @@ impl ServerProcess {
 
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        if let Process::Tqx(tqx) = &self.process {
+        // The kit's readiness probe speaks plain HTTP; over TLS, the probe below.
+        if let (Process::Tqx(tqx), None) = (&self.process, &self.tls) {
             let remaining = deadline.saturating_duration_since(Instant::now());
             return match tqx.wait_ready(remaining) {
                 Ok(_) => Ok(()),
@@ -587,6 +676,7 @@ impl ServerProcess {
             };
         }
         let (request, expect): (&[u8], &[u8]) = match self.kind {
+            Server::Tqx => (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", b"HTTP/1.1 200"),
             Server::Redis => (b"PING\r\n", b"+PONG"),
             // The broker's first method frame (`connection.start`, channel 0).
             Server::RabbitMq => (b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00"),
@@ -597,7 +687,7 @@ impl ServerProcess {
             if let Some(status) = self.exited() {
                 return Err(format!("{:?} exited while starting ({status}): {}", self.kind, self.log_tail()));
             }
-            if probe(self.addr, request, expect) {
+            if probe(self.addr, self.tls.as_ref(), request, expect) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -659,11 +749,21 @@ impl Drop for ServerProcess {
     }
 }
 
-/// One request on a fresh connection; true if the reply starts with `expect`.
-fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
+/// One request on a fresh connection (TLS with `tls`); true if the reply
+/// starts with `expect`.
+fn probe(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>, request: &[u8], expect: &[u8]) -> bool {
     let attempt = || -> io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let socket = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let mut stream: Box<dyn ReadWrite> = match tls {
+            None => Box::new(socket),
+            Some(config) => {
+                let name = ServerName::try_from(crate::load::TLS_SERVER_NAME).map_err(io::Error::other)?;
+                let session = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+                Box::new(rustls::StreamOwned::new(session, socket))
+            }
+        };
         stream.write_all(request)?;
         let mut reply = Vec::new();
         let mut chunk = [0u8; 256];
@@ -677,6 +777,113 @@ fn probe(addr: SocketAddr, request: &[u8], expect: &[u8]) -> bool {
         Ok(reply.starts_with(expect))
     };
     attempt().unwrap_or(false)
+}
+
+/// What a server is started with beyond its durability (and what
+/// `tqx-bench` is given to match): TLS, tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Protection<'a> {
+    pub tls: Option<&'a TlsFiles>,
+    pub tokens: Option<&'a TokenFile>,
+}
+
+/// The token file of a run's row with tokens on: made once per run with the
+/// server's own command (`tqx token create --scope admin`), so the hash and
+/// the file's format are the server's.
+#[derive(Clone)]
+pub struct TokenFile {
+    /// `tqx serve --tokens`.
+    pub path: PathBuf,
+    /// `tqx-bench --token`: `tqx token create` printed it.
+    pub token: String,
+}
+
+impl TokenFile {
+    /// Runs `tqx token create` into `dir/tokens` (`dir` created).
+    pub fn create(tqx: &Path, dir: &Path) -> Result<TokenFile, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let path = dir.join("tokens");
+        let args: Vec<String> = ["token", "create", "--scope", "admin", "--name", "bench", "--file"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([path.display().to_string()])
+            .collect();
+        let output = run_with_timeout(tqx, &args, Duration::from_secs(30))?;
+        if !output.status.success() {
+            return Err(format!("tqx token create: {}: {}", output.status, tail(&output.stderr)));
+        }
+        let token = output.stdout.trim().to_string();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(format!("tqx token create printed {:?}, not one token", output.stdout));
+        }
+        Ok(TokenFile { path, token })
+    }
+}
+
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token itself stays out of logs and results.
+        f.debug_struct("TokenFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// A probe's connection: plain or TLS (a probe is not on a measured path).
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// The throwaway certificate authority and server certificate of one run's
+/// TLS cells (PEM files in a directory of the run's data root): made with
+/// rcgen at the start of the run, valid for `localhost` and `127.0.0.1`,
+/// ECDSA P-256 (rcgen's default key). Never committed, never reused.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate: `tqx-bench --tls-ca`, Redis's `--tls-ca-cert-file`.
+    pub ca: PathBuf,
+    /// The server's certificate and key (`--tls-cert`/`--tls-key`,
+    /// `--tls-cert-file`/`--tls-key-file`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a CA and a server certificate signed by it in `dir` (created).
+    pub fn generate(dir: &Path) -> Result<TlsFiles, String> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let failed = |e: rcgen::Error| format!("making the benchmark's TLS certificate: {e}");
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "tqx benchmark CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().map_err(failed)?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(failed)?;
+        let mut params =
+            CertificateParams::new(vec![crate::load::TLS_SERVER_NAME.to_string(), "127.0.0.1".to_string()])
+                .map_err(failed)?;
+        params.distinguished_name.push(DnType::CommonName, "tqx benchmark server");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().map_err(failed)?;
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).map_err(failed)?;
+        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+        for (path, text) in [(&files.ca, ca_cert.pem()), (&files.cert, cert.pem()), (&files.key, key.serialize_pem())] {
+            fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        Ok(files)
+    }
+
+    /// The readiness probe's client configuration for `kind` (the ALPN its
+    /// clients offer: `http/1.1` to TaskQueueX's HTTP listener, none to Redis).
+    fn probe_config(&self, kind: Server) -> Result<Arc<rustls::ClientConfig>, String> {
+        let config = tqx_client::tls::client_config(&self.ca, None, tqx_client::tls::ALPN_HTTP)?;
+        if kind == Server::Tqx {
+            return Ok(config);
+        }
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols.clear();
+        Ok(Arc::new(config))
+    }
 }
 
 /// A loopback port free right now (bound and released: the server binds it a

@@ -215,6 +215,40 @@ impl Results {
     }
 }
 
+/// What TLS costs one system in one row: its TLS row against the plain twin
+/// measured just before it in the same run ([`Results::tls_cost`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TlsCost {
+    pub plain: Option<Summary>,
+    pub tls: Option<Summary>,
+    /// Throughput over TLS ÷ plain (below 1: TLS is slower).
+    pub throughput: Option<f64>,
+    /// Server CPU per op over TLS ÷ plain (above 1: TLS costs the server more).
+    pub server_cpu: Option<f64>,
+}
+
+impl Results {
+    /// The cost of TLS for `system` in `row` (a TLS row or its plain twin);
+    /// for the row with tokens on, of TLS and tokens together (against the
+    /// same plain twin, without tokens).
+    pub fn tls_cost(&self, row: &Row, system: System) -> TlsCost {
+        let plain = self.get(&Row { tls: false, tokens: false, ..*row }.cell(system)).copied();
+        let tls = self.get(&Row { tls: true, ..*row }.cell(system)).copied();
+        let scenario = row.scenario;
+        TlsCost {
+            plain,
+            tls,
+            throughput: ratio(tls.map(|s| s.throughput(scenario)), plain.map(|s| s.throughput(scenario))),
+            server_cpu: ratio(tls.and_then(|s| s.server_us_per_op), plain.and_then(|s| s.server_us_per_op)),
+        }
+    }
+
+    /// Every TLS row with a figure, a failure or an "unsupported", in order.
+    pub fn tls_rows(&self) -> Vec<Row> {
+        Scenario::ALL.into_iter().flat_map(|s| self.rows(s)).filter(|r| r.tls).collect()
+    }
+}
+
 /// What the results say about one cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CellStatus {
@@ -259,6 +293,8 @@ mod tests {
             batch: None,
             load: None,
             idle: None,
+            tls: false,
+            tokens: false,
             system,
         }
     }
@@ -310,6 +346,40 @@ mod tests {
             let back: Line = serde_json::from_str(&json).unwrap();
             assert_eq!(back, line, "{json}");
         }
+    }
+
+    #[test]
+    fn results_without_tls_read_as_plain_and_tls_cells_round_trip() {
+        let old = r#"{"kind":"unsupported","run":1,"cell":{"scenario":"enqueue","durability":"sync","connections":50,"pipeline":1,"system":"redis"}}"#;
+        let results = Results::parse_jsonl(old).unwrap();
+        assert!(results.unsupported.contains(&cell(System::Redis)), "no `tls` field: plain text");
+        let tls = Cell { tls: true, ..cell(System::Redis) };
+        let json = Line::Unsupported { run: 1, cell: tls }.to_json();
+        assert!(json.contains(r#""tls":true"#), "{json}");
+        assert!(!Line::Unsupported { run: 1, cell: cell(System::Redis) }.to_json().contains("tls"));
+        assert_eq!(serde_json::from_str::<Line>(&json).unwrap(), Line::Unsupported { run: 1, cell: tls });
+    }
+
+    #[test]
+    fn tls_cost_divides_the_tls_row_by_its_plain_twin() {
+        let with_cpu = |ops_per_s: f64, cpu: f64| {
+            let mut b = bench(ops_per_s, 1.0);
+            b.extra.insert("server_cpu".into(), serde_json::json!(cpu));
+            b
+        };
+        let plain = Cell { durability: Durability::Memory, ..cell(System::TqxBinary) };
+        let tls = Cell { tls: true, ..plain };
+        let results = Results::from_lines(&[
+            // 100k/s at 0.5 cores: 5 µs/op; over TLS 80k/s at 0.6 cores: 7.5 µs/op.
+            Line::Measured { run: 1, cell: plain, bench: with_cpu(100_000.0, 0.5) },
+            Line::Measured { run: 1, cell: tls, bench: with_cpu(80_000.0, 0.6) },
+        ]);
+        let cost = results.tls_cost(&tls.row(), System::TqxBinary);
+        assert_eq!(cost.throughput, Some(0.8));
+        assert!((cost.server_cpu.unwrap() - 1.5).abs() < 1e-9, "{cost:?}");
+        assert_eq!(results.tls_cost(&plain.row(), System::TqxBinary), cost, "either row of the pair");
+        assert_eq!(results.tls_cost(&tls.row(), System::Redis).throughput, None);
+        assert_eq!(results.tls_rows(), vec![tls.row()]);
     }
 
     #[test]

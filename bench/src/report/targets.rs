@@ -50,6 +50,8 @@ fn cell(scenario: Scenario, durability: Durability, system: System) -> Cell {
         batch: if scenario == Scenario::Batch { Some(BATCH_TASKS) } else { None },
         load: None,
         idle: None,
+        tls: false,
+        tokens: false,
         system,
     }
 }
@@ -278,6 +280,46 @@ pub fn issue17_targets(results: &Results) -> Vec<Check> {
     checks
 }
 
+/// Issue 18's benchmark goal: TLS costs us no more than it costs Redis, as
+/// the ratio of each system's TLS row to its plain twin in the same run. The
+/// verdict is on the server's CPU per op (what the encryption costs the
+/// server, whoever sets the pace); the throughput ratios are shown beside it.
+/// One line per TLS row of the plan: the `memory` enqueue and full cycle,
+/// unpipelined and ×16, `tqx-binary` against `redis`.
+pub fn issue18_targets(results: &Results) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for scenario in [Scenario::Enqueue, Scenario::Cycle] {
+        for pipeline in [1, PIPELINE_DEEP] {
+            let row = Cell { pipeline, tls: true, ..cell(scenario, Durability::Memory, System::TqxBinary) }.row();
+            let ours = results.tls_cost(&row, System::TqxBinary);
+            let redis = results.tls_cost(&row, System::Redis);
+            let depth = if pipeline == 1 { "unpipelined".to_string() } else { format!("×{pipeline}") };
+            let show = |r: Option<f64>| r.map(fmt_ratio).unwrap_or_else(|| "—".into());
+            checks.push(Check {
+                goal: format!(
+                    "TLS costs `tqx-binary` no more than `redis`: {scenario} {depth}, `memory` (server CPU per op, \
+                     TLS ÷ plain)"
+                ),
+                measured: match (ours.server_cpu, redis.server_cpu) {
+                    (Some(a), Some(b)) => format!(
+                        "{} vs {} (throughput TLS ÷ plain: {} vs {})",
+                        fmt_ratio(a),
+                        fmt_ratio(b),
+                        show(ours.throughput),
+                        show(redis.throughput)
+                    ),
+                    _ => "—".into(),
+                },
+                verdict: match (ours.server_cpu, redis.server_cpu) {
+                    (Some(a), Some(b)) => Verdict::of(Some(a <= b)),
+                    _ => Verdict::Unknown,
+                },
+            });
+        }
+    }
+    checks
+}
+
 /// Our figure with Redis's in brackets (`—` when ours is missing).
 fn beside_redis(ours: Option<f64>, redis: Option<f64>, show: impl Fn(f64) -> String) -> String {
     match ours {
@@ -415,10 +457,47 @@ mod tests {
     }
 
     #[test]
+    fn issue18_compares_the_tls_cost_ratios_of_ours_and_redis() {
+        use crate::report::model::{BenchOutput, Line};
+        let bench = |ops_per_s: f64, server_cpu: f64| {
+            let mut b = BenchOutput { ops_per_s, ..BenchOutput::default() };
+            b.extra.insert("server_cpu".into(), serde_json::json!(server_cpu));
+            b
+        };
+        let plain = cell(Scenario::Enqueue, Durability::Memory, System::TqxBinary);
+        let tls = Cell { tls: true, ..plain };
+        let redis = |c: Cell| Cell { system: System::Redis, ..c };
+        let lines = vec![
+            // Ours: 5 → 6 µs/op (1.20×), 100k → 90k/s; Redis: 10 → 15 µs/op (1.50×), 50k → 40k/s.
+            Line::Measured { run: 1, cell: plain, bench: bench(100_000.0, 0.5) },
+            Line::Measured { run: 1, cell: tls, bench: bench(90_000.0, 0.54) },
+            Line::Measured { run: 1, cell: redis(plain), bench: bench(50_000.0, 0.5) },
+            Line::Measured { run: 1, cell: redis(tls), bench: bench(40_000.0, 0.6) },
+        ];
+        let checks = issue18_targets(&Results::from_lines(&lines));
+        assert_eq!(checks.len(), 4);
+        assert!(checks[0].goal.contains("enqueue unpipelined"), "{}", checks[0].goal);
+        assert_eq!(checks[0].measured, "1.20× vs 1.50× (throughput TLS ÷ plain: 0.90× vs 0.80×)");
+        assert_eq!(checks[0].verdict, Verdict::Met);
+        assert!(checks[1..].iter().all(|c| c.verdict == Verdict::Unknown && c.measured == "—"));
+        // The other way round, it is not met.
+        let swapped = vec![
+            Line::Measured { run: 1, cell: plain, bench: bench(50_000.0, 0.5) },
+            Line::Measured { run: 1, cell: tls, bench: bench(40_000.0, 0.6) },
+            Line::Measured { run: 1, cell: redis(plain), bench: bench(100_000.0, 0.5) },
+            Line::Measured { run: 1, cell: redis(tls), bench: bench(90_000.0, 0.54) },
+        ];
+        assert_eq!(issue18_targets(&Results::from_lines(&swapped))[0].verdict, Verdict::NotMet);
+    }
+
+    #[test]
     fn nothing_measured_is_unknown_never_met() {
         let results = Results::default();
-        for check in
-            targets(&results).iter().chain(design_rows(&results).iter()).chain(issue17_targets(&results).iter())
+        for check in targets(&results)
+            .iter()
+            .chain(design_rows(&results).iter())
+            .chain(issue17_targets(&results).iter())
+            .chain(issue18_targets(&results).iter())
         {
             assert_eq!(check.verdict, Verdict::Unknown, "{}", check.goal);
         }
