@@ -194,7 +194,7 @@ async fn accept_loop(
                         Protocol::Http(..) => tls::Listener::Http,
                         Protocol::Binary(_) => tls::Listener::Binary,
                     };
-                    match Stream::accepted(stream, shared.tls.as_ref(), listener, &timer) {
+                    match Stream::accepted(stream, shared.tls.as_ref(), listener, &timer, shared.read_bytes_max) {
                         Ok(stream) => {
                             let stream = Rc::new(stream);
                             match protocol {
