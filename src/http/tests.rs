@@ -1059,7 +1059,7 @@ fn credential_of(headers: &str) -> Credential {
 
 #[test]
 fn the_authorization_header_is_read_as_a_bearer_token_or_refused_as_malformed() {
-    let bearer = |token: &[u8]| Credential::Bearer(crate::auth::PresentedToken::new(token).unwrap());
+    let bearer = |token: &[u8]| Credential::Bearer(Box::new(crate::auth::PresentedToken::new(token).unwrap()));
     assert_eq!(credential_of(""), Credential::None);
     assert_eq!(credential_of("Authorization: Bearer tqx_abc\r\n"), bearer(b"tqx_abc"));
     assert_eq!(credential_of("authorization:   bearer    tqx_abc  \r\n"), bearer(b"tqx_abc"));

@@ -203,7 +203,7 @@ impl Stream {
         match self {
             Stream::Plain(_) => Ok(()),
             Stream::Tls(tls) => {
-                let result = tls.handshake().await;
+                let result = Box::pin(tls.handshake()).await;
                 if let Err(error) = &result {
                     tracing::debug!(%error, "TLS handshake failed");
                 }
@@ -232,7 +232,11 @@ impl Stream {
     pub(crate) async fn read(&self, buffer: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         match self {
             Stream::Plain(socket) => socket.read(buffer).await,
-            Stream::Tls(tls) => tls.read(buffer).await,
+            // Boxed: the TLS future is large, and inline it would make every
+            // connection's future that large, copied on each read and write
+            // on the plain path too (callgrind: +157 instructions per HTTP
+            // request at x16 in memcpy from the connection task, issue 18).
+            Stream::Tls(tls) => Box::pin(tls.read(buffer)).await,
         }
     }
 
@@ -240,7 +244,8 @@ impl Stream {
     pub(crate) async fn write_all(&self, buffer: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         match self {
             Stream::Plain(socket) => socket.write_all(buffer).await,
-            Stream::Tls(tls) => tls.write_all(buffer).await,
+            // Boxed for the same reason as in `read`.
+            Stream::Tls(tls) => Box::pin(tls.write_all(buffer)).await,
         }
     }
 
