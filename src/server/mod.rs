@@ -618,7 +618,13 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     // Then: one server per data directory, owner-only files (datadir.rs).
     let _data_dir_lock = datadir::claim(&config.data_dir).map_err(ServeError::DataDir)?;
     // Before anything listens: a token file that does not parse refuses the start.
-    let tokens = config.tokens_file.as_deref().map(tokens::TokenStore::load).transpose().map_err(ServeError::Tokens)?;
+    let client_certificates = config.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+    let tokens = config
+        .tokens_file
+        .as_deref()
+        .map(|path| tokens::TokenStore::load(path, client_certificates))
+        .transpose()
+        .map_err(ServeError::Tokens)?;
     let connections_max = connections_max(config.max_connections);
     if let Some(queue) = config.debug_panic_queue.clone() {
         liveness::set_debug_panic_queue(queue);

@@ -24,6 +24,24 @@ pub(crate) struct TokenStore {
     current: Mutex<Arc<Tokens>>,
     /// The generation of `current`: bumped after each swap.
     generation: AtomicU64,
+    /// Whether clients can present certificates (`--tls-client-ca`): without,
+    /// the file's `cert-sha256=` lines can never match.
+    client_certificates: bool,
+}
+
+/// Warns when the file maps client certificates that no client can present
+/// (no `--tls-client-ca`): an operator who meant mutual TLS would otherwise
+/// see only 401s.
+fn warn_unmatched(path: &Path, tokens: &Tokens, client_certificates: bool) {
+    let certificates = tokens.certificates_len();
+    if certificates > 0 && !client_certificates {
+        tracing::warn!(
+            file = %path.display(),
+            certificates,
+            "the token file maps client certificates, but without --tls-client-ca no client presents one: \
+             those lines never match"
+        );
+    }
 }
 
 /// Reads and parses the token file; the message names the file and the line.
@@ -43,15 +61,22 @@ fn read(path: &Path, generation: u64) -> Result<Tokens, String> {
 }
 
 impl TokenStore {
-    /// Reads `path` at start.
-    pub(crate) fn load(path: &Path) -> Result<TokenStore, String> {
+    /// Reads `path` at start. `client_certificates`: whether `--tls-client-ca`
+    /// is set.
+    pub(crate) fn load(path: &Path, client_certificates: bool) -> Result<TokenStore, String> {
         let tokens = read(path, 1)?;
         if tokens.is_empty() {
             tracing::warn!(file = %path.display(), "the token file holds no token: every request is refused");
         }
         let certificates = tokens.certificates_len();
         tracing::info!(file = %path.display(), tokens = tokens.len(), certificates, "tokens loaded");
-        Ok(TokenStore { path: path.to_owned(), current: Mutex::new(Arc::new(tokens)), generation: AtomicU64::new(1) })
+        warn_unmatched(path, &tokens, client_certificates);
+        Ok(TokenStore {
+            path: path.to_owned(),
+            current: Mutex::new(Arc::new(tokens)),
+            generation: AtomicU64::new(1),
+            client_certificates,
+        })
     }
 
     /// On SIGHUP: reads the file again and swaps the table in, or keeps the
@@ -61,6 +86,7 @@ impl TokenStore {
         match read(&self.path, generation) {
             Ok(tokens) => {
                 let (count, certificates) = (tokens.len(), tokens.certificates_len());
+                warn_unmatched(&self.path, &tokens, self.client_certificates);
                 *crate::sync::lock(&self.current) = Arc::new(tokens);
                 // After the swap: a connection that sees the new generation
                 // finds the new table under the lock.

@@ -866,3 +866,20 @@ fn sighup_removing_a_certificate_line_revokes_it_on_open_connections() {
     let unauthenticated = tqx_wire::ErrorCode::Unauthenticated;
     assert_server_error(binary_worker.dequeue(&["orders.x"], 1, None, 0), unauthenticated, &[]);
 }
+
+/// `cert-sha256=` lines without `--tls-client-ca` can never match (no client
+/// presents a certificate): the server says so at start, and not when mutual
+/// TLS is on.
+#[test]
+fn certificate_lines_without_a_client_ca_are_warned_about_at_start() {
+    const WARNING: &str = "without --tls-client-ca no client presents one";
+    let mapped = Mapped::start();
+    wait_for_log(&mapped.server, "tokens loaded");
+    assert!(!mapped.server.stderr().contains(WARNING), "mutual TLS is on: {}", mapped.server.stderr());
+
+    let ca = Ca::new("tqx test CA");
+    let ca_pem = mapped.files.ca("ca-2.pem", &ca);
+    let (cert, key) = mapped.files.pair("server-2", &ca.issue(false, false));
+    let server = start_tls(&tls_args(&cert, &key, &["--tokens", path_str(&mapped.tokens)]), &ca_pem, None);
+    wait_for_log(&server, WARNING);
+}
