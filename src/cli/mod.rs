@@ -12,14 +12,16 @@
 
 pub mod binary;
 mod client;
+mod config;
 mod demo;
 pub mod http_client;
 pub(crate) mod serve;
 mod token;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use client::ClientCommand;
 use serve::ServeArgs;
@@ -64,11 +66,37 @@ enum Command {
 /// Parses the command line (clap prints help, version and usage errors and
 /// exits 0 or 2 itself) and runs the subcommand; its exit code is the process's.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve::serve(args),
-        Command::Client(command) => command.run(),
-        Command::Token(command) => command.run(),
-        Command::Demo => demo::run(),
+    // Every `tqx serve` flag also reads its TQX_* variable (config.rs).
+    let command = config::with_environment(Cli::command());
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let matches = command.clone().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match cli.command {
+        None | Some(Command::Serve(_)) => serve_configured(&command, &argv, matches),
+        Some(Command::Client(command)) => command.run(),
+        Some(Command::Token(command)) => command.run(),
+        Some(Command::Demo) => demo::run(),
     }
+}
+
+/// `tqx serve` (or `tqx` alone): its flags and environment, then the
+/// `--config` file under them (config.rs); `--print-config` prints the result.
+fn serve_configured(command: &clap::Command, argv: &[OsString], matches: clap::ArgMatches) -> ExitCode {
+    let serve_command = command.find_subcommand("serve").filter(|_| matches.subcommand_matches("serve").is_some());
+    let serve_command = serve_command.unwrap_or(command);
+    let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches).clone();
+    let (matches, file) = match config::apply_file(command, argv, matches, &serve_matches, serve_command) {
+        Ok(applied) => applied,
+        Err(message) => {
+            eprintln!("tqx serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let serve_matches = matches.subcommand_matches("serve").unwrap_or(&matches);
+    let args = ServeArgs::from_arg_matches(serve_matches).unwrap_or_else(|error| error.exit());
+    if args.print_config {
+        print!("{}", config::render(serve_command, serve_matches, file.as_ref()));
+        return ExitCode::SUCCESS;
+    }
+    serve::serve(args)
 }

@@ -191,6 +191,15 @@ pub(super) struct ServeArgs {
     /// `info,taskqueuex::server=debug`); RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// A TOML file of settings: keys are these flags' names without their dashes (`max_connections =
+    /// 1000`). Flags and TQX_* environment variables (every flag has one: TQX_MAX_CONNECTIONS) take
+    /// precedence over it (docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML, each setting with where its value came from (flag,
+    /// environment, file or default), and exit without starting.
+    #[arg(long)]
+    pub(super) print_config: bool,
 }
 
 fn cores() -> usize {

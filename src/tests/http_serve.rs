@@ -264,3 +264,99 @@ fn threads_are_pinned_within_the_affinity_the_server_starts_with_or_to_cpus() {
     assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("--cpus names CPUs") && stderr.contains(&format!("{allowed:?}")), "stderr: {stderr}");
 }
+
+// ---- configuration: flags > TQX_* environment > --config file > defaults ----------
+
+/// `tqx serve --print-config` with `env` set: each setting's `(value, source)`.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::collections::HashMap<String, (String, String)> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tqx"));
+    command.args(["serve", "--print-config"]).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("run tqx serve --print-config");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (setting, source) = line.split_once(" # ").expect("each setting names its source");
+            let (key, value) = setting.split_once(" = ").expect("key = value");
+            (key.trim().to_owned(), (value.trim().trim_matches('"').to_owned(), source.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn configuration_precedence_is_flag_then_environment_then_file_then_default() {
+    let dir = support::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tqx.toml");
+    std::fs::write(
+        &file,
+        "durability = \"memory\"\nreactors = 1\nmax-connections = 1000\npin = true\nlog_level = \"debug\"\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let settings = print_config(
+        &["--config", file_arg, "--durability", "sync"],
+        &[("TQX_REACTORS", "2"), ("TQX_DURABILITY", "interval:5"), ("TQX_IDLE_TIMEOUT_MS", "1234")],
+    );
+    let setting = |key: &str| settings.get(key).cloned().unwrap_or_else(|| panic!("{key} missing: {settings:?}"));
+    let from_file = format!("file {file_arg}");
+    assert_eq!(setting("durability"), ("sync".into(), "flag --durability".into()), "a flag beats all");
+    assert_eq!(setting("reactors"), ("2".into(), "environment TQX_REACTORS".into()), "the environment beats the file");
+    assert_eq!(setting("idle_timeout_ms"), ("1234".into(), "environment TQX_IDLE_TIMEOUT_MS".into()));
+    assert_eq!(setting("max_connections"), ("1000".into(), from_file.clone()), "kebab-case keys too");
+    assert_eq!(setting("pin"), ("true".into(), from_file.clone()));
+    assert_eq!(setting("log_level"), ("debug".into(), from_file));
+    assert_eq!(setting("queue_capacity"), ("65536".into(), "default".into()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The file's settings reach the server it starts: a 100-byte body limit
+/// from the file refuses a larger request with 413.
+#[test]
+fn a_config_file_configures_the_server_it_starts() {
+    let dir = support::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tqx.toml");
+    std::fs::write(&file, "max_body_bytes = 100\ndurability = \"memory\"\n").unwrap();
+    let server = support::Server::start(&["--config", file.to_str().unwrap()]);
+    let mut client = server.client();
+    let small = serde_json::json!({"payload": "x"});
+    assert_eq!(client.request("POST", "/v1/queues/q/tasks", Some(&small)).status, 201);
+    let large = serde_json::json!({"payload": "x".repeat(200)});
+    client.request("POST", "/v1/queues/q/tasks", Some(&large)).assert_error(413, "payload_too_large");
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_or_a_refused_value_stops_the_start_naming_both() {
+    let dir = support::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tqx.toml");
+    for (text, words) in [
+        ("max_conections = 10\n", &["unknown key `max_conections`"][..]),
+        ("max_connections = 0\n", &["--max-connections", "0 is not in"][..]),
+        ("pin = \"yes\"\n", &["`pin` must be true or false"][..]),
+        ("durability = \n", &["not valid TOML"][..]),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_tqx"))
+            .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .output()
+            .expect("run tqx serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(file.to_str().unwrap()), "{text}: the message names the file: {stderr}");
+        for word in words {
+            assert!(stderr.contains(word), "{text}: {word:?} not in {stderr}");
+        }
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"), "{text}: it must not start");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
