@@ -686,9 +686,18 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     }
 
+    // The one startup line an operator reads first (issue 19): what runs,
+    // where its data is (absolute, whatever the flag said), what a reply
+    // promises, where it listens and on which cores.
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        data = %data_dir.display(),
+        durability = %config.durability,
         http = %bound,
         binary = %binary_bound,
+        tls = config.tls.is_some(),
+        tokens = config.tokens_configured(),
         reactors = config.reactor_threads,
         workers = config.worker_threads,
         cpus = ?config.pin_threads.then_some(&cpus),

@@ -360,3 +360,45 @@ fn a_config_file_with_an_unknown_key_or_a_refused_value_stops_the_start_naming_b
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One startup line says what runs: the version, the data directory as an
+/// absolute path (the flag gave a relative one), the durability mode, the
+/// listeners and the cores.
+#[test]
+fn the_startup_line_names_the_version_the_absolute_data_directory_and_the_listeners() {
+    let dir = support::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tqx"))
+        .current_dir(&dir)
+        .args(["serve", "--http", "127.0.0.1:0", "--binary", "127.0.0.1:0", "--data", "relative-data", "--no-pin"])
+        .args(["--durability", "memory", "--reactors", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tqx serve");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !line.contains("listening") {
+        line.clear();
+        assert!(Instant::now() < deadline, "no startup line");
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "stderr ended before the startup line"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let absolute = std::fs::canonicalize(dir.join("relative-data")).unwrap();
+    for field in [
+        format!("version={}", env!("CARGO_PKG_VERSION")),
+        format!("data={}", absolute.display()),
+        "durability=memory".to_string(),
+        "http=127.0.0.1:".to_string(),
+        "binary=127.0.0.1:".to_string(),
+        "reactors=1".to_string(),
+    ] {
+        assert!(line.contains(&field), "{field:?} not in the startup line: {line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
