@@ -170,7 +170,11 @@ impl fmt::Display for EngineError {
             EngineError::NotLeased { id, state } => write!(f, "task {id} is not leased (it is {})", state.as_str()),
             EngineError::TaskFinished { id, state } => write!(f, "task {id} has already finished ({})", state.as_str()),
             EngineError::QueueNotEmpty { queue, unfinished_count } => {
-                write!(f, "queue {queue:?} holds {unfinished_count} unfinished tasks; delete with force to cancel them")
+                let tasks = if *unfinished_count == 1 { "task" } else { "tasks" };
+                write!(
+                    f,
+                    "queue {queue:?} holds {unfinished_count} unfinished {tasks}; delete with force to cancel them"
+                )
             }
             EngineError::CapacityExceeded { what, limit } => {
                 write!(f, "the server holds its maximum of {limit} {what}; retry later")
@@ -182,3 +186,16 @@ impl fmt::Display for EngineError {
 }
 
 impl std::error::Error for EngineError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new user read "holds 1 unfinished tasks" (issue 19).
+    #[test]
+    fn one_unfinished_task_is_singular() {
+        let error = |unfinished_count| EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count }.to_string();
+        assert_eq!(error(1), "queue \"q\" holds 1 unfinished task; delete with force to cancel them");
+        assert!(error(2).contains("holds 2 unfinished tasks;"), "{}", error(2));
+    }
+}
