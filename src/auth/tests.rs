@@ -228,6 +228,18 @@ fn commands_naming_tasks_are_checked_against_each_tasks_queue_under_a_limited_to
     let reader = grant(&[Scope::Produce], &["orders.*"]);
     let error = check_task_queues(&reader, &Command::GetTask { id: 2 }, queue_of).unwrap_err();
     assert!(error.to_string().starts_with("this token lacks the produce or consume scope"), "{error}");
+    // Retry and delete of a dead letter: checked against the task's queue too.
+    let producer = grant(&[Scope::Produce], &["orders.*"]);
+    for command in [Command::RetryTask { id: 2 }, Command::DeleteTask { id: 2 }] {
+        assert_eq!(authorize(&producer, &command), Ok(Decision::CheckTaskQueues));
+        let error = check_task_queues(&producer, &command, queue_of).unwrap_err();
+        assert_eq!(error.to_string(), "this token lacks the produce scope on queue \"billing\" (task 2)");
+    }
+    assert!(check_task_queues(&producer, &Command::RetryTask { id: 1 }, queue_of).is_ok());
+    // A listing names its queue: decided by `authorize` alone.
+    let list = |queue: &str| Command::ListTasks { queue: queue.into(), state: TaskState::Dead, after: 0, limit: 1 };
+    assert_eq!(authorize(&consumer, &list("orders.eu")), Ok(Decision::Allowed));
+    assert!(authorize(&consumer, &list("billing")).unwrap_err().to_string().contains("\"billing\""));
     // Commands that name queues have nothing to check here.
     assert!(check_task_queues(&consumer, &Command::ListQueues, queue_of).is_ok());
 }

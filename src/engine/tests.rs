@@ -911,11 +911,15 @@ fn a_walked_listing_examines_a_bounded_number_of_ids_per_page() {
 #[test]
 fn a_listing_page_stops_at_its_byte_bound_but_always_advances() {
     let mut e = engine();
-    let big = Bytes::from(vec![b'1'; limits::LIST_TASKS_PAGE_BYTES_MAX / 2]);
-    let ids: Vec<TaskId> =
-        (0..3).map(|_| enqueue(&mut e, "q", NewTask { payload: big.clone(), ..NewTask::default() }, 0)).collect();
-    assert_eq!(listed(&e, "q", TaskState::Ready, 0, 10), (vec![ids[0], ids[1]], Some(ids[1])));
-    assert_eq!(listed(&e, "q", TaskState::Ready, ids[1], 10), (vec![ids[2]], None));
+    // Payloads of the largest size: the bound is reached after `per_page` of them.
+    let per_page = limits::LIST_TASKS_PAGE_BYTES_MAX / limits::PAYLOAD_BYTES_MAX;
+    let big = Bytes::from(vec![b'1'; limits::PAYLOAD_BYTES_MAX]);
+    let ids: Vec<TaskId> = (0..=per_page)
+        .map(|_| enqueue(&mut e, "q", NewTask { payload: big.clone(), ..NewTask::default() }, 0))
+        .collect();
+    let last = ids[per_page - 1];
+    assert_eq!(listed(&e, "q", TaskState::Ready, 0, 10), (ids[..per_page].to_vec(), Some(last)));
+    assert_eq!(listed(&e, "q", TaskState::Ready, last, 10), (vec![ids[per_page]], None));
 }
 
 #[test]
