@@ -1158,7 +1158,7 @@ impl Engine {
                 return Ok(TaskPage { tasks: page.tasks, next_cursor });
             }
         }
-        let next_cursor = (end < self.next_id).then(|| end - 1);
+        let next_cursor = (end < self.next_id).then_some(end - 1);
         Ok(TaskPage { tasks: page.tasks, next_cursor })
     }
 

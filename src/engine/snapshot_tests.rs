@@ -491,7 +491,7 @@ fn inconsistent_rows_are_refused_naming_the_row() {
     // A group history entry for a group no task names.
     let mut s = store.clone();
     let rr = s.queues.get_mut("rr").unwrap();
-    let count_at = 1 + 1 + 8 + 4 + 8 * 3 + 4 + 8 + 8;
+    let count_at = 1 + 1 + 8 + 4 + 8 * 4 + 4 + 8 + 8;
     let count = u32::from_le_bytes(rr[count_at..count_at + 4].try_into().unwrap());
     rr[count_at..count_at + 4].copy_from_slice(&(count + 1).to_le_bytes());
     rr.extend_from_slice(&[3, b'z', b'z', b'z', 1, 0, 0, 0, 0, 0, 0, 0]);

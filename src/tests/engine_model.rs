@@ -682,12 +682,12 @@ impl Model {
         }
         let full = tasks.len() == limit || bytes >= LIST_PAGE_BYTES;
         let next_cursor = if state == TaskState::Dead {
-            (matching.len() > tasks.len()).then(|| tasks.last().map(|t| t.id)).flatten()
+            tasks.last().map(|t| t.id).filter(|_| matching.len() > tasks.len())
         } else if full {
             let last = tasks.last().unwrap().id;
             (last + 1 < self.next_id).then_some(last)
         } else {
-            (end < self.next_id).then(|| end - 1)
+            (end < self.next_id).then_some(end - 1)
         };
         Ok(TaskPage { tasks, next_cursor })
     }
