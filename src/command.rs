@@ -192,7 +192,9 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
         Command::ListTasks { queue, state, after, limit } => {
             engine.list_tasks(&queue, state, after, limit).map(Reply::TaskPage)
         }
-        Command::RetryTask { id } => engine.retry(id, now_ms).map(|()| Reply::TaskState { id, state: TaskState::Ready }),
+        Command::RetryTask { id } => {
+            engine.retry(id, now_ms).map(|()| Reply::TaskState { id, state: TaskState::Ready })
+        }
         Command::DeleteTask { id } => engine.delete_task(id, now_ms).map(|()| Reply::TaskDeleted { id }),
     };
     result.unwrap_or_else(Reply::Error)

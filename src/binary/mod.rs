@@ -652,20 +652,6 @@ pub fn render_reply(reply: &Reply, opcode: u8, request_id: u64, out: &mut Vec<u8
         }
         Reply::TaskDeleted { .. } => Response::TaskDeleted,
         Reply::TaskState { id, state } => Response::TaskState { id: *id, state: task_state(*state) },
-            queue: view.queue.to_string(),
-            state: task_state(view.state),
-            payload: view.payload.clone(),
-            priority: view.priority,
-            group: view.group.as_deref().map(str::to_owned),
-            depends_on: view.depends_on.clone(),
-            key: view.key.clone(),
-            attempts: view.attempts,
-            max_attempts: view.max_attempts,
-            result: view.result.clone(),
-            error: view.error.clone(),
-            created_at_ms: view.created_at_ms,
-            updated_at_ms: view.updated_at_ms,
-            not_before_ms: view.not_before_ms,
         Reply::Extended { id, lease_expires_at_ms } => {
             Response::Extended { id: *id, lease_expires_at_ms: *lease_expires_at_ms }
         }

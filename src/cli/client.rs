@@ -258,10 +258,9 @@ impl ClientCommand {
             ClientCommand::Complete(a) => &a.server,
             ClientCommand::Fail(a) => &a.server,
             ClientCommand::Extend(a) => &a.server,
-            ClientCommand::Cancel(a)
-            | ClientCommand::Task(a)
-            | ClientCommand::Retry(a)
-            | ClientCommand::Delete(a) => &a.server,
+            ClientCommand::Cancel(a) | ClientCommand::Task(a) | ClientCommand::Retry(a) | ClientCommand::Delete(a) => {
+                &a.server
+            }
             ClientCommand::Tasks(a) => &a.server,
             ClientCommand::Queues(server) => server,
             ClientCommand::Queue(a) => &a.server,

@@ -1250,7 +1250,8 @@ impl Engine {
             queue.check_ready_index(ready.remove(&q).unwrap_or_default())?;
             if queue.dead.len() as u64 != queue.counts[TaskState::Dead as usize]
                 || !queue.dead.iter().all(|&id| {
-                    self.live_slot(id).is_some_and(|s| self.tasks[s].queue == q && self.tasks[s].state == TaskState::Dead)
+                    self.live_slot(id)
+                        .is_some_and(|s| self.tasks[s].queue == q && self.tasks[s].state == TaskState::Dead)
                 })
             {
                 return Err(format!("queue {} dead index differs from its dead tasks", queue.name));

@@ -629,20 +629,22 @@ fn patch() -> impl Strategy<Value = QueueConfigPatch> {
         prop::option::weighted(0.4, prop_oneof![Just(0u64), 1u64..5_000]),
         prop::option::weighted(0.3, prop_oneof![Just(0u64), 1u64..8_000]),
     )
-        .prop_map(|(discipline, group_concurrency, lease_ms, max_attempts, backoff_ms, retention_ms, dead_retention_ms)| {
-            QueueConfigPatch {
-                discipline: discipline.map(|d| {
-                    [Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin][d as usize]
-                }),
-                lease_ms,
-                max_attempts,
-                backoff_ms,
-                backoff_max_ms: backoff_ms.map(|b| b * 4),
-                retention_ms,
-                dead_retention_ms,
-                group_concurrency,
-            }
-        })
+        .prop_map(
+            |(discipline, group_concurrency, lease_ms, max_attempts, backoff_ms, retention_ms, dead_retention_ms)| {
+                QueueConfigPatch {
+                    discipline: discipline.map(|d| {
+                        [Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin][d as usize]
+                    }),
+                    lease_ms,
+                    max_attempts,
+                    backoff_ms,
+                    backoff_max_ms: backoff_ms.map(|b| b * 4),
+                    retention_ms,
+                    dead_retention_ms,
+                    group_concurrency,
+                }
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -1013,7 +1013,11 @@ fn dead_tasks_are_purged_at_their_own_retention_not_the_finished_one() {
     bury(&mut e, "q", gone, "x", 2_000);
     assert!(e.task(gone).is_none());
     let error = e
-        .configure_queue("q", &QueueConfigPatch { dead_retention_ms: Some(limits::RETENTION_MS_MAX + 1), ..Default::default() }, 0)
+        .configure_queue(
+            "q",
+            &QueueConfigPatch { dead_retention_ms: Some(limits::RETENTION_MS_MAX + 1), ..Default::default() },
+            0,
+        )
         .unwrap_err();
     assert!(matches!(error, EngineError::Invalid { ref field, .. } if field == "dead_retention_ms"), "{error}");
     checked(&e);

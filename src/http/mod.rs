@@ -602,13 +602,15 @@ fn list_tasks(queue: &str, query: &str) -> Result<Command, body::Refused> {
             }
             "cursor" if value.is_empty() => after = 0,
             "cursor" => {
-                after = parse_decimal_u64(value.as_bytes()).ok_or_else(|| {
-                    body::Refused::invalid("cursor", "expected a next_cursor this endpoint returned")
-                })?
+                after = parse_decimal_u64(value.as_bytes())
+                    .ok_or_else(|| body::Refused::invalid("cursor", "expected a next_cursor this endpoint returned"))?
             }
             _ => {
                 let name = truncated(name, 64);
-                return Err(body::Refused::invalid("query", format!("unknown parameter {name:?}; expected state, limit, cursor")));
+                return Err(body::Refused::invalid(
+                    "query",
+                    format!("unknown parameter {name:?}; expected state, limit, cursor"),
+                ));
             }
         }
     }

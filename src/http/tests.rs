@@ -381,7 +381,10 @@ fn task_routes() {
 fn dead_letter_routes_list_retry_and_delete() {
     use crate::limits::{LIST_TASKS_COUNT_DEFAULT, LIST_TASKS_COUNT_MAX};
     let list = |state, after, limit| Command::ListTasks { queue: "q".into(), state, after, limit };
-    assert_eq!(command("GET", "/v1/queues/q/tasks?state=dead", None), list(TaskState::Dead, 0, LIST_TASKS_COUNT_DEFAULT));
+    assert_eq!(
+        command("GET", "/v1/queues/q/tasks?state=dead", None),
+        list(TaskState::Dead, 0, LIST_TASKS_COUNT_DEFAULT)
+    );
     assert_eq!(
         command("GET", "/v1/queues/q/tasks?limit=1000&cursor=41&state=waiting", None),
         list(TaskState::Waiting, 41, LIST_TASKS_COUNT_MAX)

@@ -21,7 +21,8 @@ fn bury(client: &mut support::Client, queue: &str, count: usize) -> Vec<String> 
     assert_eq!(leased.len(), count);
     for (n, task) in leased.iter().enumerate() {
         let (id, lease) = (task["id"].as_str().unwrap(), task["lease"].as_str().unwrap());
-        let failed = client.post(&format!("/v1/tasks/{id}/fail"), json!({"lease": lease, "error": format!("boom {n}")}));
+        let failed =
+            client.post(&format!("/v1/tasks/{id}/fail"), json!({"lease": lease, "error": format!("boom {n}")}));
         assert_eq!(failed.body, json!({"id": id, "state": "dead"}), "{failed:?}");
     }
     ids

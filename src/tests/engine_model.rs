@@ -674,7 +674,9 @@ impl Model {
         let (mut tasks, mut bytes) = (Vec::new(), 0);
         for &id in &matching {
             let view = self.view(id).unwrap();
-            bytes += view.payload.len() + view.result.as_ref().map_or(0, Bytes::len) + view.error.as_ref().map_or(0, String::len);
+            bytes += view.payload.len()
+                + view.result.as_ref().map_or(0, Bytes::len)
+                + view.error.as_ref().map_or(0, String::len);
             tasks.push(view);
             if tasks.len() == limit || bytes >= LIST_PAGE_BYTES {
                 break;

@@ -38,9 +38,16 @@ fn lease_one(client: &mut Client, queue: &str) -> (String, String) {
 }
 
 const QUEUE_KEYS: &[&str] = &["name", "config", "counts"];
-const CONFIG_KEYS: &[&str] =
-    &["discipline", "lease_ms", "max_attempts", "backoff_ms", "backoff_max_ms", "retention_ms", "dead_retention_ms",
-      "group_concurrency"];
+const CONFIG_KEYS: &[&str] = &[
+    "discipline",
+    "lease_ms",
+    "max_attempts",
+    "backoff_ms",
+    "backoff_max_ms",
+    "retention_ms",
+    "dead_retention_ms",
+    "group_concurrency",
+];
 const COUNT_KEYS: &[&str] = &["waiting", "delayed", "ready", "leased", "completed", "dead", "cancelled"];
 const LEASED_KEYS: &[&str] =
     &["id", "queue", "payload", "priority", "group", "attempt", "lease", "lease_expires_at_ms"];

@@ -8,8 +8,9 @@ use super::layout::{
     size, AuthRequest, CompletePart, ConfigureQueueRequest, CountPart, DeleteQueueRequest, DequeueRequest,
     EnqueueBatchRequest, ExtendRequest, FailRequest, HelloRequest, IdRequest, ListTasksRequest, QueueNameRequest,
     TaskSpecPart, COMPLETE_RESULT, DEP_BATCH_BIT, DEP_BYTES, DEQUEUE_LEASE_MS, DEQUEUE_QUEUE_BYTES_MIN, PATCH_ALL,
-    PATCH_BACKOFF_MAX_MS, PATCH_BACKOFF_MS, PATCH_DEAD_RETENTION_MS, PATCH_DISCIPLINE, PATCH_GROUP_CONCURRENCY_UNLIMITED,
-    PATCH_GROUP_CONCURRENCY_VALUE, PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS, PATCH_RETENTION_MS,
+    PATCH_BACKOFF_MAX_MS, PATCH_BACKOFF_MS, PATCH_DEAD_RETENTION_MS, PATCH_DISCIPLINE,
+    PATCH_GROUP_CONCURRENCY_UNLIMITED, PATCH_GROUP_CONCURRENCY_VALUE, PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS,
+    PATCH_RETENTION_MS,
 };
 use super::reader::{widen, Field, Reader};
 use super::writer::Writer;
@@ -75,10 +76,9 @@ pub(crate) fn encode(request: &Request, w: &mut Writer<'_>) -> Result<(), Encode
             });
             w.bytes(queue.as_bytes());
         }
-        Request::GetTask { id }
-        | Request::Cancel { id }
-        | Request::RetryTask { id }
-        | Request::DeleteTask { id } => w.fixed(&IdRequest { id: U64::new(*id) }),
+        Request::GetTask { id } | Request::Cancel { id } | Request::RetryTask { id } | Request::DeleteTask { id } => {
+            w.fixed(&IdRequest { id: U64::new(*id) })
+        }
         Request::Complete { id, lease, result } => encode_complete_item(*id, *lease, result, Field::FIXED, w)?,
         Request::Fail { id, lease, error, retry } => {
             let error_len = w.u16_len(error.len(), Field::top("error"))?;
@@ -173,9 +173,8 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Request, DecodeErro
         Opcode::ListTasks => {
             let f = r.fixed::<ListTasksRequest>(Field::FIXED)?;
             r.reserved(&f.reserved, Field::top("reserved"))?;
-            let state = TaskState::from_u8(f.state).ok_or_else(|| {
-                r.malformed(format_args!("state is {}, not a task state (0..=6)", f.state))
-            })?;
+            let state = TaskState::from_u8(f.state)
+                .ok_or_else(|| r.malformed(format_args!("state is {}, not a task state (0..=6)", f.state)))?;
             let queue = r.string(usize::from(f.queue_len.get()), QUEUE)?;
             Request::ListTasks { queue, state, after: f.after.get(), limit: f.limit.get() }
         }

@@ -7,8 +7,8 @@ use zerocopy::little_endian::{I32, U16, U32, U64};
 use super::layout::{
     size, AuthReply, CompleteOutcomePart, CountPart, EnqueuedPart, ErrorReply, ExtendedReply, HelloReply,
     LeasedTaskPart, PongReply, QueueInfoPart, TaskPageReply, TaskStateReply, TaskViewPart, DEP_BYTES,
-    QUEUE_INFO_GROUP_CONCURRENCY, TASK_PAGE_NEXT_CURSOR, VIEW_ALL, VIEW_ERROR, VIEW_GROUP, VIEW_KEY, VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS,
-    VIEW_RESULT,
+    QUEUE_INFO_GROUP_CONCURRENCY, TASK_PAGE_NEXT_CURSOR, VIEW_ALL, VIEW_ERROR, VIEW_GROUP, VIEW_KEY,
+    VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS, VIEW_RESULT,
 };
 use super::reader::{widen, Field, Reader};
 use super::request::decode_discipline;
