@@ -537,7 +537,7 @@ mod tests {
         via_http("POST", &format!("/v1/queues/{queue}/tasks"), &format!(r#"{{"payload":0,"depends_on":[{deps}]}}"#));
         via_http("POST", &format!("/v1/queues/{queue}/tasks"), full);
         via_http("PUT", &format!("/v1/queues/{queue}"), "");
-        let patch = r#"{"discipline":"fifo","lease_ms":1,"max_attempts":1,"backoff_ms":1,"backoff_max_ms":1,"retention_ms":1,"group_concurrency":1}"#;
+        let patch = r#"{"discipline":"fifo","lease_ms":1,"max_attempts":1,"backoff_ms":1,"backoff_max_ms":1,"retention_ms":1,"dead_retention_ms":1,"group_concurrency":1}"#;
         via_http("PUT", &format!("/v1/queues/{queue}"), patch);
         via_http("DELETE", &format!("/v1/queues/{queue}"), "");
         let names = vec![r#""a""#; limits::DEQUEUE_QUEUES_COUNT_MAX].join(",");
@@ -581,6 +581,7 @@ mod tests {
             backoff_ms: Some(1),
             backoff_max_ms: Some(1),
             retention_ms: Some(1),
+            dead_retention_ms: Some(1),
             group_concurrency: Some(Some(1)),
         };
         via_binary(Request::ConfigureQueue { queue: queue.clone(), patch });

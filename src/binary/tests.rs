@@ -393,6 +393,7 @@ fn every_reply_has_a_wire_form() {
         backoff_ms: 1_000,
         backoff_max_ms: 60_000,
         retention_ms: 3_600_000,
+        dead_retention_ms: 604_800_000,
         group_concurrency: Some(4),
         counts: [1, 2, 3, 4, 5, 6, 7],
     };
