@@ -480,7 +480,7 @@ fn unknown_paths_are_404_and_keep_the_connection() {
         "/v1/queues/q/other",
         "/v1/tasks",
         "/v1/tasks/",
-        "/v1/tasks/7/retry",
+        "/v1/tasks/7/requeue",
         "/v1/dequeue/",
         "/healthz/",
         "*",
@@ -795,7 +795,8 @@ fn queue_info() -> QueueInfo {
 fn queue_json() -> Value {
     json!({"name": "emails",
         "config": {"discipline": "fifo", "lease_ms": 30000, "max_attempts": 3, "backoff_ms": 1000,
-                   "backoff_max_ms": 60000, "retention_ms": 3600000, "group_concurrency": 4},
+                   "backoff_max_ms": 60000, "retention_ms": 3600000, "dead_retention_ms": 604800000,
+                   "group_concurrency": 4},
         "counts": {"waiting": 1, "delayed": 2, "ready": 3, "leased": 4, "completed": 5, "dead": 6, "cancelled": 7}})
 }
 
