@@ -132,7 +132,7 @@ fn there_is_a_round_trip_property_for_every_opcode_and_reply() {
         let (_, response) = strategy.new_tree(&mut runner).expect("a value").current();
         assert_eq!(variant(&response), name);
     }
-    assert_eq!(strategies::responses().len(), 14);
+    assert_eq!(strategies::responses().len(), 16);
 }
 
 fn any_request() -> BoxedStrategy<Request> {
