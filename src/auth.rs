@@ -349,7 +349,13 @@ fn requirement(command: &Command) -> (Need, Target<'_>) {
         Command::Complete { .. } | Command::Fail { .. } | Command::Extend { .. } | Command::CompleteBatch { .. } => {
             (Need::Scope(Consume), Target::Tasks)
         }
-        Command::Cancel { .. } => (Need::Scope(Produce), Target::Tasks),
+        // Reading a queue's tasks is reading each of them: what get_task needs.
+        Command::ListTasks { queue, .. } => (Need::ProduceOrConsume, Target::Queue(queue)),
+        // Resubmitting a dead task, or withdrawing a finished one, is what
+        // enqueue and cancel are to a producer.
+        Command::Cancel { .. } | Command::RetryTask { .. } | Command::DeleteTask { .. } => {
+            (Need::Scope(Produce), Target::Tasks)
+        }
     }
 }
 
@@ -411,7 +417,9 @@ pub fn check_task_queues<'a>(
         | Command::Cancel { id }
         | Command::Complete { id, .. }
         | Command::Fail { id, .. }
-        | Command::Extend { id, .. } => check(*id),
+        | Command::Extend { id, .. }
+        | Command::RetryTask { id }
+        | Command::DeleteTask { id } => check(*id),
         Command::CompleteBatch { items } => items.iter().try_for_each(|CompleteItem { id, .. }| check(*id)),
         Command::ConfigureQueue { .. }
         | Command::ListQueues
@@ -419,7 +427,8 @@ pub fn check_task_queues<'a>(
         | Command::DeleteQueue { .. }
         | Command::Enqueue { .. }
         | Command::EnqueueBatch { .. }
-        | Command::Dequeue { .. } => Ok(()),
+        | Command::Dequeue { .. }
+        | Command::ListTasks { .. } => Ok(()),
     }
 }
 

@@ -8,13 +8,13 @@ use bytes::Bytes;
 
 use crate::engine::{
     validate_length, validate_queue_name, validate_range, validate_text, DepRef, Engine, EngineError, Enqueued,
-    LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskState, TaskView,
+    LeaseToken, LeasedTask, NewTask, QueueConfigPatch, QueueInfo, TaskId, TaskPage, TaskState, TaskView,
 };
 pub use crate::limits::COMPLETE_BATCH_ITEMS_COUNT_MAX;
 use crate::limits::{
     BATCH_DEPENDS_ON_COUNT_MAX, BATCH_TASKS_COUNT_MAX, DEPENDS_ON_COUNT_MAX, DEQUEUE_QUEUES_COUNT_MAX,
     DEQUEUE_TASKS_COUNT_MAX, ERROR_MESSAGE_BYTES_MAX, GROUP_NAME_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
-    MAX_ATTEMPTS_MAX, PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
+    LIST_TASKS_COUNT_MAX, MAX_ATTEMPTS_MAX, PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX, WAIT_MS_MAX,
 };
 
 /// One item of [`Command::CompleteBatch`]: what a single complete carries.
@@ -84,6 +84,22 @@ pub enum Command {
     CompleteBatch {
         items: Vec<CompleteItem>,
     },
+    /// A page of the tasks of `queue` in `state` with ids above `after`
+    /// (`Engine::list_tasks`). A read: not logged.
+    ListTasks {
+        queue: String,
+        state: TaskState,
+        after: TaskId,
+        limit: usize,
+    },
+    /// Moves a dead task back to `ready` with fresh attempts.
+    RetryTask {
+        id: TaskId,
+    },
+    /// Forgets a finished task now.
+    DeleteTask {
+        id: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +114,12 @@ pub enum Reply {
     EnqueuedBatch(Vec<Enqueued>),
     Leased(Vec<LeasedTask>),
     Task(TaskView),
-    /// Complete, fail and cancel: the task's state afterwards.
+    /// A list of tasks.
+    TaskPage(TaskPage),
+    TaskDeleted {
+        id: TaskId,
+    },
+    /// Complete, fail, cancel and retry: the task's state afterwards.
     TaskState {
         id: TaskId,
         state: TaskState,
@@ -128,8 +149,10 @@ impl Command {
             Command::ListQueues
                 | Command::GetQueue { .. }
                 | Command::GetTask { .. }
+                | Command::ListTasks { .. }
                 | Command::Dequeue { .. }
                 | Command::Extend { .. }
+                | Command::DeleteTask { .. }
         )
     }
 }
@@ -166,6 +189,13 @@ pub fn execute(engine: &mut Engine, command: Command, now_ms: u64) -> Reply {
             engine.cancel(id, now_ms).map(|()| Reply::TaskState { id, state: TaskState::Cancelled })
         }
         Command::CompleteBatch { items } => complete_batch(engine, items, now_ms),
+        Command::ListTasks { queue, state, after, limit } => {
+            engine.list_tasks(&queue, state, after, limit).map(Reply::TaskPage)
+        }
+        Command::RetryTask { id } => {
+            engine.retry(id, now_ms).map(|()| Reply::TaskState { id, state: TaskState::Ready })
+        }
+        Command::DeleteTask { id } => engine.delete_task(id, now_ms).map(|()| Reply::TaskDeleted { id }),
     };
     result.unwrap_or_else(Reply::Error)
 }
@@ -204,7 +234,17 @@ pub fn record_bytes_over_body_max(command: &Command) -> usize {
 /// for the others (`max_attempts` 0 means "the queue's default" there).
 pub fn check_limits(command: &Command) -> Result<(), EngineError> {
     match command {
-        Command::ListQueues | Command::GetTask { .. } | Command::Extend { .. } | Command::Cancel { .. } => Ok(()),
+        Command::ListQueues
+        | Command::GetTask { .. }
+        | Command::Extend { .. }
+        | Command::Cancel { .. }
+        | Command::RetryTask { .. }
+        | Command::DeleteTask { .. } => Ok(()),
+        Command::ListTasks { queue, limit, .. } => {
+            validate_queue_name(queue, "queue")?;
+            // The engine checks it too, but the wire carries it in 16 bits.
+            validate_range("limit", *limit as u64, 1, LIST_TASKS_COUNT_MAX as u64)
+        }
         Command::ConfigureQueue { queue, .. } | Command::GetQueue { queue } | Command::DeleteQueue { queue, .. } => {
             validate_queue_name(queue, "queue")
         }
@@ -497,7 +537,7 @@ mod tests {
         via_http("POST", &format!("/v1/queues/{queue}/tasks"), &format!(r#"{{"payload":0,"depends_on":[{deps}]}}"#));
         via_http("POST", &format!("/v1/queues/{queue}/tasks"), full);
         via_http("PUT", &format!("/v1/queues/{queue}"), "");
-        let patch = r#"{"discipline":"fifo","lease_ms":1,"max_attempts":1,"backoff_ms":1,"backoff_max_ms":1,"retention_ms":1,"group_concurrency":1}"#;
+        let patch = r#"{"discipline":"fifo","lease_ms":1,"max_attempts":1,"backoff_ms":1,"backoff_max_ms":1,"retention_ms":1,"dead_retention_ms":1,"group_concurrency":1}"#;
         via_http("PUT", &format!("/v1/queues/{queue}"), patch);
         via_http("DELETE", &format!("/v1/queues/{queue}"), "");
         let names = vec![r#""a""#; limits::DEQUEUE_QUEUES_COUNT_MAX].join(",");
@@ -541,6 +581,7 @@ mod tests {
             backoff_ms: Some(1),
             backoff_max_ms: Some(1),
             retention_ms: Some(1),
+            dead_retention_ms: Some(1),
             group_concurrency: Some(Some(1)),
         };
         via_binary(Request::ConfigureQueue { queue: queue.clone(), patch });

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::command::CompleteItem;
-use crate::engine::{NewTask, QueueConfigPatch};
+use crate::engine::{NewTask, QueueConfigPatch, TaskState};
 
 fn hash_hex(token: &str) -> String {
     hex(&hash_token(token.as_bytes()))
@@ -33,6 +33,9 @@ fn every_command() -> Vec<(&'static str, Command)> {
         ("extend", Command::Extend { id: 1, lease: 1, lease_ms: 1 }),
         ("cancel", Command::Cancel { id: 1 }),
         ("complete_batch", Command::CompleteBatch { items: vec![CompleteItem { id: 1, lease: 1, result: None }] }),
+        ("list_tasks", Command::ListTasks { queue: "q".into(), state: TaskState::Dead, after: 0, limit: 10 }),
+        ("retry_task", Command::RetryTask { id: 1 }),
+        ("delete_task", Command::DeleteTask { id: 1 }),
     ]
 }
 
@@ -154,8 +157,10 @@ fn queue_patterns_match_a_prefix_or_exactly_one_name() {
 fn every_command_needs_exactly_its_scope() {
     let allowed_by = |scope: Scope| -> Vec<&'static str> {
         match scope {
-            Scope::Produce => vec!["enqueue", "enqueue_batch", "get_task", "cancel"],
-            Scope::Consume => vec!["dequeue", "get_task", "complete", "fail", "extend", "complete_batch"],
+            Scope::Produce => {
+                vec!["enqueue", "enqueue_batch", "get_task", "cancel", "list_tasks", "retry_task", "delete_task"]
+            }
+            Scope::Consume => vec!["dequeue", "get_task", "complete", "fail", "extend", "complete_batch", "list_tasks"],
             Scope::Admin => every_command().iter().map(|(name, _)| *name).collect(),
         }
     };
@@ -169,8 +174,8 @@ fn every_command_needs_exactly_its_scope() {
                 let error = decision.expect_err(name);
                 assert_eq!(error.code(), "forbidden", "{name} with {scope:?}");
                 let needed = match name {
-                    "get_task" => "produce or consume",
-                    "enqueue" | "enqueue_batch" | "cancel" => "produce",
+                    "get_task" | "list_tasks" => "produce or consume",
+                    "enqueue" | "enqueue_batch" | "cancel" | "retry_task" | "delete_task" => "produce",
                     "dequeue" | "complete" | "fail" | "extend" | "complete_batch" => "consume",
                     _ => "admin",
                 };
@@ -223,6 +228,18 @@ fn commands_naming_tasks_are_checked_against_each_tasks_queue_under_a_limited_to
     let reader = grant(&[Scope::Produce], &["orders.*"]);
     let error = check_task_queues(&reader, &Command::GetTask { id: 2 }, queue_of).unwrap_err();
     assert!(error.to_string().starts_with("this token lacks the produce or consume scope"), "{error}");
+    // Retry and delete of a dead letter: checked against the task's queue too.
+    let producer = grant(&[Scope::Produce], &["orders.*"]);
+    for command in [Command::RetryTask { id: 2 }, Command::DeleteTask { id: 2 }] {
+        assert_eq!(authorize(&producer, &command), Ok(Decision::CheckTaskQueues));
+        let error = check_task_queues(&producer, &command, queue_of).unwrap_err();
+        assert_eq!(error.to_string(), "this token lacks the produce scope on queue \"billing\" (task 2)");
+    }
+    assert!(check_task_queues(&producer, &Command::RetryTask { id: 1 }, queue_of).is_ok());
+    // A listing names its queue: decided by `authorize` alone.
+    let list = |queue: &str| Command::ListTasks { queue: queue.into(), state: TaskState::Dead, after: 0, limit: 1 };
+    assert_eq!(authorize(&consumer, &list("orders.eu")), Ok(Decision::Allowed));
+    assert!(authorize(&consumer, &list("billing")).unwrap_err().to_string().contains("\"billing\""));
     // Commands that name queues have nothing to check here.
     assert!(check_task_queues(&consumer, &Command::ListQueues, queue_of).is_ok());
 }

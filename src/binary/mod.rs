@@ -434,6 +434,7 @@ pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)>
                 backoff_ms: patch.backoff_ms,
                 backoff_max_ms: patch.backoff_max_ms,
                 retention_ms: patch.retention_ms,
+                dead_retention_ms: patch.dead_retention_ms,
                 group_concurrency: patch.group_concurrency,
             };
             Command::ConfigureQueue { queue, patch }
@@ -454,6 +455,11 @@ pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)>
         Request::Fail { id, lease, error, retry } => Command::Fail { id, lease, error, retry },
         Request::Extend { id, lease, lease_ms } => Command::Extend { id, lease, lease_ms },
         Request::Cancel { id } => Command::Cancel { id },
+        Request::ListTasks { queue, state, after, limit } => {
+            Command::ListTasks { queue, state: engine_task_state(state), after, limit: usize::from(limit) }
+        }
+        Request::RetryTask { id } => Command::RetryTask { id },
+        Request::DeleteTask { id } => Command::DeleteTask { id },
         Request::CompleteBatch { items } => {
             let items = items
                 .into_iter()
@@ -482,6 +488,9 @@ pub fn command_opcode(command: &Command) -> Opcode {
         Command::Extend { .. } => Opcode::Extend,
         Command::Cancel { .. } => Opcode::Cancel,
         Command::CompleteBatch { .. } => Opcode::CompleteBatch,
+        Command::ListTasks { .. } => Opcode::ListTasks,
+        Command::RetryTask { .. } => Opcode::RetryTask,
+        Command::DeleteTask { .. } => Opcode::DeleteTask,
     }
 }
 
@@ -530,6 +539,7 @@ pub fn command_to_request(command: &Command) -> Result<Request, String> {
                 backoff_ms: patch.backoff_ms,
                 backoff_max_ms: patch.backoff_max_ms,
                 retention_ms: patch.retention_ms,
+                dead_retention_ms: patch.dead_retention_ms,
                 group_concurrency: patch.group_concurrency,
             },
         },
@@ -555,7 +565,27 @@ pub fn command_to_request(command: &Command) -> Result<Request, String> {
         Command::Extend { id, lease, lease_ms } => Request::Extend { id: *id, lease: *lease, lease_ms: *lease_ms },
         Command::Cancel { id } => Request::Cancel { id: *id },
         Command::CompleteBatch { items } => Request::CompleteBatch { items: items.iter().map(item).collect() },
+        Command::ListTasks { queue, state, after, limit } => Request::ListTasks {
+            queue: queue.clone(),
+            state: task_state(*state),
+            after: *after,
+            limit: u16::try_from(*limit).map_err(|_| format!("limit: {limit} does not fit 16 bits"))?,
+        },
+        Command::RetryTask { id } => Request::RetryTask { id: *id },
+        Command::DeleteTask { id } => Request::DeleteTask { id: *id },
     })
+}
+
+fn engine_task_state(state: tqx_wire::TaskState) -> engine::TaskState {
+    match state {
+        tqx_wire::TaskState::Waiting => engine::TaskState::Waiting,
+        tqx_wire::TaskState::Delayed => engine::TaskState::Delayed,
+        tqx_wire::TaskState::Ready => engine::TaskState::Ready,
+        tqx_wire::TaskState::Leased => engine::TaskState::Leased,
+        tqx_wire::TaskState::Completed => engine::TaskState::Completed,
+        tqx_wire::TaskState::Dead => engine::TaskState::Dead,
+        tqx_wire::TaskState::Cancelled => engine::TaskState::Cancelled,
+    }
 }
 
 fn task_state(state: engine::TaskState) -> tqx_wire::TaskState {
@@ -580,6 +610,7 @@ fn queue_info(info: &engine::QueueInfo) -> tqx_wire::QueueInfo {
         backoff_ms: config.backoff_ms,
         backoff_max_ms: config.backoff_max_ms,
         retention_ms: config.retention_ms,
+        dead_retention_ms: config.dead_retention_ms,
         group_concurrency: config.group_concurrency,
         counts: info.counts.0,
     }
@@ -615,25 +646,11 @@ pub fn render_reply(reply: &Reply, opcode: u8, request_id: u64, out: &mut Vec<u8
                 })
                 .collect(),
         ),
-        Reply::Task(view) => Response::Task(tqx_wire::TaskView {
-            id: view.id,
-            queue: view.queue.to_string(),
-            state: task_state(view.state),
-            payload: view.payload.clone(),
-            priority: view.priority,
-            group: view.group.as_deref().map(str::to_owned),
-            depends_on: view.depends_on.clone(),
-            key: view.key.clone(),
-            attempts: view.attempts,
-            max_attempts: view.max_attempts,
-            result: view.result.clone(),
-            error: view.error.clone(),
-            created_at_ms: view.created_at_ms,
-            updated_at_ms: view.updated_at_ms,
-            not_before_ms: view.not_before_ms,
-            lease_expires_at_ms: view.lease_expires_at_ms,
-            purge_at_ms: view.purge_at_ms,
-        }),
+        Reply::Task(view) => Response::Task(task_view(view)),
+        Reply::TaskPage(page) => {
+            Response::TaskPage { tasks: page.tasks.iter().map(task_view).collect(), next_cursor: page.next_cursor }
+        }
+        Reply::TaskDeleted { .. } => Response::TaskDeleted,
         Reply::TaskState { id, state } => Response::TaskState { id: *id, state: task_state(*state) },
         Reply::Extended { id, lease_expires_at_ms } => {
             Response::Extended { id: *id, lease_expires_at_ms: *lease_expires_at_ms }
@@ -648,6 +665,28 @@ pub fn render_reply(reply: &Reply, opcode: u8, request_id: u64, out: &mut Vec<u8
         Reply::StorageFailed(reason) => Response::Error { code: ErrorCode::StorageFailed, message: reason.to_string() },
     };
     response.encode(opcode, request_id, out);
+}
+
+fn task_view(view: &engine::TaskView) -> tqx_wire::TaskView {
+    tqx_wire::TaskView {
+        id: view.id,
+        queue: view.queue.to_string(),
+        state: task_state(view.state),
+        payload: view.payload.clone(),
+        priority: view.priority,
+        group: view.group.as_deref().map(str::to_owned),
+        depends_on: view.depends_on.clone(),
+        key: view.key.clone(),
+        attempts: view.attempts,
+        max_attempts: view.max_attempts,
+        result: view.result.clone(),
+        error: view.error.clone(),
+        created_at_ms: view.created_at_ms,
+        updated_at_ms: view.updated_at_ms,
+        not_before_ms: view.not_before_ms,
+        lease_expires_at_ms: view.lease_expires_at_ms,
+        purge_at_ms: view.purge_at_ms,
+    }
 }
 
 #[cfg(test)]

@@ -393,6 +393,7 @@ fn every_reply_has_a_wire_form() {
         backoff_ms: 1_000,
         backoff_max_ms: 60_000,
         retention_ms: 3_600_000,
+        dead_retention_ms: 604_800_000,
         group_concurrency: Some(4),
         counts: [1, 2, 3, 4, 5, 6, 7],
     };
@@ -490,6 +491,8 @@ fn every_engine_error_code_is_a_wire_code() {
         EngineError::LeaseExpired(1),
         EngineError::NotLeased { id: 1, state: engine::TaskState::Ready },
         EngineError::TaskFinished { id: 1, state: engine::TaskState::Dead },
+        EngineError::TaskNotDead { id: 1, state: engine::TaskState::Ready },
+        EngineError::TaskNotFinished { id: 1, state: engine::TaskState::Leased },
         EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count: 1 },
         EngineError::CapacityExceeded { what: "tasks", limit: 1 },
         EngineError::Unauthenticated { reason: "no".into() },
@@ -615,6 +618,7 @@ pub(crate) fn every_command() -> Vec<Command> {
         backoff_ms: Some(3),
         backoff_max_ms: Some(4),
         retention_ms: Some(5),
+        dead_retention_ms: Some(7),
         group_concurrency: Some(Some(6)),
     };
     vec![
@@ -655,6 +659,10 @@ pub(crate) fn every_command() -> Vec<Command> {
                 CompleteItem { id: 9, lease: 10, result: None },
             ],
         },
+        Command::ListTasks { queue: "q".into(), state: engine::TaskState::Dead, after: 0, limit: 1000 },
+        Command::ListTasks { queue: "q".into(), state: engine::TaskState::Waiting, after: u64::MAX, limit: 1 },
+        Command::RetryTask { id: 5 },
+        Command::DeleteTask { id: u64::MAX },
     ]
 }
 
@@ -712,10 +720,20 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
         o64(),
         o64(),
         o64(),
+        o64(),
         prop::option::of(prop::option::of(any::<u32>())),
     )
         .prop_map(
-            |(discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency)| {
+            |(
+                discipline,
+                lease_ms,
+                max_attempts,
+                backoff_ms,
+                backoff_max_ms,
+                retention_ms,
+                dead_retention_ms,
+                group_concurrency,
+            )| {
                 QueueConfigPatch {
                     discipline,
                     lease_ms,
@@ -723,10 +741,12 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
                     backoff_ms,
                     backoff_max_ms,
                     retention_ms,
+                    dead_retention_ms,
                     group_concurrency,
                 }
             },
         );
+    let state = prop::sample::select(crate::engine::TaskState::ALL.to_vec());
     let item = (any::<u64>(), any::<u64>(), prop::option::of(payload())).prop_map(|(id, lease, result)| CompleteItem {
         id,
         lease,
@@ -761,6 +781,10 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
         }),
         any::<u64>().prop_map(|id| Command::Cancel { id }),
         prop::collection::vec(item, 0..5).prop_map(|items| Command::CompleteBatch { items }),
+        (text(0, 8), state, any::<u64>(), 0..=usize::from(u16::MAX))
+            .prop_map(|(queue, state, after, limit)| Command::ListTasks { queue, state, after, limit }),
+        any::<u64>().prop_map(|id| Command::RetryTask { id }),
+        any::<u64>().prop_map(|id| Command::DeleteTask { id }),
     ]
 }
 

@@ -85,7 +85,19 @@ pub fn leased(tasks: Vec<wire::LeasedTask>) -> Reply {
 }
 
 pub fn task(view: wire::TaskView) -> Reply {
-    Reply::Task(engine::TaskView {
+    Reply::Task(task_view(view))
+}
+
+pub fn task_page(tasks: Vec<wire::TaskView>, next_cursor: Option<u64>) -> Reply {
+    Reply::TaskPage(engine::TaskPage { tasks: tasks.into_iter().map(task_view).collect(), next_cursor })
+}
+
+pub fn task_deleted(id: u64) -> Reply {
+    Reply::TaskDeleted { id }
+}
+
+fn task_view(view: wire::TaskView) -> engine::TaskView {
+    engine::TaskView {
         id: view.id,
         queue: Arc::from(view.queue),
         state: state(view.state),
@@ -103,7 +115,7 @@ pub fn task(view: wire::TaskView) -> Reply {
         not_before_ms: view.not_before_ms,
         lease_expires_at_ms: view.lease_expires_at_ms,
         purge_at_ms: view.purge_at_ms,
-    })
+    }
 }
 
 pub fn queue(info: wire::QueueInfo) -> Reply {
@@ -137,10 +149,24 @@ fn queue_info(info: wire::QueueInfo) -> engine::QueueInfo {
             backoff_ms: info.backoff_ms,
             backoff_max_ms: info.backoff_max_ms,
             retention_ms: info.retention_ms,
+            dead_retention_ms: info.dead_retention_ms,
             group_concurrency: info.group_concurrency,
         },
         // Both index counts by the state's number (waiting 0 ... cancelled 6).
         counts: engine::StateCounts(info.counts),
+    }
+}
+
+/// The wire's form of a task state (for a request).
+pub fn wire_state(task_state: engine::TaskState) -> wire::TaskState {
+    match task_state {
+        engine::TaskState::Waiting => wire::TaskState::Waiting,
+        engine::TaskState::Delayed => wire::TaskState::Delayed,
+        engine::TaskState::Ready => wire::TaskState::Ready,
+        engine::TaskState::Leased => wire::TaskState::Leased,
+        engine::TaskState::Completed => wire::TaskState::Completed,
+        engine::TaskState::Dead => wire::TaskState::Dead,
+        engine::TaskState::Cancelled => wire::TaskState::Cancelled,
     }
 }
 
@@ -227,13 +253,17 @@ mod tests {
             backoff_ms: 3,
             backoff_max_ms: 4,
             retention_ms: 5,
+            dead_retention_ms: 8,
             group_concurrency: Some(6),
             counts: [1, 2, 3, 4, 5, 6, 7],
         };
         assert_eq!(
             text(super::queues(vec![info])),
-            r#"{"queues":[{"name":"q","config":{"discipline":"round_robin","lease_ms":1,"max_attempts":2,"backoff_ms":3,"backoff_max_ms":4,"retention_ms":5,"group_concurrency":6},"counts":{"waiting":1,"delayed":2,"ready":3,"leased":4,"completed":5,"dead":6,"cancelled":7}}]}"#
+            r#"{"queues":[{"name":"q","config":{"discipline":"round_robin","lease_ms":1,"max_attempts":2,"backoff_ms":3,"backoff_max_ms":4,"retention_ms":5,"dead_retention_ms":8,"group_concurrency":6},"counts":{"waiting":1,"delayed":2,"ready":3,"leased":4,"completed":5,"dead":6,"cancelled":7}}]}"#
         );
+        assert_eq!(text(super::task_deleted(9)), r#"{"id":"9","deleted":true}"#);
+        assert_eq!(text(super::task_page(Vec::new(), Some(41))), r#"{"tasks":[],"next_cursor":"41"}"#);
+        assert_eq!(text(super::task_page(Vec::new(), None)), r#"{"tasks":[],"next_cursor":null}"#);
         assert_eq!(
             String::from_utf8(super::error_body("task_not_found", "task \"9\" not found")).unwrap(),
             r#"{"error":{"code":"task_not_found","message":"task \"9\" not found"}}"#

@@ -42,6 +42,13 @@ pub(super) enum ClientCommand {
     Queues(ServerOpt),
     /// Show one queue's settings and counts.
     Queue(QueueArgs),
+    /// List a queue's tasks in one state (dead by default), one page in id order; pass the reply's
+    /// next_cursor to --cursor for the next page.
+    Tasks(TasksArgs),
+    /// Retry a dead task: back to ready with fresh attempts.
+    Retry(TaskArgs),
+    /// Delete a finished task (dead, completed or cancelled) now, before its retention ends.
+    Delete(TaskArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +194,28 @@ pub(super) struct TaskArgs {
 }
 
 #[derive(Args, Debug)]
+pub(super) struct TasksArgs {
+    /// Queue name.
+    queue: String,
+    /// Which tasks: waiting, delayed, ready, leased, completed, dead or cancelled.
+    #[arg(long, value_name = "STATE", default_value = "dead", value_parser = parse_state)]
+    state: crate::engine::TaskState,
+    /// Most tasks on the page (1 to 1000; server default 100).
+    #[arg(long, value_name = "N")]
+    limit: Option<u16>,
+    /// Where to continue: the next_cursor of the previous page.
+    #[arg(long, value_name = "CURSOR")]
+    cursor: Option<String>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+fn parse_state(text: &str) -> Result<crate::engine::TaskState, String> {
+    crate::engine::TaskState::parse(text)
+        .ok_or_else(|| "expected waiting, delayed, ready, leased, completed, dead or cancelled".to_string())
+}
+
+#[derive(Args, Debug)]
 pub(super) struct QueueArgs {
     /// Queue name.
     name: String,
@@ -215,6 +244,9 @@ impl ClientCommand {
             ClientCommand::Task(_) => "task",
             ClientCommand::Queues(_) => "queues",
             ClientCommand::Queue(_) => "queue",
+            ClientCommand::Tasks(_) => "tasks",
+            ClientCommand::Retry(_) => "retry",
+            ClientCommand::Delete(_) => "delete",
         }
     }
 
@@ -226,7 +258,10 @@ impl ClientCommand {
             ClientCommand::Complete(a) => &a.server,
             ClientCommand::Fail(a) => &a.server,
             ClientCommand::Extend(a) => &a.server,
-            ClientCommand::Cancel(a) | ClientCommand::Task(a) => &a.server,
+            ClientCommand::Cancel(a) | ClientCommand::Task(a) | ClientCommand::Retry(a) | ClientCommand::Delete(a) => {
+                &a.server
+            }
+            ClientCommand::Tasks(a) => &a.server,
             ClientCommand::Queues(server) => server,
             ClientCommand::Queue(a) => &a.server,
         }
@@ -255,6 +290,22 @@ impl ClientCommand {
             ClientCommand::Queue(a) => {
                 Call::get("queue", a.server, format!("/v1/queues/{}", http_client::encode_path_segment(&a.name)))
             }
+            ClientCommand::Tasks(a) => {
+                let mut path = format!(
+                    "/v1/queues/{}/tasks?state={}",
+                    http_client::encode_path_segment(&a.queue),
+                    a.state.as_str()
+                );
+                if let Some(limit) = a.limit {
+                    path.push_str(&format!("&limit={limit}"));
+                }
+                if let Some(cursor) = &a.cursor {
+                    path.push_str(&format!("&cursor={}", http_client::encode_path_segment(cursor)));
+                }
+                Call::get("tasks", a.server, path)
+            }
+            ClientCommand::Retry(a) => task_call("retry", a.server, "POST", a.id, "/retry", None),
+            ClientCommand::Delete(a) => task_call("delete", a.server, "POST", a.id, "/delete", None),
         }
     }
 }
@@ -535,6 +586,23 @@ fn binary_call(command: ClientCommand) -> ExitCode {
         ClientCommand::Task(a) => connection.get_task(a.id).map(render::task),
         ClientCommand::Queues(_) => connection.list_queues().map(render::queues),
         ClientCommand::Queue(a) => connection.get_queue(&a.name).map(render::queue),
+        ClientCommand::Tasks(a) => {
+            // The binary cursor is the id the HTTP API writes as a string.
+            let after = match a.cursor.as_deref().filter(|c| !c.is_empty()).map(str::parse::<u64>) {
+                None => 0,
+                Some(Ok(after)) => after,
+                Some(Err(_)) => {
+                    eprintln!("tqx {name}: --cursor takes a next_cursor a listing printed");
+                    return ExitCode::from(2);
+                }
+            };
+            let limit = a.limit.unwrap_or(crate::limits::LIST_TASKS_COUNT_DEFAULT as u16);
+            connection
+                .list_tasks(&a.queue, render::wire_state(a.state), after, limit)
+                .map(|(tasks, next_cursor)| render::task_page(tasks, next_cursor))
+        }
+        ClientCommand::Retry(a) => connection.retry_task(a.id).map(|state| render::task_state(a.id, state)),
+        ClientCommand::Delete(a) => connection.delete_task(a.id).map(|()| render::task_deleted(a.id)),
     };
     match reply {
         Ok(reply) => {

@@ -66,6 +66,16 @@ pub enum EngineError {
         id: TaskId,
         state: TaskState,
     },
+    /// Retry of a task that is not dead.
+    TaskNotDead {
+        id: TaskId,
+        state: TaskState,
+    },
+    /// Delete of a task that has not finished (cancel it first).
+    TaskNotFinished {
+        id: TaskId,
+        state: TaskState,
+    },
     /// Delete of a queue that still holds unfinished tasks, without `force`.
     QueueNotEmpty {
         queue: String,
@@ -123,6 +133,8 @@ impl EngineError {
             | EngineError::LeaseExpired(_)
             | EngineError::NotLeased { .. }
             | EngineError::TaskFinished { .. }
+            | EngineError::TaskNotDead { .. }
+            | EngineError::TaskNotFinished { .. }
             | EngineError::QueueNotEmpty { .. } => ErrorKind::Conflict,
             EngineError::CapacityExceeded { .. } => ErrorKind::Unavailable,
             EngineError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
@@ -148,6 +160,8 @@ impl EngineError {
             EngineError::LeaseExpired(_) => "lease_expired",
             EngineError::NotLeased { .. } => "not_leased",
             EngineError::TaskFinished { .. } => "task_finished",
+            EngineError::TaskNotDead { .. } => "task_not_dead",
+            EngineError::TaskNotFinished { .. } => "task_not_finished",
             EngineError::QueueNotEmpty { .. } => "queue_not_empty",
             EngineError::CapacityExceeded { .. } => "capacity_exceeded",
             EngineError::Unauthenticated { .. } => "unauthenticated",
@@ -169,6 +183,12 @@ impl fmt::Display for EngineError {
             EngineError::LeaseExpired(id) => write!(f, "the lease on task {id} has expired"),
             EngineError::NotLeased { id, state } => write!(f, "task {id} is not leased (it is {})", state.as_str()),
             EngineError::TaskFinished { id, state } => write!(f, "task {id} has already finished ({})", state.as_str()),
+            EngineError::TaskNotDead { id, state } => {
+                write!(f, "task {id} is not dead (it is {}); only dead tasks can be retried", state.as_str())
+            }
+            EngineError::TaskNotFinished { id, state } => {
+                write!(f, "task {id} has not finished (it is {}); cancel it first", state.as_str())
+            }
             EngineError::QueueNotEmpty { queue, unfinished_count } => {
                 let tasks = if *unfinished_count == 1 { "task" } else { "tasks" };
                 write!(

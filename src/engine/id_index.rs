@@ -123,6 +123,7 @@ mod tests {
             priority: 0,
             attempts: 0,
             max_attempts: 1,
+            retries: 0,
             state: TaskState::Ready,
             track: 0,
             cold: false,

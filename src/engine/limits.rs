@@ -38,6 +38,25 @@ pub const MAX_ATTEMPTS_MAX: u32 = 1_000;
 pub const BACKOFF_MS_MAX: u64 = 24 * 3_600_000;
 /// How long finished tasks (and their idempotency keys) are kept: up to 30 days.
 pub const RETENTION_MS_MAX: u64 = 30 * 24 * 3_600_000;
+/// How long dead tasks are kept by default: 7 days, for an operator to read,
+/// retry or delete them (`dead_retention_ms`, up to `RETENTION_MS_MAX`).
+pub const DEAD_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
+/// Tasks one listing (`Engine::list_tasks`) returns at most, and how many it
+/// returns when the request does not say. Each is copied (payload included)
+/// under the engine lock, so this bounds that copy: at most 1,000 payloads.
+pub const LIST_TASKS_COUNT_MAX: usize = 1_000;
+pub const LIST_TASKS_COUNT_DEFAULT: usize = 100;
+/// A listing page stops adding tasks once their payloads, results and errors
+/// reach this many bytes (it always holds at least one task, so a listing
+/// always advances): with payloads of up to 1 MiB, `LIST_TASKS_COUNT_MAX`
+/// alone would let one read copy a gigabyte under the engine lock.
+pub const LIST_TASKS_PAGE_BYTES_MAX: usize = 4 << 20;
+/// Task ids one listing examines at most when it walks the id space (every
+/// state but `dead`, which has its own index per queue): each costs one id
+/// lookup (~20-50 ns), so a listing holds the engine lock for about a
+/// millisecond at worst; a page that runs out of budget ends early with a
+/// cursor to go on from.
+pub const LIST_TASKS_SCAN_IDS_MAX: u64 = 32_768;
 /// `group_concurrency`, when set.
 pub const GROUP_CONCURRENCY_MAX: u32 = 1_000_000;
 
@@ -50,6 +69,10 @@ pub const TASKS_COUNT_MAX_DEFAULT: usize = 50_000_000;
 
 const _: () = assert!(LEASE_MS_MIN >= 1 && LEASE_MS_MIN <= LEASE_MS_MAX);
 const _: () = assert!(DEQUEUE_TASKS_COUNT_MAX <= BATCH_TASKS_COUNT_MAX);
+const _: () = assert!(DEAD_RETENTION_MS_DEFAULT <= RETENTION_MS_MAX);
+const _: () = assert!(LIST_TASKS_COUNT_DEFAULT >= 1 && LIST_TASKS_COUNT_DEFAULT <= LIST_TASKS_COUNT_MAX);
+// The wire's queue info carries `dead_retention_ms` in 32 bits (docs/wire.md).
+const _: () = assert!(RETENTION_MS_MAX <= u32::MAX as u64);
 // Timer keys pack `due_ms` into 64 bits; every `now + x` is computed with
 // saturating adds, and these bounds keep real sums far from saturation.
 const _: () = assert!(DELAY_MS_MAX < (1 << 40) && RETENTION_MS_MAX < (1 << 40));

@@ -56,7 +56,7 @@ pub(crate) use jitter::siphash24;
 pub use snapshot::{ChangeSink, Changes, PayloadRow, SnapshotError};
 pub use types::{
     DepRef, Discipline, EngineConfig, Enqueued, LeaseKey, LeaseToken, LeasedTask, NewTask, QueueConfig,
-    QueueConfigPatch, QueueInfo, StateCounts, TaskId, TaskState, TaskView, TickReport,
+    QueueConfigPatch, QueueInfo, StateCounts, TaskId, TaskPage, TaskState, TaskView, TickReport,
 };
 
 use id_index::{id_hash, IdIndex};
@@ -107,6 +107,11 @@ struct Task {
     /// Leases granted so far (u16: `MAX_ATTEMPTS_MAX` fits, and the record stays small).
     attempts: u16,
     max_attempts: u16,
+    /// Times an operator moved the task from `dead` back to `ready`
+    /// (`Engine::retry`), which resets `attempts`: part of the lease number
+    /// (`lease_number`), so that a lease of the first life never matches one
+    /// of the second. Fits in the record's padding.
+    retries: u16,
     state: TaskState,
     /// Change-tracking bits (`snapshot::TRACK_*`); read only while tracking is on.
     track: u8,
@@ -167,8 +172,37 @@ fn max_attempts_u16(max_attempts: u32) -> u16 {
     u16::try_from(max_attempts).unwrap_or(u16::MAX)
 }
 
+/// The number a lease token is derived from (`jitter::lease_token`): the
+/// attempt, and above it the operator retries, so every lease of a task has
+/// its own number even though a retry restarts `attempts` at 0. Equal to the
+/// attempt for a task never retried, so tokens are what they were before
+/// retries existed.
+fn lease_number(task: &Task) -> u32 {
+    (u32::from(task.retries) << 16) | u32::from(task.attempts)
+}
+
 fn timer_key(due_ms: u64, id: TaskId) -> u128 {
     (u128::from(due_ms) << 64) | u128::from(id)
+}
+
+/// A listing page being filled (`Engine::list_tasks`).
+struct Page {
+    tasks: Vec<TaskView>,
+    /// Payload, result and error bytes of `tasks`.
+    bytes: usize,
+    limit: usize,
+}
+
+impl Page {
+    /// Adds `view`; false once the page is full (by count, or by bytes:
+    /// `LIST_TASKS_PAGE_BYTES_MAX`), after which nothing more is added.
+    fn push(&mut self, view: TaskView) -> bool {
+        self.bytes += view.payload.len()
+            + view.result.as_ref().map_or(0, Bytes::len)
+            + view.error.as_ref().map_or(0, String::len);
+        self.tasks.push(view);
+        self.tasks.len() < self.limit && self.bytes < LIST_TASKS_PAGE_BYTES_MAX
+    }
 }
 
 /// Checks that `name` can be a queue name (`field` names it in the error).
@@ -326,6 +360,10 @@ impl Engine {
         if let Some(retention_ms) = patch.retention_ms {
             validate_range("retention_ms", retention_ms, 0, RETENTION_MS_MAX)?;
             config.retention_ms = retention_ms;
+        }
+        if let Some(dead_retention_ms) = patch.dead_retention_ms {
+            validate_range("dead_retention_ms", dead_retention_ms, 0, RETENTION_MS_MAX)?;
+            config.dead_retention_ms = dead_retention_ms;
         }
         if let Some(limit) = patch.group_concurrency {
             if let Some(limit) = limit {
@@ -620,6 +658,7 @@ impl Engine {
             priority: task.priority,
             attempts: 0,
             max_attempts: max_attempts_u16(task.max_attempts.unwrap_or(queue.config.max_attempts)),
+            retries: 0,
             state,
             track: TRACK_NEW,
             cold: false,
@@ -645,6 +684,9 @@ impl Engine {
         if task.state == TaskState::Ready {
             let key = queue.ready_key(task.priority, task.id);
             queue.ready_insert(task.group, key);
+        } else if task.state == TaskState::Dead {
+            let inserted = queue.dead.insert(task.id);
+            assert!(inserted);
         }
         if holds_slot(task.state, task.attempts) {
             queue.slot_acquire(task.group);
@@ -663,6 +705,9 @@ impl Engine {
         if task.state == TaskState::Ready {
             let key = queue.ready_key(task.priority, task.id);
             queue.ready_remove(task.group, key);
+        } else if task.state == TaskState::Dead {
+            let removed = queue.dead.remove(&task.id);
+            assert!(removed);
         }
         if holds_slot(task.state, task.attempts) {
             queue.slot_release(task.group);
@@ -748,7 +793,9 @@ impl Engine {
         if let Some(error) = error {
             self.tasks[slot].extra_mut().error = Some(error);
         }
-        let retention_ms = self.queues[self.tasks[slot].queue as usize].config.retention_ms;
+        let config = &self.queues[self.tasks[slot].queue as usize].config;
+        // Dead tasks wait for an operator, so they have their own retention.
+        let retention_ms = if state == TaskState::Dead { config.dead_retention_ms } else { config.retention_ms };
         let due = if retention_ms == 0 { NO_TIMER } else { deadline(self.now_ms, retention_ms) };
         self.set_state(slot, state, due);
     }
@@ -881,7 +928,7 @@ impl Engine {
             priority: task.priority,
             group: queue.group_name(task.group),
             attempt: task.attempts.into(),
-            lease: lease_token(&self.config.lease_key, self.config.seed, id, task.attempts.into()),
+            lease: lease_token(&self.config.lease_key, self.config.seed, id, lease_number(task)),
             lease_expires_at_ms: task.due_ms,
         })
     }
@@ -894,7 +941,7 @@ impl Engine {
             return Err(EngineError::NotLeased { id, state: task.state });
         }
         // Constant time: how far a guess matched must not show in the timing.
-        if !tokens_equal(lease_token(&self.config.lease_key, self.config.seed, id, task.attempts.into()), lease) {
+        if !tokens_equal(lease_token(&self.config.lease_key, self.config.seed, id, lease_number(task)), lease) {
             return Err(EngineError::LeaseMismatch(id));
         }
         if now >= task.due_ms {
@@ -965,6 +1012,51 @@ impl Engine {
         Ok(())
     }
 
+    /// Moves a dead task back to `ready` with fresh attempts (0 of its own
+    /// `max_attempts`), as if just enqueued; its last error stays readable until
+    /// the next failure replaces it. Dependents it had were cancelled when it
+    /// died and stay cancelled. `TaskNotDead` for any other state (a task
+    /// waiting out a retry backoff is `delayed`, not failed: there is nothing
+    /// to revive).
+    pub fn retry(&mut self, id: TaskId, now_ms: u64) -> Result<(), EngineError> {
+        self.advance_clock(now_ms);
+        let slot = self.slot_of(id)?;
+        let task = &self.tasks[slot];
+        if task.state != TaskState::Dead {
+            return Err(EngineError::TaskNotDead { id, state: task.state });
+        }
+        if task.retries == u16::MAX {
+            // 65,535 retries of one task: its lease numbers would repeat.
+            return Err(EngineError::invalid("id", format!("task {id} has been retried {} times", u16::MAX)));
+        }
+        // Leave the dead index and the retention timer with the old counters,
+        // then enter `ready` with the new ones.
+        self.leave_state(slot);
+        let task = &mut self.tasks[slot];
+        task.retries += 1;
+        task.attempts = 0;
+        task.state = TaskState::Ready;
+        task.due_ms = NO_TIMER;
+        task.updated_ms = self.now_ms;
+        self.enter_state(slot);
+        self.touch_task(slot);
+        Ok(())
+    }
+
+    /// Forgets a finished task now instead of at the end of its retention
+    /// (its idempotency key is freed with it). `TaskNotFinished` for a task
+    /// that has not finished: cancel it first.
+    pub fn delete_task(&mut self, id: TaskId, now_ms: u64) -> Result<(), EngineError> {
+        self.advance_clock(now_ms);
+        let slot = self.slot_of(id)?;
+        let state = self.tasks[slot].state;
+        if !state.is_final() {
+            return Err(EngineError::TaskNotFinished { id, state });
+        }
+        self.purge(slot);
+        Ok(())
+    }
+
     // ---- time -----------------------------------------------------------------
 
     /// Handles up to `work_max` timers that are due at `now_ms`, earliest first
@@ -1019,11 +1111,64 @@ impl Engine {
     }
 
     pub fn task(&self, id: TaskId) -> Option<TaskView> {
-        let task = &self.tasks[self.live_slot(id)?];
+        Some(self.view(self.live_slot(id)?))
+    }
+
+    /// Tasks of queue `queue` in `state` whose ids are above `after`, in id
+    /// order, at most `limit` (1 to `LIST_TASKS_COUNT_MAX`). Dead tasks come
+    /// from the queue's dead index (O(log n + limit)); other states are found
+    /// by walking ids upward from `after`, at most `LIST_TASKS_SCAN_IDS_MAX`
+    /// of them per call, so a page may hold fewer than `limit` tasks (even
+    /// none) and still have a `next_cursor`. The cursor is an id, so it stays
+    /// valid whatever comes and goes: tasks created after the walk passed
+    /// their place are not listed, and a task that changes state may show on
+    /// two pages or none, as in any listing of a live set.
+    pub fn list_tasks(
+        &self,
+        queue: &str,
+        state: TaskState,
+        after: TaskId,
+        limit: usize,
+    ) -> Result<TaskPage, EngineError> {
+        validate_queue_name(queue, "queue")?;
+        validate_range("limit", limit as u64, 1, LIST_TASKS_COUNT_MAX as u64)?;
+        let Some(&q) = self.queue_by_name.get(queue) else {
+            return Err(EngineError::QueueNotFound(queue.to_owned()));
+        };
+        let mut page = Page { tasks: Vec::new(), bytes: 0, limit };
+        if state == TaskState::Dead {
+            let mut ids = self.queues[q as usize].dead.range(after.saturating_add(1)..);
+            for &id in ids.by_ref() {
+                if !page.push(self.view(self.live_slot(id).expect("a dead task is live"))) {
+                    break;
+                }
+            }
+            let more = ids.next().is_some();
+            let next_cursor = if more { page.tasks.last().map(|t| t.id) } else { None };
+            return Ok(TaskPage { tasks: page.tasks, next_cursor });
+        }
+        let start = after.saturating_add(1);
+        let end = self.next_id.min(start.saturating_add(LIST_TASKS_SCAN_IDS_MAX));
+        for id in start..end {
+            let Some(slot) = self.live_slot(id) else { continue };
+            let task = &self.tasks[slot];
+            if task.queue == q && task.state == state && !page.push(self.view(slot)) {
+                // Full: more may follow unless this was the last id issued.
+                let next_cursor = (id + 1 < self.next_id).then_some(id);
+                return Ok(TaskPage { tasks: page.tasks, next_cursor });
+            }
+        }
+        let next_cursor = (end < self.next_id).then_some(end - 1);
+        Ok(TaskPage { tasks: page.tasks, next_cursor })
+    }
+
+    fn view(&self, slot: usize) -> TaskView {
+        let task = &self.tasks[slot];
+        let id = task.id;
         let queue = &self.queues[task.queue as usize];
         let extra = task.extra.as_deref();
         let due = |state: TaskState| (task.state == state).then_some(task.due_ms);
-        Some(TaskView {
+        TaskView {
             id,
             queue: queue.name.clone(),
             state: task.state,
@@ -1041,7 +1186,7 @@ impl Engine {
             not_before_ms: due(TaskState::Delayed).or(due(TaskState::Waiting)),
             lease_expires_at_ms: due(TaskState::Leased),
             purge_at_ms: if task.state.is_final() && task.due_ms != NO_TIMER { Some(task.due_ms) } else { None },
-        })
+        }
     }
 
     /// Checks every index against the tasks. O(tasks); for tests and debugging.
@@ -1103,6 +1248,14 @@ impl Engine {
                 return Err(format!("queue {} counts differ", queue.name));
             }
             queue.check_ready_index(ready.remove(&q).unwrap_or_default())?;
+            if queue.dead.len() as u64 != queue.counts[TaskState::Dead as usize]
+                || !queue.dead.iter().all(|&id| {
+                    self.live_slot(id)
+                        .is_some_and(|s| self.tasks[s].queue == q && self.tasks[s].state == TaskState::Dead)
+                })
+            {
+                return Err(format!("queue {} dead index differs from its dead tasks", queue.name));
+            }
             for (g, group) in queue.groups.iter() {
                 let want = group_refs.get(&(q, g as GroupIx)).copied().unwrap_or_default();
                 let unused = want.0 == 0 && !group.name.is_empty();

@@ -63,6 +63,10 @@ pub(crate) struct Queue {
     ungrouped: GroupIx,
     /// Idempotency keys of live tasks.
     pub(crate) keys: HashMap<Box<str>, TaskId>,
+    /// Ids of the queue's dead tasks, for listing them in id order without a
+    /// scan (`Engine::list_tasks`). Tasks die rarely, so keeping it costs the
+    /// hot path nothing; other states are listed by walking ids.
+    pub(crate) dead: BTreeSet<TaskId>,
     /// Counts leases handed out; orders groups under `round_robin`.
     serve_clock: u64,
     /// Whether the queue's snapshot row changed since the last `take_changes`
@@ -117,6 +121,7 @@ impl Queue {
             groups,
             group_by_name: HashMap::new(),
             keys: HashMap::new(),
+            dead: BTreeSet::new(),
             serve_clock: 0,
             dirty: false,
             run: IdRun::default(),

@@ -59,8 +59,13 @@ use super::queue::{Queue, UNGROUPED};
 use super::types::{Discipline, EngineConfig, QueueConfig, TaskId, TaskState};
 use super::{validate_queue_name, Engine, IdMap, Task, TaskExtra, NO_TIMER};
 
-/// The version of every row this code writes; a row of another version is refused.
-pub(super) const FORMAT_VERSION: u8 = 1;
+/// The version of every row this code writes. Version 2 added a queue's
+/// `dead_retention_ms` and a task's operator `retries`; rows of version 1 are
+/// still read (their queues get the default dead retention, their tasks 0
+/// retries). A row of any other version is refused.
+pub(super) const FORMAT_VERSION: u8 = 2;
+/// The oldest row version this code reads.
+const FORMAT_VERSION_MIN: u8 = 1;
 
 /// `Task::track`: the id is in `Tracker::tasks` (changed since the last take).
 pub(super) const TRACK_DIRTY: u8 = 1;
@@ -432,6 +437,7 @@ impl Engine {
                 priority: decoded.priority,
                 attempts: decoded.attempts,
                 max_attempts: decoded.max_attempts,
+                retries: decoded.retries,
                 state: decoded.state,
                 track: TRACK_STORED,
                 cold,
@@ -572,11 +578,13 @@ impl Rows {
 // engine row:  u8 version | u64 seed | u64 next_id | u64 now_ms
 // queue row:   u8 version | u8 discipline | u64 lease_ms | u32 max_attempts
 //              | u64 backoff_ms | u64 backoff_max_ms | u64 retention_ms
+//              | u64 dead_retention_ms (version 2 on)
 //              | u32 group_concurrency (0: none) | u64 serve_clock
 //              | u64 ungrouped last served | u32 n | n × (u8 len, name, u64 last served)
 // task row:    u8 version | u8 state | u8 flags | u8 len, queue name | i32 priority
 //              | u16 attempts | u16 max_attempts | u64 created_ms | u64 updated_ms
-//              | u64 due_ms | [group: u8 len, name] | [deps: u16 n, n × u64 ascending]
+//              | u64 due_ms | [retries: u16, 1 or more] | [group: u8 len, name]
+//              | [deps: u16 n, n × u64 ascending]
 //              | [key: u16 len, bytes] | [error: u16 len, bytes] | [result: u32 len, bytes]
 //
 // `due_ms` is the engine's one timer field: by state, the end of the delay
@@ -588,7 +596,9 @@ const FLAG_DEPS: u8 = 2;
 const FLAG_KEY: u8 = 4;
 const FLAG_ERROR: u8 = 8;
 const FLAG_RESULT: u8 = 16;
-const FLAGS_ALL: u8 = FLAG_GROUP | FLAG_DEPS | FLAG_KEY | FLAG_ERROR | FLAG_RESULT;
+/// Version 2 on: the task was retried by an operator (`Engine::retry`).
+const FLAG_RETRIES: u8 = 32;
+const FLAGS_ALL: u8 = FLAG_GROUP | FLAG_DEPS | FLAG_KEY | FLAG_ERROR | FLAG_RESULT | FLAG_RETRIES;
 
 const META_ROW_BYTES: usize = 1 + 8 + 8 + 8;
 /// A served group's entry in a queue row: length byte, at least one name byte, u64.
@@ -635,7 +645,7 @@ fn encode_meta(engine: &Engine) -> Vec<u8> {
 fn encode_queue(queue: &Queue) -> Vec<u8> {
     let (serve_clock, ungrouped_last_served, groups) = queue.history();
     let c = &queue.config;
-    let mut out = Vec::with_capacity(1 + 1 + 8 + 4 + 8 * 3 + 4 + 8 + 8 + 4 + groups.len() * 24);
+    let mut out = Vec::with_capacity(1 + 1 + 8 + 4 + 8 * 4 + 4 + 8 + 8 + 4 + groups.len() * 24);
     out.push(FORMAT_VERSION);
     out.push(discipline_code(c.discipline));
     out.extend_from_slice(&c.lease_ms.to_le_bytes());
@@ -643,6 +653,7 @@ fn encode_queue(queue: &Queue) -> Vec<u8> {
     out.extend_from_slice(&c.backoff_ms.to_le_bytes());
     out.extend_from_slice(&c.backoff_max_ms.to_le_bytes());
     out.extend_from_slice(&c.retention_ms.to_le_bytes());
+    out.extend_from_slice(&c.dead_retention_ms.to_le_bytes());
     out.extend_from_slice(&c.group_concurrency.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&serve_clock.to_le_bytes());
     out.extend_from_slice(&ungrouped_last_served.to_le_bytes());
@@ -676,6 +687,7 @@ fn encode_task_into(task: &Task, queue: &Queue, out: &mut Vec<u8>) {
         (key.is_some(), FLAG_KEY),
         (error.is_some(), FLAG_ERROR),
         (result.is_some(), FLAG_RESULT),
+        (task.retries > 0, FLAG_RETRIES),
     ] {
         if present {
             flags |= flag;
@@ -700,6 +712,9 @@ fn encode_task_into(task: &Task, queue: &Queue, out: &mut Vec<u8>) {
     out.extend_from_slice(&task.created_ms.to_le_bytes());
     out.extend_from_slice(&task.updated_ms.to_le_bytes());
     out.extend_from_slice(&task.due_ms.to_le_bytes());
+    if task.retries > 0 {
+        out.extend_from_slice(&task.retries.to_le_bytes());
+    }
     if !group.is_empty() {
         put_str8(out, group);
     }
@@ -735,16 +750,19 @@ fn put_str8(out: &mut Vec<u8>, text: &str) {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The row's format version (`FORMAT_VERSION_MIN..=FORMAT_VERSION`).
+    version: u8,
 }
 
 impl<'a> Reader<'a> {
     /// Starts a row, checking its version byte.
     fn new(bytes: &'a [u8]) -> Result<Reader<'a>, String> {
-        let mut reader = Reader { bytes, at: 0 };
+        let mut reader = Reader { bytes, at: 0, version: 0 };
         let version = reader.u8("format version")?;
-        if version != FORMAT_VERSION {
-            return Err(format!("format version {version}; this build reads {FORMAT_VERSION}"));
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
+            return Err(format!("format version {version}; this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"));
         }
+        reader.version = version;
         Ok(reader)
     }
 
@@ -848,6 +866,9 @@ fn decode_queue(row: &[u8]) -> Result<(QueueConfig, History), String> {
         backoff_ms: r.u64("backoff_ms")?,
         backoff_max_ms: r.u64("backoff_max_ms")?,
         retention_ms: r.u64("retention_ms")?,
+        // Version 1 rows predate a dead retention of its own: such a queue
+        // gets the default, as a queue created now does.
+        dead_retention_ms: if r.version >= 2 { r.u64("dead_retention_ms")? } else { DEAD_RETENTION_MS_DEFAULT },
         group_concurrency: match r.u32("group_concurrency")? {
             0 => None,
             limit => Some(limit),
@@ -858,6 +879,7 @@ fn decode_queue(row: &[u8]) -> Result<(QueueConfig, History), String> {
     range("backoff_ms", config.backoff_ms, 0, BACKOFF_MS_MAX)?;
     range("backoff_max_ms", config.backoff_max_ms, config.backoff_ms, BACKOFF_MS_MAX)?;
     range("retention_ms", config.retention_ms, 0, RETENTION_MS_MAX)?;
+    range("dead_retention_ms", config.dead_retention_ms, 0, RETENTION_MS_MAX)?;
     if let Some(limit) = config.group_concurrency {
         range("group_concurrency", limit.into(), 1, GROUP_CONCURRENCY_MAX.into())?;
     }
@@ -899,6 +921,7 @@ struct DecodedTask<'a> {
     priority: i32,
     attempts: u16,
     max_attempts: u16,
+    retries: u16,
     created_ms: u64,
     updated_ms: u64,
     due_ms: u64,
@@ -914,7 +937,8 @@ fn decode_task(row: &[u8]) -> Result<DecodedTask<'_>, String> {
     let code = r.u8("state")?;
     let state = state_of(code).ok_or(format!("unknown state {code}"))?;
     let flags = r.u8("flags")?;
-    if flags & !FLAGS_ALL != 0 {
+    let flags_known = if r.version >= 2 { FLAGS_ALL } else { FLAGS_ALL & !FLAG_RETRIES };
+    if flags & !flags_known != 0 {
         return Err(format!("unknown flags {flags:#04x}"));
     }
     let len = r.u8("queue name length")?;
@@ -925,6 +949,14 @@ fn decode_task(row: &[u8]) -> Result<DecodedTask<'_>, String> {
     let created_ms = r.u64("created_ms")?;
     let updated_ms = r.u64("updated_ms")?;
     let due_ms = r.u64("due_ms")?;
+    let retries = if flags & FLAG_RETRIES != 0 {
+        match r.u16("retries")? {
+            0 => return Err("retries flagged but 0".into()),
+            retries => retries,
+        }
+    } else {
+        0
+    };
     let group = if flags & FLAG_GROUP != 0 {
         let len = r.u8("group length")?;
         Some(r.text(len.into(), GROUP_NAME_BYTES_MAX, false, "group")?)
@@ -973,6 +1005,7 @@ fn decode_task(row: &[u8]) -> Result<DecodedTask<'_>, String> {
         priority,
         attempts,
         max_attempts,
+        retries,
         created_ms,
         updated_ms,
         due_ms,

@@ -303,7 +303,7 @@ fn golden_bytes_of_the_engine_and_task_rows() {
     let changes = e.take_changes();
     #[rustfmt::skip]
     let meta: &[u8] = &[
-        1,                                          // format version
+        2,                                          // format version
         8, 7, 6, 5, 4, 3, 2, 1,                     // seed
         2, 0, 0, 0, 0, 0, 0, 0,                     // next id
         5, 0, 0, 0, 0, 0, 0, 0,                     // clock
@@ -311,7 +311,7 @@ fn golden_bytes_of_the_engine_and_task_rows() {
     assert_eq!(changes.meta, meta);
     #[rustfmt::skip]
     let row: &[u8] = &[
-        1, 2, 1,                                    // version, state ready, flags: group
+        2, 2, 1,                                    // version, state ready, flags: group
         1, b'q',                                    // queue name
         0xfe, 0xff, 0xff, 0xff,                     // priority -2
         0, 0, 3, 0,                                 // attempts 0, max_attempts 3
@@ -323,12 +323,13 @@ fn golden_bytes_of_the_engine_and_task_rows() {
     assert_eq!(changes.tasks, vec![(id, Some(row.to_vec()))]);
     #[rustfmt::skip]
     let queue: &[u8] = &[
-        1, 0,                                       // version, fifo
+        2, 0,                                       // version, fifo
         0x30, 0x75, 0, 0, 0, 0, 0, 0,               // lease_ms 30,000
         3, 0, 0, 0,                                 // max_attempts
         0xe8, 0x03, 0, 0, 0, 0, 0, 0,               // backoff_ms 1,000
         0x60, 0xea, 0, 0, 0, 0, 0, 0,               // backoff_max_ms 60,000
         0x80, 0xee, 0x36, 0, 0, 0, 0, 0,            // retention_ms 3,600,000
+        0x00, 0x84, 0x0c, 0x24, 0, 0, 0, 0,         // dead_retention_ms 604,800,000
         0, 0, 0, 0,                                 // group_concurrency: none
         0, 0, 0, 0, 0, 0, 0, 0,                     // serve clock
         0, 0, 0, 0, 0, 0, 0, 0,                     // ungrouped last served
@@ -490,7 +491,7 @@ fn inconsistent_rows_are_refused_naming_the_row() {
     // A group history entry for a group no task names.
     let mut s = store.clone();
     let rr = s.queues.get_mut("rr").unwrap();
-    let count_at = 1 + 1 + 8 + 4 + 8 * 3 + 4 + 8 + 8;
+    let count_at = 1 + 1 + 8 + 4 + 8 * 4 + 4 + 8 + 8;
     let count = u32::from_le_bytes(rr[count_at..count_at + 4].try_into().unwrap());
     rr[count_at..count_at + 4].copy_from_slice(&(count + 1).to_le_bytes());
     rr.extend_from_slice(&[3, b'z', b'z', b'z', 1, 0, 0, 0, 0, 0, 0, 0]);
@@ -499,8 +500,8 @@ fn inconsistent_rows_are_refused_naming_the_row() {
 
     // Unknown format version.
     let mut s = store.clone();
-    s.meta[0] = 2;
-    assert!(restore_err(&s).contains("format version 2"));
+    s.meta[0] = 3;
+    assert!(restore_err(&s).contains("format version 3"));
 
     // More rows than the limits allow.
     let why = Engine::restore(
@@ -569,6 +570,12 @@ enum Op {
     Cancel {
         task: Index,
     },
+    Retry {
+        task: Index,
+    },
+    DeleteTask {
+        task: Index,
+    },
     DeleteQueue {
         queue: u8,
         force: bool,
@@ -620,20 +627,24 @@ fn patch() -> impl Strategy<Value = QueueConfigPatch> {
         prop::option::weighted(0.3, 1u32..4),
         prop::option::weighted(0.3, 0u64..1_000),
         prop::option::weighted(0.4, prop_oneof![Just(0u64), 1u64..5_000]),
+        prop::option::weighted(0.3, prop_oneof![Just(0u64), 1u64..8_000]),
     )
-        .prop_map(|(discipline, group_concurrency, lease_ms, max_attempts, backoff_ms, retention_ms)| {
-            QueueConfigPatch {
-                discipline: discipline.map(|d| {
-                    [Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin][d as usize]
-                }),
-                lease_ms,
-                max_attempts,
-                backoff_ms,
-                backoff_max_ms: backoff_ms.map(|b| b * 4),
-                retention_ms,
-                group_concurrency,
-            }
-        })
+        .prop_map(
+            |(discipline, group_concurrency, lease_ms, max_attempts, backoff_ms, retention_ms, dead_retention_ms)| {
+                QueueConfigPatch {
+                    discipline: discipline.map(|d| {
+                        [Discipline::Fifo, Discipline::Lifo, Discipline::Priority, Discipline::RoundRobin][d as usize]
+                    }),
+                    lease_ms,
+                    max_attempts,
+                    backoff_ms,
+                    backoff_max_ms: backoff_ms.map(|b| b * 4),
+                    retention_ms,
+                    dead_retention_ms,
+                    group_concurrency,
+                }
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -651,6 +662,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (task.clone(), prop::bool::weighted(0.1), 1u64..3_000)
             .prop_map(|(task, stale, lease_ms)| Op::Extend { task, stale, lease_ms }),
         1 => any::<Index>().prop_map(|task| Op::Cancel { task }),
+        1 => any::<Index>().prop_map(|task| Op::Retry { task }),
+        1 => any::<Index>().prop_map(|task| Op::DeleteTask { task }),
         1 => (0u8..3, prop::bool::weighted(0.7)).prop_map(|(queue, force)| Op::DeleteQueue { queue, force }),
         2 => (1usize..20).prop_map(|work_max| Op::Tick { work_max }),
         2 => Just(Op::Take),
@@ -762,6 +775,8 @@ impl Harness {
                 format!("{:?}", e.extend(id, self.token(id, *stale), *lease_ms, now))
             }
             Op::Cancel { task } => format!("{:?}", e.cancel(self.pick(task), now)),
+            Op::Retry { task } => format!("{:?}", e.retry(self.pick(task), now)),
+            Op::DeleteTask { task } => format!("{:?}", e.delete_task(self.pick(task), now)),
             Op::DeleteQueue { queue, force } => format!("{:?}", e.delete_queue(QUEUES[*queue as usize], *force, now)),
             Op::Tick { work_max } => format!("{:?}", e.tick(now, *work_max)),
             Op::Take => String::new(),
@@ -770,14 +785,14 @@ impl Harness {
 
     /// Learns the ids issued so far and the current lease tokens from A after a
     /// step: a leased task's token is the one its last dequeue returned, a pure
-    /// function of (seed, id, attempt). O(ids); the cases are small.
+    /// function of (seed, id, lease number). O(ids); the cases are small.
     fn learn(&mut self, a: &Engine) {
         self.max_id = a.next_id - 1;
         self.leased.clear();
         for id in 1..=self.max_id {
-            if let Some(view) = a.task(id).filter(|v| v.state == TaskState::Leased) {
-                self.tokens
-                    .insert(id, super::jitter::lease_token(&a.config.lease_key, a.config.seed, id, view.attempts));
+            if let Some(slot) = a.live_slot(id).filter(|&slot| a.tasks[slot].state == TaskState::Leased) {
+                let number = super::lease_number(&a.tasks[slot]);
+                self.tokens.insert(id, super::jitter::lease_token(&a.config.lease_key, a.config.seed, id, number));
                 self.leased.push(id);
             }
         }
@@ -949,4 +964,47 @@ fn a_restore_without_some_payloads_makes_those_tasks_cold() {
     }
     let in_memory: u64 = store.payloads.values().map(|p| p.len() as u64).sum();
     assert_eq!(restored.resident_payload_bytes(), in_memory);
+}
+
+#[test]
+fn a_retried_task_and_a_queues_dead_retention_survive_a_restore() {
+    let mut e = Engine::new(config(5));
+    let patch = QueueConfigPatch { dead_retention_ms: Some(12_345), backoff_ms: Some(0), ..Default::default() };
+    e.configure_queue("q", &patch, 0).unwrap();
+    let a = enqueue(&mut e, "q", task("a"), 0);
+    let first = dequeue(&mut e, &["q"], 1, 1);
+    e.fail(a, first[0].lease, "poison", false, 1).unwrap();
+    e.retry(a, 2).unwrap();
+    let store = full_store(&mut e);
+    let mut r = store.restore(config(5)).expect("restore");
+    assert_eq!(r.queue("q").unwrap().config.dead_retention_ms, 12_345);
+    assert_eq!(r.task(a), e.task(a));
+    // The restored engine knows the retry: the second life's lease differs from
+    // the first's, as it does in the original.
+    let (original, restored) = (dequeue(&mut e, &["q"], 1, 3), dequeue(&mut r, &["q"], 1, 3));
+    assert_eq!(original, restored);
+    assert_ne!(restored[0].lease, first[0].lease);
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn version_1_rows_are_still_read_with_the_default_dead_retention() {
+    let mut e = Engine::new(config(5));
+    e.configure_queue("q", &QueueConfigPatch { dead_retention_ms: Some(1), ..Default::default() }, 0).unwrap();
+    let a = enqueue(&mut e, "q", task("a"), 0);
+    let mut store = full_store(&mut e);
+    // Rewrite the rows as version 1 wrote them: no dead_retention_ms in the queue row.
+    store.meta[0] = 1;
+    for row in store.tasks.values_mut() {
+        row[0] = 1;
+    }
+    for row in store.queues.values_mut() {
+        row[0] = 1;
+        // version, discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms
+        let at = 1 + 1 + 8 + 4 + 8 + 8 + 8;
+        row.drain(at..at + 8);
+    }
+    let r = store.restore(config(5)).expect("a version 1 store restores");
+    assert_eq!(r.queue("q").unwrap().config.dead_retention_ms, limits::DEAD_RETENTION_MS_DEFAULT);
+    assert_eq!(r.task(a), e.task(a));
 }

@@ -815,3 +815,210 @@ fn times_near_the_end_of_u64_keep_their_retention() {
     assert_eq!(e.task(a).unwrap().purge_at_ms, Some(u64::MAX - 1));
     checked(&e);
 }
+
+// ---- dead letters: listing, retry, delete, dead retention ---------------------
+
+/// Buries task `id` of queue `q` (it must be the next one served).
+fn bury(e: &mut Engine, q: &str, id: TaskId, error: &str, now: u64) {
+    let l = dequeue(e, &[q], 1, now);
+    assert_eq!(ids(&l), [id]);
+    assert_eq!(e.fail(id, l[0].lease, error, false, now).unwrap(), TaskState::Dead);
+}
+
+fn listed(e: &Engine, q: &str, state: TaskState, after: TaskId, limit: usize) -> (Vec<TaskId>, Option<TaskId>) {
+    let page = e.list_tasks(q, state, after, limit).expect("valid listing");
+    (page.tasks.iter().map(|t| t.id).collect(), page.next_cursor)
+}
+
+#[test]
+fn dead_tasks_are_listed_in_id_order_with_what_an_operator_needs() {
+    let mut e = engine();
+    let a = enqueue(&mut e, "q", task("a"), 0);
+    let b = enqueue(&mut e, "q", task("b"), 0);
+    let c = enqueue(&mut e, "q", task("c"), 0);
+    let other = enqueue(&mut e, "other", task("o"), 0);
+    // Buried out of id order: c first, then a.
+    bury(&mut e, "q", a, "boom a", 5);
+    let l = dequeue(&mut e, &["q"], 2, 6);
+    assert_eq!(ids(&l), [b, c]);
+    e.fail(c, l[1].lease, "boom c", false, 7).unwrap();
+    bury(&mut e, "other", other, "x", 8);
+    let page = e.list_tasks("q", TaskState::Dead, 0, 10).unwrap();
+    assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [a, c]);
+    assert_eq!(page.next_cursor, None);
+    let view = &page.tasks[0];
+    assert_eq!((&*view.payload, view.attempts, view.max_attempts), (&b"a"[..], 1, 3));
+    assert_eq!((view.error.as_deref(), view.updated_at_ms), (Some("boom a"), 5));
+    assert_eq!(view.purge_at_ms, Some(5 + limits::DEAD_RETENTION_MS_DEFAULT));
+    // Other states walk the ids: the leased one, and the ready one of "other" is not here.
+    assert_eq!(listed(&e, "q", TaskState::Leased, 0, 10), (vec![b], None));
+    assert_eq!(listed(&e, "q", TaskState::Ready, 0, 10), (vec![], None));
+}
+
+#[test]
+fn a_listing_cursor_pages_by_limit_and_survives_inserts_and_removals() {
+    let mut e = engine();
+    let dead: Vec<TaskId> = (0..5).map(|_| enqueue(&mut e, "q", task("x"), 0)).collect();
+    for &id in &dead {
+        bury(&mut e, "q", id, "x", 1);
+    }
+    assert_eq!(listed(&e, "q", TaskState::Dead, 0, 2), (vec![dead[0], dead[1]], Some(dead[1])));
+    // Between pages: the next one on the page is deleted, one more dies.
+    e.delete_task(dead[2], 2).unwrap();
+    let late = enqueue(&mut e, "q", task("late"), 2);
+    bury(&mut e, "q", late, "x", 3);
+    assert_eq!(listed(&e, "q", TaskState::Dead, dead[1], 2), (vec![dead[3], dead[4]], Some(dead[4])));
+    assert_eq!(listed(&e, "q", TaskState::Dead, dead[4], 2), (vec![late], None));
+    // A cursor past everything is an empty, final page.
+    assert_eq!(listed(&e, "q", TaskState::Dead, u64::MAX, 2), (vec![], None));
+    // The same for a walked state: ready tasks, two per page.
+    let ready: Vec<TaskId> = (0..3).map(|_| enqueue(&mut e, "q", task("r"), 4)).collect();
+    assert_eq!(listed(&e, "q", TaskState::Ready, 0, 2), (vec![ready[0], ready[1]], Some(ready[1])));
+    e.cancel(ready[2], 5).unwrap();
+    let newer = enqueue(&mut e, "q", task("n"), 5);
+    assert_eq!(listed(&e, "q", TaskState::Ready, ready[1], 2), (vec![newer], None));
+    checked(&e);
+}
+
+#[test]
+fn a_walked_listing_examines_a_bounded_number_of_ids_per_page() {
+    let mut e = engine();
+    let first = enqueue(&mut e, "q", task("first"), 0);
+    let ids_count = limits::LIST_TASKS_SCAN_IDS_MAX + 10;
+    let batch: Vec<NewTask> = (0..10_000).map(|_| task("n")).collect();
+    let mut issued = 1;
+    while issued < ids_count {
+        issued += e.enqueue_batch("noise", batch.clone(), 0).unwrap().len() as u64;
+    }
+    let last = enqueue(&mut e, "q", task("last"), 0);
+    // The first page runs out of budget: it ends with a cursor, short of `limit`.
+    let (page, cursor) = listed(&e, "q", TaskState::Ready, 0, 10);
+    assert_eq!(page, [first]);
+    assert_eq!(cursor, Some(limits::LIST_TASKS_SCAN_IDS_MAX));
+    let mut after = cursor.unwrap();
+    let mut found = Vec::new();
+    loop {
+        let (page, cursor) = listed(&e, "q", TaskState::Ready, after, 10);
+        found.extend(page);
+        match cursor {
+            Some(cursor) => after = cursor,
+            None => break,
+        }
+    }
+    assert_eq!(found, [last]);
+}
+
+#[test]
+fn a_listing_page_stops_at_its_byte_bound_but_always_advances() {
+    let mut e = engine();
+    // Payloads of the largest size: the bound is reached after `per_page` of them.
+    let per_page = limits::LIST_TASKS_PAGE_BYTES_MAX / limits::PAYLOAD_BYTES_MAX;
+    let big = Bytes::from(vec![b'1'; limits::PAYLOAD_BYTES_MAX]);
+    let ids: Vec<TaskId> = (0..=per_page)
+        .map(|_| enqueue(&mut e, "q", NewTask { payload: big.clone(), ..NewTask::default() }, 0))
+        .collect();
+    let last = ids[per_page - 1];
+    assert_eq!(listed(&e, "q", TaskState::Ready, 0, 10), (ids[..per_page].to_vec(), Some(last)));
+    assert_eq!(listed(&e, "q", TaskState::Ready, last, 10), (vec![ids[per_page]], None));
+}
+
+#[test]
+fn a_listing_validates_its_queue_and_limit() {
+    let mut e = engine();
+    enqueue(&mut e, "q", task("a"), 0);
+    assert_eq!(e.list_tasks("nope", TaskState::Dead, 0, 1).unwrap_err().code(), "queue_not_found");
+    assert_eq!(e.list_tasks("bad name", TaskState::Dead, 0, 1).unwrap_err().code(), "invalid_argument");
+    for limit in [0, limits::LIST_TASKS_COUNT_MAX + 1] {
+        assert_eq!(e.list_tasks("q", TaskState::Dead, 0, limit).unwrap_err().code(), "invalid_argument");
+    }
+    assert!(e.list_tasks("q", TaskState::Dead, 0, limits::LIST_TASKS_COUNT_MAX).is_ok());
+}
+
+#[test]
+fn retry_makes_a_dead_task_ready_with_fresh_attempts() {
+    let mut e = engine();
+    configure(&mut e, "q", QueueConfigPatch { max_attempts: Some(2), backoff_ms: Some(0), ..Default::default() });
+    let a = enqueue(&mut e, "q", task("a"), 0);
+    let b = enqueue(&mut e, "q", task("b"), 0);
+    let first = dequeue(&mut e, &["q"], 1, 1);
+    e.fail(a, first[0].lease, "one", true, 1).unwrap();
+    let second = dequeue(&mut e, &["q"], 1, 2);
+    assert_eq!(e.fail(a, second[0].lease, "two", true, 2).unwrap(), TaskState::Dead);
+    e.retry(a, 10).unwrap();
+    let view = e.task(a).unwrap();
+    assert_eq!((view.state, view.attempts, view.max_attempts), (TaskState::Ready, 0, 2));
+    assert_eq!((view.updated_at_ms, view.purge_at_ms, view.error.as_deref()), (10, None, Some("two")));
+    assert_eq!(listed(&e, "q", TaskState::Dead, 0, 10), (vec![], None));
+    // Ready again in its place (ahead of the younger b), with its attempts.
+    let again = dequeue(&mut e, &["q"], 1, 11);
+    assert_eq!((ids(&again), again[0].attempt), (vec![a], 1));
+    // No lease of its first life matches one of its second.
+    assert_ne!(again[0].lease, first[0].lease);
+    assert_eq!(e.complete(a, first[0].lease, None, 12).unwrap_err().code(), "lease_mismatch");
+    e.complete(a, again[0].lease, None, 12).unwrap();
+    assert_eq!(ids(&dequeue(&mut e, &["q"], 1, 13)), [b]);
+    checked(&e);
+}
+
+#[test]
+fn retry_of_a_task_that_is_not_dead_conflicts() {
+    let mut e = engine();
+    let ready = enqueue(&mut e, "q", task("r"), 0);
+    let cancelled = enqueue(&mut e, "q", task("c"), 0);
+    e.cancel(cancelled, 1).unwrap();
+    for (id, was) in [(ready, TaskState::Ready), (cancelled, TaskState::Cancelled)] {
+        assert_eq!(e.retry(id, 2), Err(EngineError::TaskNotDead { id, state: was }));
+        assert_eq!(state(&e, id), was);
+    }
+    assert_eq!(e.retry(999, 2).unwrap_err().code(), "task_not_found");
+    checked(&e);
+}
+
+#[test]
+fn delete_forgets_a_finished_task_and_refuses_an_unfinished_one() {
+    let mut e = engine();
+    let a = enqueue(&mut e, "q", NewTask { key: Some("k".into()), ..task("a") }, 0);
+    let b = enqueue(&mut e, "q", task("b"), 0);
+    bury(&mut e, "q", a, "x", 1);
+    assert_eq!(e.delete_task(b, 2), Err(EngineError::TaskNotFinished { id: b, state: TaskState::Ready }));
+    e.delete_task(a, 2).unwrap();
+    assert!(e.task(a).is_none());
+    assert_eq!(e.queue("q").unwrap().counts.get(TaskState::Dead), 0);
+    assert_eq!(e.delete_task(a, 3).unwrap_err().code(), "task_not_found");
+    // Its key is free again.
+    assert!(e.enqueue("q", NewTask { key: Some("k".into()), ..task("a2") }, 3).unwrap().created);
+    checked(&e);
+}
+
+#[test]
+fn dead_tasks_are_purged_at_their_own_retention_not_the_finished_one() {
+    let mut e = engine();
+    let patch = QueueConfigPatch { retention_ms: Some(100), dead_retention_ms: Some(1_000), ..Default::default() };
+    configure(&mut e, "q", patch);
+    assert_eq!(e.queue("q").unwrap().config.dead_retention_ms, 1_000);
+    let done = enqueue(&mut e, "q", task("done"), 0);
+    let dead = enqueue(&mut e, "q", task("dead"), 0);
+    let l = dequeue(&mut e, &["q"], 1, 10);
+    e.complete(done, l[0].lease, None, 10).unwrap();
+    bury(&mut e, "q", dead, "x", 10);
+    assert_eq!(e.task(dead).unwrap().purge_at_ms, Some(1_010));
+    assert_eq!(e.tick(110, usize::MAX).purged, 1);
+    assert!(e.task(done).is_none() && e.task(dead).is_some());
+    assert_eq!(e.tick(1_009, usize::MAX).purged, 0);
+    assert_eq!(e.tick(1_010, usize::MAX).purged, 1);
+    assert!(e.task(dead).is_none());
+    // 0 forgets a task as it dies.
+    configure(&mut e, "q", QueueConfigPatch { dead_retention_ms: Some(0), ..Default::default() });
+    let gone = enqueue(&mut e, "q", task("gone"), 2_000);
+    bury(&mut e, "q", gone, "x", 2_000);
+    assert!(e.task(gone).is_none());
+    let error = e
+        .configure_queue(
+            "q",
+            &QueueConfigPatch { dead_retention_ms: Some(limits::RETENTION_MS_MAX + 1), ..Default::default() },
+            0,
+        )
+        .unwrap_err();
+    assert!(matches!(error, EngineError::Invalid { ref field, .. } if field == "dead_retention_ms"), "{error}");
+    checked(&e);
+}

@@ -41,6 +41,10 @@ impl TaskState {
         matches!(self, TaskState::Completed | TaskState::Dead | TaskState::Cancelled)
     }
 
+    pub fn parse(text: &str) -> Option<TaskState> {
+        TaskState::ALL.iter().copied().find(|state| state.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Waiting => "waiting",
@@ -100,9 +104,12 @@ pub struct QueueConfig {
     /// `backoff_max_ms`, with jitter (see [`crate::engine::backoff_delay_ms`]).
     pub backoff_ms: u64,
     pub backoff_max_ms: u64,
-    /// How long finished tasks stay visible (read when a task finishes).
-    /// 0 forgets them the moment they finish.
+    /// How long completed and cancelled tasks stay visible (read when a task
+    /// finishes). 0 forgets them the moment they finish.
     pub retention_ms: u64,
+    /// How long dead tasks stay visible, for an operator to read, retry or
+    /// delete (read when a task dies). 0 forgets them the moment they die.
+    pub dead_retention_ms: u64,
     /// Most tasks of one group that may be leased, or waiting out a retry backoff,
     /// at once. `None` is unlimited. Tasks without a group are never limited.
     pub group_concurrency: Option<u32>,
@@ -117,6 +124,7 @@ impl Default for QueueConfig {
             backoff_ms: 1_000,
             backoff_max_ms: 60_000,
             retention_ms: 3_600_000,
+            dead_retention_ms: super::limits::DEAD_RETENTION_MS_DEFAULT,
             group_concurrency: None,
         }
     }
@@ -132,6 +140,7 @@ pub struct QueueConfigPatch {
     pub backoff_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub retention_ms: Option<u64>,
+    pub dead_retention_ms: Option<u64>,
     pub group_concurrency: Option<Option<u32>>,
 }
 
@@ -214,6 +223,16 @@ pub struct TaskView {
     pub purge_at_ms: Option<u64>,
 }
 
+/// One page of [`crate::engine::Engine::list_tasks`]: tasks in id order, and
+/// where the next page starts (`None`: the listing is complete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskView>,
+    /// Pass back as `after` for the next page: the last id returned, or the
+    /// last id examined when the scan budget ran out first.
+    pub next_cursor: Option<TaskId>,
+}
+
 /// Number of tasks of a queue in each state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateCounts(pub [u64; 7]);
@@ -250,7 +269,7 @@ pub struct TickReport {
     pub expired: usize,
     /// Tasks that became dead (from expired leases).
     pub dead: usize,
-    /// Finished tasks forgotten at the end of their retention.
+    /// Finished tasks forgotten at the end of their retention (dead ones too).
     pub purged: usize,
     /// More timers are already due: tick again soon.
     pub more_due: bool,

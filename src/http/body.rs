@@ -357,14 +357,23 @@ pub(super) fn enqueue_batch(queue: &str, body: &[u8]) -> Result<Command> {
     Ok(Command::EnqueueBatch { queue: queue.to_owned(), tasks })
 }
 
-const QUEUE_FIELDS: [&str; 7] =
-    ["discipline", "lease_ms", "max_attempts", "backoff_ms", "backoff_max_ms", "retention_ms", "group_concurrency"];
+const QUEUE_FIELDS: [&str; 8] = [
+    "discipline",
+    "lease_ms",
+    "max_attempts",
+    "backoff_ms",
+    "backoff_max_ms",
+    "retention_ms",
+    "dead_retention_ms",
+    "group_concurrency",
+];
 
 /// `PUT /v1/queues/{queue}`: an empty body is `{}`.
 pub(super) fn configure_queue(queue: &str, body: &[u8]) -> Result<Command> {
     let text = utf8(body)?;
-    let members = if is_blank(text) { [None; 7] } else { object(text, &QUEUE_FIELDS, TOP)? };
-    let [discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency] = members;
+    let members = if is_blank(text) { [None; 8] } else { object(text, &QUEUE_FIELDS, TOP)? };
+    let [discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, dead_retention_ms, group_concurrency] =
+        members;
     let discipline = optional(TOP, "discipline", discipline, |raw| {
         serde_json::from_str::<String>(raw.get())
             .ok()
@@ -383,6 +392,7 @@ pub(super) fn configure_queue(queue: &str, body: &[u8]) -> Result<Command> {
         backoff_ms: optional(TOP, "backoff_ms", backoff_ms, u64_of)?,
         backoff_max_ms: optional(TOP, "backoff_max_ms", backoff_max_ms, u64_of)?,
         retention_ms: optional(TOP, "retention_ms", retention_ms, u64_of)?,
+        dead_retention_ms: optional(TOP, "dead_retention_ms", dead_retention_ms, u64_of)?,
         group_concurrency,
     };
     Ok(Command::ConfigureQueue { queue: queue.to_owned(), patch })

@@ -417,6 +417,9 @@ enum Route<'a> {
     Complete(&'a str),
     Fail(&'a str),
     Extend(&'a str),
+    ListTasks(&'a str),
+    RetryTask(&'a str),
+    DeleteTask(&'a str),
 }
 
 impl Route<'_> {
@@ -493,6 +496,7 @@ const ALLOW_GET: &str = "GET";
 const ALLOW_POST: &str = "POST";
 const ALLOW_QUEUE: &str = "GET, PUT, DELETE";
 const ALLOW_TASK: &str = "GET, DELETE";
+const ALLOW_TASKS: &str = "GET, POST";
 
 fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
     use Refusal::{MethodNotAllowed, NotFound};
@@ -518,8 +522,10 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
         (["queues", queue], "DELETE") => Ok(Route::DeleteQueue(queue)),
         (["queues", _], _) => Err(MethodNotAllowed(ALLOW_QUEUE)),
         (["queues", queue, "tasks"], "POST") => Ok(Route::Enqueue(queue)),
+        (["queues", queue, "tasks"], "GET") => Ok(Route::ListTasks(queue)),
+        (["queues", _, "tasks"], _) => Err(MethodNotAllowed(ALLOW_TASKS)),
         (["queues", queue, "tasks", "batch"], "POST") => Ok(Route::EnqueueBatch(queue)),
-        (["queues", _, "tasks"] | ["queues", _, "tasks", "batch"], _) => Err(MethodNotAllowed(ALLOW_POST)),
+        (["queues", _, "tasks", "batch"], _) => Err(MethodNotAllowed(ALLOW_POST)),
         (["dequeue"], "POST") => Ok(Route::Dequeue),
         (["dequeue"], _) => Err(MethodNotAllowed(ALLOW_POST)),
         (["tasks", id], "GET") => Ok(Route::GetTask(id)),
@@ -528,7 +534,9 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
         (["tasks", id, "complete"], "POST") => Ok(Route::Complete(id)),
         (["tasks", id, "fail"], "POST") => Ok(Route::Fail(id)),
         (["tasks", id, "extend"], "POST") => Ok(Route::Extend(id)),
-        (["tasks", _, "complete" | "fail" | "extend"], _) => Err(MethodNotAllowed(ALLOW_POST)),
+        (["tasks", id, "retry"], "POST") => Ok(Route::RetryTask(id)),
+        (["tasks", id, "delete"], "POST") => Ok(Route::DeleteTask(id)),
+        (["tasks", _, "complete" | "fail" | "extend" | "retry" | "delete"], _) => Err(MethodNotAllowed(ALLOW_POST)),
         _ => Err(NotFound),
     }
 }
@@ -551,6 +559,9 @@ fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refus
         Route::Complete(id) => body::complete(path_id(id)?, body)?,
         Route::Fail(id) => body::fail(path_id(id)?, body)?,
         Route::Extend(id) => body::extend(path_id(id)?, body)?,
+        Route::ListTasks(queue) => list_tasks(queue, query)?,
+        Route::RetryTask(id) => Command::RetryTask { id: path_id(id)? },
+        Route::DeleteTask(id) => Command::DeleteTask { id: path_id(id)? },
     };
     check_limits(&command).map_err(body::Refused::Invalid)?;
     Ok(Action::Execute(command))
@@ -560,6 +571,51 @@ fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refus
 fn path_id(segment: &str) -> Result<TaskId, body::Refused> {
     parse_decimal_u64(segment.as_bytes())
         .ok_or_else(|| body::Refused::invalid("id", "expected a task id: a decimal integer from 0 to 2^64-1"))
+}
+
+/// `GET /v1/queues/{queue}/tasks?state=S&limit=N&cursor=C`: `state` is
+/// required, `limit` defaults to `LIST_TASKS_COUNT_DEFAULT`, `cursor` is a
+/// previous page's `next_cursor` (absent or empty: from the start). Any other
+/// parameter is refused, so a misspelt one does not silently list something
+/// else.
+fn list_tasks(queue: &str, query: &str) -> Result<Command, body::Refused> {
+    use crate::engine::TaskState;
+    use crate::limits::{LIST_TASKS_COUNT_DEFAULT, LIST_TASKS_COUNT_MAX};
+    let (mut state, mut limit, mut after) = (None, LIST_TASKS_COUNT_DEFAULT, 0);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "state" => {
+                state = Some(TaskState::parse(value).ok_or_else(|| {
+                    body::Refused::invalid(
+                        "state",
+                        "expected one of waiting, delayed, ready, leased, completed, dead, cancelled",
+                    )
+                })?)
+            }
+            "limit" => {
+                limit = parse_decimal_u64(value.as_bytes())
+                    .filter(|n| (1..=LIST_TASKS_COUNT_MAX as u64).contains(n))
+                    .ok_or_else(|| {
+                        body::Refused::invalid("limit", format!("must be between 1 and {LIST_TASKS_COUNT_MAX}"))
+                    })? as usize
+            }
+            "cursor" if value.is_empty() => after = 0,
+            "cursor" => {
+                after = parse_decimal_u64(value.as_bytes())
+                    .ok_or_else(|| body::Refused::invalid("cursor", "expected a next_cursor this endpoint returned"))?
+            }
+            _ => {
+                let name = truncated(name, 64);
+                return Err(body::Refused::invalid(
+                    "query",
+                    format!("unknown parameter {name:?}; expected state, limit, cursor"),
+                ));
+            }
+        }
+    }
+    let state = state.ok_or_else(|| body::Refused::invalid("state", "required: which state to list"))?;
+    Ok(Command::ListTasks { queue: queue.to_owned(), state, after, limit })
 }
 
 /// `force=true|false` in the query of `DELETE /v1/queues/{queue}`; other

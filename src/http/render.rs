@@ -76,6 +76,24 @@ pub fn render_reply(reply: &Reply, keep_alive: bool, out: &mut Vec<u8>) {
             task(out, view);
             OK
         }
+        Reply::TaskPage(page) => {
+            out.reserve(page.tasks.iter().map(|view| view.payload.len() + 320).sum());
+            out.extend_from_slice(b"{\"tasks\":[");
+            comma_separated(out, &page.tasks, task);
+            out.extend_from_slice(b"],\"next_cursor\":");
+            match page.next_cursor {
+                Some(cursor) => id_string(out, cursor),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.push(b'}');
+            OK
+        }
+        Reply::TaskDeleted { id } => {
+            out.extend_from_slice(b"{\"id\":");
+            id_string(out, *id);
+            out.extend_from_slice(b",\"deleted\":true}");
+            OK
+        }
         Reply::TaskState { id, state } => {
             id_and_state(out, *id, *state);
             OK
@@ -410,6 +428,8 @@ fn queue(out: &mut Vec<u8>, info: &QueueInfo) {
     u64_number(out, config.backoff_max_ms);
     out.extend_from_slice(b",\"retention_ms\":");
     u64_number(out, config.retention_ms);
+    out.extend_from_slice(b",\"dead_retention_ms\":");
+    u64_number(out, config.dead_retention_ms);
     out.extend_from_slice(b",\"group_concurrency\":");
     optional_u64(out, config.group_concurrency.map(u64::from));
     out.extend_from_slice(b"},\"counts\":{");

@@ -129,7 +129,7 @@ fn rendered(reply: &Reply, keep_alive: bool) -> Response {
 #[test]
 fn configure_queue_reads_every_field() {
     let body = r#"{"discipline":"priority","lease_ms":10000,"max_attempts":5,"backoff_ms":100,
-        "backoff_max_ms":2000,"retention_ms":0,"group_concurrency":4}"#;
+        "backoff_max_ms":2000,"retention_ms":0,"dead_retention_ms":86400000,"group_concurrency":4}"#;
     let expected = QueueConfigPatch {
         discipline: Some(Discipline::Priority),
         lease_ms: Some(10_000),
@@ -137,6 +137,7 @@ fn configure_queue_reads_every_field() {
         backoff_ms: Some(100),
         backoff_max_ms: Some(2000),
         retention_ms: Some(0),
+        dead_retention_ms: Some(86_400_000),
         group_concurrency: Some(Some(4)),
     };
     assert_eq!(
@@ -377,6 +378,70 @@ fn task_routes() {
 }
 
 #[test]
+fn dead_letter_routes_list_retry_and_delete() {
+    use crate::limits::{LIST_TASKS_COUNT_DEFAULT, LIST_TASKS_COUNT_MAX};
+    let list = |state, after, limit| Command::ListTasks { queue: "q".into(), state, after, limit };
+    assert_eq!(
+        command("GET", "/v1/queues/q/tasks?state=dead", None),
+        list(TaskState::Dead, 0, LIST_TASKS_COUNT_DEFAULT)
+    );
+    assert_eq!(
+        command("GET", "/v1/queues/q/tasks?limit=1000&cursor=41&state=waiting", None),
+        list(TaskState::Waiting, 41, LIST_TASKS_COUNT_MAX)
+    );
+    assert_eq!(command("GET", "/v1/queues/q/tasks?state=ready&cursor=", None), list(TaskState::Ready, 0, 100));
+    assert_eq!(command("POST", "/v1/tasks/7/retry", None), Command::RetryTask { id: 7 });
+    assert_eq!(command("POST", "/v1/tasks/7/delete", None), Command::DeleteTask { id: 7 });
+    for (query, field) in [
+        ("", "state"),
+        ("state=buried", "state"),
+        ("state=dead&limit=0", "limit"),
+        ("state=dead&limit=1001", "limit"),
+        ("state=dead&cursor=x", "cursor"),
+        ("state=dead&sort=id", "query"),
+    ] {
+        let refused = respond("GET", &format!("/v1/queues/q/tasks?{query}"), None);
+        assert_error(&refused, 400, "invalid_argument");
+        assert!(message(&refused).starts_with(&format!("invalid {field}:")), "{query}: {}", message(&refused));
+    }
+    assert_error(&respond("GET", "/v1/queues/bad%20name/tasks?state=dead", None), 400, "invalid_argument");
+}
+
+#[test]
+fn a_task_page_renders_its_tasks_and_cursor_and_a_delete_its_id() {
+    use crate::engine::TaskPage;
+    let view = TaskView {
+        id: 7,
+        queue: Arc::from("q"),
+        state: TaskState::Dead,
+        payload: Bytes::from_static(b"{}"),
+        priority: 0,
+        group: None,
+        depends_on: vec![],
+        key: None,
+        attempts: 3,
+        max_attempts: 3,
+        result: None,
+        error: Some("boom".into()),
+        created_at_ms: 1,
+        updated_at_ms: 2,
+        not_before_ms: None,
+        lease_expires_at_ms: None,
+        purge_at_ms: Some(3),
+    };
+    let page = rendered(&Reply::TaskPage(TaskPage { tasks: vec![view], next_cursor: Some(7) }), true);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body["next_cursor"], "7");
+    assert_eq!(page.body["tasks"][0]["id"], "7");
+    assert_eq!(page.body["tasks"][0]["error"], "boom");
+    assert_eq!(page.body["tasks"][0]["attempts"], 3);
+    let last = rendered(&Reply::TaskPage(TaskPage { tasks: vec![], next_cursor: None }), true);
+    assert_eq!(last.body, serde_json::json!({"tasks": [], "next_cursor": null}));
+    let deleted = rendered(&Reply::TaskDeleted { id: 7 }, true);
+    assert_eq!((deleted.status, deleted.body.clone()), (200, serde_json::json!({"id": "7", "deleted": true})));
+}
+
+#[test]
 fn task_ids_in_paths_must_be_decimal_u64() {
     for path in ["/v1/tasks/abc", "/v1/tasks/-1", "/v1/tasks/+1", "/v1/tasks/18446744073709551616", "/v1/tasks/1e3"] {
         let refused = respond("GET", path, None);
@@ -415,7 +480,7 @@ fn unknown_paths_are_404_and_keep_the_connection() {
         "/v1/queues/q/other",
         "/v1/tasks",
         "/v1/tasks/",
-        "/v1/tasks/7/retry",
+        "/v1/tasks/7/requeue",
         "/v1/dequeue/",
         "/healthz/",
         "*",
@@ -434,7 +499,9 @@ fn wrong_methods_are_405_with_allow() {
         ("POST", "/healthz", "GET"),
         ("DELETE", "/v1/queues", "GET"),
         ("POST", "/v1/queues/q", "GET, PUT, DELETE"),
-        ("GET", "/v1/queues/q/tasks", "POST"),
+        ("DELETE", "/v1/queues/q/tasks", "GET, POST"),
+        ("GET", "/v1/tasks/7/retry", "POST"),
+        ("DELETE", "/v1/tasks/7/delete", "POST"),
         ("PUT", "/v1/queues/q/tasks/batch", "POST"),
         ("GET", "/v1/dequeue", "POST"),
         ("POST", "/v1/tasks/7", "GET, DELETE"),
@@ -728,7 +795,8 @@ fn queue_info() -> QueueInfo {
 fn queue_json() -> Value {
     json!({"name": "emails",
         "config": {"discipline": "fifo", "lease_ms": 30000, "max_attempts": 3, "backoff_ms": 1000,
-                   "backoff_max_ms": 60000, "retention_ms": 3600000, "group_concurrency": 4},
+                   "backoff_max_ms": 60000, "retention_ms": 3600000, "dead_retention_ms": 604800000,
+                   "group_concurrency": 4},
         "counts": {"waiting": 1, "delayed": 2, "ready": 3, "leased": 4, "completed": 5, "dead": 6, "cancelled": 7}})
 }
 
@@ -897,6 +965,8 @@ fn render_engine_errors_by_kind() {
         (EngineError::LeaseExpired(7), 409),
         (EngineError::NotLeased { id: 7, state: TaskState::Ready }, 409),
         (EngineError::TaskFinished { id: 7, state: TaskState::Dead }, 409),
+        (EngineError::TaskNotDead { id: 7, state: TaskState::Ready }, 409),
+        (EngineError::TaskNotFinished { id: 7, state: TaskState::Leased }, 409),
         (EngineError::QueueNotEmpty { queue: "q".into(), unfinished_count: 3 }, 409),
         (EngineError::CapacityExceeded { what: "tasks", limit: 10 }, 503),
         (EngineError::Unauthenticated { reason: "no token".into() }, 401),

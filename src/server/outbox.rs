@@ -391,30 +391,35 @@ pub(crate) fn released(delivery: Delivery, watermark: &Watermark) -> (Target, Op
 /// count answered replies that wait unencoded against a connection's reply
 /// budget, so the count need not encode them.
 pub(crate) fn reply_bytes_estimate(reply: &Reply) -> usize {
-    /// Headers, ids, counts and field names of one item.
-    const ITEM_BYTES: usize = 128;
     match reply {
         Reply::Leased(tasks) => tasks
             .iter()
             .map(|task| ITEM_BYTES + task.payload.len() + task.queue.len() + task.group.as_ref().map_or(0, |g| g.len()))
             .sum::<usize>()
             .saturating_add(ITEM_BYTES),
-        Reply::Task(view) => {
-            ITEM_BYTES
-                + view.payload.len()
-                + view.result.as_ref().map_or(0, |r| r.len())
-                + view.error.as_ref().map_or(0, |e| e.len())
-                + view.key.as_ref().map_or(0, |k| k.len())
-                + view.queue.len()
-                + view.group.as_ref().map_or(0, |g| g.len())
-                + 8 * view.depends_on.len()
-        }
+        Reply::Task(view) => view_bytes(view),
+        Reply::TaskPage(page) => page.tasks.iter().map(view_bytes).sum::<usize>().saturating_add(ITEM_BYTES),
         Reply::Queues(queues) => ITEM_BYTES * (queues.len() + 1) + queues.iter().map(|q| q.name.len()).sum::<usize>(),
         Reply::EnqueuedBatch(items) => ITEM_BYTES + 32 * items.len(),
         Reply::CompletedBatch(items) => ITEM_BYTES + 32 * items.len(),
         Reply::StorageFailed(reason) => ITEM_BYTES + reason.len(),
         _ => ITEM_BYTES,
     }
+}
+
+/// Headers, ids, counts and field names of one item of a reply.
+const ITEM_BYTES: usize = 128;
+
+/// [`reply_bytes_estimate`] of one task view.
+fn view_bytes(view: &crate::engine::TaskView) -> usize {
+    ITEM_BYTES
+        + view.payload.len()
+        + view.result.as_ref().map_or(0, |r| r.len())
+        + view.error.as_ref().map_or(0, |e| e.len())
+        + view.key.as_ref().map_or(0, |k| k.len())
+        + view.queue.len()
+        + view.group.as_ref().map_or(0, |g| g.len())
+        + 8 * view.depends_on.len()
 }
 
 #[cfg(test)]

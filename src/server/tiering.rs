@@ -248,6 +248,7 @@ fn cold_positions(engine: &Engine, reply: &Reply) -> Vec<usize> {
     match reply {
         Reply::Leased(tasks) => (0..tasks.len()).filter(|&i| engine.payload_is_cold(tasks[i].id)).collect(),
         Reply::Task(view) if engine.payload_is_cold(view.id) => vec![0],
+        Reply::TaskPage(page) => (0..page.tasks.len()).filter(|&i| engine.payload_is_cold(page.tasks[i].id)).collect(),
         _ => Vec::new(),
     }
 }
@@ -290,6 +291,9 @@ fn fill(store: &Store, budget: &Arc<ColdBytes>, reply: &mut Reply, cold: &[usize
             .iter()
             .try_for_each(|&i| read_payload(store, tasks[i].id).map(|bytes| tasks[i].payload = budget.charge(bytes))),
         Reply::Task(view) => read_payload(store, view.id).map(|bytes| view.payload = budget.charge(bytes)),
+        Reply::TaskPage(page) => cold.iter().try_for_each(|&i| {
+            read_payload(store, page.tasks[i].id).map(|bytes| page.tasks[i].payload = budget.charge(bytes))
+        }),
         _ => Ok(()),
     };
     if let Err(reason) = result {

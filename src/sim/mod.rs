@@ -225,6 +225,9 @@ struct Shown {
     exists: BTreeMap<TaskId, u64>,
     /// Tasks a reply showed completed.
     completed: BTreeMap<TaskId, ()>,
+    /// Tasks a client asked to delete (`DeleteTask`): they may be gone
+    /// whether or not the reply was shown.
+    deleted: BTreeMap<TaskId, ()>,
 }
 
 /// The queues' retention (the default: the simulator never configures it).
@@ -372,6 +375,9 @@ impl Sim {
     fn check_shown(&self, engine: &Engine) -> Result<(), String> {
         for (&id, &shown_at_ms) in &self.shown.exists {
             let Some(task) = engine.task(id) else {
+                if self.shown.deleted.contains_key(&id) {
+                    continue;
+                }
                 if self.time_max_ms.saturating_sub(shown_at_ms) >= RETENTION_MS {
                     continue; // may have been finished and purged since
                 }
@@ -421,6 +427,10 @@ impl Sim {
         for _ in 0..count {
             let client = &mut self.clients[client_index];
             let command = next_command(&mut self.rng, client, &self.known_ids);
+            if let Command::DeleteTask { id } = command {
+                self.shown.deleted.insert(id, ());
+            }
+            let client = &mut self.clients[client_index];
             client.next_request_id += 1;
             let request_id = client.next_request_id;
             client.in_flight.insert(request_id, command.clone());
@@ -754,11 +764,24 @@ fn next_command(rng: &mut Rng, client: &mut Client, known: &[TaskId]) -> Command
             Some(id) => Command::GetTask { id },
             None => Command::ListQueues,
         },
-        90..=92 => match rng.pick(known) {
+        90..=91 => match rng.pick(known) {
             Some(id) => Command::Cancel { id },
             None => Command::GetQueue { queue: queue(rng) },
         },
-        93..=95 => Command::GetQueue { queue: queue(rng) },
+        // Dead-letter handling: retry or delete a task (mostly not dead:
+        // conflicts are answers too), and list a queue's dead tasks.
+        92 => match rng.pick(known) {
+            Some(id) if rng.chance(70) => Command::RetryTask { id },
+            Some(id) => Command::DeleteTask { id },
+            None => Command::GetQueue { queue: queue(rng) },
+        },
+        93..=94 => Command::GetQueue { queue: queue(rng) },
+        95 => Command::ListTasks {
+            queue: queue(rng),
+            state: if rng.chance(70) { TaskState::Dead } else { TaskState::Ready },
+            after: rng.pick(known).filter(|_| rng.chance(50)).unwrap_or(0),
+            limit: 1 + rng.below(10) as usize,
+        },
         // A lease that was never handed out, or an id that does not exist.
         96..=97 => Command::Complete { id: 1 + rng.below(1_000), lease: rng.next(), result: None },
         _ => Command::ListQueues,

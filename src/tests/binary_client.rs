@@ -718,6 +718,7 @@ impl BinaryDriver {
                     backoff_ms: Some(*backoff_ms),
                     backoff_max_ms: Some(600_000),
                     retention_ms: None,
+                    dead_retention_ms: None,
                     group_concurrency: Some(*group_concurrency),
                 };
                 // Rendered by the HTTP renderer, as the CLI does: the same JSON.

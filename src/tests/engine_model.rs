@@ -54,6 +54,11 @@ const ATTEMPTS_MAX: u32 = 1_000;
 const BACKOFF_MAX: u64 = DAY_MS;
 const RETENTION_MAX: u64 = 30 * DAY_MS;
 const GROUP_CONCURRENCY_MAX: u32 = 1_000_000;
+const LIST_TASKS_MAX: usize = 1_000;
+/// Ids a listing of a state other than `dead` examines per page.
+const LIST_SCAN_IDS: u64 = 32_768;
+/// Payload, result and error bytes after which a listing page ends.
+const LIST_PAGE_BYTES: usize = 4 * MIB;
 
 fn default_queue_config() -> QueueConfig {
     QueueConfig {
@@ -63,6 +68,7 @@ fn default_queue_config() -> QueueConfig {
         backoff_ms: 1_000,
         backoff_max_ms: 60_000,
         retention_ms: 3_600_000,
+        dead_retention_ms: 7 * DAY_MS,
         group_concurrency: None,
     }
 }
@@ -78,6 +84,8 @@ const NOT_LEASED: Code = "not_leased";
 const TASK_FINISHED: Code = "task_finished";
 const QUEUE_NOT_EMPTY: Code = "queue_not_empty";
 const CAPACITY: Code = "capacity_exceeded";
+const TASK_NOT_DEAD: Code = "task_not_dead";
+const TASK_NOT_FINISHED: Code = "task_not_finished";
 
 /// A name over its length limit is `payload_too_large`; empty or with another
 /// character, `invalid_argument`.
@@ -395,7 +403,8 @@ impl Model {
     fn set_final(&mut self, id: u64, state: TaskState, error: Option<String>) {
         let now = self.now;
         let t = self.tasks.get_mut(&id).unwrap();
-        let retention = self.queues[&t.queue].config.retention_ms;
+        let config = &self.queues[&t.queue].config;
+        let retention = if state == TaskState::Dead { config.dead_retention_ms } else { config.retention_ms };
         t.state = state;
         if error.is_some() {
             t.error = error;
@@ -620,6 +629,71 @@ impl Model {
         Ok(())
     }
 
+    fn retry(&mut self, id: u64, now: u64) -> Result<(), Code> {
+        self.advance(now);
+        let now = self.now;
+        let t = self.tasks.get_mut(&id).ok_or(TASK_NOT_FOUND)?;
+        if t.state != TaskState::Dead {
+            return Err(TASK_NOT_DEAD);
+        }
+        t.state = TaskState::Ready;
+        t.attempts = 0;
+        t.updated = now;
+        t.purge_at = None;
+        Ok(())
+    }
+
+    fn delete_task(&mut self, id: u64, now: u64) -> Result<(), Code> {
+        self.advance(now);
+        let t = self.tasks.get(&id).ok_or(TASK_NOT_FOUND)?;
+        if !t.state.is_final() {
+            return Err(TASK_NOT_FINISHED);
+        }
+        self.purge(id);
+        Ok(())
+    }
+
+    /// A page: the tasks of `queue` in `state` above `after` in id order, at
+    /// most `limit` or until their bytes reach the page bound; dead tasks by
+    /// their own index, other states within a window of ids.
+    fn list_tasks(&self, queue: &str, state: TaskState, after: u64, limit: usize) -> Result<TaskPage, Code> {
+        check_queue_name(queue)?;
+        if !(1..=LIST_TASKS_MAX).contains(&limit) {
+            return Err(INVALID);
+        }
+        if !self.queues.contains_key(queue) {
+            return Err(QUEUE_NOT_FOUND);
+        }
+        let end = if state == TaskState::Dead { u64::MAX } else { after.saturating_add(1 + LIST_SCAN_IDS) };
+        let matching: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| t.id > after && t.id < end && t.queue == queue && t.state == state)
+            .map(|t| t.id)
+            .collect();
+        let (mut tasks, mut bytes) = (Vec::new(), 0);
+        for &id in &matching {
+            let view = self.view(id).unwrap();
+            bytes += view.payload.len()
+                + view.result.as_ref().map_or(0, Bytes::len)
+                + view.error.as_ref().map_or(0, String::len);
+            tasks.push(view);
+            if tasks.len() == limit || bytes >= LIST_PAGE_BYTES {
+                break;
+            }
+        }
+        let full = tasks.len() == limit || bytes >= LIST_PAGE_BYTES;
+        let next_cursor = if state == TaskState::Dead {
+            tasks.last().map(|t| t.id).filter(|_| matching.len() > tasks.len())
+        } else if full {
+            let last = tasks.last().unwrap().id;
+            (last + 1 < self.next_id).then_some(last)
+        } else {
+            (end < self.next_id).then_some(end - 1)
+        };
+        Ok(TaskPage { tasks, next_cursor })
+    }
+
     fn tick(&mut self, now: u64, work_max: usize) -> TickReport {
         self.advance(now);
         let mut r = TickReport::default();
@@ -696,6 +770,12 @@ impl Model {
                 return Err(INVALID);
             }
             c.retention_ms = v;
+        }
+        if let Some(v) = patch.dead_retention_ms {
+            if v > RETENTION_MAX {
+                return Err(INVALID);
+            }
+            c.dead_retention_ms = v;
         }
         if let Some(v) = patch.group_concurrency {
             if let Some(n) = v {
@@ -830,6 +910,8 @@ struct TaskSpec {
 enum TaskSel {
     /// One of the tasks the model has leased now (else any issued).
     Leased(Index),
+    /// One of the dead tasks the model holds now (else any issued).
+    Dead(Index),
     /// Any id issued so far.
     Issued(Index),
     /// 0, or an id never issued.
@@ -852,6 +934,9 @@ enum Op {
     Fail { task: TaskSel, token: TokRef, error: Text, retry: bool },
     Extend { task: TaskSel, token: TokRef, lease_ms: u64 },
     Cancel { task: TaskSel },
+    Retry { task: TaskSel },
+    DeleteTask { task: TaskSel },
+    List { queue: String, state: TaskState, after: Option<Index>, limit: usize },
     Tick { work_max: usize },
     Configure { queue: String, patch: QueueConfigPatch },
     Delete { queue: String, force: bool },
@@ -978,6 +1063,15 @@ impl Run {
                     self.issued(ix)
                 } else {
                     leased[ix.index(leased.len())]
+                }
+            }
+            TaskSel::Dead(ix) => {
+                let dead: Vec<u64> =
+                    self.model.tasks.values().filter(|t| t.state == TaskState::Dead).map(|t| t.id).collect();
+                if dead.is_empty() {
+                    self.issued(ix)
+                } else {
+                    dead[ix.index(dead.len())]
                 }
             }
             TaskSel::Issued(ix) => self.issued(ix),
@@ -1144,6 +1238,33 @@ impl Run {
                 let m = self.model.cancel(id, now);
                 self.log.push(format!("  -> {e:?}"));
                 same("cancel result", &e, &m)
+            }
+            Op::Retry { task } => {
+                let id = self.select(task);
+                self.log.push(format!("retry({id}, {now})"));
+                let e = self.engine.retry(id, now).map_err(code);
+                let m = self.model.retry(id, now);
+                self.log.push(format!("  -> {e:?}"));
+                same("retry result", &e, &m)
+            }
+            Op::DeleteTask { task } => {
+                let id = self.select(task);
+                self.log.push(format!("delete_task({id}, {now})"));
+                let e = self.engine.delete_task(id, now).map_err(code);
+                let m = self.model.delete_task(id, now);
+                self.log.push(format!("  -> {e:?}"));
+                same("delete_task result", &e, &m)
+            }
+            Op::List { queue, state, after, limit } => {
+                let after = after.as_ref().map_or(0, |ix| self.issued(ix));
+                self.log.push(format!("list_tasks({queue:?}, {state:?}, {after}, {limit})"));
+                let e = self.engine.list_tasks(queue, *state, after, *limit).map_err(code);
+                let m = self.model.list_tasks(queue, *state, after, *limit);
+                self.log.push(format!(
+                    "  -> {:?}",
+                    e.as_ref().map(|p| (p.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), p.next_cursor))
+                ));
+                same("list_tasks result", &e, &m)
             }
             Op::Tick { work_max } => {
                 self.log.push(format!("tick({now}, {work_max})"));
@@ -1357,6 +1478,15 @@ fn task_sel() -> impl Strategy<Value = TaskSel> {
     ]
 }
 
+/// Mostly a dead task (for retry and delete), sometimes any or none.
+fn dead_sel() -> impl Strategy<Value = TaskSel> {
+    prop_oneof![
+        20 => any::<Index>().prop_map(TaskSel::Dead),
+        8 => any::<Index>().prop_map(TaskSel::Issued),
+        1 => (0u8..3).prop_map(TaskSel::Unknown),
+    ]
+}
+
 fn tok_ref() -> impl Strategy<Value = TokRef> {
     prop_oneof![16 => Just(TokRef::Current), 2 => Just(TokRef::Previous), 1 => Just(TokRef::Bogus)]
 }
@@ -1391,9 +1521,18 @@ fn patch() -> impl Strategy<Value = QueueConfigPatch> {
         ],
         weighted(0.4, prop_oneof![8 => Just(0u64), 4 => Just(10), 4 => Just(1000), 1 => Just(RETENTION_MAX + 1)]),
         weighted(0.4, prop_oneof![4 => Just(None), 8 => (1u32..=2).prop_map(Some), 1 => Just(Some(0))]),
+        weighted(0.3, prop_oneof![4 => Just(0u64), 4 => Just(30), 4 => Just(2000), 1 => Just(RETENTION_MAX + 1)]),
     )
         .prop_map(
-            |(discipline, lease_ms, max_attempts, (backoff_ms, backoff_max_ms), retention_ms, group_concurrency)| {
+            |(
+                discipline,
+                lease_ms,
+                max_attempts,
+                (backoff_ms, backoff_max_ms),
+                retention_ms,
+                group_concurrency,
+                dead_retention_ms,
+            )| {
                 QueueConfigPatch {
                     discipline,
                     lease_ms,
@@ -1401,6 +1540,7 @@ fn patch() -> impl Strategy<Value = QueueConfigPatch> {
                     backoff_ms,
                     backoff_max_ms,
                     retention_ms,
+                    dead_retention_ms,
                     group_concurrency,
                 }
             },
@@ -1437,6 +1577,15 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(task, token, error, retry)| Op::Fail { task, token, error, retry }),
         4 => (task_sel(), tok_ref(), lease_ms()).prop_map(|(task, token, lease_ms)| Op::Extend { task, token, lease_ms }),
         3 => task_sel().prop_map(|task| Op::Cancel { task }),
+        3 => dead_sel().prop_map(|task| Op::Retry { task }),
+        2 => dead_sel().prop_map(|task| Op::DeleteTask { task }),
+        4 => (
+            queue_name(),
+            prop_oneof![6 => Just(TaskState::Dead), 1 => prop::sample::select(TaskState::ALL.to_vec())],
+            prop::option::weighted(0.5, any::<Index>()),
+            prop_oneof![20 => 1usize..=3, 4 => Just(LIST_TASKS_MAX), 1 => Just(0), 1 => Just(LIST_TASKS_MAX + 1)],
+        )
+            .prop_map(|(queue, state, after, limit)| Op::List { queue, state, after, limit }),
         10 => prop_oneof![5 => 0usize..=5, 2 => Just(1000usize)].prop_map(|work_max| Op::Tick { work_max }),
         7 => (queue_name(), patch()).prop_map(|(queue, patch)| Op::Configure { queue, patch }),
         2 => (queue_name(), any::<bool>()).prop_map(|(queue, force)| Op::Delete { queue, force }),

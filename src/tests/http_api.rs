@@ -38,8 +38,16 @@ fn lease_one(client: &mut Client, queue: &str) -> (String, String) {
 }
 
 const QUEUE_KEYS: &[&str] = &["name", "config", "counts"];
-const CONFIG_KEYS: &[&str] =
-    &["discipline", "lease_ms", "max_attempts", "backoff_ms", "backoff_max_ms", "retention_ms", "group_concurrency"];
+const CONFIG_KEYS: &[&str] = &[
+    "discipline",
+    "lease_ms",
+    "max_attempts",
+    "backoff_ms",
+    "backoff_max_ms",
+    "retention_ms",
+    "dead_retention_ms",
+    "group_concurrency",
+];
 const COUNT_KEYS: &[&str] = &["waiting", "delayed", "ready", "leased", "completed", "dead", "cancelled"];
 const LEASED_KEYS: &[&str] =
     &["id", "queue", "payload", "priority", "group", "attempt", "lease", "lease_expires_at_ms"];
@@ -119,7 +127,8 @@ fn put_queue_creates_with_defaults_on_empty_body() {
     assert_eq!(
         response.body["config"],
         json!({"discipline": "fifo", "lease_ms": 30000, "max_attempts": 3, "backoff_ms": 1000,
-               "backoff_max_ms": 60000, "retention_ms": 3600000, "group_concurrency": null})
+               "backoff_max_ms": 60000, "retention_ms": 3600000, "dead_retention_ms": 604800000,
+               "group_concurrency": null})
     );
     assert_eq!(response.body["counts"], counts(0, 0, 0, 0, 0, 0, 0));
     // `{}` is the same as an empty body, and changes nothing.
@@ -141,12 +150,12 @@ fn put_queue_configures_and_keeps_absent_fields() {
     let queue = client.create_queue(
         "emails",
         json!({"max_attempts": 5, "backoff_ms": 10, "backoff_max_ms": 20, "retention_ms": 0,
-               "group_concurrency": 2}),
+               "dead_retention_ms": 1000, "group_concurrency": 2}),
     );
     assert_eq!(
         queue["config"],
         json!({"discipline": "priority", "lease_ms": 10000, "max_attempts": 5, "backoff_ms": 10,
-               "backoff_max_ms": 20, "retention_ms": 0, "group_concurrency": 2})
+               "backoff_max_ms": 20, "retention_ms": 0, "dead_retention_ms": 1000, "group_concurrency": 2})
     );
     // `"group_concurrency": null` removes the limit.
     let queue = client.create_queue("emails", json!({"group_concurrency": null}));
@@ -740,8 +749,10 @@ fn wrong_method_is_405_with_allow() {
         ("POST", "/healthz", &["GET"]),
         ("DELETE", "/v1/queues", &["GET"]),
         ("POST", "/v1/queues/q", &["GET", "PUT", "DELETE"]),
-        ("GET", "/v1/queues/q/tasks", &["POST"]),
+        ("DELETE", "/v1/queues/q/tasks", &["GET", "POST"]),
         ("GET", "/v1/queues/q/tasks/batch", &["POST"]),
+        ("GET", "/v1/tasks/1/retry", &["POST"]),
+        ("PUT", "/v1/tasks/1/delete", &["POST"]),
         ("GET", "/v1/dequeue", &["POST"]),
         ("PUT", "/v1/tasks/1", &["GET", "DELETE"]),
         ("GET", "/v1/tasks/1/complete", &["POST"]),

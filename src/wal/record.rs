@@ -84,7 +84,10 @@ const HEADER_BYTES: usize = 9;
 /// Whether a command changes engine state and so belongs in the log. Reads do
 /// not; a dequeue does (its leases), though its reply need not wait for a sync.
 pub fn is_logged(command: &Command) -> bool {
-    !matches!(command, Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. })
+    !matches!(
+        command,
+        Command::ListQueues | Command::GetQueue { .. } | Command::GetTask { .. } | Command::ListTasks { .. }
+    )
 }
 
 /// The same for a request's opcode: what [`is_logged`] says of the command
@@ -93,7 +96,13 @@ pub fn is_logged(command: &Command) -> bool {
 fn is_logged_opcode(opcode: Opcode) -> bool {
     !matches!(
         opcode,
-        Opcode::Hello | Opcode::Ping | Opcode::Auth | Opcode::ListQueues | Opcode::GetQueue | Opcode::GetTask
+        Opcode::Hello
+            | Opcode::Ping
+            | Opcode::Auth
+            | Opcode::ListQueues
+            | Opcode::GetQueue
+            | Opcode::GetTask
+            | Opcode::ListTasks
     )
 }
 

@@ -36,10 +36,14 @@ pub enum ErrorCode {
     /// The token does not grant the scope the request needs on its queue
     /// (HTTP 403); the message names the scope.
     Forbidden = 20,
+    /// Retry of a task that is not dead (HTTP 409).
+    TaskNotDead = 21,
+    /// Delete of a task that has not finished (HTTP 409): cancel it first.
+    TaskNotFinished = 22,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Ok,
         ErrorCode::MalformedRequest,
         ErrorCode::InvalidArgument,
@@ -61,6 +65,8 @@ impl ErrorCode {
         ErrorCode::HandshakeRequired,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
+        ErrorCode::TaskNotDead,
+        ErrorCode::TaskNotFinished,
     ];
 
     pub fn from_u16(value: u16) -> Option<ErrorCode> {
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::HandshakeRequired => "handshake_required",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TaskNotDead => "task_not_dead",
+            ErrorCode::TaskNotFinished => "task_not_finished",
         }
     }
 

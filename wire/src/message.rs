@@ -17,6 +17,7 @@ pub enum Opcode {
     ListQueues = 0x11,
     GetQueue = 0x12,
     DeleteQueue = 0x13,
+    ListTasks = 0x14,
     Enqueue = 0x20,
     EnqueueBatch = 0x21,
     Dequeue = 0x30,
@@ -26,10 +27,12 @@ pub enum Opcode {
     Extend = 0x43,
     Cancel = 0x44,
     CompleteBatch = 0x45,
+    RetryTask = 0x46,
+    DeleteTask = 0x47,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 16] = [
+    pub const ALL: [Opcode; 19] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Auth,
@@ -37,6 +40,7 @@ impl Opcode {
         Opcode::ListQueues,
         Opcode::GetQueue,
         Opcode::DeleteQueue,
+        Opcode::ListTasks,
         Opcode::Enqueue,
         Opcode::EnqueueBatch,
         Opcode::Dequeue,
@@ -46,6 +50,8 @@ impl Opcode {
         Opcode::Extend,
         Opcode::Cancel,
         Opcode::CompleteBatch,
+        Opcode::RetryTask,
+        Opcode::DeleteTask,
     ];
 
     pub fn from_u8(value: u8) -> Option<Opcode> {
@@ -63,6 +69,7 @@ impl Opcode {
             Opcode::ListQueues => "list_queues",
             Opcode::GetQueue => "get_queue",
             Opcode::DeleteQueue => "delete_queue",
+            Opcode::ListTasks => "list_tasks",
             Opcode::Enqueue => "enqueue",
             Opcode::EnqueueBatch => "enqueue_batch",
             Opcode::Dequeue => "dequeue",
@@ -72,6 +79,8 @@ impl Opcode {
             Opcode::Extend => "extend",
             Opcode::Cancel => "cancel",
             Opcode::CompleteBatch => "complete_batch",
+            Opcode::RetryTask => "retry_task",
+            Opcode::DeleteTask => "delete_task",
         }
     }
 }
@@ -161,6 +170,7 @@ pub struct QueuePatch {
     pub backoff_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub retention_ms: Option<u64>,
+    pub dead_retention_ms: Option<u64>,
     pub group_concurrency: Option<Option<u32>>,
 }
 
@@ -224,6 +234,14 @@ pub enum Request {
         queue: String,
         force: bool,
     },
+    /// Tasks of `queue` in `state` with ids above `after` (0: from the
+    /// start), in id order, at most `limit`.
+    ListTasks {
+        queue: String,
+        state: TaskState,
+        after: u64,
+        limit: u16,
+    },
     Enqueue {
         queue: String,
         task: TaskSpec,
@@ -265,6 +283,14 @@ pub enum Request {
     /// outcome per item, in order.
     CompleteBatch {
         items: Vec<CompleteItem>,
+    },
+    /// Moves a dead task back to ready with fresh attempts.
+    RetryTask {
+        id: u64,
+    },
+    /// Forgets a finished task now.
+    DeleteTask {
+        id: u64,
     },
 }
 
@@ -318,6 +344,8 @@ pub struct QueueInfo {
     pub backoff_ms: u64,
     pub backoff_max_ms: u64,
     pub retention_ms: u64,
+    /// Carried in 32 bits (the engine's limit is 30 days).
+    pub dead_retention_ms: u64,
     pub group_concurrency: Option<u32>,
     /// Tasks per state, indexed by `TaskState as usize`.
     pub counts: [u64; 7],
@@ -353,7 +381,15 @@ pub enum Response {
     EnqueuedBatch(Vec<Enqueued>),
     Leased(Vec<LeasedTask>),
     Task(TaskView),
-    /// Complete, fail and cancel: the task's state afterwards.
+    /// A list of tasks: one page, and the `after` of the next (`None`: the
+    /// listing is complete).
+    TaskPage {
+        tasks: Vec<TaskView>,
+        next_cursor: Option<u64>,
+    },
+    /// Delete task: the task is forgotten.
+    TaskDeleted,
+    /// Complete, fail, cancel and retry: the task's state afterwards.
     TaskState {
         id: u64,
         state: TaskState,
@@ -380,6 +416,7 @@ impl Request {
             Request::ListQueues => Opcode::ListQueues,
             Request::GetQueue { .. } => Opcode::GetQueue,
             Request::DeleteQueue { .. } => Opcode::DeleteQueue,
+            Request::ListTasks { .. } => Opcode::ListTasks,
             Request::Enqueue { .. } => Opcode::Enqueue,
             Request::EnqueueBatch { .. } => Opcode::EnqueueBatch,
             Request::Dequeue { .. } => Opcode::Dequeue,
@@ -389,6 +426,8 @@ impl Request {
             Request::Extend { .. } => Opcode::Extend,
             Request::Cancel { .. } => Opcode::Cancel,
             Request::CompleteBatch { .. } => Opcode::CompleteBatch,
+            Request::RetryTask { .. } => Opcode::RetryTask,
+            Request::DeleteTask { .. } => Opcode::DeleteTask,
         }
     }
 

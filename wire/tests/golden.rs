@@ -304,6 +304,83 @@ fn unauthenticated_reply() {
     );
 }
 
+#[test]
+fn list_tasks_request() {
+    check_request(
+        "list_tasks.request.hex",
+        12,
+        Request::ListTasks { queue: "emails".into(), state: TaskState::Dead, after: 0, limit: 100 },
+    );
+}
+
+#[test]
+fn list_tasks_reply() {
+    check_response(
+        "list_tasks.reply.hex",
+        Opcode::ListTasks as u8,
+        12,
+        Response::TaskPage {
+            tasks: vec![TaskView {
+                id: 10,
+                queue: "emails".into(),
+                state: TaskState::Dead,
+                payload: json(r#"{"n":2}"#),
+                priority: 0,
+                group: None,
+                depends_on: vec![],
+                key: None,
+                attempts: 3,
+                max_attempts: 3,
+                result: None,
+                error: Some("smtp timeout".into()),
+                created_at_ms: 1_764_000_000_000,
+                updated_at_ms: 1_764_000_090_000,
+                not_before_ms: None,
+                lease_expires_at_ms: None,
+                purge_at_ms: Some(1_764_604_890_000),
+            }],
+            next_cursor: None,
+        },
+    );
+}
+
+#[test]
+fn retry_task_request() {
+    check_request("retry_task.request.hex", 13, Request::RetryTask { id: 10 });
+}
+
+#[test]
+fn retry_task_reply() {
+    check_response(
+        "retry_task.reply.hex",
+        Opcode::RetryTask as u8,
+        13,
+        Response::TaskState { id: 10, state: TaskState::Ready },
+    );
+}
+
+#[test]
+fn delete_task_request() {
+    check_request("delete_task.request.hex", 14, Request::DeleteTask { id: 10 });
+}
+
+#[test]
+fn delete_task_reply() {
+    check_response("delete_task.reply.hex", Opcode::DeleteTask as u8, 14, Response::TaskDeleted);
+}
+
+#[test]
+fn configure_queue_dead_retention_request() {
+    check_request(
+        "configure_queue_dead_retention.request.hex",
+        15,
+        Request::ConfigureQueue {
+            queue: "emails".into(),
+            patch: QueuePatch { dead_retention_ms: Some(86_400_000), ..QueuePatch::default() },
+        },
+    );
+}
+
 /// Every file in `wire/golden/` has a test above: a vector nobody checks would
 /// be documentation that can rot.
 #[test]

@@ -299,7 +299,7 @@ fn invalid_utf8_is_refused_naming_the_field() {
 
 #[test]
 fn an_unknown_opcode_is_its_own_error() {
-    for opcode in [0x00, 0x04, 0x14, 0x46, 0xff] {
+    for opcode in [0x00, 0x04, 0x15, 0x48, 0xff] {
         let (header, body) = request_frame(opcode, &[]);
         let e = Request::decode(&header, body.clone()).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::UnknownOpcode);
@@ -322,8 +322,8 @@ fn an_error_reply_decodes_under_any_opcode() {
 
 #[test]
 fn an_unknown_status_is_refused() {
-    let (header, body) = reply_frame(0x20, 21, &[0; 8]);
-    assert_malformed(Response::decode(&header, body), "reply: header.status 21 is not an error code");
+    let (header, body) = reply_frame(0x20, 23, &[0; 8]);
+    assert_malformed(Response::decode(&header, body), "reply: header.status 23 is not an error code");
     let (header, body) = reply_frame(0x20, u16::MAX, &[0; 8]);
     assert_malformed(Response::decode(&header, body), "reply: header.status 65535 is not an error code");
 }
@@ -376,7 +376,7 @@ fn poke(name: &str, offset: usize, value: u8) -> Vec<u8> {
 
 #[test]
 fn reserved_bytes_flags_and_absent_values_must_be_zero() {
-    let cases: [(&str, usize, u8, &str); 16] = [
+    let cases: [(&str, usize, u8, &str); 17] = [
         ("hello.request.hex", 7, 1, "hello: reserved bytes of reserved are not 0"),
         ("enqueue.request.hex", 2, 1, "enqueue: reserved bytes of reserved are not 0"),
         ("enqueue.request.hex", 14 + 26, 1, "enqueue: reserved bytes of task.reserved are not 0"),
@@ -385,7 +385,9 @@ fn reserved_bytes_flags_and_absent_values_must_be_zero() {
         ("dequeue.request.hex", 4, 0, "dequeue: lease_ms is 30000 but its presence bit is clear (must be 0)"),
         ("complete.request.hex", 16, 3, "complete: flags has unknown bits 0x2"),
         ("complete.request.hex", 16, 0, "complete: result_len is 13 but its presence bit is clear (must be 0)"),
-        ("configure_queue.request.hex", 1, 0x01, "configure_queue: present has unknown bits 0x100"),
+        ("configure_queue.request.hex", 1, 0x02, "configure_queue: present has unknown bits 0x200"),
+        // Bit 8 says a dead_retention_ms follows the queue name; it is not there.
+        ("configure_queue.request.hex", 1, 0x01, "configure_queue: body ends inside dead_retention_ms"),
         (
             "configure_queue.request.hex",
             0,

@@ -150,6 +150,24 @@ impl Client {
     pub fn complete_batch(&self, items: Vec<CompleteItem>) -> Result<Vec<(u64, CompleteOutcome)>, ClientError> {
         self.block_on(self.inner.complete_batch(items))
     }
+
+    pub fn list_tasks(
+        &self,
+        queue: &str,
+        state: TaskState,
+        after: u64,
+        limit: u16,
+    ) -> Result<(Vec<TaskView>, Option<u64>), ClientError> {
+        self.block_on(self.inner.list_tasks(queue, state, after, limit))
+    }
+
+    pub fn retry_task(&self, id: u64) -> Result<TaskState, ClientError> {
+        self.block_on(self.inner.retry_task(id))
+    }
+
+    pub fn delete_task(&self, id: u64) -> Result<(), ClientError> {
+        self.block_on(self.inner.delete_task(id))
+    }
 }
 
 impl std::fmt::Debug for Client {

@@ -221,6 +221,37 @@ impl Client {
         }
     }
 
+    /// One page of the tasks of `queue` in `state` with ids above `after` (0:
+    /// from the start), in id order, at most `limit`; and the `after` of the
+    /// next page (`None`: done). A page may be short, even empty, with more
+    /// to come. Resent after a drop.
+    pub async fn list_tasks(
+        &self,
+        queue: &str,
+        state: TaskState,
+        after: u64,
+        limit: u16,
+    ) -> Result<(Vec<TaskView>, Option<u64>), ClientError> {
+        let request = Request::ListTasks { queue: queue.to_string(), state, after, limit };
+        match self.call(request, Resend::Safe, 0).await? {
+            Response::TaskPage { tasks, next_cursor } => Ok((tasks, next_cursor)),
+            other => Err(unexpected("list_tasks", other)),
+        }
+    }
+
+    /// Moves a dead task back to `ready` with fresh attempts; its state afterwards.
+    pub async fn retry_task(&self, id: u64) -> Result<TaskState, ClientError> {
+        self.task_state("retry_task", id, Request::RetryTask { id }).await
+    }
+
+    /// Forgets a finished task now (`task_not_finished` if it has not finished).
+    pub async fn delete_task(&self, id: u64) -> Result<(), ClientError> {
+        match self.call(Request::DeleteTask { id }, Resend::Unsafe, 0).await? {
+            Response::TaskDeleted => Ok(()),
+            other => Err(unexpected("delete_task", other)),
+        }
+    }
+
     async fn task_state(&self, name: &str, id: u64, request: Request) -> Result<TaskState, ClientError> {
         match self.call(request, Resend::Unsafe, 0).await? {
             // The id in the reply is a cheap check that replies are matched right.

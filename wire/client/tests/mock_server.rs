@@ -211,6 +211,7 @@ async fn replies_are_matched_by_request_id_not_by_order() {
             backoff_ms: 0,
             backoff_max_ms: 0,
             retention_ms: 0,
+            dead_retention_ms: 0,
             group_concurrency: None,
             counts: [0; 7],
         });

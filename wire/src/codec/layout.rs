@@ -83,7 +83,7 @@ fixed_parts! {
         backoff_max_ms: U64,
         retention_ms: U64,
         group_concurrency: U32,
-        reserved: U32,
+        dead_retention_ms: U32,
         counts: [U64; 7],
     }
 
@@ -122,7 +122,14 @@ fixed_parts! {
         payload_len: U32,
     }
 
-    /// Get-task and cancel requests (8 bytes).
+    /// List-tasks request (16 bytes), then `queue`.
+    struct ListTasksRequest(16) { after: U64, queue_len: U16, limit: U16, state: u8, reserved: [u8; 3] }
+
+    /// List-tasks reply (16 bytes), then `count` task views (each a get-task
+    /// reply's body).
+    struct TaskPageReply(16) { count: U32, flags: U32, next_cursor: U64 }
+
+    /// Get-task, cancel, retry-task and delete-task requests (8 bytes).
     struct IdRequest(8) { id: U64 }
 
     /// Get-task reply (80 bytes), then `queue`, `group`, `key`, deps, `error`,
@@ -182,10 +189,16 @@ pub(crate) const PATCH_BACKOFF_MAX_MS: u16 = 1 << 4;
 pub(crate) const PATCH_RETENTION_MS: u16 = 1 << 5;
 pub(crate) const PATCH_GROUP_CONCURRENCY_VALUE: u16 = 1 << 6;
 pub(crate) const PATCH_GROUP_CONCURRENCY_UNLIMITED: u16 = 1 << 7;
-pub(crate) const PATCH_ALL: u16 = (1 << 8) - 1;
+/// Set: a U64 `dead_retention_ms` follows the queue name (a field added after
+/// the fixed part was laid out, so requests without it keep their bytes).
+pub(crate) const PATCH_DEAD_RETENTION_MS: u16 = 1 << 8;
+pub(crate) const PATCH_ALL: u16 = (1 << 9) - 1;
 
 /// `QueueInfoPart.flags`.
 pub(crate) const QUEUE_INFO_GROUP_CONCURRENCY: u8 = 1 << 0;
+
+/// `TaskPageReply.flags`: `next_cursor` is set (more tasks may follow).
+pub(crate) const TASK_PAGE_NEXT_CURSOR: u32 = 1 << 0;
 
 /// `DequeueRequest.flags`.
 pub(crate) const DEQUEUE_LEASE_MS: u32 = 1 << 0;

@@ -6,15 +6,16 @@ use zerocopy::little_endian::{I32, U16, U32, U64};
 
 use super::layout::{
     size, AuthRequest, CompletePart, ConfigureQueueRequest, CountPart, DeleteQueueRequest, DequeueRequest,
-    EnqueueBatchRequest, ExtendRequest, FailRequest, HelloRequest, IdRequest, QueueNameRequest, TaskSpecPart,
-    COMPLETE_RESULT, DEP_BATCH_BIT, DEP_BYTES, DEQUEUE_LEASE_MS, DEQUEUE_QUEUE_BYTES_MIN, PATCH_ALL,
-    PATCH_BACKOFF_MAX_MS, PATCH_BACKOFF_MS, PATCH_DISCIPLINE, PATCH_GROUP_CONCURRENCY_UNLIMITED,
-    PATCH_GROUP_CONCURRENCY_VALUE, PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS, PATCH_RETENTION_MS,
+    EnqueueBatchRequest, ExtendRequest, FailRequest, HelloRequest, IdRequest, ListTasksRequest, QueueNameRequest,
+    TaskSpecPart, COMPLETE_RESULT, DEP_BATCH_BIT, DEP_BYTES, DEQUEUE_LEASE_MS, DEQUEUE_QUEUE_BYTES_MIN, PATCH_ALL,
+    PATCH_BACKOFF_MAX_MS, PATCH_BACKOFF_MS, PATCH_DEAD_RETENTION_MS, PATCH_DISCIPLINE,
+    PATCH_GROUP_CONCURRENCY_UNLIMITED, PATCH_GROUP_CONCURRENCY_VALUE, PATCH_LEASE_MS, PATCH_MAX_ATTEMPTS,
+    PATCH_RETENTION_MS,
 };
 use super::reader::{widen, Field, Reader};
 use super::writer::Writer;
 use crate::error::{DecodeError, EncodeError};
-use crate::message::{CompleteItem, Dep, Discipline, Opcode, QueuePatch, Request, Secret, TaskSpec};
+use crate::message::{CompleteItem, Dep, Discipline, Opcode, QueuePatch, Request, Secret, TaskSpec, TaskState};
 
 const QUEUE: Field = Field::top("queue");
 
@@ -64,7 +65,20 @@ pub(crate) fn encode(request: &Request, w: &mut Writer<'_>) -> Result<(), Encode
                 w.bytes(queue.as_bytes());
             }
         }
-        Request::GetTask { id } | Request::Cancel { id } => w.fixed(&IdRequest { id: U64::new(*id) }),
+        Request::ListTasks { queue, state, after, limit } => {
+            let queue_len = w.u16_len(queue.len(), QUEUE)?;
+            w.fixed(&ListTasksRequest {
+                after: U64::new(*after),
+                queue_len,
+                limit: U16::new(*limit),
+                state: *state as u8,
+                reserved: [0; 3],
+            });
+            w.bytes(queue.as_bytes());
+        }
+        Request::GetTask { id } | Request::Cancel { id } | Request::RetryTask { id } | Request::DeleteTask { id } => {
+            w.fixed(&IdRequest { id: U64::new(*id) })
+        }
         Request::Complete { id, lease, result } => encode_complete_item(*id, *lease, result, Field::FIXED, w)?,
         Request::Fail { id, lease, error, retry } => {
             let error_len = w.u16_len(error.len(), Field::top("error"))?;
@@ -154,6 +168,16 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Request, DecodeErro
         }
         Opcode::GetTask => Request::GetTask { id: r.fixed::<IdRequest>(Field::FIXED)?.id.get() },
         Opcode::Cancel => Request::Cancel { id: r.fixed::<IdRequest>(Field::FIXED)?.id.get() },
+        Opcode::RetryTask => Request::RetryTask { id: r.fixed::<IdRequest>(Field::FIXED)?.id.get() },
+        Opcode::DeleteTask => Request::DeleteTask { id: r.fixed::<IdRequest>(Field::FIXED)?.id.get() },
+        Opcode::ListTasks => {
+            let f = r.fixed::<ListTasksRequest>(Field::FIXED)?;
+            r.reserved(&f.reserved, Field::top("reserved"))?;
+            let state = TaskState::from_u8(f.state)
+                .ok_or_else(|| r.malformed(format_args!("state is {}, not a task state (0..=6)", f.state)))?;
+            let queue = r.string(usize::from(f.queue_len.get()), QUEUE)?;
+            Request::ListTasks { queue, state, after: f.after.get(), limit: f.limit.get() }
+        }
         Opcode::Complete => {
             let CompleteItem { id, lease, result } = decode_complete_item(&mut r, Field::FIXED)?;
             Request::Complete { id, lease, result }
@@ -213,6 +237,7 @@ fn encode_configure_queue(queue: &str, patch: &QueuePatch, w: &mut Writer<'_>) -
     bit(patch.retention_ms.is_some(), PATCH_RETENTION_MS);
     bit(matches!(patch.group_concurrency, Some(Some(_))), PATCH_GROUP_CONCURRENCY_VALUE);
     bit(matches!(patch.group_concurrency, Some(None)), PATCH_GROUP_CONCURRENCY_UNLIMITED);
+    bit(patch.dead_retention_ms.is_some(), PATCH_DEAD_RETENTION_MS);
     let queue_len = w.u16_len(queue.len(), QUEUE)?;
     w.fixed(&ConfigureQueueRequest {
         present: U16::new(present),
@@ -228,6 +253,9 @@ fn encode_configure_queue(queue: &str, patch: &QueuePatch, w: &mut Writer<'_>) -
         reserved1: U16::new(0),
     });
     w.bytes(queue.as_bytes());
+    if let Some(dead_retention_ms) = patch.dead_retention_ms {
+        w.fixed(&U64::new(dead_retention_ms));
+    }
     Ok(())
 }
 
@@ -277,8 +305,21 @@ fn decode_configure_queue(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
             }
         };
     let queue = r.string(usize::from(f.queue_len.get()), QUEUE)?;
-    let patch =
-        QueuePatch { discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency };
+    let dead_retention_ms = if present & PATCH_DEAD_RETENTION_MS != 0 {
+        Some(r.fixed::<U64>(Field::top("dead_retention_ms"))?.get())
+    } else {
+        None
+    };
+    let patch = QueuePatch {
+        discipline,
+        lease_ms,
+        max_attempts,
+        backoff_ms,
+        backoff_max_ms,
+        retention_ms,
+        dead_retention_ms,
+        group_concurrency,
+    };
     Ok(Request::ConfigureQueue { queue, patch })
 }
 

@@ -6,9 +6,9 @@ use zerocopy::little_endian::{I32, U16, U32, U64};
 
 use super::layout::{
     size, AuthReply, CompleteOutcomePart, CountPart, EnqueuedPart, ErrorReply, ExtendedReply, HelloReply,
-    LeasedTaskPart, PongReply, QueueInfoPart, TaskStateReply, TaskViewPart, DEP_BYTES, QUEUE_INFO_GROUP_CONCURRENCY,
-    VIEW_ALL, VIEW_ERROR, VIEW_GROUP, VIEW_KEY, VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS,
-    VIEW_RESULT,
+    LeasedTaskPart, PongReply, QueueInfoPart, TaskPageReply, TaskStateReply, TaskViewPart, DEP_BYTES,
+    QUEUE_INFO_GROUP_CONCURRENCY, TASK_PAGE_NEXT_CURSOR, VIEW_ALL, VIEW_ERROR, VIEW_GROUP, VIEW_KEY,
+    VIEW_LEASE_EXPIRES_AT_MS, VIEW_NOT_BEFORE_MS, VIEW_PURGE_AT_MS, VIEW_RESULT,
 };
 use super::reader::{widen, Field, Reader};
 use super::request::decode_discipline;
@@ -29,6 +29,7 @@ pub(crate) fn context(opcode: Opcode) -> &'static str {
         Opcode::ListQueues => "list_queues reply",
         Opcode::GetQueue => "get_queue reply",
         Opcode::DeleteQueue => "delete_queue reply",
+        Opcode::ListTasks => "list_tasks reply",
         Opcode::Enqueue => "enqueue reply",
         Opcode::EnqueueBatch => "enqueue_batch reply",
         Opcode::Dequeue => "dequeue reply",
@@ -38,6 +39,8 @@ pub(crate) fn context(opcode: Opcode) -> &'static str {
         Opcode::Extend => "extend reply",
         Opcode::Cancel => "cancel reply",
         Opcode::CompleteBatch => "complete_batch reply",
+        Opcode::RetryTask => "retry_task reply",
+        Opcode::DeleteTask => "delete_task reply",
     }
 }
 
@@ -64,7 +67,18 @@ pub(crate) fn encode(response: &Response, w: &mut Writer<'_>) -> Result<u16, Enc
                 encode_queue_info(info, Field::inside("queues", Some(index), ""), w)?;
             }
         }
-        Response::QueueDeleted => {}
+        Response::QueueDeleted | Response::TaskDeleted => {}
+        Response::TaskPage { tasks, next_cursor } => {
+            let count = w.u32_len(tasks.len(), Field::top("tasks"))?;
+            w.fixed(&TaskPageReply {
+                count,
+                flags: U32::new(if next_cursor.is_some() { TASK_PAGE_NEXT_CURSOR } else { 0 }),
+                next_cursor: U64::new(next_cursor.unwrap_or(0)),
+            });
+            for view in tasks {
+                encode_task_view(view, w)?;
+            }
+        }
         Response::Enqueued(enqueued) => encode_enqueued(enqueued, w),
         Response::EnqueuedBatch(enqueued) => {
             let count = w.u32_len(enqueued.len(), Field::top("tasks"))?;
@@ -158,6 +172,24 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Response, DecodeErr
             Response::Queues(infos)
         }
         Opcode::DeleteQueue => Response::QueueDeleted,
+        Opcode::DeleteTask => Response::TaskDeleted,
+        Opcode::ListTasks => {
+            let f = r.fixed::<TaskPageReply>(Field::FIXED)?;
+            let flags = f.flags.get();
+            r.flags(flags.into(), TASK_PAGE_NEXT_CURSOR.into(), Field::top("flags"))?;
+            let next_cursor = if flags & TASK_PAGE_NEXT_CURSOR != 0 {
+                Some(f.next_cursor.get())
+            } else {
+                r.absent_is_zero(f.next_cursor.get(), Field::top("next_cursor"))?;
+                None
+            };
+            let count = r.check_count(widen(f.count.get()), size::<TaskViewPart>(), Field::top("tasks"))?;
+            let mut tasks = Vec::with_capacity(count);
+            for _ in 0..count {
+                tasks.push(decode_task_view(&mut r)?);
+            }
+            Response::TaskPage { tasks, next_cursor }
+        }
         Opcode::Enqueue => Response::Enqueued(decode_enqueued(&mut r, Field::FIXED)?),
         Opcode::EnqueueBatch => {
             let count = decode_count(&mut r, size::<EnqueuedPart>(), "tasks")?;
@@ -176,7 +208,7 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Response, DecodeErr
             Response::Leased(tasks)
         }
         Opcode::GetTask => Response::Task(decode_task_view(&mut r)?),
-        Opcode::Complete | Opcode::Fail | Opcode::Cancel => {
+        Opcode::Complete | Opcode::Fail | Opcode::Cancel | Opcode::RetryTask => {
             let f = r.fixed::<TaskStateReply>(Field::FIXED)?;
             r.reserved(&f.reserved, Field::top("reserved"))?;
             Response::TaskState { id: f.id.get(), state: decode_state(&r, f.state, Field::top("state"))? }
@@ -246,7 +278,7 @@ fn encode_queue_info(info: &QueueInfo, part: Field, w: &mut Writer<'_>) -> Resul
         backoff_max_ms: U64::new(info.backoff_max_ms),
         retention_ms: U64::new(info.retention_ms),
         group_concurrency: U32::new(info.group_concurrency.unwrap_or(0)),
-        reserved: U32::new(0),
+        dead_retention_ms: w.u32_value(info.dead_retention_ms, part.with("dead_retention_ms"))?,
         counts: info.counts.map(U64::new),
     });
     w.bytes(info.name.as_bytes());
@@ -257,7 +289,6 @@ fn decode_queue_info(r: &mut Reader<'_>, part: Field) -> Result<QueueInfo, Decod
     let f = r.fixed::<QueueInfoPart>(part)?;
     let discipline = decode_discipline(r, f.discipline, part.with("discipline"))?;
     r.flags(f.flags.into(), QUEUE_INFO_GROUP_CONCURRENCY.into(), part.with("flags"))?;
-    r.reserved(&f.reserved, part.with("reserved"))?;
     let group_concurrency = if f.flags & QUEUE_INFO_GROUP_CONCURRENCY != 0 {
         Some(f.group_concurrency.get())
     } else {
@@ -273,6 +304,7 @@ fn decode_queue_info(r: &mut Reader<'_>, part: Field) -> Result<QueueInfo, Decod
         backoff_ms: f.backoff_ms.get(),
         backoff_max_ms: f.backoff_max_ms.get(),
         retention_ms: f.retention_ms.get(),
+        dead_retention_ms: f.dead_retention_ms.get().into(),
         group_concurrency,
         counts: f.counts.map(|count| count.get()),
     })

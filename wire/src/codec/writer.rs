@@ -59,6 +59,13 @@ impl<'a> Writer<'a> {
         u32::try_from(len).map(U32::new).map_err(|_| self.too_long(field, len, u32::MAX.into()))
     }
 
+    /// A value (not a length) for a U32 field.
+    pub(crate) fn u32_value(&self, value: u64, field: Field) -> Result<U32, EncodeError> {
+        u32::try_from(value)
+            .map(U32::new)
+            .map_err(|_| self.error(format_args!("{field} is {value}, at most {} fit its 32-bit field", u32::MAX)))
+    }
+
     /// Writes the header in front of the body. On error the caller truncates
     /// `out` back to where the frame began.
     pub(crate) fn finish(self, opcode: u8, flags: u16, status: u16, request_id: u64) -> Result<(), EncodeError> {

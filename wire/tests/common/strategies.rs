@@ -109,10 +109,20 @@ pub fn queue_patch() -> BoxedStrategy<QueuePatch> {
         option::of(u64_edgy()),
         option::of(u64_edgy()),
         option::of(u64_edgy()),
+        option::of(u64_edgy()),
         option::of(option::of(u32_edgy())),
     )
         .prop_map(
-            |(discipline, lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, group_concurrency)| {
+            |(
+                discipline,
+                lease_ms,
+                max_attempts,
+                backoff_ms,
+                backoff_max_ms,
+                retention_ms,
+                dead_retention_ms,
+                group_concurrency,
+            )| {
                 QueuePatch {
                     discipline,
                     lease_ms,
@@ -120,6 +130,7 @@ pub fn queue_patch() -> BoxedStrategy<QueuePatch> {
                     backoff_ms,
                     backoff_max_ms,
                     retention_ms,
+                    dead_retention_ms,
                     group_concurrency,
                 }
             },
@@ -159,6 +170,12 @@ pub fn requests() -> Vec<(&'static str, BoxedStrategy<Request>)> {
             "delete_queue",
             (text(), any::<bool>()).prop_map(|(queue, force)| Request::DeleteQueue { queue, force }).boxed(),
         ),
+        (
+            "list_tasks",
+            (text(), task_state(), u64_edgy(), u16_edgy())
+                .prop_map(|(queue, state, after, limit)| Request::ListTasks { queue, state, after, limit })
+                .boxed(),
+        ),
         ("enqueue", (text(), task_spec()).prop_map(|(queue, task)| Request::Enqueue { queue, task }).boxed()),
         (
             "enqueue_batch",
@@ -191,6 +208,8 @@ pub fn requests() -> Vec<(&'static str, BoxedStrategy<Request>)> {
         ),
         ("cancel", u64_edgy().prop_map(|id| Request::Cancel { id }).boxed()),
         ("complete_batch", vec(complete_item(), 0..5).prop_map(|items| Request::CompleteBatch { items }).boxed()),
+        ("retry_task", u64_edgy().prop_map(|id| Request::RetryTask { id }).boxed()),
+        ("delete_task", u64_edgy().prop_map(|id| Request::DeleteTask { id }).boxed()),
     ]
 }
 
@@ -198,7 +217,7 @@ pub fn queue_info() -> BoxedStrategy<QueueInfo> {
     (
         text(),
         discipline(),
-        (u64_edgy(), u32_edgy(), u64_edgy(), u64_edgy(), u64_edgy()),
+        (u64_edgy(), u32_edgy(), u64_edgy(), u64_edgy(), u64_edgy(), u32_edgy()),
         option::of(u32_edgy()),
         proptest::array::uniform7(u64_edgy()),
     )
@@ -206,7 +225,7 @@ pub fn queue_info() -> BoxedStrategy<QueueInfo> {
             |(
                 name,
                 discipline,
-                (lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms),
+                (lease_ms, max_attempts, backoff_ms, backoff_max_ms, retention_ms, dead_retention_ms),
                 group_concurrency,
                 counts,
             )| {
@@ -218,6 +237,7 @@ pub fn queue_info() -> BoxedStrategy<QueueInfo> {
                     backoff_ms,
                     backoff_max_ms,
                     retention_ms,
+                    dead_retention_ms: dead_retention_ms.into(),
                     group_concurrency,
                     counts,
                 }
@@ -324,8 +344,21 @@ pub fn responses() -> Vec<(&'static str, BoxedStrategy<(u8, Response)>)> {
         ("leased", with(Opcode::Dequeue, vec(leased_task(), 0..4).prop_map(Response::Leased))),
         ("task", with(Opcode::GetTask, task_view().prop_map(Response::Task))),
         (
+            "task_page",
+            with(
+                Opcode::ListTasks,
+                (vec(task_view(), 0..3), option::of(u64_edgy()))
+                    .prop_map(|(tasks, next_cursor)| Response::TaskPage { tasks, next_cursor }),
+            ),
+        ),
+        ("task_deleted", with(Opcode::DeleteTask, Just(Response::TaskDeleted))),
+        (
             "task_state",
-            (prop_oneof![Just(Opcode::Complete), Just(Opcode::Fail), Just(Opcode::Cancel)], u64_edgy(), task_state())
+            (
+                prop_oneof![Just(Opcode::Complete), Just(Opcode::Fail), Just(Opcode::Cancel), Just(Opcode::RetryTask)],
+                u64_edgy(),
+                task_state(),
+            )
                 .prop_map(|(opcode, id, state)| (opcode as u8, Response::TaskState { id, state }))
                 .boxed(),
         ),
