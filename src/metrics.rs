@@ -178,10 +178,10 @@ pub fn slot_range(slot: usize) -> (u64, u64) {
     (low, low + (1u64 << shift) - 1)
 }
 
-/// A histogram one thread records into and any thread may read.
+/// A histogram one thread records into and any thread may read. Its count
+/// is the sum of its slots, added up by the scrape rather than kept per record.
 pub struct Histogram {
     slots: Box<[AtomicU64]>,
-    count: AtomicU64,
     sum: AtomicU64,
 }
 
@@ -189,7 +189,6 @@ impl Default for Histogram {
     fn default() -> Histogram {
         Histogram {
             slots: (0..HISTOGRAM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
         }
     }
@@ -200,27 +199,24 @@ impl Histogram {
     #[inline]
     pub fn record(&self, value: u64) {
         bump(&self.slots[slot_of(value)], 1);
-        bump(&self.count, 1);
         bump(&self.sum, value);
     }
 
     /// Records `value` from any thread (rare events: WAL batches).
     pub fn record_shared(&self, value: u64) {
         self.slots[slot_of(value)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Adds this histogram's counts to `into`.
+    /// Adds this histogram's counts to `into`. The sum is read after the
+    /// slots, so a record made meanwhile may show in the sum and not the
+    /// count (one request's worth, for one scrape).
     pub fn add_to(&self, into: &mut Buckets) {
         for (total, slot) in into.slots.iter_mut().zip(self.slots.iter()) {
-            *total += slot.load(Ordering::Relaxed);
+            let count = slot.load(Ordering::Relaxed);
+            *total += count;
+            into.count += count;
         }
-        into.count += self.count.load(Ordering::Relaxed);
         into.sum += self.sum.load(Ordering::Relaxed);
     }
 }
@@ -302,9 +298,7 @@ impl ReactorMetrics {
             *total += counter.load(Ordering::Relaxed);
         }
         for (total, histogram) in into.latency.iter_mut().zip(self.latency.iter()) {
-            if histogram.count() > 0 {
-                histogram.add_to(total);
-            }
+            histogram.add_to(total);
         }
     }
 }
@@ -592,9 +586,10 @@ impl Exposition {
         self.out.push('\n');
     }
 
-    /// A histogram's samples: cumulative `_bucket`s (bounds `bounds`, in
-    /// the recorded unit times `scale`), `_sum` and `_count`.
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], buckets: &Buckets, bounds: &[f64], scale: f64) {
+    /// A histogram's samples: cumulative `_bucket`s (`bounds` in the shown
+    /// unit, `per_unit` recorded values each: 1e6 µs per second), `_sum`
+    /// and `_count`.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], buckets: &Buckets, bounds: &[f64], per_unit: f64) {
         let hdr = buckets.to_hdr();
         let bucket_name = format!("{name}_bucket");
         let mut previous = 0;
@@ -602,7 +597,7 @@ impl Exposition {
             let le = format_number(*bound);
             // The hdr histogram counts the values at or below the bound
             // (within its resolution); never fewer than the bucket before.
-            let limit = (bound / scale).round() as u64;
+            let limit = (bound * per_unit).round() as u64;
             let count = hdr.count_between(0, limit).max(previous).min(buckets.count);
             previous = count;
             let mut with_le = labels.to_vec();
@@ -612,7 +607,7 @@ impl Exposition {
         let mut with_le = labels.to_vec();
         with_le.push(("le", "+Inf"));
         self.sample(&bucket_name, &with_le, buckets.count as f64);
-        self.sample(&format!("{name}_sum"), labels, buckets.sum as f64 * scale);
+        self.sample(&format!("{name}_sum"), labels, buckets.sum as f64 / per_unit);
         self.sample(&format!("{name}_count"), labels, buckets.count as f64);
     }
 }
@@ -682,7 +677,7 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
     );
     for (protocol, op, buckets) in latency_series() {
         let labels = [("protocol", protocol), ("op", op)];
-        e.histogram("tqx_request_duration_seconds", &labels, buckets, &LATENCY_BUCKETS_SECONDS, 1e-6);
+        e.histogram("tqx_request_duration_seconds", &labels, buckets, &LATENCY_BUCKETS_SECONDS, 1e6);
     }
     e.family(
         "tqx_request_latency_seconds",
@@ -752,7 +747,7 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
         e.family("tqx_wal_batch_records", "histogram", "Records per write-ahead log batch (one fdatasync each).");
         e.histogram("tqx_wal_batch_records", &[], &wal.batch_records, &BATCH_RECORDS_BUCKETS, 1.0);
         e.family("tqx_wal_sync_duration_seconds", "histogram", "One batch's write and fdatasync together.");
-        e.histogram("tqx_wal_sync_duration_seconds", &[], &wal.sync_us, &LATENCY_BUCKETS_SECONDS, 1e-6);
+        e.histogram("tqx_wal_sync_duration_seconds", &[], &wal.sync_us, &LATENCY_BUCKETS_SECONDS, 1e6);
     }
     if let Some(checkpoint) = &snapshot.checkpoint {
         e.family("tqx_checkpoint_increments_total", "counter", "Checkpoint increments written into RocksDB.");
