@@ -187,10 +187,7 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Histogram {
-        Histogram {
-            slots: (0..HISTOGRAM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-        }
+        Histogram { slots: (0..HISTOGRAM_SLOTS).map(|_| AtomicU64::new(0)).collect(), sum: AtomicU64::new(0) }
     }
 }
 
@@ -643,10 +640,18 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
     e.sample("tqx_build_info", &[("version", snapshot.version), ("durability", snapshot.durability.as_str())], 1.0);
     e.family("tqx_uptime_seconds", "gauge", "Seconds since the server started.");
     e.sample("tqx_uptime_seconds", &[], snapshot.uptime_seconds);
-    e.family("tqx_metrics_enabled", "gauge", "0 when started with --no-metrics (request counts and latency are not recorded).");
+    e.family(
+        "tqx_metrics_enabled",
+        "gauge",
+        "0 when started with --no-metrics (request counts and latency are not recorded).",
+    );
     e.sample("tqx_metrics_enabled", &[], f64::from(u8::from(snapshot.metrics_enabled)));
 
-    e.family("tqx_requests_total", "counter", "Requests answered, by protocol, operation and outcome (ok or the error code).");
+    e.family(
+        "tqx_requests_total",
+        "counter",
+        "Requests answered, by protocol, operation and outcome (ok or the error code).",
+    );
     for protocol in [Protocol::Http, Protocol::Binary] {
         for op in 0..OPS_COUNT {
             for outcome in 0..OUTCOMES_COUNT {
@@ -695,7 +700,11 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
         e.sample("tqx_request_latency_seconds_count", &labels, buckets.count as f64);
     }
 
-    e.family("tqx_task_events_total", "counter", "Task events: enqueued, leased, completed, failed, dead, lease_expired, cancelled.");
+    e.family(
+        "tqx_task_events_total",
+        "counter",
+        "Task events: enqueued, leased, completed, failed, dead, lease_expired, cancelled.",
+    );
     for (name, count) in TASK_EVENT_NAMES.iter().zip(snapshot.task_events) {
         e.sample("tqx_task_events_total", &[("event", name)], count as f64);
     }
@@ -733,7 +742,11 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
     for (p, protocol) in PROTOCOL_NAMES.iter().enumerate() {
         for (r, reason) in CLOSE_REASON_NAMES.iter().enumerate() {
             let count = connections.closed[p * CLOSE_REASONS_COUNT + r];
-            e.sample("tqx_connections_closed_by_server_total", &[("protocol", protocol), ("reason", reason)], count as f64);
+            e.sample(
+                "tqx_connections_closed_by_server_total",
+                &[("protocol", protocol), ("reason", reason)],
+                count as f64,
+            );
         }
     }
 
@@ -752,17 +765,33 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
     if let Some(checkpoint) = &snapshot.checkpoint {
         e.family("tqx_checkpoint_increments_total", "counter", "Checkpoint increments written into RocksDB.");
         e.sample("tqx_checkpoint_increments_total", &[], checkpoint.increments as f64);
-        e.family("tqx_checkpoint_flushes_total", "counter", "Checkpoint flushes (after which the log below is removed).");
+        e.family(
+            "tqx_checkpoint_flushes_total",
+            "counter",
+            "Checkpoint flushes (after which the log below is removed).",
+        );
         e.sample("tqx_checkpoint_flushes_total", &[], checkpoint.flushes as f64);
         if let Some(seconds) = checkpoint.last_duration_seconds {
-            e.family("tqx_checkpoint_last_duration_seconds", "gauge", "Duration of the last checkpoint round that wrote anything.");
+            e.family(
+                "tqx_checkpoint_last_duration_seconds",
+                "gauge",
+                "Duration of the last checkpoint round that wrote anything.",
+            );
             e.sample("tqx_checkpoint_last_duration_seconds", &[], seconds);
         }
         if let Some(seconds) = checkpoint.last_success_age_seconds {
-            e.family("tqx_checkpoint_last_success_age_seconds", "gauge", "Seconds since the last checkpoint round that succeeded.");
+            e.family(
+                "tqx_checkpoint_last_success_age_seconds",
+                "gauge",
+                "Seconds since the last checkpoint round that succeeded.",
+            );
             e.sample("tqx_checkpoint_last_success_age_seconds", &[], seconds);
         }
-        e.family("tqx_rocksdb_sst_bytes", "gauge", "RocksDB SST files over every column family, as of the last checkpoint round.");
+        e.family(
+            "tqx_rocksdb_sst_bytes",
+            "gauge",
+            "RocksDB SST files over every column family, as of the last checkpoint round.",
+        );
         e.sample("tqx_rocksdb_sst_bytes", &[], checkpoint.rocksdb_sst_bytes as f64);
         e.family("tqx_rocksdb_memtable_bytes", "gauge", "RocksDB memtables, as of the last checkpoint round.");
         e.sample("tqx_rocksdb_memtable_bytes", &[], checkpoint.rocksdb_memtable_bytes as f64);
@@ -826,8 +855,11 @@ pub fn render_json(snapshot: &Snapshot, queues_max: usize) -> serde_json::Value 
             }
         }
     }
-    let task_events: Map<String, Value> =
-        TASK_EVENT_NAMES.iter().zip(snapshot.task_events).map(|(name, count)| (name.to_string(), json!(count))).collect();
+    let task_events: Map<String, Value> = TASK_EVENT_NAMES
+        .iter()
+        .zip(snapshot.task_events)
+        .map(|(name, count)| (name.to_string(), json!(count)))
+        .collect();
     let queues: Vec<Value> = bounded_queues(&snapshot.queues, queues_max)
         .into_iter()
         .map(|queue| {

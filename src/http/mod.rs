@@ -27,8 +27,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use render::{
-    render_document, render_health, render_health_recovering, render_health_stalled, render_overloaded, render_recovering, render_reply,
-    render_shutting_down, render_too_many_connections,
+    render_document, render_health, render_health_recovering, render_health_stalled, render_overloaded,
+    render_recovering, render_reply, render_shutting_down, render_too_many_connections,
 };
 
 use crate::auth::{self, Decision, Grant, PresentedToken, Session, Tokens};

@@ -166,7 +166,11 @@ pub fn render_document(content_type: &str, body: &[u8], keep_alive: bool, out: &
     out.extend_from_slice(content_type.as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: ");
     u64_number(out, body.len() as u64);
-    out.extend_from_slice(if keep_alive { b"\r\nConnection: keep-alive\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" });
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nConnection: close\r\n\r\n"
+    });
     out.extend_from_slice(body);
 }
 

@@ -149,8 +149,14 @@ impl Conn {
     /// (`stats::LatencyClock`; 0 with metrics off).
     fn answer(&self, opcode: u8, request_id: u64, reply: Option<Reply>, taken_us: u32, now_us: u32) {
         if self.metrics.enabled {
-            let outcome = reply.as_ref().map_or(metrics::outcome_of_code(ErrorCode::ShuttingDown), stats::reply_outcome);
-            self.metrics.executed(Protocol::Binary, metrics::op_of_opcode(opcode), outcome, now_us.wrapping_sub(taken_us));
+            let outcome =
+                reply.as_ref().map_or(metrics::outcome_of_code(ErrorCode::ShuttingDown), stats::reply_outcome);
+            self.metrics.executed(
+                Protocol::Binary,
+                metrics::op_of_opcode(opcode),
+                outcome,
+                now_us.wrapping_sub(taken_us),
+            );
         }
         if self.finished.get() {
             return; // nobody left to send it to

@@ -380,7 +380,8 @@ impl ReactorConns {
     /// its protocol (`metrics::Protocol as usize`).
     pub(crate) fn register(&self, registry: &Registry, fd: RawFd, protocol: usize) -> Rc<ConnTimer> {
         let now_ms = registry.clock.now_ms();
-        let slot = Arc::new(ConnSlot { fd, protocol, idle_since_ms: AtomicU64::new(now_ms), closing: AtomicBool::new(false) });
+        let slot =
+            Arc::new(ConnSlot { fd, protocol, idle_since_ms: AtomicU64::new(now_ms), closing: AtomicBool::new(false) });
         let global_key = registry.insert(slot.clone());
         let timer = Rc::new(ConnTimer {
             holds: Cell::new(0),

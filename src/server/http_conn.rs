@@ -27,9 +27,9 @@ use crate::auth::Grant;
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next, StatsFormat};
+use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 use crate::metrics::{self, Protocol, ReactorMetrics, OP_HEALTHZ, OP_METRICS, OP_OTHER};
 use tqx_wire::{ErrorCode, Opcode};
-use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
 
 /// What a parsed request is waiting for before its response can be written.
 enum Pending {
@@ -256,7 +256,8 @@ async fn process(
         };
         let mut took = 0;
         // One clock reading for the requests taken in this pass (their latency starts here).
-        let taken_us = if room > 0 && !parsed.is_empty() && metrics.enabled { shared.metrics.clock.now_us() } else { 0 };
+        let taken_us =
+            if room > 0 && !parsed.is_empty() && metrics.enabled { shared.metrics.clock.now_us() } else { 0 };
         while took < room && !close {
             let Some(next) = parsed.pop_front() else { break };
             took += 1;

@@ -260,7 +260,13 @@ pub(crate) struct MailboxReply {
 }
 
 impl MailboxReply {
-    pub(crate) fn new(mailbox: Arc<Mailbox>, conn: ConnKey, request_id: u64, opcode: u8, taken_us: u32) -> MailboxReply {
+    pub(crate) fn new(
+        mailbox: Arc<Mailbox>,
+        conn: ConnKey,
+        request_id: u64,
+        opcode: u8,
+        taken_us: u32,
+    ) -> MailboxReply {
         MailboxReply { mailbox, conn, request_id, opcode, sent: false, taken_us }
     }
 

@@ -210,7 +210,8 @@ async fn accept_loop(
                             let stream = Rc::new(stream);
                             match protocol {
                                 Protocol::Http(pool, mailbox, metrics) => {
-                                    http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox, &metrics).await
+                                    http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox, &metrics)
+                                        .await
                                 }
                                 Protocol::Binary(replies) => {
                                     binary_conn::serve_connection(&stream, &shared, &replies, &timer).await

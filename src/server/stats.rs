@@ -187,8 +187,7 @@ fn process_snapshot() -> ProcessSnapshot {
         .and_then(|text| text.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
         .map(|pages| pages * 4096);
     // Less one: the directory being read holds a descriptor of its own.
-    let open_fds =
-        std::fs::read_dir("/proc/self/fd").ok().map(|entries| (entries.count() as u64).saturating_sub(1));
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|entries| (entries.count() as u64).saturating_sub(1));
     let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
         let line = text.lines().find(|line| line.starts_with("Max open files"))?;
         line["Max open files".len()..].split_whitespace().next()?.parse().ok()
@@ -198,7 +197,13 @@ fn process_snapshot() -> ProcessSnapshot {
 
 /// Appends the HTTP response to `GET /metrics` or `GET /v1/stats`, from the
 /// queue list the executor answered.
-pub(crate) fn render_http(shared: &Shared, format: StatsFormat, queues: &[QueueInfo], keep_alive: bool, out: &mut Vec<u8>) {
+pub(crate) fn render_http(
+    shared: &Shared,
+    format: StatsFormat,
+    queues: &[QueueInfo],
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
     let snapshot = snapshot(shared, queues);
     match format {
         StatsFormat::Prometheus => {

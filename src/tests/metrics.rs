@@ -169,7 +169,9 @@ fn with_tokens_metrics_and_stats_need_admin_on_every_queue() {
     let admin = "tqx_admin_token_for_the_metrics_test";
     let producer = "tqx_producer_token_for_the_metrics_test";
     let limited_admin = "tqx_limited_admin_token_for_the_metrics_test";
-    let file = line(admin, "scopes=admin") + &line(producer, "scopes=produce") + &line(limited_admin, "scopes=admin queues=a.*");
+    let file = line(admin, "scopes=admin")
+        + &line(producer, "scopes=produce")
+        + &line(limited_admin, "scopes=admin queues=a.*");
     std::fs::write(&tokens, file).expect("token file");
     let server = Server::start(&["--tokens", tokens.to_str().expect("utf-8 path")]);
     let get = |path: &str, token: Option<&str>| {
