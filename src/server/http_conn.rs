@@ -284,7 +284,16 @@ async fn process(
                             close |= checked.close;
                             let grant = checked.grant;
                             let measure = (metrics, taken_us);
-                            dispatch(checked.action, keep_alive, shared, mailbox, &mut close, long_polls_full, grant, measure)
+                            dispatch(
+                                checked.action,
+                                keep_alive,
+                                shared,
+                                mailbox,
+                                &mut close,
+                                long_polls_full,
+                                grant,
+                                measure,
+                            )
                         }
                     };
                     if matches!(waiting, Pending::Worker { long_poll: true, .. }) {
