@@ -331,9 +331,9 @@ pub struct TaskEvents {
     pub counts: [AtomicU64; TASK_EVENTS_COUNT],
 }
 
-pub const TASK_EVENTS_COUNT: usize = 7;
+pub const TASK_EVENTS_COUNT: usize = 8;
 pub const TASK_EVENT_NAMES: [&str; TASK_EVENTS_COUNT] =
-    ["enqueued", "leased", "completed", "failed", "dead", "lease_expired", "cancelled"];
+    ["enqueued", "leased", "completed", "failed", "dead", "lease_expired", "cancelled", "retried"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskEvent {
@@ -350,6 +350,8 @@ pub enum TaskEvent {
     /// Leases that ran out (an attempt lost).
     LeaseExpired = 5,
     Cancelled = 6,
+    /// Dead (or failed) tasks sent back to ready by a retry request.
+    Retried = 7,
 }
 
 impl TaskEvents {
@@ -703,7 +705,7 @@ pub fn render_prometheus(snapshot: &Snapshot, queues_max: usize) -> String {
     e.family(
         "tqx_task_events_total",
         "counter",
-        "Task events: enqueued, leased, completed, failed, dead, lease_expired, cancelled.",
+        "Task events: enqueued, leased, completed, failed, dead, lease_expired, cancelled, retried.",
     );
     for (name, count) in TASK_EVENT_NAMES.iter().zip(snapshot.task_events) {
         e.sample("tqx_task_events_total", &[("event", name)], count as f64);

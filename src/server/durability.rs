@@ -96,6 +96,9 @@ pub(crate) struct Journal {
     /// Where the replies' task events are counted (`stats.rs`); `None` with
     /// `--no-metrics`. Written under the engine lock, like everything here.
     pub(crate) task_events: Option<Arc<crate::metrics::TaskEvents>>,
+    /// The opcode of the command being executed (set by `worker.rs` with
+    /// metrics on), which tells the task events what its reply means.
+    pub(crate) executing_opcode: u8,
 }
 
 /// What the checkpointer is told besides its timer.
@@ -123,6 +126,7 @@ impl Journal {
             nudge: None,
             payload_bytes_max: Some(payload_bytes_max),
             task_events: None,
+            executing_opcode: 0,
         }
     }
 
@@ -212,7 +216,7 @@ impl Effects for Journal {
 
     fn send(&mut self, engine: &Engine, to: ReplyTo, reply: Reply, lsn: u64) {
         if let Some(events) = &self.task_events {
-            super::stats::count_task_events(events, &reply);
+            super::stats::count_task_events(events, self.executing_opcode, &reply);
         }
         self.reply(engine, reply, to, lsn);
     }
@@ -417,6 +421,7 @@ pub(crate) fn recover(
         nudge: None,             // set when the checkpointer starts
         payload_bytes_max: None, // tiering moves payloads to the store instead
         task_events: None,       // set by `serve` with the server's metrics
+        executing_opcode: 0,
     };
     Ok(Recovered { engine, journal, checkpointing: Some((store, committer)), clock_ms })
 }

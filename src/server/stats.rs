@@ -23,6 +23,7 @@ use crate::metrics::{
     self, CheckpointSnapshot, ConnSnapshot, ProcessSnapshot, QueueCounts, ReactorMetrics, RequestTotals, Snapshot,
     TaskEvent, TaskEvents, WalMetrics, WalSnapshot,
 };
+use tqx_wire::Opcode;
 
 /// The `Content-Type` of `GET /metrics`: the text exposition format 0.0.4.
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -116,26 +117,36 @@ pub(crate) fn reply_outcome(reply: &Reply) -> usize {
     }
 }
 
+const COMPLETE: u8 = Opcode::Complete as u8;
+const CANCEL: u8 = Opcode::Cancel as u8;
+const RETRY_TASK: u8 = Opcode::RetryTask as u8;
+const FAIL: u8 = Opcode::Fail as u8;
+
 /// Counts the task events a reply shows (called under the engine lock by
-/// the executing thread, for every reply: `durability.rs`). A `TaskState`
-/// reply comes from complete (`completed`), cancel (`cancelled`) or fail
-/// (`ready` or `delayed` to retry, or `dead`).
+/// the executing thread, for every reply: `durability.rs`). `opcode`: the
+/// command being executed (`binary::command_opcode`), which says what a
+/// `TaskState` reply means: complete, cancel, fail (`ready` or `delayed` to
+/// retry, or `dead`) or retry. Long polls answered after a batch are leases
+/// whatever it says.
 #[inline]
-pub(crate) fn count_task_events(events: &TaskEvents, reply: &Reply) {
+pub(crate) fn count_task_events(events: &TaskEvents, opcode: u8, reply: &Reply) {
     match reply {
         Reply::Enqueued(enqueued) => events.add(TaskEvent::Enqueued, u64::from(enqueued.created)),
         Reply::EnqueuedBatch(entries) => {
             events.add(TaskEvent::Enqueued, entries.iter().filter(|entry| entry.created).count() as u64)
         }
         Reply::Leased(tasks) if !tasks.is_empty() => events.add(TaskEvent::Leased, tasks.len() as u64),
-        Reply::TaskState { state, .. } => match state {
-            TaskState::Completed => events.add(TaskEvent::Completed, 1),
-            TaskState::Cancelled => events.add(TaskEvent::Cancelled, 1),
-            TaskState::Dead => {
+        Reply::TaskState { state, .. } => match opcode {
+            COMPLETE => events.add(TaskEvent::Completed, 1),
+            CANCEL => events.add(TaskEvent::Cancelled, 1),
+            RETRY_TASK => events.add(TaskEvent::Retried, 1),
+            FAIL => {
                 events.add(TaskEvent::Failed, 1);
-                events.add(TaskEvent::Dead, 1);
+                if *state == TaskState::Dead {
+                    events.add(TaskEvent::Dead, 1);
+                }
             }
-            _ => events.add(TaskEvent::Failed, 1),
+            _ => {}
         },
         Reply::CompletedBatch(items) => {
             events.add(TaskEvent::Completed, items.iter().filter(|(_, outcome)| outcome.is_ok()).count() as u64)

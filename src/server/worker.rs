@@ -120,6 +120,9 @@ fn drain(shared: &Shared, state: &mut EngineState, jobs_max: usize) -> (usize, u
                 }
             }
             super::liveness::debug_panic_check(&command);
+            if journal.task_events.is_some() {
+                journal.executing_opcode = crate::binary::command_opcode(&command) as u8;
+            }
             may_ready |= executor.execute(journal, command, received, reply, now, !stopping);
         }
         let wake_ms = executor.after_batch(journal, now, stopping, may_ready);

@@ -67,6 +67,11 @@ fn traffic_on_both_protocols_moves_the_counters_and_the_exposition_passes_promto
     for task in &leased {
         binary.complete(task.id, task.lease, None).expect("complete");
     }
+    // One more fails for good and is retried: a retry's reply (`ready`) is
+    // not a failed attempt's.
+    let doomed = binary.dequeue(&["emails"], 1, None, 0).expect("dequeue").remove(0);
+    assert_eq!(binary.fail(doomed.id, doomed.lease, "broken", false).expect("fail"), tqx_wire::TaskState::Dead);
+    assert_eq!(binary.retry_task(doomed.id).expect("retry"), tqx_wire::TaskState::Ready);
 
     let response = http.get("/metrics");
     assert_eq!(response.status, 200, "{response:?}");
@@ -79,7 +84,7 @@ fn traffic_on_both_protocols_moves_the_counters_and_the_exposition_passes_promto
     };
     assert_eq!(requests("http", "enqueue", "ok"), Some(HTTP_ENQUEUES as f64), "{text}");
     assert_eq!(requests("binary", "enqueue", "ok"), Some(BINARY_ENQUEUES as f64), "{text}");
-    assert_eq!(requests("binary", "dequeue", "ok"), Some(1.0));
+    assert_eq!(requests("binary", "dequeue", "ok"), Some(2.0));
     assert_eq!(requests("binary", "complete", "ok"), Some(3.0));
     assert_eq!(requests("binary", "hello", "ok"), Some(1.0), "the handshake is counted too");
     assert_eq!(requests("http", "get_queue", "queue_not_found"), Some(1.0));
@@ -89,8 +94,9 @@ fn traffic_on_both_protocols_moves_the_counters_and_the_exposition_passes_promto
     assert!(text.contains("tqx_request_latency_seconds{protocol=\"binary\",op=\"enqueue\",quantile=\"0.999\"}"));
     let events = |event: &str| sample(&text, &format!("tqx_task_events_total{{event=\"{event}\"}}"));
     assert_eq!(events("enqueued"), Some((HTTP_ENQUEUES + BINARY_ENQUEUES) as f64));
-    assert_eq!(events("leased"), Some(3.0));
+    assert_eq!(events("leased"), Some(4.0));
     assert_eq!(events("completed"), Some(3.0));
+    assert_eq!((events("failed"), events("dead"), events("retried")), (Some(1.0), Some(1.0), Some(1.0)));
     let ready = (HTTP_ENQUEUES + BINARY_ENQUEUES - 3) as f64;
     assert_eq!(sample(&text, "tqx_tasks{queue=\"emails\",state=\"ready\"}"), Some(ready));
     assert_eq!(sample(&text, "tqx_tasks{queue=\"emails\",state=\"completed\"}"), Some(3.0));
@@ -99,9 +105,9 @@ fn traffic_on_both_protocols_moves_the_counters_and_the_exposition_passes_promto
     let accepted = sample(&text, "tqx_connections_accepted_total{protocol=\"http\"}");
     assert!(accepted.is_some_and(|n| n >= 1.0), "{accepted:?}");
     // Every state change was logged and synced (sync mode): at least one
-    // record per enqueue, lease and complete.
+    // record per enqueue, dequeue, complete, fail and retry.
     let records = sample(&text, "tqx_wal_records_total").expect("WAL records in sync mode");
-    assert!(records >= (HTTP_ENQUEUES + BINARY_ENQUEUES + 1 + 3) as f64, "{records}");
+    assert!(records >= (HTTP_ENQUEUES + BINARY_ENQUEUES + 2 + 3 + 2) as f64, "{records}");
     assert!(sample(&text, "tqx_wal_syncs_total").is_some_and(|syncs| syncs >= 1.0));
     assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|bytes| bytes > 1e6));
     assert!(sample(&text, "process_open_fds").is_some_and(|fds| fds >= 4.0));
