@@ -15,6 +15,8 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod sim;
 #[cfg(feature = "server")]

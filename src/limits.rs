@@ -299,3 +299,13 @@ const _: () = assert!(PRUNE_BATCH_PERMILLE * 100 < PRUNE_ABOVE_PERCENT_MIN as us
 const _: () = assert!(CONNECTION_SWEEP_INTERVAL_MS_MIN <= CONNECTION_SWEEP_INTERVAL_MS_MAX);
 const _: () = assert!(REQUEST_DEADLINE_MS_DEFAULT <= CONNECTION_TIMEOUT_MS_MAX);
 const _: () = assert!(IDLE_TIMEOUT_MS_DEFAULT <= CONNECTION_TIMEOUT_MS_MAX);
+
+// ---- metrics (src/metrics.rs; docs/metrics.md) -------------------------------
+
+/// Queues shown by name in `GET /metrics` (`tqx_tasks{queue,state}`) and
+/// `GET /v1/stats`: the first this many in name order; the rest are summed
+/// into one `queue="_other"` row. Each queue shown costs 7 series in a
+/// Prometheus server (one per state), so 100 queues cost 700 series per
+/// scraped server, and a scrape renders ~60 KB for them; more queues than
+/// this would make one TaskQueueX the largest target a Prometheus scrapes.
+pub const METRICS_QUEUES_COUNT_MAX: usize = 100;

@@ -17,7 +17,8 @@ mkdir -p "$CARGO_TARGET_DIR"
 TQX_APT_PACKAGES=(libclang-dev)
 # ... and what the tests need besides: the benchmark's peers, which the bench
 # crate's smoke tests start as bench/run does (docs/bench-harness.md).
-TQX_TEST_APT_PACKAGES=(redis-server beanstalkd rabbitmq-server nats-server)
+# prometheus: its `promtool check metrics` validates `/metrics` (src/tests/metrics.rs).
+TQX_TEST_APT_PACKAGES=(redis-server beanstalkd rabbitmq-server nats-server prometheus)
 
 ensure_build_deps() {
     ensure_apt_packages "${TQX_APT_PACKAGES[@]}"

@@ -53,6 +53,7 @@ pub fn run(data: &[u8]) {
             assert!(matches!(status, 400 | 413), "a body is refused with 400, or 413 for a field too long: {status}");
         }
         Action::Health => panic!("{method} {path} is not the health check"),
+        Action::Stats(_) => panic!("{method} {path} is not a statistics route"),
         Action::Execute(command) => {
             replies::check_record_fits(&command, body.len());
             replies::run_and_check(command, 1)

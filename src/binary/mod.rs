@@ -439,7 +439,10 @@ pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)>
             };
             Command::ConfigureQueue { queue, patch }
         }
-        Request::ListQueues => Command::ListQueues,
+        // The engine's part of the statistics is the queue list (with the
+        // same scope: admin on every queue); the reactor renders the `stats`
+        // reply from it and its own counters (`server/stats.rs`).
+        Request::ListQueues | Request::Stats => Command::ListQueues,
         Request::GetQueue { queue } => Command::GetQueue { queue },
         Request::DeleteQueue { queue, force } => Command::DeleteQueue { queue, force },
         Request::Enqueue { queue, task } => Command::Enqueue { queue, task: new_task(task, false)? },

@@ -184,6 +184,10 @@ pub(super) struct ServeArgs {
     /// keeps the tokens in force). Without it, every request is allowed.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// Do not count or time requests for /metrics and /v1/stats (their request counts and latency
+    /// stay empty; everything else is still shown). For measuring what recording costs.
+    #[arg(long)]
+    no_metrics: bool,
     /// Log format on stderr: human-readable text, or JSON lines.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -307,6 +311,7 @@ fn config(args: ServeArgs) -> ServeConfig {
         },
         insecure: args.insecure,
         tokens_file: args.tokens,
+        metrics: !args.no_metrics,
     }
 }
 

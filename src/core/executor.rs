@@ -83,6 +83,9 @@ pub struct Executor<T> {
     /// they need not be walked after every batch: only when something may
     /// have become ready, or a deadline has passed.
     long_poll_deadline_min_ms: u64,
+    /// What the last [`Executor::after_batch`]'s timer pass did (the
+    /// server's metrics count its expired leases and dead tasks).
+    pub last_tick: crate::engine::TickReport,
 }
 
 /// Encodes a record that is not a client's command as received (a tick, a
@@ -96,7 +99,13 @@ pub fn encode_entry(now_ms: u64, entry: Entry) -> Vec<u8> {
 impl<T> Executor<T> {
     /// `clock_ms`: the latest time the engine has seen (the log's, after recovery).
     pub fn new(engine: Engine, clock_ms: u64) -> Executor<T> {
-        Executor { engine, clock_ms, long_polls: VecDeque::new(), long_poll_deadline_min_ms: u64::MAX }
+        Executor {
+            engine,
+            clock_ms,
+            long_polls: VecDeque::new(),
+            long_poll_deadline_min_ms: u64::MAX,
+            last_tick: crate::engine::TickReport::default(),
+        }
     }
 
     /// Takes the wall clock's reading, made monotonic: the time to execute at.
@@ -208,6 +217,7 @@ impl<T> Executor<T> {
             effects.append(encode_entry(now, Entry::Tick { work_max: TICK_WORK_MAX as u32 }));
         }
         let tick = self.engine.tick(now, TICK_WORK_MAX);
+        self.last_tick = tick;
         let may_ready = may_ready || tick.promoted > 0 || tick.expired > 0;
         if stopping {
             self.release_long_polls(effects);

@@ -27,8 +27,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use render::{
-    render_health, render_health_recovering, render_health_stalled, render_overloaded, render_recovering, render_reply,
-    render_shutting_down, render_too_many_connections,
+    render_document, render_health, render_health_recovering, render_health_stalled, render_overloaded,
+    render_recovering, render_reply, render_shutting_down, render_too_many_connections,
 };
 
 use crate::auth::{self, Decision, Grant, PresentedToken, Session, Tokens};
@@ -105,9 +105,22 @@ pub enum Action {
     Execute(Command),
     /// `GET /healthz`: the reactor answers (render with [`render_health`]).
     Health,
+    /// `GET /metrics` or `GET /v1/stats`: the reactor executes
+    /// `Command::ListQueues` (the engine's part, under the same scope) and
+    /// renders it with its own counters in this format (`server/stats.rs`).
+    Stats(StatsFormat),
     /// Answer at once with this already-rendered response (404, 405, a 400 that
     /// names the field, ...), carrying `Connection: close` if `keep_alive` is false.
     Respond(Vec<u8>),
+}
+
+/// How the server's statistics are rendered (docs/metrics.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// `GET /metrics`: the Prometheus text exposition format 0.0.4.
+    Prometheus,
+    /// `GET /v1/stats`: JSON (docs/http-api.md).
+    Json,
 }
 
 /// The reactor's parse step for one HTTP connection, as a pure function (so a
@@ -291,7 +304,9 @@ pub struct Authorized {
 /// scope and queue). `GET /healthz` needs none: load balancers probe it without
 /// credentials, and it shows nothing but liveness. Responses the parse step
 /// already made (404, 405, a 400 naming a field) go out as they are: they
-/// execute nothing and show nothing of the engine.
+/// execute nothing and show nothing of the engine. `GET /metrics` and `GET
+/// /v1/stats` need what listing the queues needs (`admin` on every queue):
+/// they show every queue's counts.
 pub fn authorize(
     action: Action,
     credential: &Credential,
@@ -299,8 +314,9 @@ pub fn authorize(
     tokens: &Tokens,
     session: &mut Session,
 ) -> Authorized {
-    let command = match action {
-        Action::Execute(command) => command,
+    let (command, stats) = match action {
+        Action::Execute(command) => (command, None),
+        Action::Stats(format) => (Command::ListQueues, Some(format)),
         other => return Authorized { action: other, grant: None, close: false },
     };
     let authenticated = match credential {
@@ -313,7 +329,10 @@ pub fn authorize(
     let reason = match authenticated {
         Ok(grant) => {
             let (action, grant) = match auth::authorize(grant, &command) {
-                Ok(Decision::Allowed) => (Action::Execute(command), None),
+                Ok(Decision::Allowed) => match stats {
+                    Some(format) => (Action::Stats(format), None),
+                    None => (Action::Execute(command), None),
+                },
                 Ok(Decision::CheckTaskQueues) => (Action::Execute(command), Some(grant.clone())),
                 Err(error) => (Action::Respond(error_response(error, keep_alive)), None),
             };
@@ -405,6 +424,8 @@ fn split_target(target: &str) -> (&str, &str) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
     Health,
+    Metrics,
+    Stats,
     ListQueues,
     ConfigureQueue(&'a str),
     GetQueue(&'a str),
@@ -503,6 +524,9 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
     if path == "/healthz" {
         return if method == "GET" { Ok(Route::Health) } else { Err(MethodNotAllowed(ALLOW_GET)) };
     }
+    if path == "/metrics" {
+        return if method == "GET" { Ok(Route::Metrics) } else { Err(MethodNotAllowed(ALLOW_GET)) };
+    }
     let rest = path.strip_prefix("/v1/").ok_or(NotFound)?;
     let mut segments = [""; 4];
     let mut count = 0;
@@ -515,6 +539,8 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
         count += 1;
     }
     match (&segments[..count], method) {
+        (["stats"], "GET") => Ok(Route::Stats),
+        (["stats"], _) => Err(MethodNotAllowed(ALLOW_GET)),
         (["queues"], "GET") => Ok(Route::ListQueues),
         (["queues"], _) => Err(MethodNotAllowed(ALLOW_GET)),
         (["queues", queue], "GET") => Ok(Route::GetQueue(queue)),
@@ -547,6 +573,8 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
 fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refused> {
     let command = match route {
         Route::Health => return Ok(Action::Health),
+        Route::Metrics => return Ok(Action::Stats(StatsFormat::Prometheus)),
+        Route::Stats => return Ok(Action::Stats(StatsFormat::Json)),
         Route::ListQueues => Command::ListQueues,
         Route::GetQueue(queue) => Command::GetQueue { queue: queue.to_owned() },
         Route::ConfigureQueue(queue) => body::configure_queue(queue, body)?,

@@ -159,6 +159,21 @@ pub fn render_health_stalled(keep_alive: bool, out: &mut Vec<u8>) {
     finish(out, start, SERVICE_UNAVAILABLE, keep_alive, "");
 }
 
+/// `GET /metrics` and `GET /v1/stats`: `200` with `body` as it is, of
+/// `content_type` (the Prometheus text format is not JSON).
+pub fn render_document(content_type: &str, body: &[u8], keep_alive: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    u64_number(out, body.len() as u64);
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nConnection: close\r\n\r\n"
+    });
+    out.extend_from_slice(body);
+}
+
 /// A command arrived before recovery finished: `503 recovering`, `Retry-After: 1`.
 pub fn render_recovering(keep_alive: bool, out: &mut Vec<u8>) {
     let message = "the server is recovering its state from disk; retry after 1 second";

@@ -1221,3 +1221,28 @@ fn a_token_without_the_scope_gets_403_naming_it_and_a_limited_one_defers_task_ch
     assert!(matches!(admin.action, Action::Execute(_)) && admin.grant.is_none());
     assert!(!refused.close, "a 403 is not a failed authentication");
 }
+
+#[test]
+fn metrics_and_stats_route_to_their_formats_and_take_get_only() {
+    assert_eq!(action(&request("GET", "/metrics", None)), (Action::Stats(StatsFormat::Prometheus), true));
+    assert_eq!(action(&request("GET", "/v1/stats", None)), (Action::Stats(StatsFormat::Json), true));
+    for path in ["/metrics", "/v1/stats"] {
+        let refused = respond("POST", path, Some("{}"));
+        assert_error(&refused, 405, "method_not_allowed");
+    }
+}
+
+/// `/metrics` and `/v1/stats` show every queue's counts: they need what
+/// listing queues needs, `admin` on every queue.
+#[test]
+fn metrics_and_stats_need_admin_on_every_queue() {
+    for path in ["/metrics", "/v1/stats"] {
+        let mut session = Session::new();
+        let (status, _, text) = response_of(&authorized(&with_token("GET", path, "p", None), &mut session));
+        assert_eq!(status, 403, "{text}");
+        let allowed = authorized(&with_token("GET", path, "a", None), &mut session);
+        assert!(matches!(allowed.action, Action::Stats(_)), "{:?}", allowed.action);
+        let (status, _, _) = response_of(&authorized(&request("GET", path, None), &mut Session::new()));
+        assert_eq!(status, 401);
+    }
+}

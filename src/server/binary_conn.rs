@@ -52,12 +52,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use slab::Slab;
 use tokio::sync::{oneshot, Notify};
-use tqx_wire::{ErrorCode, HEADER_BYTES};
+use tqx_wire::{ErrorCode, Opcode, HEADER_BYTES};
 
 use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{self, reply_bytes_estimate, ConnKey, Delivery, Mailbox, MailboxReply, ReplyTo, Target};
 use super::reactor::reply_budget_released;
+use super::stats::{self, LatencyClock};
 use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
@@ -68,6 +69,7 @@ use crate::command::Reply;
 use crate::core::executor::Received;
 use crate::engine::EngineError;
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
+use crate::metrics::{self, Protocol, ReactorMetrics};
 /// An output buffer that grew past this (a large reply) is released after
 /// its write rather than kept for the life of the connection.
 const OUTPUT_BYTES_KEPT_MAX: usize = 1 << 20;
@@ -111,6 +113,8 @@ struct Conn {
     /// Held while requests are in flight or a write is: the request deadline,
     /// the idle timeout and pruning leave a busy connection alone (conn_timers.rs).
     timer: Rc<ConnTimer>,
+    /// The reactor's request counts and latencies (`crate::metrics`).
+    metrics: Arc<ReactorMetrics>,
 }
 
 /// An answer to a request in flight, waiting to be encoded.
@@ -140,10 +144,33 @@ impl Conn {
     }
 
     /// The answer to a request in flight: parked, then encoded as far as the
-    /// connection's reply budget allows.
-    fn answer(&self, opcode: u8, request_id: u64, reply: Option<Reply>) {
+    /// connection's reply budget allows. Counted and timed: the connection
+    /// took it at `taken_us`, and it is answered at `now_us`
+    /// (`stats::LatencyClock`; 0 with metrics off).
+    fn answer(&self, opcode: u8, request_id: u64, reply: Option<Reply>, taken_us: u32, now_us: u32) {
+        if self.metrics.enabled {
+            let outcome =
+                reply.as_ref().map_or(metrics::outcome_of_code(ErrorCode::ShuttingDown), stats::reply_outcome);
+            self.metrics.executed(
+                Protocol::Binary,
+                metrics::op_of_opcode(opcode),
+                outcome,
+                now_us.wrapping_sub(taken_us),
+            );
+        }
         if self.finished.get() {
             return; // nobody left to send it to
+        }
+        if let (true, Some(Reply::Queues(queues))) = (opcode == Opcode::Stats as u8, &reply) {
+            // The `stats` reply: rendered now, from the queues the executor
+            // listed and the server's counters (stats.rs); rare, and small.
+            let mut frame = Vec::new();
+            stats::render_binary(&self.shared, queues, request_id, &mut frame);
+            self.in_flight.set(self.in_flight.get() - 1);
+            self.timer.release();
+            self.send(|out| out.extend_from_slice(&frame));
+            self.wake_processor.notify_one();
+            return;
         }
         let bytes = reply.as_ref().map_or(HEADER_BYTES, reply_bytes_estimate);
         self.parked.borrow_mut().push_back(Answer { opcode, request_id, reply, bytes });
@@ -206,6 +233,11 @@ pub(crate) struct Replies {
     pub(crate) mailbox: Arc<Mailbox>,
     conns: RefCell<Slab<Registered>>,
     generation: Cell<u32>,
+    metrics: Arc<ReactorMetrics>,
+    clock: LatencyClock,
+    /// The clock as read once per release pass (read at the pass's first
+    /// delivery, with metrics on): one reading for a batch of replies.
+    pass_us: Cell<Option<u32>>,
 }
 
 struct Registered {
@@ -215,15 +247,42 @@ struct Registered {
 
 impl Replies {
     /// Creates the reactor's mailbox and spawns the task that delivers from it.
-    pub(crate) fn start(watermark: &Arc<crate::wal::watermark::Watermark>) -> Rc<Replies> {
+    pub(crate) fn start(
+        watermark: &Arc<crate::wal::watermark::Watermark>,
+        metrics: Arc<ReactorMetrics>,
+        clock: LatencyClock,
+    ) -> Rc<Replies> {
         let replies = Rc::new(Replies {
             mailbox: Mailbox::new(watermark),
             conns: RefCell::new(Slab::new()),
             generation: Cell::new(0),
+            metrics,
+            clock,
+            pass_us: Cell::new(None),
         });
         let (mailbox, delivering) = (replies.mailbox.clone(), replies.clone());
-        tokio_uring::spawn(outbox::release_loop(mailbox, move |delivery| delivering.deliver(delivery)));
+        let forgetting = replies.clone();
+        tokio_uring::spawn(outbox::release_loop(
+            mailbox,
+            move || forgetting.pass_us.set(None),
+            move |delivery| delivering.deliver(delivery),
+        ));
         replies
+    }
+
+    /// The time replies delivered in this pass are answered at (0 with metrics off).
+    fn now_us(&self) -> u32 {
+        if !self.metrics.enabled {
+            return 0;
+        }
+        match self.pass_us.get() {
+            Some(now_us) => now_us,
+            None => {
+                let now_us = self.clock.now_us();
+                self.pass_us.set(Some(now_us));
+                now_us
+            }
+        }
     }
 
     fn register(&self, conn: Rc<Conn>) -> ConnKey {
@@ -255,14 +314,14 @@ impl Replies {
                     let _ = sender.send(reply);
                 }
             }
-            Target::Conn { conn, request_id, opcode } => {
+            Target::Conn { conn, request_id, opcode, taken_us } => {
                 let conns = self.conns.borrow();
                 let Some(registered) = conns.get(conn.slot as usize) else { return };
                 if registered.generation != conn.generation {
                     return;
                 }
                 // `None`: the request was dropped unexecuted (the server stopped).
-                registered.conn.answer(opcode, request_id, reply);
+                registered.conn.answer(opcode, request_id, reply, taken_us, self.now_us());
             }
         }
     }
@@ -298,6 +357,7 @@ pub(crate) async fn serve_connection(
         wake_writer: Notify::new(),
         peer_gone: Notify::new(),
         timer: timer.clone(),
+        metrics: replies.metrics.clone(),
     });
     // One maximal frame, so a frame can always complete; reads pause past it.
     let buffered_bytes_max = HEADER_BYTES + shared.binary_limits.frame_body_bytes_max;
@@ -472,8 +532,10 @@ async fn process(
             !inbox.is_empty()
         };
         let took = nexts.len();
+        // One clock reading for the frames of this pass (their latency starts here).
+        let taken_us = if took > 0 && conn.metrics.enabled { shared.metrics.clock.now_us() } else { 0 };
         for next in nexts.drain(..) {
-            dispatch(next, shared, conn, replies, key);
+            dispatch(next, shared, conn, replies, key, taken_us);
         }
         // With room, take_frames took every whole frame it could: what is left
         // is the start of one (its deadline runs, conn_timers.rs). Without
@@ -512,14 +574,22 @@ async fn process(
 
 /// Answers a frame at once, or queues its command for execution: its reply
 /// comes back through the mailbox, or (a long poll) to a task of its own.
-fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey) {
+fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &Replies, key: ConnKey, taken_us: u32) {
     let (request_id, opcode, command, long_poll, received, grant) = match next {
         BinaryNext::Respond(frame) | BinaryNext::Fatal(frame) => {
+            // A reply frame the protocol step made (hello, auth, an error):
+            // its header says the opcode (byte 3) and the status (bytes 6-7).
+            if conn.metrics.enabled && frame.len() >= HEADER_BYTES {
+                let status = u16::from_le_bytes([frame[6], frame[7]]);
+                let outcome = ErrorCode::from_u16(status).map_or(metrics::OUTCOME_OTHER, metrics::outcome_of_code);
+                conn.metrics.answered(Protocol::Binary, metrics::op_of_opcode(frame[3]), outcome);
+            }
             conn.send(|out| out.extend_from_slice(&frame));
             return;
         }
         BinaryNext::Ping { request_id } => {
             let ready = matches!(shared.health(), super::Health::Ready);
+            conn.metrics.answered(Protocol::Binary, metrics::op_of_opcode(Opcode::Ping as u8), 0);
             conn.send(|out| binary::render_pong(ready, request_id, out));
             return;
         }
@@ -531,6 +601,8 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         // One client must not hold all of the executor's long-poll slots.
         let limit = shared.connection_long_polls_max;
         let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
+        let outcome = metrics::outcome_of_code(ErrorCode::CapacityExceeded);
+        conn.metrics.answered(Protocol::Binary, metrics::op_of_opcode(opcode), outcome);
         conn.send(|out| binary::render_reply(&Reply::Error(error), opcode, request_id, out));
         return;
     }
@@ -542,18 +614,24 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
         None
     };
     if let Some(code) = refusal {
+        conn.metrics.answered(Protocol::Binary, metrics::op_of_opcode(opcode), metrics::outcome_of_code(code));
         conn.send(|out| binary::render_refusal(code, opcode, request_id, out));
         return;
     }
+    let overloaded = || {
+        let outcome = metrics::outcome_of_code(ErrorCode::Overloaded);
+        conn.metrics.answered(Protocol::Binary, metrics::op_of_opcode(opcode), outcome);
+        conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
+    };
     if !long_poll {
-        let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode));
+        let reply = ReplyTo::Mailbox(MailboxReply::new(replies.mailbox.clone(), key, request_id, opcode, taken_us));
         if let Err(job) = shared.submit(Box::new(Job { command, received, reply, grant })) {
             // Unsent, it would be delivered as `shutting_down`: forget it quietly.
             let Job { reply, .. } = *job;
             if let ReplyTo::Mailbox(reply) = reply {
                 reply.cancel();
             }
-            conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
+            overloaded();
             return;
         }
         worker::execute_soon(shared);
@@ -564,7 +642,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     let (sender, receiver) = oneshot::channel();
     let reply = ReplyTo::Task { sender, mailbox: replies.mailbox.clone() };
     if shared.submit(Box::new(Job { command, received, reply, grant })).is_err() {
-        conn.send(|out| binary::render_refusal(ErrorCode::Overloaded, opcode, request_id, out));
+        overloaded();
         return;
     }
     worker::execute_soon(shared);
@@ -575,8 +653,9 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
     tokio_uring::spawn(async move {
         let reply = await_reply(receiver, &conn, &shared).await;
         conn.long_polls.set(conn.long_polls.get() - 1);
+        let now_us = if conn.metrics.enabled { shared.metrics.clock.now_us() } else { 0 };
         match reply {
-            Some(reply) => conn.answer(opcode, request_id, Some(reply)),
+            Some(reply) => conn.answer(opcode, request_id, Some(reply), taken_us, now_us),
             // The peer left during the long poll: nobody to answer.
             None if !shared.stopping.load(Ordering::SeqCst) => {
                 conn.in_flight.set(conn.in_flight.get() - 1);
@@ -585,7 +664,7 @@ fn dispatch(next: BinaryNext, shared: &Arc<Shared>, conn: &Rc<Conn>, replies: &R
                 conn.wake_writer.notify_one();
             }
             // The request was dropped unexecuted (the server stopped).
-            None => conn.answer(opcode, request_id, None),
+            None => conn.answer(opcode, request_id, None, taken_us, now_us),
         }
     });
 }

@@ -118,8 +118,15 @@ pub(crate) fn run(
         if crate::sync::lock(&shared.storage_failure).is_some() {
             return Ok(()); // fail-stop: the log failed; write nothing more anywhere
         }
+        let started = Instant::now();
+        let written_before = (progress.written_lsn, progress.flushed_lsn);
         match checkpoint(&shared, &store, &committer, &mut progress, interval, last) {
-            Ok(()) => failures_in_a_row = 0,
+            Ok(()) => {
+                failures_in_a_row = 0;
+                let wrote = (progress.written_lsn, progress.flushed_lsn) != written_before;
+                let wrote_us = wrote.then(|| started.elapsed().as_micros() as u64);
+                shared.metrics.checkpoint_round(wrote_us, store.sizes());
+            }
             Err(Failed { error, rows_taken: false }) if failures_in_a_row < CHECKPOINT_RETRIES_MAX && !last => {
                 failures_in_a_row += 1;
                 tracing::warn!(%error, failures_in_a_row, "checkpoint failed before taking any rows; the next round retries");
@@ -211,6 +218,7 @@ fn increment(shared: &Shared, store: &Store, committer: &Committer, progress: &m
     }
     let (tasks_count, queues_count) = (rows.task_rows(), rows.queue_rows());
     store.write_rows(rows, upto, &meta).map_err(taken)?;
+    shared.metrics.checkpoint.increments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     progress.written_lsn = upto;
     progress.task_rows_unflushed += tasks_count;
     // Every task below this id has its payload row in this or an earlier
@@ -237,6 +245,7 @@ fn flush(shared: &Shared, store: &Store, committer: &Committer, progress: &mut P
         progress.written_lsn
     );
     committer.remove_through(durable);
+    shared.metrics.checkpoint.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     progress.flushed_lsn = durable;
     progress.last_flush = Instant::now();
     progress.task_rows_unflushed = 0;

@@ -103,6 +103,8 @@ impl Clock {
 /// What other threads may see of a connection: enough to prune it.
 pub(crate) struct ConnSlot {
     fd: RawFd,
+    /// `metrics::Protocol` as an index: what a close by this module is counted under.
+    protocol: usize,
     /// `BUSY` while the connection has a hold; else when it went idle.
     idle_since_ms: AtomicU64,
     /// Set by whoever shut it down (once).
@@ -125,6 +127,9 @@ pub(crate) struct Registry {
     /// was: an attack is reported once a second, not once per connection.
     pruned_unlogged_count: AtomicUsize,
     pruned_logged_ms: AtomicU64,
+    /// Connections by protocol: accepted, refused, open, and closed here
+    /// (pruned, or shed by a deadline or the idle timeout), for `/metrics`.
+    pub(crate) metrics: crate::metrics::ConnMetrics,
 }
 
 struct RegistryInner {
@@ -143,6 +148,7 @@ impl Registry {
             short_scan_ms: AtomicU64::new(NEVER),
             pruned_unlogged_count: AtomicUsize::new(0),
             pruned_logged_ms: AtomicU64::new(NEVER),
+            metrics: crate::metrics::ConnMetrics::default(),
         }
     }
 
@@ -198,6 +204,7 @@ impl Registry {
             // Registered (we hold the lock), so its descriptor is still its own.
             if self.close(&slots[key], false) {
                 closed += 1;
+                self.metrics.closed_by_server(slots[key].protocol, crate::metrics::CLOSE_PRUNED);
                 tracing::debug!(
                     idle_ms = now_ms.saturating_sub(idle_since_ms),
                     "closed the longest-idle connection to admit new ones (--prune-above-percent)"
@@ -369,10 +376,12 @@ pub(crate) struct ReactorConns {
 }
 
 impl ReactorConns {
-    /// A connection just accepted (idle from now), with its descriptor.
-    pub(crate) fn register(&self, registry: &Registry, fd: RawFd) -> Rc<ConnTimer> {
+    /// A connection just accepted (idle from now), with its descriptor and
+    /// its protocol (`metrics::Protocol as usize`).
+    pub(crate) fn register(&self, registry: &Registry, fd: RawFd, protocol: usize) -> Rc<ConnTimer> {
         let now_ms = registry.clock.now_ms();
-        let slot = Arc::new(ConnSlot { fd, idle_since_ms: AtomicU64::new(now_ms), closing: AtomicBool::new(false) });
+        let slot =
+            Arc::new(ConnSlot { fd, protocol, idle_since_ms: AtomicU64::new(now_ms), closing: AtomicBool::new(false) });
         let global_key = registry.insert(slot.clone());
         let timer = Rc::new(ConnTimer {
             holds: Cell::new(0),
@@ -406,6 +415,12 @@ impl ReactorConns {
             let both_ways = verdict == Verdict::WriteDeadline;
             if verdict != Verdict::Keep && registry.close(&timer.slot, both_ways) {
                 closed += 1;
+                let reason = match verdict {
+                    Verdict::RequestDeadline => 1,
+                    Verdict::WriteDeadline => 2,
+                    Verdict::IdleTimeout | Verdict::Keep => 3,
+                };
+                registry.metrics.closed_by_server(timer.slot.protocol, reason);
                 deadline_closed += usize::from(verdict != Verdict::IdleTimeout);
                 tracing::debug!(reason = verdict.reason(), "closed a connection");
             }
@@ -517,7 +532,7 @@ mod tests {
         let registry = Registry::new(policy(1_000, 5_000, 100), clock);
         let conns = ReactorConns::default();
         // Descriptor -1: shutdown fails with EBADF, nothing else happens.
-        let timer = conns.register(&registry, -1);
+        let timer = conns.register(&registry, -1, 0);
         // First bytes of a request at 1,000; more bytes at 1,500 change nothing.
         timer.parsed(false, true);
         now.store(1_500, Ordering::Relaxed);
@@ -552,7 +567,7 @@ mod tests {
         let mut timers = Vec::new();
         for i in 0..9u64 {
             now.store(1_000 + i, Ordering::Relaxed);
-            timers.push(conns.register(&registry, -1));
+            timers.push(conns.register(&registry, -1, 0));
         }
         // The oldest is in a long poll; the second oldest trickles a request.
         timers[0].hold();
@@ -584,7 +599,7 @@ mod tests {
         // Prune above 90, down to 89; at most 10 admitted past the limit.
         let registry = Registry::new(policy(0, 0, 100), clock);
         let conns = ReactorConns::default();
-        let timers: Vec<_> = (0..100).map(|_| conns.register(&registry, -1)).collect();
+        let timers: Vec<_> = (0..100).map(|_| conns.register(&registry, -1, 0)).collect();
         // All busy: nothing to prune, the 101st is refused.
         for timer in &timers {
             timer.hold();
@@ -606,7 +621,7 @@ mod tests {
         }
         // A small limit admits at most a tenth of it past it (at least 1).
         let small = Registry::new(policy(0, 0, 10), Clock::Manual(now.clone()));
-        let timers: Vec<_> = (0..10).map(|_| conns.register(&small, -1)).collect();
+        let timers: Vec<_> = (0..10).map(|_| conns.register(&small, -1, 0)).collect();
         assert!(small.admit(10), "pruning closed three (down to 8 with the new one)");
         assert_eq!(small.closing_count(), 3);
         assert!(!small.admit(11), "but only one is admitted past 10");
@@ -624,7 +639,7 @@ mod tests {
         let (clock, now) = manual();
         let registry = Registry::new(policy(1_000, 5_000, 100), clock);
         let conns = ReactorConns::default();
-        let timer = conns.register(&registry, -1);
+        let timer = conns.register(&registry, -1, 0);
         let charged = Cell::new(false);
         // Silent since the accept at 1,000: only the idle timeout.
         assert_eq!(timer.verdict(&registry.policy, 2_500), Verdict::Keep);
@@ -651,8 +666,8 @@ mod tests {
         let (clock, now) = manual();
         let registry = Registry::new(policy(0, 1_000, 100), clock);
         let conns = ReactorConns::default();
-        let idle = conns.register(&registry, -1);
-        let busy = conns.register(&registry, -1);
+        let idle = conns.register(&registry, -1, 0);
+        let busy = conns.register(&registry, -1, 0);
         busy.hold();
         now.store(1_999, Ordering::Relaxed);
         assert_eq!(conns.sweep(&registry), 0);

@@ -93,6 +93,12 @@ pub(crate) struct Journal {
     /// (`capacity_exceeded`, retryable) instead of growing until the OS kills
     /// the server.
     payload_bytes_max: Option<u64>,
+    /// Where the replies' task events are counted (`stats.rs`); `None` with
+    /// `--no-metrics`. Written under the engine lock, like everything here.
+    pub(crate) task_events: Option<Arc<crate::metrics::TaskEvents>>,
+    /// The opcode of the command being executed (set by `worker.rs` with
+    /// metrics on), which tells the task events what its reply means.
+    pub(crate) executing_opcode: u8,
 }
 
 /// What the checkpointer is told besides its timer.
@@ -119,6 +125,8 @@ impl Journal {
             tiering: None,
             nudge: None,
             payload_bytes_max: Some(payload_bytes_max),
+            task_events: None,
+            executing_opcode: 0,
         }
     }
 
@@ -207,6 +215,9 @@ impl Effects for Journal {
     }
 
     fn send(&mut self, engine: &Engine, to: ReplyTo, reply: Reply, lsn: u64) {
+        if let Some(events) = &self.task_events {
+            super::stats::count_task_events(events, self.executing_opcode, &reply);
+        }
         self.reply(engine, reply, to, lsn);
     }
 
@@ -224,6 +235,8 @@ impl Effects for Journal {
 pub(crate) struct LogWriterHooks {
     pub(crate) on_failure: FailureHook,
     pub(crate) watermark: Arc<Watermark>,
+    /// Where each batch's records, bytes and sync time are counted (`/metrics`).
+    pub(crate) wal_metrics: Arc<crate::metrics::WalMetrics>,
 }
 
 /// The engine as recovery left it, and the journal to continue with.
@@ -250,7 +263,7 @@ pub(crate) fn recover(
     accept_data_loss: bool,
     log_writer: LogWriterHooks,
 ) -> Result<Recovered, ServeError> {
-    let LogWriterHooks { on_failure, watermark } = log_writer;
+    let LogWriterHooks { on_failure, watermark, wal_metrics } = log_writer;
     let wal_dir = data_dir.join("wal");
     if mode == DurabilityMode::Memory {
         if wal_dir.exists() {
@@ -387,8 +400,18 @@ pub(crate) fn recover(
         _ => Duration::ZERO,
     };
     let committer = Arc::new(
-        Committer::start_with(log, CommitterOptions { linger, on_failure: Some(on_failure) }, watermark)
-            .map_err(ServeError::Io)?,
+        Committer::start_with(
+            log,
+            CommitterOptions {
+                linger,
+                on_failure: Some(on_failure),
+                on_batch: Some(Box::new(move |batch: &crate::wal::committer::BatchReport| {
+                    wal_metrics.batch(batch.records, batch.bytes, batch.sync_duration.as_micros() as u64)
+                })),
+            },
+            watermark,
+        )
+        .map_err(ServeError::Io)?,
     );
     let store = Arc::new(store);
     let journal = Journal {
@@ -397,6 +420,8 @@ pub(crate) fn recover(
         tiering: Some(Tiering::new(store.clone(), memory_limit_bytes)),
         nudge: None,             // set when the checkpointer starts
         payload_bytes_max: None, // tiering moves payloads to the store instead
+        task_events: None,       // set by `serve` with the server's metrics
+        executing_opcode: 0,
     };
     Ok(Recovered { engine, journal, checkpointing: Some((store, committer)), clock_ms })
 }

@@ -18,6 +18,7 @@ use super::buffers::{next_read_bytes, read_buffer, READ_BYTES_MIN};
 use super::conn_timers::ConnTimer;
 use super::outbox::{Mailbox, ReplyTo};
 use super::reactor::{reply_budget_released, FIXED_BUFFER_BYTES};
+use super::stats;
 use super::tls::Stream;
 use super::tokens::TokenView;
 use super::worker::{self, Job};
@@ -25,8 +26,10 @@ use super::Shared;
 use crate::auth::Grant;
 use crate::command::{Command, Reply};
 use crate::engine::EngineError;
-use crate::http::{self, Action, Next};
+use crate::http::{self, Action, Next, StatsFormat};
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
+use crate::metrics::{self, Protocol, ReactorMetrics, OP_HEALTHZ, OP_METRICS, OP_OTHER};
+use tqx_wire::{ErrorCode, Opcode};
 
 /// What a parsed request is waiting for before its response can be written.
 enum Pending {
@@ -41,16 +44,23 @@ enum Pending {
         keep_alive: bool,
     },
     ShuttingDown,
+    /// `op`: its operation slot (`crate::metrics`; `OP_METRICS` and the
+    /// `stats` opcode's slot render the statistics); `taken_us`: when the
+    /// connection took it (`stats::LatencyClock`, 0 with metrics off).
     Worker {
         reply: oneshot::Receiver<Reply>,
         keep_alive: bool,
         long_poll: bool,
+        op: u8,
+        taken_us: u32,
     },
     /// The executor's reply that arrived while this request waited behind others.
     Answered {
         reply: Box<Reply>,
         keep_alive: bool,
         long_poll: bool,
+        op: u8,
+        taken_us: u32,
     },
     /// Nobody will answer (the server stopped before executing it).
     Gone,
@@ -74,6 +84,7 @@ pub(crate) async fn serve_connection(
     pool: Option<FixedBufPool<Vec<u8>>>,
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
+    metrics: &ReactorMetrics,
 ) {
     // TLS: the handshake first, so a client certificate is known before the first request (tls.rs).
     if stream.handshake().await.is_err() {
@@ -94,7 +105,7 @@ pub(crate) async fn serve_connection(
         buffered_bytes_max,
         shared.read_bytes_max,
     ));
-    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox).await;
+    process(stream, shared, &inbox, &wake_processor, &wake_reader, timer, mailbox, metrics).await;
     // Ends the reader: a pending read completes with end-of-stream once the socket
     // is shut down, and a reader paused on a full inbox sees `ended`. Then waits
     // for it, so the socket is never dropped with a read in flight. `ended`
@@ -182,6 +193,7 @@ async fn read_loop(
 /// bytes of responses rendered before they are written. Requests parsed and
 /// not yet taken stay parsed; the inbox is parsed again only once they are
 /// all taken, so meanwhile it fills and the reader pauses (back-pressure).
+#[allow(clippy::too_many_arguments)]
 async fn process(
     stream: &Stream,
     shared: &Arc<Shared>,
@@ -190,6 +202,7 @@ async fn process(
     wake_reader: &Notify,
     timer: &ConnTimer,
     mailbox: &Arc<Mailbox>,
+    metrics: &ReactorMetrics,
 ) {
     // Allocated per batch of responses and released after its write: an idle
     // connection holds no output buffer.
@@ -242,12 +255,16 @@ async fn process(
             shared.connection_requests_in_flight_max.saturating_sub(pending.len()).min(CONNECTION_REQUESTS_PER_PASS_MAX)
         };
         let mut took = 0;
+        // One clock reading for the requests taken in this pass (their latency starts here).
+        let taken_us =
+            if room > 0 && !parsed.is_empty() && metrics.enabled { shared.metrics.clock.now_us() } else { 0 };
         while took < room && !close {
             let Some(next) = parsed.pop_front() else { break };
             took += 1;
             match next {
                 Next::Incomplete => {}
                 Next::Fatal { response } => {
+                    metrics.answered(Protocol::Http, OP_OTHER, metrics::outcome_of_http_response(&response));
                     pending.push_back(Pending::Rendered(response));
                     close = true;
                 }
@@ -258,12 +275,25 @@ async fn process(
                     // passed through a tuple, it was copied twice more per
                     // request (callgrind, issue 18).
                     let waiting = match tokens.tokens() {
-                        None => dispatch(action, keep_alive, shared, mailbox, &mut close, long_polls_full, None),
+                        None => {
+                            let measure = (metrics, taken_us);
+                            dispatch(action, keep_alive, shared, mailbox, &mut close, long_polls_full, None, measure)
+                        }
                         Some(table) => {
                             let checked = http::authorize(action, &credential, keep_alive, table, &mut session);
                             close |= checked.close;
                             let grant = checked.grant;
-                            dispatch(checked.action, keep_alive, shared, mailbox, &mut close, long_polls_full, grant)
+                            let measure = (metrics, taken_us);
+                            dispatch(
+                                checked.action,
+                                keep_alive,
+                                shared,
+                                mailbox,
+                                &mut close,
+                                long_polls_full,
+                                grant,
+                                measure,
+                            )
                         }
                     };
                     if matches!(waiting, Pending::Worker { long_poll: true, .. }) {
@@ -284,12 +314,14 @@ async fn process(
         // far as the answers are ready and the connection's budget allows.
         let mut gone = false;
         let mut budget_reached = false;
+        // Read once for the replies rendered in this pass, at the first.
+        let mut now_us = None;
         while let Some(front) = pending.front_mut() {
             if output.len() >= shared.connection_reply_bytes_max {
                 budget_reached = true;
                 break;
             }
-            let long_poll = match render_ready(front, shared, &mut output) {
+            let long_poll = match render_ready(front, shared, &mut output, metrics, &mut now_us) {
                 Rendered::NotReady => break,
                 Rendered::Done { long_poll } => long_poll,
                 Rendered::Gone => {
@@ -362,10 +394,9 @@ async fn process(
             }
         };
         if let Some(answer) = answered {
-            if let Some(Pending::Worker { keep_alive, long_poll, .. }) = pending.front() {
-                let (keep_alive, long_poll) = (*keep_alive, *long_poll);
+            if let Some(&Pending::Worker { keep_alive, long_poll, op, taken_us, .. }) = pending.front() {
                 pending[0] = match answer {
-                    Some(reply) => Pending::Answered { reply: Box::new(reply), keep_alive, long_poll },
+                    Some(reply) => Pending::Answered { reply: Box::new(reply), keep_alive, long_poll, op, taken_us },
                     None => Pending::Gone,
                 };
             }
@@ -383,8 +414,16 @@ enum Rendered {
     Gone,
 }
 
-/// Renders the oldest waiting request's response if it is ready.
-fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) -> Rendered {
+/// Renders the oldest waiting request's response if it is ready, counting
+/// and timing an executed one (`now_us`: the clock as read at the first
+/// reply of this pass).
+fn render_ready(
+    waiting: &mut Pending,
+    shared: &Shared,
+    output: &mut Vec<u8>,
+    metrics: &ReactorMetrics,
+    now_us: &mut Option<u32>,
+) -> Rendered {
     match waiting {
         Pending::Rendered(response) => output.extend_from_slice(response),
         Pending::Health { keep_alive } => match shared.health() {
@@ -395,15 +434,15 @@ fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) ->
         Pending::Recovering { keep_alive } => http::render_recovering(*keep_alive, output),
         Pending::Overloaded { keep_alive } => http::render_overloaded(*keep_alive, output),
         Pending::ShuttingDown => http::render_shutting_down(output),
-        Pending::Answered { reply, keep_alive, long_poll } => {
-            http::render_reply(reply, *keep_alive, output);
+        Pending::Answered { reply, keep_alive, long_poll, op, taken_us } => {
+            render_executed(reply, *keep_alive, usize::from(*op), *taken_us, shared, output, metrics, now_us);
             return Rendered::Done { long_poll: *long_poll };
         }
         Pending::Gone => return Rendered::Gone,
-        Pending::Worker { reply, keep_alive, long_poll } => {
+        Pending::Worker { reply, keep_alive, long_poll, op, taken_us } => {
             return match reply.try_recv() {
                 Ok(reply) => {
-                    http::render_reply(&reply, *keep_alive, output);
+                    render_executed(&reply, *keep_alive, usize::from(*op), *taken_us, shared, output, metrics, now_us);
                     Rendered::Done { long_poll: *long_poll }
                 }
                 Err(oneshot::error::TryRecvError::Empty) => Rendered::NotReady,
@@ -414,10 +453,46 @@ fn render_ready(waiting: &mut Pending, shared: &Shared, output: &mut Vec<u8>) ->
     Rendered::Done { long_poll: false }
 }
 
+/// Renders an executed request's reply (the statistics for `GET /metrics`
+/// and `GET /v1/stats`), counted and timed.
+#[allow(clippy::too_many_arguments)]
+fn render_executed(
+    reply: &Reply,
+    keep_alive: bool,
+    op: usize,
+    taken_us: u32,
+    shared: &Shared,
+    output: &mut Vec<u8>,
+    metrics: &ReactorMetrics,
+    now_us: &mut Option<u32>,
+) {
+    if metrics.enabled {
+        let now_us = *now_us.get_or_insert_with(|| shared.metrics.clock.now_us());
+        metrics.executed(Protocol::Http, op, stats::reply_outcome(reply), now_us.wrapping_sub(taken_us));
+    }
+    match (reply, stats_format(op)) {
+        (Reply::Queues(queues), Some(format)) => stats::render_http(shared, format, queues, keep_alive, output),
+        _ => http::render_reply(reply, keep_alive, output),
+    }
+}
+
+/// The statistics format an operation slot renders, if it is one of them.
+fn stats_format(op: usize) -> Option<StatsFormat> {
+    if op == OP_METRICS {
+        Some(StatsFormat::Prometheus)
+    } else if op == metrics::op_of_opcode(Opcode::Stats as u8) {
+        Some(StatsFormat::Json)
+    } else {
+        None
+    }
+}
+
 /// Queues an executable request for execution on this reactor (after the
 /// current pass: `worker::execute_soon`), or answers it at once.
 /// `long_polls_full`: the connection holds `--connection-long-polls-max` long
-/// polls, so another is refused at once.
+/// polls, so another is refused at once. Requests answered here are
+/// counted (`metrics`); executed ones carry `taken_us` to their reply.
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     action: Action,
     keep_alive: bool,
@@ -426,36 +501,55 @@ fn dispatch(
     close: &mut bool,
     long_polls_full: bool,
     grant: Option<Arc<Grant>>,
+    (metrics, taken_us): (&ReactorMetrics, u32),
 ) -> Pending {
-    match action {
-        Action::Respond(response) => Pending::Rendered(response),
-        Action::Health => Pending::Health { keep_alive },
-        Action::Execute(_) if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
-            *close = true;
-            Pending::ShuttingDown
+    let (command, op) = match action {
+        Action::Respond(response) => {
+            metrics.answered(Protocol::Http, OP_OTHER, metrics::outcome_of_http_response(&response));
+            return Pending::Rendered(response);
         }
-        Action::Execute(_) if !shared.recovered.load(std::sync::atomic::Ordering::Acquire) => {
-            Pending::Recovering { keep_alive }
+        Action::Health => {
+            metrics.answered(Protocol::Http, OP_HEALTHZ, 0);
+            return Pending::Health { keep_alive };
         }
+        // The engine's part of the statistics: the queue list (stats.rs).
+        Action::Stats(StatsFormat::Prometheus) => (Command::ListQueues, OP_METRICS),
+        Action::Stats(StatsFormat::Json) => (Command::ListQueues, metrics::op_of_opcode(Opcode::Stats as u8)),
         Action::Execute(command) => {
-            let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
-            if long_poll && long_polls_full {
-                // One client must not hold all of the executor's long-poll slots.
-                let limit = shared.connection_long_polls_max;
-                let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
-                let mut response = Vec::new();
-                http::render_reply(&Reply::Error(error), keep_alive, &mut response);
-                return Pending::Rendered(response);
-            }
-            let (sender, receiver) = oneshot::channel();
-            let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
-            match shared.submit(Box::new(Job { command, received: None, reply, grant })) {
-                Ok(()) => {
-                    worker::execute_soon(shared);
-                    Pending::Worker { reply: receiver, keep_alive, long_poll }
-                }
-                Err(_) => Pending::Overloaded { keep_alive },
-            }
+            let op = metrics::op_of_opcode(crate::binary::command_opcode(&command) as u8);
+            (command, op)
+        }
+    };
+    let refused = |code: ErrorCode| metrics.answered(Protocol::Http, op, metrics::outcome_of_code(code));
+    if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        *close = true;
+        refused(ErrorCode::ShuttingDown);
+        return Pending::ShuttingDown;
+    }
+    if !shared.recovered.load(std::sync::atomic::Ordering::Acquire) {
+        refused(ErrorCode::Recovering);
+        return Pending::Recovering { keep_alive };
+    }
+    let long_poll = matches!(command, Command::Dequeue { wait_ms, .. } if wait_ms > 0);
+    if long_poll && long_polls_full {
+        // One client must not hold all of the executor's long-poll slots.
+        let limit = shared.connection_long_polls_max;
+        let error = EngineError::CapacityExceeded { what: "long polls on this connection", limit };
+        let mut response = Vec::new();
+        http::render_reply(&Reply::Error(error), keep_alive, &mut response);
+        refused(ErrorCode::CapacityExceeded);
+        return Pending::Rendered(response);
+    }
+    let (sender, receiver) = oneshot::channel();
+    let reply = ReplyTo::Task { sender, mailbox: mailbox.clone() };
+    match shared.submit(Box::new(Job { command, received: None, reply, grant })) {
+        Ok(()) => {
+            worker::execute_soon(shared);
+            Pending::Worker { reply: receiver, keep_alive, long_poll, op: op as u8, taken_us }
+        }
+        Err(_) => {
+            refused(ErrorCode::Overloaded);
+            Pending::Overloaded { keep_alive }
         }
     }
 }

@@ -41,6 +41,7 @@ mod outbox;
 mod reactor;
 mod ring;
 pub use ring::BinaryIo;
+mod stats;
 mod tiering;
 mod tls;
 pub use tls::TlsFiles;
@@ -161,6 +162,9 @@ pub struct ServeConfig {
     /// `--tokens`: the token file (docs/security.md). `None`: no
     /// authentication, every request is allowed.
     pub tokens_file: Option<PathBuf>,
+    /// Count and time requests for `/metrics` (`--no-metrics` turns it off,
+    /// to measure what it costs; docs/metrics.md).
+    pub metrics: bool,
 }
 
 impl ServeConfig {
@@ -349,6 +353,8 @@ pub(crate) struct Shared {
     /// The token table (`--tokens`), reloaded on SIGHUP; `None`: no
     /// authentication.
     pub(crate) tokens: Option<tokens::TokenStore>,
+    /// What `/metrics`, `/v1/stats` and the binary `stats` show (`stats.rs`).
+    pub(crate) metrics: stats::ServerMetrics,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
@@ -433,6 +439,7 @@ impl Shared {
             timer_due_ms: AtomicU64::new(u64::MAX),
             tls: None,
             tokens: None,
+            metrics: stats::ServerMetrics::new(config.metrics, config.durability),
         }
     }
 
@@ -730,7 +737,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
             config.wal_sync_gate.as_deref(),
             config.memory_limit_bytes,
             config.accept_data_loss,
-            durability::LogWriterHooks { on_failure, watermark: shared.watermark.clone() },
+            durability::LogWriterHooks {
+                on_failure,
+                watermark: shared.watermark.clone(),
+                wal_metrics: shared.metrics.wal.clone(),
+            },
         )
     }) {
         Ok(recovered) => recovered,
@@ -743,6 +754,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     };
     let mut journal = recovered.journal;
+    journal.task_events = shared.metrics.enabled.then(|| shared.metrics.task_events.clone());
     if let Some(tiering) = journal.tiering.as_mut() {
         tiering.start_reader(config.cold_read_gate.as_deref(), shared.liveness.clone()).map_err(ServeError::Io)?;
     }

@@ -55,8 +55,9 @@ pub(crate) struct ConnKey {
 
 /// Where a delivered reply goes on its reactor.
 pub(crate) enum Target {
-    /// A binary connection's request (encoded by the connection).
-    Conn { conn: ConnKey, request_id: u64, opcode: u8 },
+    /// A binary connection's request (encoded by the connection), and when
+    /// its connection took it (`stats::LatencyClock`, for its latency).
+    Conn { conn: ConnKey, request_id: u64, opcode: u8, taken_us: u32 },
     /// A task that awaits the reply (HTTP requests, binary long polls).
     Task(oneshot::Sender<Reply>),
 }
@@ -253,11 +254,20 @@ pub(crate) struct MailboxReply {
     request_id: u64,
     opcode: u8,
     sent: bool,
+    /// When the connection took the request (fits in the padding: `Job`
+    /// keeps its size class).
+    taken_us: u32,
 }
 
 impl MailboxReply {
-    pub(crate) fn new(mailbox: Arc<Mailbox>, conn: ConnKey, request_id: u64, opcode: u8) -> MailboxReply {
-        MailboxReply { mailbox, conn, request_id, opcode, sent: false }
+    pub(crate) fn new(
+        mailbox: Arc<Mailbox>,
+        conn: ConnKey,
+        request_id: u64,
+        opcode: u8,
+        taken_us: u32,
+    ) -> MailboxReply {
+        MailboxReply { mailbox, conn, request_id, opcode, sent: false, taken_us }
     }
 
     /// Forgets the reply without delivering anything (the request was refused
@@ -268,7 +278,8 @@ impl MailboxReply {
 
     fn deliver(&mut self, reply: Option<Reply>, lsn: u64) {
         self.sent = true;
-        let target = Target::Conn { conn: self.conn, request_id: self.request_id, opcode: self.opcode };
+        let target =
+            Target::Conn { conn: self.conn, request_id: self.request_id, opcode: self.opcode, taken_us: self.taken_us };
         self.mailbox.push(Delivery { target, lsn, reply });
     }
 }
@@ -324,10 +335,13 @@ impl ReplyTo {
 /// signalled (a worker pushed, or the watermark reached a held reply), hands
 /// `deliver` what the durable watermark covers, and holds the rest in the
 /// reactor's outbox.
-pub(crate) async fn release_loop(mailbox: Arc<Mailbox>, deliver: impl Fn(Delivery)) {
+/// `before_pass` runs before each pass (the reactor forgets its clock
+/// reading there: one reading serves a pass's replies).
+pub(crate) async fn release_loop(mailbox: Arc<Mailbox>, before_pass: impl Fn(), deliver: impl Fn(Delivery)) {
     let mut releaser = Releaser::default();
     loop {
         mailbox.wait().await;
+        before_pass();
         releaser.release(&mailbox, &deliver);
     }
 }
@@ -436,7 +450,7 @@ mod tests {
     }
 
     fn reply_to(mailbox: &Arc<Mailbox>, request_id: u64) -> ReplyTo {
-        ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), ConnKey { slot: 3, generation: 7 }, request_id, 9))
+        ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), ConnKey { slot: 3, generation: 7 }, request_id, 9, 0))
     }
 
     #[test]
@@ -474,7 +488,7 @@ mod tests {
         mailbox.take(&mut taken);
         assert_eq!(taken.len(), 1);
         let delivery = &taken[0];
-        let Target::Conn { conn, request_id, opcode } = delivery.target else { panic!("not a connection's reply") };
+        let Target::Conn { conn, request_id, opcode, .. } = delivery.target else { panic!("not a connection's reply") };
         assert_eq!((conn, request_id, opcode), (ConnKey { slot: 3, generation: 7 }, 41, 9));
         assert!(matches!(&delivery.reply, Some(Reply::QueueDeleted { queue }) if queue.is_empty()));
     }

@@ -34,6 +34,7 @@ use super::tls::{self, Stream};
 use super::{binary_conn, http_conn, os, Shared};
 use crate::http;
 use crate::limits::REPLY_BUDGET_RECHECK_MS;
+use crate::metrics::{Protocol as MetricsProtocol, ReactorMetrics};
 
 /// Submission queue entries per ring (the completion queue gets twice as many).
 const RING_ENTRIES_COUNT: u32 = 1024;
@@ -113,7 +114,9 @@ pub(crate) fn run(
         // Both protocols' connections count as live: the reactor exits once all
         // have finished (or the grace period is over).
         let live = Rc::new(Cell::new(0usize));
-        let replies = binary_conn::Replies::start(&shared.watermark);
+        // This thread's request counts and latencies (only it writes them).
+        let metrics = shared.metrics.register_reactor();
+        let replies = binary_conn::Replies::start(&shared.watermark, metrics.clone(), shared.metrics.clock);
         let mailbox = replies.mailbox.clone();
         // This reactor's connections, swept for missed request deadlines and
         // idle timeouts (conn_timers.rs).
@@ -128,7 +131,7 @@ pub(crate) fn run(
                 conns.clone(),
             ))
         });
-        accept_loop(listener, shared, Protocol::Http(pool.flatten(), mailbox), live.clone(), conns).await;
+        accept_loop(listener, shared, Protocol::Http(pool.flatten(), mailbox, metrics), live.clone(), conns).await;
         if let Some(binary) = binary {
             let _ = binary.await;
         }
@@ -148,8 +151,8 @@ pub(crate) fn run(
 #[derive(Clone)]
 enum Protocol {
     /// With the reactor's mailbox, through which replies that wait for the
-    /// durable watermark come back (`outbox.rs`).
-    Http(Option<FixedBufPool<Vec<u8>>>, Arc<Mailbox>),
+    /// durable watermark come back (`outbox.rs`), and its metrics.
+    Http(Option<FixedBufPool<Vec<u8>>>, Arc<Mailbox>, Arc<ReactorMetrics>),
     /// Binary connections register with the reactor's mailbox of replies.
     Binary(Rc<binary_conn::Replies>),
 }
@@ -162,6 +165,11 @@ async fn accept_loop(
     conns: Rc<ReactorConns>,
 ) {
     let listener = TcpListener::from_std(listener);
+    let counted = match protocol {
+        Protocol::Http(..) => MetricsProtocol::Http as usize,
+        Protocol::Binary(_) => MetricsProtocol::Binary as usize,
+    };
+    let connections = &shared.conns.metrics;
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept().await {
             Ok((stream, _peer)) => {
@@ -176,6 +184,7 @@ async fn accept_loop(
                 let open_before = shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if !shared.conns.admit(open_before) {
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    connections.refused[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     live.set(live.get() + 1);
                     let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
                     tokio_uring::spawn(async move {
@@ -186,7 +195,9 @@ async fn accept_loop(
                 }
                 let fd = stream.as_raw_fd();
                 shared.track_socket(fd);
-                let timer = conns.register(&shared.conns, fd);
+                let timer = conns.register(&shared.conns, fd, counted);
+                connections.accepted[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                connections.open[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 live.set(live.get() + 1);
                 let (shared, live, protocol, conns) = (shared.clone(), live.clone(), protocol.clone(), conns.clone());
                 tokio_uring::spawn(async move {
@@ -198,8 +209,9 @@ async fn accept_loop(
                         Ok(stream) => {
                             let stream = Rc::new(stream);
                             match protocol {
-                                Protocol::Http(pool, mailbox) => {
-                                    http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox).await
+                                Protocol::Http(pool, mailbox, metrics) => {
+                                    http_conn::serve_connection(&stream, &shared, pool, &timer, &mailbox, &metrics)
+                                        .await
                                 }
                                 Protocol::Binary(replies) => {
                                     binary_conn::serve_connection(&stream, &shared, &replies, &timer).await
@@ -215,6 +227,7 @@ async fn accept_loop(
                     conns.unregister(&shared.conns, &timer);
                     shared.untrack_socket(fd);
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    shared.conns.metrics.open[counted].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     live.set(live.get() - 1);
                 });
             }

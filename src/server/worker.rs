@@ -120,9 +120,17 @@ fn drain(shared: &Shared, state: &mut EngineState, jobs_max: usize) -> (usize, u
                 }
             }
             super::liveness::debug_panic_check(&command);
+            if journal.task_events.is_some() {
+                journal.executing_opcode = crate::binary::command_opcode(&command) as u8;
+            }
             may_ready |= executor.execute(journal, command, received, reply, now, !stopping);
         }
         let wake_ms = executor.after_batch(journal, now, stopping, may_ready);
+        if let Some(events) = &journal.task_events {
+            let tick = &executor.last_tick;
+            events.add(crate::metrics::TaskEvent::LeaseExpired, tick.expired as u64);
+            events.add(crate::metrics::TaskEvent::Dead, tick.dead as u64);
+        }
         journal.check_budget(&executor.engine);
         if executed >= jobs_max || shared.jobs.is_empty() {
             // Under the lock, so the last writer is the latest batch: a timer

@@ -677,6 +677,22 @@ impl Store {
         }
     }
 
+    /// RocksDB's SST files and memtables, in bytes, over every column family
+    /// (`rocksdb.total-sst-files-size`, `rocksdb.cur-size-all-mem-tables`);
+    /// what cannot be read counts 0. Metadata only: no disk I/O. For
+    /// `/metrics`, called by the checkpointer after each round.
+    pub fn sizes(&self) -> (u64, u64) {
+        let mut sst_bytes = 0;
+        let mut memtable_bytes = 0;
+        for name in CF_ALL {
+            let Ok(family) = self.cf(name) else { continue };
+            let property = |key: &str| self.db.property_int_value_cf(family, key).ok().flatten().unwrap_or(0);
+            sst_bytes += property("rocksdb.total-sst-files-size");
+            memtable_bytes += property("rocksdb.cur-size-all-mem-tables");
+        }
+        (sst_bytes, memtable_bytes)
+    }
+
     /// One payload by task id (for tiered storage: payloads evicted from memory are
     /// read back on dequeue).
     pub fn payload(&self, id: u64) -> Result<Option<Bytes>, StoreError> {

@@ -26,6 +26,20 @@ pub use super::watermark::Watermark;
 /// Called once when the log fails (see [`CommitterOptions::on_failure`]).
 pub type FailureHook = Box<dyn FnOnce(&CommitError) + Send>;
 
+/// Called on the WAL thread after each batch is written and synced (see
+/// [`CommitterOptions::on_batch`]).
+pub type BatchHook = Box<dyn Fn(&BatchReport) + Send>;
+
+/// One batch the log writer wrote and synced (for `/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchReport {
+    pub records: u64,
+    /// The records' bytes (without the log's headers and padding).
+    pub bytes: u64,
+    /// The batch's write and `fdatasync` together.
+    pub sync_duration: Duration,
+}
+
 /// The log stopped (fail-stop); the message says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitError(pub Arc<str>);
@@ -113,6 +127,9 @@ pub struct CommitterOptions {
     /// Called once, on the WAL thread, when a write or sync fails (fail-stop:
     /// the server stops).
     pub on_failure: Option<FailureHook>,
+    /// Told of every batch written and synced, on the WAL thread (the
+    /// server's metrics; one call per batch, not per record).
+    pub on_batch: Option<BatchHook>,
 }
 
 pub struct Committer {
@@ -290,12 +307,19 @@ fn run<S: Storage>(mut log: Log<S>, shared: &Shared, mut options: CommitterOptio
             }
             lsns
         };
+        let records = batch.len() as u64;
+        let bytes = batch.iter().map(|record| record.len() as u64).sum();
+        let started = Instant::now();
         let result = log.append(&batch);
+        let sync_duration = started.elapsed();
         batch.clear();
         match result {
             Ok(written) => {
                 // Storage invariant: the log numbers records as the buffer did.
                 assert_eq!(written, lsns, "the log gave the batch other LSNs than the buffer");
+                if let Some(on_batch) = &options.on_batch {
+                    on_batch(&BatchReport { records, bytes, sync_duration });
+                }
                 shared.watermark.advance(written.end - 1);
             }
             Err(error) => {

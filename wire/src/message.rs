@@ -13,6 +13,8 @@ pub enum Opcode {
     Hello = 0x01,
     Ping = 0x02,
     Auth = 0x03,
+    /// The server's statistics as a JSON document (docs/wire.md, docs/metrics.md).
+    Stats = 0x04,
     ConfigureQueue = 0x10,
     ListQueues = 0x11,
     GetQueue = 0x12,
@@ -32,10 +34,11 @@ pub enum Opcode {
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 19] = [
+    pub const ALL: [Opcode; 20] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Auth,
+        Opcode::Stats,
         Opcode::ConfigureQueue,
         Opcode::ListQueues,
         Opcode::GetQueue,
@@ -65,6 +68,7 @@ impl Opcode {
             Opcode::Hello => "hello",
             Opcode::Ping => "ping",
             Opcode::Auth => "auth",
+            Opcode::Stats => "stats",
             Opcode::ConfigureQueue => "configure_queue",
             Opcode::ListQueues => "list_queues",
             Opcode::GetQueue => "get_queue",
@@ -222,6 +226,9 @@ pub enum Request {
     Auth {
         token: Secret,
     },
+    /// The server's statistics (what `GET /v1/stats` shows); needs `admin`
+    /// on every queue when the server has tokens.
+    Stats,
     ConfigureQueue {
         queue: String,
         patch: QueuePatch,
@@ -373,6 +380,8 @@ pub enum Response {
     Authenticated {
         scopes: u8,
     },
+    /// The `stats` reply: the JSON document of `GET /v1/stats`, as UTF-8 bytes.
+    Stats(Bytes),
     /// Configure and get queue.
     Queue(QueueInfo),
     Queues(Vec<QueueInfo>),
@@ -412,6 +421,7 @@ impl Request {
             Request::Hello { .. } => Opcode::Hello,
             Request::Ping => Opcode::Ping,
             Request::Auth { .. } => Opcode::Auth,
+            Request::Stats => Opcode::Stats,
             Request::ConfigureQueue { .. } => Opcode::ConfigureQueue,
             Request::ListQueues => Opcode::ListQueues,
             Request::GetQueue { .. } => Opcode::GetQueue,

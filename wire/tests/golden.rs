@@ -100,6 +100,16 @@ fn ping_reply() {
 }
 
 #[test]
+fn stats_request() {
+    check_request("stats.request.hex", 6, Request::Stats);
+}
+
+#[test]
+fn stats_reply() {
+    check_response("stats.reply.hex", Opcode::Stats as u8, 6, Response::Stats(json(r#"{"queues":[]}"#)));
+}
+
+#[test]
 fn enqueue_request() {
     check_request(
         "enqueue.request.hex",

@@ -299,7 +299,7 @@ fn invalid_utf8_is_refused_naming_the_field() {
 
 #[test]
 fn an_unknown_opcode_is_its_own_error() {
-    for opcode in [0x00, 0x04, 0x15, 0x48, 0xff] {
+    for opcode in [0x00, 0x05, 0x15, 0x48, 0xff] {
         let (header, body) = request_frame(opcode, &[]);
         let e = Request::decode(&header, body.clone()).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::UnknownOpcode);

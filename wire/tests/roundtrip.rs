@@ -91,16 +91,16 @@ macro_rules! round_trips {
 mod request {
     use super::run_request;
 
-    round_trips!(run_request: hello, ping, auth, configure_queue, list_queues, get_queue, delete_queue, list_tasks,
-        enqueue, enqueue_batch, dequeue, get_task, complete, fail, extend, cancel, complete_batch, retry_task,
-        delete_task);
+    round_trips!(run_request: hello, ping, auth, stats, configure_queue, list_queues, get_queue, delete_queue,
+        list_tasks, enqueue, enqueue_batch, dequeue, get_task, complete, fail, extend, cancel, complete_batch,
+        retry_task, delete_task);
 }
 
 mod response {
     use super::run_response;
 
-    round_trips!(run_response: hello, pong, authenticated, queue, queues, queue_deleted, enqueued, enqueued_batch, leased, task,
-        task_page, task_deleted, task_state, extended, completed_batch, error);
+    round_trips!(run_response: hello, pong, authenticated, stats, queue, queues, queue_deleted, enqueued, enqueued_batch,
+        leased, task, task_page, task_deleted, task_state, extended, completed_batch, error);
 }
 
 #[test]
@@ -108,11 +108,12 @@ fn there_is_a_round_trip_property_for_every_opcode_and_reply() {
     let names: Vec<&str> = strategies::requests().iter().map(|(n, _)| *n).collect();
     let opcodes: Vec<&str> = Opcode::ALL.iter().map(|o| o.name()).collect();
     assert_eq!(names, opcodes);
-    // Response has 16 variants; the compiler checks this match is exhaustive.
+    // Response has 17 variants; the compiler checks this match is exhaustive.
     let variant = |r: &Response| match r {
         Response::Hello { .. } => "hello",
         Response::Pong { .. } => "pong",
         Response::Authenticated { .. } => "authenticated",
+        Response::Stats(_) => "stats",
         Response::Queue(_) => "queue",
         Response::Queues(_) => "queues",
         Response::QueueDeleted => "queue_deleted",
@@ -132,7 +133,7 @@ fn there_is_a_round_trip_property_for_every_opcode_and_reply() {
         let (_, response) = strategy.new_tree(&mut runner).expect("a value").current();
         assert_eq!(variant(&response), name);
     }
-    assert_eq!(strategies::responses().len(), 16);
+    assert_eq!(strategies::responses().len(), 17);
 }
 
 fn any_request() -> BoxedStrategy<Request> {

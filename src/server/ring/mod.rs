@@ -439,7 +439,7 @@ impl Reactor {
                         let _ = sender.send(reply);
                     }
                 }
-                Target::Conn { conn, request_id, opcode } => {
+                Target::Conn { conn, request_id, opcode, .. } => {
                     let Some(found) = self.conns.get_mut(conn.slot as usize) else { continue };
                     if found.generation != conn.generation || found.write_failed {
                         continue; // the connection has gone, or nobody reads it
@@ -760,7 +760,7 @@ fn dispatch(
         conn.send_now(shared, |out| binary::render_refusal(code, opcode, request_id, out));
         return;
     }
-    let reply = ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), key, request_id, opcode));
+    let reply = ReplyTo::Mailbox(MailboxReply::new(mailbox.clone(), key, request_id, opcode, 0));
     if let Err(job) = shared.submit(Box::new(Job { command, received, reply, grant })) {
         // Unsent, it would be delivered as `shutting_down`: forget it quietly.
         let Job { reply, .. } = *job;

@@ -93,6 +93,11 @@ impl Client {
         self.block_on(self.inner.ping())
     }
 
+    /// See [`crate::Client::stats`].
+    pub fn stats(&self) -> Result<bytes::Bytes, ClientError> {
+        self.block_on(self.inner.stats())
+    }
+
     pub fn configure_queue(&self, queue: &str, patch: &QueuePatch) -> Result<QueueInfo, ClientError> {
         self.block_on(self.inner.configure_queue(queue, patch))
     }

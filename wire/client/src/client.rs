@@ -105,6 +105,15 @@ impl Client {
         }
     }
 
+    /// The server's statistics: the JSON document of `GET /v1/stats`
+    /// (docs/http-api.md), as UTF-8 bytes. Resent after a drop.
+    pub async fn stats(&self) -> Result<Bytes, ClientError> {
+        match self.call(Request::Stats, Resend::Safe, 0).await? {
+            Response::Stats(document) => Ok(document),
+            other => Err(unexpected("stats", other)),
+        }
+    }
+
     /// Creates a queue or changes its settings (`None` fields keep theirs).
     pub async fn configure_queue(&self, queue: &str, patch: &QueuePatch) -> Result<QueueInfo, ClientError> {
         let request = Request::ConfigureQueue { queue: queue.to_string(), patch: patch.clone() };

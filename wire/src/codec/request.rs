@@ -24,7 +24,7 @@ pub(crate) fn encode(request: &Request, w: &mut Writer<'_>) -> Result<(), Encode
         Request::Hello { version_min, version_max } => {
             w.fixed(&HelloRequest { version_min: *version_min, version_max: *version_max, reserved: [0; 6] });
         }
-        Request::Ping | Request::ListQueues => {}
+        Request::Ping | Request::ListQueues | Request::Stats => {}
         Request::Auth { token } => {
             let token_len = w.u16_len(token.0.len(), Field::top("token"))?;
             w.fixed(&AuthRequest { token_len, reserved: [0; 6] });
@@ -122,6 +122,7 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Request, DecodeErro
             Request::Auth { token: Secret(r.bytes(usize::from(f.token_len.get()), Field::top("token"))?) }
         }
         Opcode::ListQueues => Request::ListQueues,
+        Opcode::Stats => Request::Stats,
         Opcode::ConfigureQueue => decode_configure_queue(&mut r)?,
         Opcode::GetQueue => Request::GetQueue { queue: decode_queue_name(&mut r)? },
         Opcode::DeleteQueue => {

@@ -25,6 +25,7 @@ pub(crate) fn context(opcode: Opcode) -> &'static str {
         Opcode::Hello => "hello reply",
         Opcode::Ping => "ping reply",
         Opcode::Auth => "auth reply",
+        Opcode::Stats => "stats reply",
         Opcode::ConfigureQueue => "configure_queue reply",
         Opcode::ListQueues => "list_queues reply",
         Opcode::GetQueue => "get_queue reply",
@@ -58,6 +59,11 @@ pub(crate) fn encode(response: &Response, w: &mut Writer<'_>) -> Result<u16, Enc
                 return Err(w.error(format_args!("scopes {scopes:#04x} has bits outside {SCOPES_ALL:#04x}")));
             }
             w.fixed(&AuthReply { scopes: *scopes, reserved: [0; 7] });
+        }
+        Response::Stats(document) => {
+            let count = w.u32_len(document.len(), Field::top("document"))?;
+            w.fixed(&CountPart { count, reserved: U32::new(0) });
+            w.bytes(document);
         }
         Response::Queue(info) => encode_queue_info(info, Field::FIXED, w)?,
         Response::Queues(infos) => {
@@ -161,6 +167,11 @@ pub(crate) fn decode(opcode: Opcode, body: &Bytes) -> Result<Response, DecodeErr
             r.reserved(&f.reserved, Field::top("reserved"))?;
             r.flags(f.scopes.into(), SCOPES_ALL.into(), Field::top("scopes"))?;
             Response::Authenticated { scopes: f.scopes }
+        }
+        Opcode::Stats => {
+            let f = r.fixed::<CountPart>(Field::FIXED)?;
+            r.reserved(&f.reserved, Field::top("reserved"))?;
+            Response::Stats(r.bytes(widen(f.count.get()), Field::top("document"))?)
         }
         Opcode::ConfigureQueue | Opcode::GetQueue => Response::Queue(decode_queue_info(&mut r, Field::FIXED)?),
         Opcode::ListQueues => {

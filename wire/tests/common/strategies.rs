@@ -160,6 +160,7 @@ pub fn requests() -> Vec<(&'static str, BoxedStrategy<Request>)> {
                 .prop_map(|token| Request::Auth { token: Secret::new(token) })
                 .boxed(),
         ),
+        ("stats", Just(Request::Stats).boxed()),
         (
             "configure_queue",
             (text(), queue_patch()).prop_map(|(queue, patch)| Request::ConfigureQueue { queue, patch }).boxed(),
@@ -337,6 +338,7 @@ pub fn responses() -> Vec<(&'static str, BoxedStrategy<(u8, Response)>)> {
                 .prop_map(|(opcode, info)| (opcode as u8, Response::Queue(info)))
                 .boxed(),
         ),
+        ("stats", with(Opcode::Stats, vec(any::<u8>(), 0..64).prop_map(|document| Response::Stats(document.into())))),
         ("queues", with(Opcode::ListQueues, vec(queue_info(), 0..4).prop_map(Response::Queues))),
         ("queue_deleted", with(Opcode::DeleteQueue, Just(Response::QueueDeleted))),
         ("enqueued", with(Opcode::Enqueue, enqueued().prop_map(Response::Enqueued))),
