@@ -475,7 +475,9 @@ pub fn request_command(request: Request) -> Result<Command, (ErrorCode, String)>
 
 /// The opcode of the request `command` comes from (or encodes to): one per
 /// command, so a body received for a command needs no opcode beside it
-/// (`core::executor::Received`; the log stores the pair).
+/// (`core::executor::Received`; the log stores the pair). One exception: a
+/// `stats` request executes as `ListQueues` (a read, never logged), which the
+/// connection renders as statistics.
 pub fn command_opcode(command: &Command) -> Opcode {
     match command {
         Command::ConfigureQueue { .. } => Opcode::ConfigureQueue,
