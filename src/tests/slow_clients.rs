@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use support::{Client, Server};
+use support::{is_closed, Client, Server};
 use tqx_wire::{peek_frame, Request, Response, TaskSpec, HEADER_BYTES};
 
 /// How long a test waits for something the server must do within about a
@@ -35,23 +35,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream
-}
-
-/// Whether the server has closed `stream`, without waiting: whatever it sent
-/// (a refusal) is read and dropped; the end of the stream or a reset means closed.
-fn is_closed(stream: &mut TcpStream) -> bool {
-    stream.set_nonblocking(true).unwrap();
-    let mut buffer = [0u8; 4096];
-    let closed = loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-            Err(_) => break true, // a reset
-        }
-    };
-    stream.set_nonblocking(false).unwrap();
-    closed
 }
 
 /// Waits for the server to close `stream`, which must send nothing more;

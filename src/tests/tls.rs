@@ -24,7 +24,7 @@ use bytes::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use support::Server;
+use support::{is_closed, Server};
 use tqx_client::{ClientError, ClientOptions, ClientTls, TaskSpec};
 use tqx_testkit::TempDir;
 
@@ -247,23 +247,6 @@ fn wait_closed(stream: &mut TcpStream, within: Duration) -> Duration {
             Err(e) => panic!("the server did not close the connection within {within:?}: {e}"),
         }
     }
-}
-
-/// Whether the server has closed `stream`, without waiting (what it sent, a
-/// handshake flight, is read and dropped).
-fn is_closed(stream: &mut TcpStream) -> bool {
-    stream.set_nonblocking(true).unwrap();
-    let mut buffer = [0u8; 4096];
-    let closed = loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-            Err(_) => break true, // a reset
-        }
-    };
-    stream.set_nonblocking(false).unwrap();
-    closed
 }
 
 /// A ClientHello as a real client sends it, offering `alpn`.

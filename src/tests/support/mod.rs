@@ -713,3 +713,21 @@ impl RawBinary {
         response
     }
 }
+
+/// Whether the server has closed `stream`, without waiting: whatever it sent
+/// (a refusal, a TLS handshake flight) is read and dropped; the end of the
+/// stream or a reset means closed.
+pub fn is_closed(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+            Err(_) => break true, // a reset
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
