@@ -165,7 +165,7 @@ fn check_binary_answer(event: &BinaryNext) {
             check_reply_frame(&frame);
         }
         BinaryNext::Execute { request_id, opcode, command, .. } => {
-            assert_eq!(replies::opcode_of(command) as u8, *opcode, "{command:?} from opcode {opcode}");
+            replies::assert_command_has_opcode(command, *opcode);
             replies::run_and_check(command.clone(), *request_id);
         }
     }
