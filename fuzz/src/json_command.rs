@@ -52,7 +52,7 @@ pub fn run(data: &[u8]) {
             let status = response::check(&bytes, true, false);
             assert!(matches!(status, 400 | 413), "a body is refused with 400, or 413 for a field too long: {status}");
         }
-        Action::Health => panic!("{method} {path} is not the health check"),
+        Action::Health { .. } => panic!("{method} {path} is not the health check"),
         Action::Stats(_) => panic!("{method} {path} is not a statistics route"),
         Action::Execute(command) => {
             replies::check_record_fits(&command, body.len());

@@ -203,7 +203,10 @@ mod tests {
         use bytes::Bytes;
         use tqx_client::{Discipline, Enqueued, LeasedTask, QueueInfo, TaskState, TaskView};
 
-        let text = |reply| String::from_utf8(super::json_body(&reply)).unwrap();
+        let text = |reply| {
+            let body = String::from_utf8(super::json_body(&reply)).unwrap();
+            body.strip_suffix('\n').expect("an HTTP JSON body ends with a newline").to_owned()
+        };
         let enqueued = Enqueued { id: 7, state: TaskState::Waiting, created: false };
         assert_eq!(text(super::enqueued(enqueued)), r#"{"id":"7","state":"waiting"}"#);
         assert_eq!(text(super::task_state(7, TaskState::Dead)), r#"{"id":"7","state":"dead"}"#);

@@ -246,12 +246,19 @@ impl<T> Executor<T> {
             }
             if try_dequeue {
                 let mut out = Vec::new();
-                if let Ok(count) = self.engine.dequeue(&poll.queues, poll.max, poll.lease_ms, now, &mut out) {
-                    if count > 0 {
+                match self.engine.dequeue(&poll.queues, poll.max, poll.lease_ms, now, &mut out) {
+                    Ok(0) => {}
+                    Ok(_) => {
                         log_lease(effects, now, &poll.queues, poll.max, poll.lease_ms);
                         // If the client left between the check and the send, the
                         // leases run out and the tasks are delivered again.
                         answer(effects, &self.engine, poll.to, Reply::Leased(out));
+                        continue;
+                    }
+                    // A queue it waits on was deleted: say so now rather than
+                    // answer an empty list at the deadline.
+                    Err(error) => {
+                        answer(effects, &self.engine, poll.to, Reply::Error(error));
                         continue;
                     }
                 }

@@ -863,7 +863,8 @@ impl Engine {
     // ---- dequeue and leases -------------------------------------------------
 
     /// Leases up to `max` ready tasks, taking from each queue of `queues` in turn
-    /// until `max` is reached, and appends them to `out`. Unknown queues are empty.
+    /// until `max` is reached, and appends them to `out`. A queue that does not
+    /// exist is refused (`QueueNotFound`, naming the first), and nothing is leased.
     /// Each task gets a lease of `lease_ms` (or its queue's default) and a fresh
     /// token. Returns how many were leased.
     pub fn dequeue<S: AsRef<str>>(
@@ -885,9 +886,15 @@ impl Engine {
         if let Some(lease_ms) = lease_ms {
             validate_range("lease_ms", lease_ms, LEASE_MS_MIN, LEASE_MS_MAX)?;
         }
+        // A queue that does not exist is an error, not an empty answer: a
+        // misspelt name would otherwise poll nothing forever (issue 19). Checked
+        // before any lease, so a refused dequeue changes nothing.
+        if let Some(missing) = queues.iter().find(|name| !self.queue_by_name.contains_key(name.as_ref())) {
+            return Err(EngineError::QueueNotFound(missing.as_ref().to_owned()));
+        }
         let mut leased = 0;
         for name in queues {
-            let Some(&q) = self.queue_by_name.get(name.as_ref()) else { continue };
+            let q = self.queue_by_name[name.as_ref()];
             let lease_ms = lease_ms.unwrap_or(self.queues[q as usize].config.lease_ms);
             while leased < max {
                 match self.lease_next(q, lease_ms, now) {

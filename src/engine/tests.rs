@@ -270,10 +270,22 @@ fn dequeue_takes_from_queues_in_the_order_given_up_to_max() {
     let b1 = enqueue(&mut e, "b", task("b1"), 0);
     let b2 = enqueue(&mut e, "b", task("b2"), 0);
     let _b3 = enqueue(&mut e, "b", task("b3"), 0);
-    let got = dequeue(&mut e, &["missing", "a", "b"], 3, 1);
+    let got = dequeue(&mut e, &["a", "b"], 3, 1);
     assert_eq!(ids(&got), [a1, b1, b2]);
     assert_eq!((&*got[0].queue, &*got[1].queue), ("a", "b"));
+}
+
+#[test]
+fn dequeue_of_a_queue_that_does_not_exist_is_refused_and_leases_nothing() {
+    let mut e = engine();
+    enqueue(&mut e, "a", task("a1"), 0);
+    let mut out = Vec::new();
+    let error = e.dequeue(&["a", "missing", "b"], 3, None, 1, &mut out).unwrap_err();
+    assert_eq!(error, EngineError::QueueNotFound("missing".into()));
+    assert!(out.is_empty());
+    assert_eq!(e.queue("a").unwrap().counts.get(TaskState::Ready), 1, "nothing leased from the queue that exists");
     assert!(e.queue("missing").is_none(), "dequeue creates no queue");
+    checked(&e);
 }
 
 #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 pub use render::{
     render_document, render_health, render_health_recovering, render_health_stalled, render_overloaded,
-    render_recovering, render_reply, render_shutting_down, render_too_many_connections,
+    render_recovering, render_reply, render_shutting_down, render_too_many_connections, strip_body,
 };
 
 use crate::auth::{self, Decision, Grant, PresentedToken, Session, Tokens};
@@ -103,8 +103,10 @@ pub enum Credential {
 pub enum Action {
     /// Send to a worker; render its `Reply` with [`render_reply`].
     Execute(Command),
-    /// `GET /healthz`: the reactor answers (render with [`render_health`]).
-    Health,
+    /// `GET /healthz`: the reactor answers (render with [`render_health`]);
+    /// `head_only` for `HEAD /healthz` (load balancers' probes), which answers
+    /// the same without the body ([`strip_body`]).
+    Health { head_only: bool },
     /// `GET /metrics` or `GET /v1/stats`: the reactor executes
     /// `Command::ListQueues` (the engine's part, under the same scope) and
     /// renders it with its own counters in this format (`server/stats.rs`).
@@ -423,7 +425,7 @@ fn split_target(target: &str) -> (&str, &str) {
 /// The endpoints of docs/http-api.md, with the raw path segments they name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
-    Health,
+    Health { head_only: bool },
     Metrics,
     Stats,
     ListQueues,
@@ -514,6 +516,7 @@ pub(crate) fn truncated(text: &str, bytes_max: usize) -> Cow<'_, str> {
 }
 
 const ALLOW_GET: &str = "GET";
+const ALLOW_HEALTH: &str = "GET, HEAD";
 const ALLOW_POST: &str = "POST";
 const ALLOW_QUEUE: &str = "GET, PUT, DELETE";
 const ALLOW_TASK: &str = "GET, DELETE";
@@ -522,7 +525,11 @@ const ALLOW_TASKS: &str = "GET, POST";
 fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
     use Refusal::{MethodNotAllowed, NotFound};
     if path == "/healthz" {
-        return if method == "GET" { Ok(Route::Health) } else { Err(MethodNotAllowed(ALLOW_GET)) };
+        return match method {
+            "GET" => Ok(Route::Health { head_only: false }),
+            "HEAD" => Ok(Route::Health { head_only: true }),
+            _ => Err(MethodNotAllowed(ALLOW_HEALTH)),
+        };
     }
     if path == "/metrics" {
         return if method == "GET" { Ok(Route::Metrics) } else { Err(MethodNotAllowed(ALLOW_GET)) };
@@ -569,30 +576,63 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
 
 /// Turns a routed request into what the reactor does with it: a command
 /// only once it passed `command::check_limits` (every length and count, so
-/// nothing the log cannot hold is executed or logged).
+/// nothing the log cannot hold is executed or logged). Every endpoint refuses
+/// a query parameter it does not take (400 naming it), so a misspelt one is
+/// not silently ignored.
 fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refused> {
     let command = match route {
-        Route::Health => return Ok(Action::Health),
-        Route::Metrics => return Ok(Action::Stats(StatsFormat::Prometheus)),
-        Route::Stats => return Ok(Action::Stats(StatsFormat::Json)),
-        Route::ListQueues => Command::ListQueues,
-        Route::GetQueue(queue) => Command::GetQueue { queue: queue.to_owned() },
-        Route::ConfigureQueue(queue) => body::configure_queue(queue, body)?,
-        Route::DeleteQueue(queue) => Command::DeleteQueue { queue: queue.to_owned(), force: force(query)? },
-        Route::Enqueue(queue) => body::enqueue(queue, body)?,
-        Route::EnqueueBatch(queue) => body::enqueue_batch(queue, body)?,
-        Route::Dequeue => body::dequeue(body)?,
-        Route::GetTask(id) => Command::GetTask { id: path_id(id)? },
-        Route::Cancel(id) => Command::Cancel { id: path_id(id)? },
-        Route::Complete(id) => body::complete(path_id(id)?, body)?,
-        Route::Fail(id) => body::fail(path_id(id)?, body)?,
-        Route::Extend(id) => body::extend(path_id(id)?, body)?,
         Route::ListTasks(queue) => list_tasks(queue, query)?,
-        Route::RetryTask(id) => Command::RetryTask { id: path_id(id)? },
-        Route::DeleteTask(id) => Command::DeleteTask { id: path_id(id)? },
+        Route::DeleteQueue(queue) => Command::DeleteQueue { queue: queue.to_owned(), force: force(query)? },
+        route => {
+            parameters(query, &[], |_, _| Ok(()))?;
+            match route {
+                Route::Health { head_only } => return Ok(Action::Health { head_only }),
+                Route::Metrics => return Ok(Action::Stats(StatsFormat::Prometheus)),
+                Route::Stats => return Ok(Action::Stats(StatsFormat::Json)),
+                Route::ListQueues => Command::ListQueues,
+                Route::GetQueue(queue) => Command::GetQueue { queue: queue.to_owned() },
+                Route::ConfigureQueue(queue) => body::configure_queue(queue, body)?,
+                Route::Enqueue(queue) => body::enqueue(queue, body)?,
+                Route::EnqueueBatch(queue) => body::enqueue_batch(queue, body)?,
+                Route::Dequeue => body::dequeue(body)?,
+                Route::GetTask(id) => Command::GetTask { id: path_id(id)? },
+                Route::Cancel(id) => Command::Cancel { id: path_id(id)? },
+                Route::Complete(id) => body::complete(path_id(id)?, body)?,
+                Route::Fail(id) => body::fail(path_id(id)?, body)?,
+                Route::Extend(id) => body::extend(path_id(id)?, body)?,
+                Route::RetryTask(id) => Command::RetryTask { id: path_id(id)? },
+                Route::DeleteTask(id) => Command::DeleteTask { id: path_id(id)? },
+                Route::ListTasks(_) | Route::DeleteQueue(_) => unreachable!("matched above"),
+            }
+        }
     };
     check_limits(&command).map_err(body::Refused::Invalid)?;
     Ok(Action::Execute(command))
+}
+
+/// Calls `each` with every `name=value` pair of `query` (a pair without `=`
+/// has an empty value; empty pairs, as in `?&`, are skipped), refusing a name
+/// not in `known` with 400 `invalid_argument` naming it and the known ones.
+/// Values are taken as they are: every value an endpoint takes is a number, a
+/// word or an id, which need no percent-decoding.
+fn parameters<'q>(
+    query: &'q str,
+    known: &[&str],
+    mut each: impl FnMut(&'q str, &'q str) -> Result<(), body::Refused>,
+) -> Result<(), body::Refused> {
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&name) {
+            let name = truncated(name, 64);
+            let expected = match known {
+                [] => "this endpoint takes none".to_owned(),
+                known => format!("expected {}", known.join(", ")),
+            };
+            return Err(body::Refused::invalid("query", format!("unknown parameter {name:?}; {expected}")));
+        }
+        each(name, value)?;
+    }
+    Ok(())
 }
 
 /// A task id in a path: decimal digits of a u64 (else 400 naming `id`).
@@ -603,15 +643,12 @@ fn path_id(segment: &str) -> Result<TaskId, body::Refused> {
 
 /// `GET /v1/queues/{queue}/tasks?state=S&limit=N&cursor=C`: `state` is
 /// required, `limit` defaults to `LIST_TASKS_COUNT_DEFAULT`, `cursor` is a
-/// previous page's `next_cursor` (absent or empty: from the start). Any other
-/// parameter is refused, so a misspelt one does not silently list something
-/// else.
+/// previous page's `next_cursor` (absent or empty: from the start).
 fn list_tasks(queue: &str, query: &str) -> Result<Command, body::Refused> {
     use crate::engine::TaskState;
     use crate::limits::{LIST_TASKS_COUNT_DEFAULT, LIST_TASKS_COUNT_MAX};
     let (mut state, mut limit, mut after) = (None, LIST_TASKS_COUNT_DEFAULT, 0);
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    parameters(query, &["state", "limit", "cursor"], |name, value| {
         match name {
             "state" => {
                 state = Some(TaskState::parse(value).ok_or_else(|| {
@@ -628,38 +665,30 @@ fn list_tasks(queue: &str, query: &str) -> Result<Command, body::Refused> {
                         body::Refused::invalid("limit", format!("must be between 1 and {LIST_TASKS_COUNT_MAX}"))
                     })? as usize
             }
-            "cursor" if value.is_empty() => after = 0,
-            "cursor" => {
+            _ if value.is_empty() => after = 0,
+            _ => {
                 after = parse_decimal_u64(value.as_bytes())
                     .ok_or_else(|| body::Refused::invalid("cursor", "expected a next_cursor this endpoint returned"))?
             }
-            _ => {
-                let name = truncated(name, 64);
-                return Err(body::Refused::invalid(
-                    "query",
-                    format!("unknown parameter {name:?}; expected state, limit, cursor"),
-                ));
-            }
         }
-    }
+        Ok(())
+    })?;
     let state = state.ok_or_else(|| body::Refused::invalid("state", "required: which state to list"))?;
     Ok(Command::ListTasks { queue: queue.to_owned(), state, after, limit })
 }
 
-/// `force=true|false` in the query of `DELETE /v1/queues/{queue}`; other
-/// parameters are ignored, and the last `force` counts.
+/// `force=true|false` in the query of `DELETE /v1/queues/{queue}`; the last
+/// `force` counts.
 fn force(query: &str) -> Result<bool, body::Refused> {
     let mut force = false;
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == "force" {
-            force = match value {
-                "true" => true,
-                "false" => false,
-                _ => return Err(body::Refused::invalid("force", "expected true or false")),
-            };
-        }
-    }
+    parameters(query, &["force"], |_, value| {
+        force = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(body::Refused::invalid("force", "expected true or false")),
+        };
+        Ok(())
+    })?;
     Ok(force)
 }
 
@@ -681,7 +710,7 @@ mod take_requests_tests {
                 out[..],
                 [
                     Next::Request { action: Action::Execute(Command::ListQueues), keep_alive: true, .. },
-                    Next::Request { action: Action::Health, .. }
+                    Next::Request { action: Action::Health { head_only: false }, .. }
                 ]
             ),
             "{out:?}"

@@ -143,6 +143,15 @@ pub fn render_health(keep_alive: bool, out: &mut Vec<u8>) {
     finish(out, start, OK, keep_alive, "");
 }
 
+/// Turns the response that starts at `out[start..]` into the answer to a
+/// `HEAD`: its status and headers (`Content-Length` still giving the body's
+/// length, as RFC 9110 section 9.3.2 asks), without the body.
+pub fn strip_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(head_len) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + head_len + 4);
+    }
+}
+
 /// `GET /healthz` while the server replays its log: `503 {"status":"recovering"}`.
 pub fn render_health_recovering(keep_alive: bool, out: &mut Vec<u8>) {
     let start = out.len();
@@ -249,8 +258,7 @@ pub(super) fn error_response(
 ) {
     let start = out.len();
     error_body(out, code, message);
-    let body_len = out.len() - start;
-    finish(out, start, status, keep_alive, extra_headers);
+    let body_len = finish(out, start, status, keep_alive, extra_headers);
     if head_only {
         out.truncate(out.len() - body_len);
     }
@@ -271,8 +279,11 @@ fn error_member(out: &mut Vec<u8>, code: &str, message: &str) {
     out.push(b'}');
 }
 
-/// Writes the head after the body that starts at `start`, then moves it in front.
-fn finish(out: &mut Vec<u8>, start: usize, status: Status, keep_alive: bool, extra_headers: &str) {
+/// Ends the JSON body that starts at `start` with a newline (so `curl` output
+/// and `cat`-ed logs end their line, as `jq` and most JSON APIs do), writes
+/// the head after it, then moves the head in front. Returns the body's length.
+fn finish(out: &mut Vec<u8>, start: usize, status: Status, keep_alive: bool, extra_headers: &str) -> usize {
+    out.push(b'\n');
     let body_end = out.len();
     let body_len = body_end - start;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -286,6 +297,7 @@ fn finish(out: &mut Vec<u8>, start: usize, status: Status, keep_alive: bool, ext
     out.extend_from_slice(b"\r\n");
     let head_len = out.len() - body_end;
     out[start..].rotate_right(head_len);
+    body_len
 }
 
 // ---- JSON pieces ---------------------------------------------------------------

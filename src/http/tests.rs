@@ -78,7 +78,9 @@ fn parse_response(bytes: &[u8]) -> Response {
     assert_eq!(headers["content-type"], "application/json");
     let length: usize = headers["content-length"].parse().expect("Content-Length");
     assert!(bytes.len() >= head_len + length, "body shorter than Content-Length");
-    let body = serde_json::from_slice(&bytes[head_len..head_len + length]).expect("a JSON body");
+    let body_bytes = &bytes[head_len..head_len + length];
+    assert_eq!(body_bytes.last(), Some(&b'\n'), "every JSON body ends with a newline");
+    let body = serde_json::from_slice(body_bytes).expect("a JSON body");
     Response { status, headers, body, len: head_len + length }
 }
 
@@ -177,7 +179,6 @@ fn configure_queue_accepts_no_body_and_an_empty_one() {
 #[test]
 fn queue_reads_and_deletes() {
     assert_eq!(command("GET", "/v1/queues", None), Command::ListQueues);
-    assert_eq!(command("GET", "/v1/queues?x=1", None), Command::ListQueues);
     assert_eq!(command("GET", "/v1/queues/emails", None), Command::GetQueue { queue: "emails".into() });
     let delete = |path| match command("DELETE", path, None) {
         Command::DeleteQueue { queue, force } => (queue, force),
@@ -186,7 +187,7 @@ fn queue_reads_and_deletes() {
     assert_eq!(delete("/v1/queues/emails"), ("emails".into(), false));
     assert_eq!(delete("/v1/queues/emails?force=true"), ("emails".into(), true));
     assert_eq!(delete("/v1/queues/emails?force=false"), ("emails".into(), false));
-    assert_eq!(delete("/v1/queues/emails?x=y&force=true&z"), ("emails".into(), true));
+    assert_eq!(delete("/v1/queues/emails?force=false&force=true"), ("emails".into(), true), "the last counts");
     let refused = respond("DELETE", "/v1/queues/emails?force=yes", None);
     assert_error(&refused, 400, "invalid_argument");
     assert!(message(&refused).starts_with("invalid force:"), "{}", message(&refused));
@@ -453,9 +454,56 @@ fn task_ids_in_paths_must_be_decimal_u64() {
 }
 
 #[test]
-fn health() {
-    assert_eq!(action(&request("GET", "/healthz", None)), (Action::Health, true));
-    assert_eq!(action(&request("GET", "/healthz?verbose=1", None)).0, Action::Health);
+fn health_answers_get_and_head() {
+    assert_eq!(action(&request("GET", "/healthz", None)), (Action::Health { head_only: false }, true));
+    assert_eq!(action(&request("HEAD", "/healthz", None)), (Action::Health { head_only: true }, true));
+    let refused = respond("POST", "/healthz", None);
+    assert_error(&refused, 405, "method_not_allowed");
+    assert_eq!(refused.headers["allow"], "GET, HEAD");
+}
+
+#[test]
+fn head_strips_the_body_and_keeps_its_length() {
+    let mut out = b"previous".to_vec();
+    render_health(true, &mut out);
+    let full = out.clone();
+    strip_body(&mut out, b"previous".len());
+    assert!(full.starts_with(&out) && full.len() - out.len() == "{\"status\":\"ok\"}\n".len());
+    assert!(out.ends_with(b"\r\n\r\n"));
+    let text = String::from_utf8(out).expect("ascii");
+    assert!(text.contains("\r\nContent-Length: 16\r\n"), "{text}");
+}
+
+#[test]
+fn unknown_query_parameters_are_refused_on_every_endpoint() {
+    for (method, path, body) in [
+        ("GET", "/healthz?verbose=1", None),
+        ("GET", "/metrics?x", None),
+        ("GET", "/v1/stats?pretty=true", None),
+        ("GET", "/v1/queues?limit=5", None),
+        ("GET", "/v1/queues/q?x=1", None),
+        ("PUT", "/v1/queues/q?mode=lifo", Some("{}")),
+        ("DELETE", "/v1/queues/q?forse=true", None),
+        ("POST", "/v1/queues/q/tasks?priority=1", Some(r#"{"payload":1}"#)),
+        ("POST", "/v1/queues/q/tasks/batch?x", Some(r#"{"tasks":[{"payload":1}]}"#)),
+        ("POST", "/v1/dequeue?wait_ms=5", Some(r#"{"queues":["q"]}"#)),
+        ("GET", "/v1/tasks/1?x=", None),
+        ("DELETE", "/v1/tasks/1?x", None),
+        ("POST", "/v1/tasks/1/complete?x", Some(r#"{"lease":"1"}"#)),
+        ("POST", "/v1/tasks/1/fail?x", Some(r#"{"lease":"1","error":"e"}"#)),
+        ("POST", "/v1/tasks/1/extend?x", Some(r#"{"lease":"1","lease_ms":1000}"#)),
+        ("POST", "/v1/tasks/1/retry?x", None),
+        ("POST", "/v1/tasks/1/delete?x", None),
+        ("GET", "/v1/queues/q/tasks?state=dead&sort=id", None),
+    ] {
+        let refused = respond(method, path, body);
+        assert_error(&refused, 400, "invalid_argument");
+        assert!(message(&refused).starts_with("invalid query: unknown parameter"), "{path}: {}", message(&refused));
+    }
+    // Empty pairs are no parameters.
+    assert_eq!(command("GET", "/v1/queues?", None), Command::ListQueues);
+    assert_eq!(command("GET", "/v1/queues?&&", None), Command::ListQueues);
+    assert_eq!(action(&request("GET", "/healthz?", None)).0, Action::Health { head_only: false });
 }
 
 #[test]
@@ -496,7 +544,7 @@ fn unknown_paths_are_404_and_keep_the_connection() {
 #[test]
 fn wrong_methods_are_405_with_allow() {
     for (method, path, allow) in [
-        ("POST", "/healthz", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
         ("DELETE", "/v1/queues", "GET"),
         ("POST", "/v1/queues/q", "GET, PUT, DELETE"),
         ("DELETE", "/v1/queues/q/tasks", "GET, POST"),
@@ -885,7 +933,11 @@ fn leased_task_fields_are_in_the_documented_order() {
     let body = text.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(
         body,
-        r#"{"tasks":[{"id":"7","queue":"emails","payload":{},"priority":0,"group":null,"attempt":1,"lease":"5","lease_expires_at_ms":9}]}"#
+        concat!(
+            r#"{"tasks":[{"id":"7","queue":"emails","payload":{},"priority":0,"group":null,"attempt":1,"lease":"5","#,
+            r#""lease_expires_at_ms":9}]}"#,
+            "\n"
+        )
     );
 }
 
@@ -1113,7 +1165,7 @@ fn valid_requests_parse_to_commands() {
     for buf in valid_requests() {
         let (action, keep_alive) = action(&buf);
         assert!(keep_alive);
-        assert!(matches!(action, Action::Execute(_) | Action::Health), "{}", describe(&action));
+        assert!(matches!(action, Action::Execute(_) | Action::Health { .. }), "{}", describe(&action));
     }
 }
 
@@ -1199,7 +1251,7 @@ fn a_request_without_a_valid_token_gets_401_with_www_authenticate_and_the_third_
     // A health check needs no token.
     let mut session = Session::new();
     let checked = authorized(&request("GET", "/healthz", None), &mut session);
-    assert_eq!((checked.action, checked.close), (Action::Health, false));
+    assert_eq!((checked.action, checked.close), (Action::Health { head_only: false }, false));
 }
 
 #[test]

@@ -34,8 +34,10 @@ use tqx_wire::{ErrorCode, Opcode};
 /// What a parsed request is waiting for before its response can be written.
 enum Pending {
     Rendered(Vec<u8>),
+    /// `head_only`: a `HEAD /healthz` (the status and headers, no body).
     Health {
         keep_alive: bool,
+        head_only: bool,
     },
     Overloaded {
         keep_alive: bool,
@@ -426,11 +428,17 @@ fn render_ready(
 ) -> Rendered {
     match waiting {
         Pending::Rendered(response) => output.extend_from_slice(response),
-        Pending::Health { keep_alive } => match shared.health() {
-            super::Health::Ready => http::render_health(*keep_alive, output),
-            super::Health::Recovering => http::render_health_recovering(*keep_alive, output),
-            super::Health::Stalled => http::render_health_stalled(*keep_alive, output),
-        },
+        Pending::Health { keep_alive, head_only } => {
+            let start = output.len();
+            match shared.health() {
+                super::Health::Ready => http::render_health(*keep_alive, output),
+                super::Health::Recovering => http::render_health_recovering(*keep_alive, output),
+                super::Health::Stalled => http::render_health_stalled(*keep_alive, output),
+            }
+            if *head_only {
+                http::strip_body(output, start);
+            }
+        }
         Pending::Recovering { keep_alive } => http::render_recovering(*keep_alive, output),
         Pending::Overloaded { keep_alive } => http::render_overloaded(*keep_alive, output),
         Pending::ShuttingDown => http::render_shutting_down(output),
@@ -508,9 +516,9 @@ fn dispatch(
             metrics.answered(Protocol::Http, OP_OTHER, metrics::outcome_of_http_response(&response));
             return Pending::Rendered(response);
         }
-        Action::Health => {
+        Action::Health { head_only } => {
             metrics.answered(Protocol::Http, OP_HEALTHZ, 0);
-            return Pending::Health { keep_alive };
+            return Pending::Health { keep_alive, head_only };
         }
         // The engine's part of the statistics: the queue list (stats.rs).
         Action::Stats(StatsFormat::Prometheus) => (Command::ListQueues, OP_METRICS),

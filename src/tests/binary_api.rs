@@ -205,6 +205,16 @@ impl Client {
         }
     }
 
+    /// Creates `queue` with the defaults (a dequeue of a queue that does not
+    /// exist is refused, so a test that polls first creates it).
+    #[track_caller]
+    fn create_queue(&mut self, queue: &str) {
+        match self.call(&Request::ConfigureQueue { queue: queue.into(), patch: QueuePatch::default() }) {
+            Response::Queue(_) => {}
+            other => panic!("create queue {queue}: {other:?}"),
+        }
+    }
+
     #[track_caller]
     fn dequeue(&mut self, queue: &str, max: u16) -> Vec<tqx_wire::LeasedTask> {
         let request = Request::Dequeue { queues: vec![queue.into()], max, lease_ms: None, wait_ms: 0 };
@@ -619,6 +629,7 @@ fn a_batch_complete_survives_kill_9() {
 #[test]
 fn a_long_poll_is_abandoned_when_its_client_leaves() {
     let server = Server::start(&[]);
+    server.client().create_queue("lp");
     let mut leaving = server.client();
     leaving.send(&Request::Dequeue { queues: vec!["lp".into()], max: 1, lease_ms: None, wait_ms: 30_000 });
     // The poll is held (nothing to lease); then the client goes away.
@@ -635,9 +646,23 @@ fn a_long_poll_is_abandoned_when_its_client_leaves() {
 }
 
 #[test]
+fn a_dequeue_of_a_queue_that_does_not_exist_is_queue_not_found() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.enqueue("here", b"x");
+    for wait_ms in [0, 10_000] {
+        let dequeue =
+            Request::Dequeue { queues: vec!["here".into(), "nowhere".into()], max: 5, lease_ms: None, wait_ms };
+        assert_error(&client.call(&dequeue), ErrorCode::QueueNotFound);
+    }
+    assert_eq!(client.dequeue("here", 5).len(), 1, "the refused dequeues leased nothing");
+}
+
+#[test]
 fn a_long_poll_is_answered_when_a_task_arrives() {
     let server = Server::start(&[]);
     let mut waiting = server.client();
+    waiting.create_queue("lp");
     let poll = waiting.send(&Request::Dequeue { queues: vec!["lp".into()], max: 5, lease_ms: None, wait_ms: 10_000 });
     // Other requests on the same connection are answered meanwhile.
     assert_eq!(waiting.call(&Request::Ping), Response::Pong { ready: true });
@@ -666,6 +691,7 @@ fn while_recovering_ping_says_not_ready_and_requests_get_recovering() {
 fn sigterm_answers_a_held_long_poll_and_closes_binary_connections() {
     let mut server = Server::start(&[]);
     let mut client = server.client();
+    client.create_queue("none");
     let poll = client.send(&Request::Dequeue { queues: vec!["none".into()], max: 1, lease_ms: None, wait_ms: 30_000 });
     client.set_read_timeout(HELD_WATCH);
     assert!(matches!(client.try_read(), Err(ReadError::TimedOut)));

@@ -135,7 +135,14 @@ fn every_operation_through_the_async_client() {
         let first = &leased[0];
         assert_eq!((first.id, first.priority, first.attempt, first.group.as_deref()), (high.id, 9, 1, Some("g")));
         assert_eq!(first.payload, Bytes::from_static(br#"{"n":2}"#));
-        let second = client.dequeue(&["nothing", "jobs"], 10, Some(5_000), 0).await.unwrap();
+        // A queue that does not exist is refused, naming it.
+        match client.dequeue(&["nothing", "jobs"], 10, Some(5_000), 0).await {
+            Err(ClientError::Server { code: ErrorCode::QueueNotFound, message }) => {
+                assert!(message.contains("nothing"))
+            }
+            other => panic!("dequeue of a queue that does not exist: {other:?}"),
+        }
+        let second = client.dequeue(&["jobs"], 10, Some(5_000), 0).await.unwrap();
         assert_eq!(second.iter().map(|t| t.id).collect::<Vec<_>>(), [low.id], "the delayed task is not ready");
         assert!(client.dequeue(&["jobs"], 1, None, 0).await.unwrap().is_empty());
 
@@ -186,7 +193,8 @@ fn every_operation_through_the_async_client() {
         assert_eq!(outcomes, [(fetch[0].id, Ok(TaskState::Completed)), (999, Err(ErrorCode::TaskNotFound))]);
         assert_eq!(client.get_task(batch[1].id).await.unwrap().state, TaskState::Ready, "released by its dependency");
 
-        // dequeue with wait: a task enqueued meanwhile wakes it
+        // dequeue with wait (on a queue that exists): a task enqueued meanwhile wakes it
+        client.configure_queue("wake", &QueuePatch::default()).await.unwrap();
         let waiter = {
             let client = client.clone();
             tokio::spawn(async move { client.dequeue(&["wake"], 1, None, 10_000).await })

@@ -513,9 +513,12 @@ impl Model {
                 return Err(INVALID);
             }
         }
+        if queues.iter().any(|name| !self.queues.contains_key(name)) {
+            return Err(QUEUE_NOT_FOUND);
+        }
         let mut out = Vec::new();
         for name in queues {
-            let Some(q) = self.queues.get(name) else { continue };
+            let Some(q) = self.queues.get(name) else { unreachable!("checked above") };
             let lease = lease_ms.unwrap_or(q.config.lease_ms);
             while out.len() < max {
                 let Some(id) = self.pick(name) else { break };

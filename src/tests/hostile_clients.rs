@@ -143,6 +143,7 @@ fn pipelined_gets_of_a_1mib_task_behind_a_long_poll_do_not_grow_the_server_http(
     let mut client = server.client();
     let payload = "x".repeat(PAYLOAD_BYTES);
     let id = client.enqueue("big", json!({ "payload": payload }));
+    client.create_queue("empty", json!({}));
     let before = rss_bytes(&server);
 
     let mut attacker = TcpStream::connect(server.addr).unwrap();
@@ -179,6 +180,8 @@ fn pipelined_gets_of_a_1mib_task_behind_a_long_poll_do_not_grow_the_server_http(
 fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_binary() {
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
     let binary = server.binary_addr.unwrap();
+    // A dequeue of a queue that does not exist is refused: create it first.
+    server.client().create_queue("jobs", json!({}));
     let mut greedy = connect(binary);
     let mut frames = Vec::new();
     for _ in 0..64 {
@@ -207,6 +210,9 @@ fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_
 #[test]
 fn the_65th_long_poll_on_one_connection_is_refused_and_another_connection_still_long_polls_http() {
     let server = Server::start_binary("127.0.0.1:0", &["--durability", "memory"]);
+    for queue in ["jobs", "other"] {
+        server.client().create_queue(queue, json!({}));
+    }
     let mut greedy = TcpStream::connect(server.addr).unwrap();
     let body = br#"{"queues":["jobs"],"wait_ms":3000}"#;
     let mut requests = Vec::new();

@@ -100,6 +100,37 @@ fn healthz_answers_ok() {
     assert_json_content_type(&response);
     // Keep-alive: the same connection answers again.
     assert_eq!(client.get("/healthz").status, 200);
+    // The body ends with a newline, as every JSON body does.
+    assert_eq!(response.raw_text(), "{\"status\":\"ok\"}\n");
+}
+
+/// `HEAD /healthz` (load balancers probe with it) answers as GET does, without
+/// the body: pipelined before a GET on one connection, the GET's status line
+/// follows the HEAD's blank line at once. And curl, a real client, agrees.
+#[test]
+fn head_healthz_answers_like_get_without_the_body() {
+    use std::io::Read;
+    let server = Server::start(&[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .write_all(
+            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("\r\nContent-Length: 16\r\n"), "{answer}");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "no body after the HEAD's head: {answer}");
+    assert!(rest.ends_with("\r\n\r\n{\"status\":\"ok\"}\n"), "{answer}");
+
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--head", "--max-time", "30", &format!("http://{}/healthz", server.addr)])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&curl.stdout);
+    assert!(curl.status.success() && text.starts_with("HTTP/1.1 200 OK"), "{text} {curl:?}");
 }
 
 /// `--pin-workers-with-reactors` (with pinning forced on): the worker shares
@@ -404,14 +435,8 @@ fn batch_is_all_or_nothing_and_names_the_entry() {
     // A missing payload.
     let response = client.post("/v1/queues/emails/tasks/batch", json!({"tasks": [{"payload": 1}, {"priority": 1}]}));
     response.assert_invalid("tasks[1].payload");
-    // No task was created by any of them.
-    assert!(client.dequeue(&["emails"], 100).is_empty());
-    let queue = client.get("/v1/queues/emails");
-    if queue.status == 200 {
-        assert_eq!(queue.body["counts"], counts(0, 0, 0, 0, 0, 0, 0));
-    } else {
-        queue.assert_error(404, "queue_not_found");
-    }
+    // No task (nor the queue) was created by any of them.
+    client.get("/v1/queues/emails").assert_error(404, "queue_not_found");
     // Empty and missing lists are refused.
     client.post("/v1/queues/emails/tasks/batch", json!({"tasks": []})).assert_invalid("tasks");
     client.post("/v1/queues/emails/tasks/batch", json!({})).assert_invalid("tasks");
@@ -429,8 +454,12 @@ fn dequeue_returns_leased_tasks_in_queue_order() {
     let a = client.enqueue("q1", json!({"payload": {"to": "a@b.c"}, "priority": 7, "group": "g"}));
     let b = client.enqueue("q2", json!({"payload": "b"}));
     let c = client.enqueue("q2", json!({"payload": "c"}));
+    // A queue that does not exist is refused, naming it, and nothing is leased.
+    let refused = client.post("/v1/dequeue", json!({"queues": ["q2", "unknown", "q1"], "max": 10}));
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (404, Some("queue_not_found")), "{refused:?}");
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("\"unknown\""), "{refused:?}");
     let before = now_ms();
-    let response = client.post("/v1/dequeue", json!({"queues": ["q2", "unknown", "q1"], "max": 10}));
+    let response = client.post("/v1/dequeue", json!({"queues": ["q2", "q1"], "max": 10}));
     assert_eq!(response.status, 200, "{response:?}");
     assert_json_content_type(&response);
     assert_eq!(keys(&response.body), set(&["tasks"]));
@@ -485,7 +514,8 @@ fn dequeue_validates_its_fields() {
     client.post("/v1/dequeue", json!({"queues": ["q"], "max": 1001})).assert_invalid("max");
     client.post("/v1/dequeue", json!({"queues": ["q"], "wait_ms": 60001})).assert_invalid("wait_ms");
     client.post("/v1/dequeue", json!({"queues": ["q"], "lease_ms": 0})).assert_invalid("lease_ms");
-    // The limits themselves are accepted.
+    // The limits themselves are accepted (by a queue that exists).
+    client.create_queue("q", json!({}));
     let ok = client.post("/v1/dequeue", json!({"queues": ["q"], "max": 1000, "wait_ms": 0}));
     assert_eq!(ok.status, 200, "{ok:?}");
 }
@@ -1113,6 +1143,9 @@ fn expired_lease_is_redelivered_with_attempt_2() {
 #[test]
 fn long_poll_is_woken_by_an_enqueue() {
     let server = Server::start(&[]);
+    // A worker that may start first creates its queue (a dequeue of a queue
+    // that does not exist is refused).
+    server.client().create_queue("jobs", json!({}));
     let addr = server.addr;
     let waiter = thread::spawn(move || {
         let mut client = Client::connect(addr);
@@ -1135,6 +1168,7 @@ fn long_poll_is_woken_by_an_enqueue() {
 fn long_poll_times_out_with_no_tasks() {
     let server = Server::start(&[]);
     let mut client = server.client();
+    client.create_queue("empty", json!({}));
     let start = Instant::now();
     let response = client.post("/v1/dequeue", json!({"queues": ["empty"], "wait_ms": 200}));
     let elapsed = start.elapsed();
@@ -1145,6 +1179,26 @@ fn long_poll_times_out_with_no_tasks() {
     assert_eq!(client.get("/healthz").status, 200);
 }
 
+/// A held long poll whose queue is deleted is answered `404 queue_not_found`
+/// then, not with an empty list at its deadline.
+#[test]
+fn long_poll_on_a_queue_deleted_while_it_waits_is_told_so() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.create_queue("doomed", json!({}));
+    let addr = server.addr;
+    let waiter = thread::spawn(move || {
+        let start = Instant::now();
+        let response = Client::connect(addr).post("/v1/dequeue", json!({"queues": ["doomed"], "wait_ms": 60000}));
+        (response, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(client.delete("/v1/queues/doomed").status, 200);
+    let (response, elapsed) = waiter.join().unwrap();
+    response.assert_error(404, "queue_not_found");
+    assert!(elapsed < Duration::from_secs(50), "the long poll waited its full time: {elapsed:?}");
+}
+
 #[test]
 fn abandoned_long_poll_does_not_take_tasks() {
     // A client that long-polls and then hangs up must not be handed the next task
@@ -1152,6 +1206,7 @@ fn abandoned_long_poll_does_not_take_tasks() {
     // states this intent: held polls "whose client is gone" are dropped "so they
     // cannot take tasks nobody will receive".
     let server = Server::start(&[]);
+    server.client().create_queue("lp", json!({}));
     let mut gone = server.client();
     gone.send_raw(&json_request("POST", "/v1/dequeue", &json!({"queues": ["lp"], "wait_ms": 3000})));
     thread::sleep(Duration::from_millis(100));
@@ -1225,6 +1280,7 @@ fn long_poll_is_woken_when_a_delay_ends() {
 fn long_poll_does_not_block_its_connection_peers() {
     // Requests on other connections are served while one is held.
     let server = Server::start(&[]);
+    server.client().create_queue("idle", json!({}));
     let addr = server.addr;
     let waiter = thread::spawn(move || {
         let mut client = Client::connect(addr);
@@ -1346,6 +1402,7 @@ fn sigterm_answers_held_long_polls_and_exits() {
     // Stopping finishes the requests in flight: a held long poll is answered at
     // once (empty, or 503 shutting_down), not held to its deadline or dropped.
     let mut server = Server::start(&[]);
+    server.client().create_queue("never", json!({}));
     let addr = server.addr;
     let waiter = thread::spawn(move || {
         let mut client = Client::connect(addr);

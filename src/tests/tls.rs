@@ -832,6 +832,11 @@ fn a_mapped_client_certificate_has_its_scopes_without_a_token_on_both_protocols(
 fn sighup_removing_a_certificate_line_revokes_it_on_open_connections() {
     let mapped = Mapped::start();
     let mut http_worker = mapped.http(&mapped.worker);
+    // The queue exists (a dequeue of a queue that does not is refused).
+    let enqueue = Some(r#"{"payload":1}"#);
+    let created =
+        http_with_token(&mut http_worker, "POST", "/v1/queues/orders.x/tasks", enqueue, Some(&mapped.producer));
+    assert_eq!(created.unwrap().0, 201);
     assert_eq!(http(&mut http_worker, "POST", "/v1/dequeue", Some(DEQUEUE_ORDERS)).unwrap().0, 200);
     let binary_worker = mapped.binary(&mapped.worker);
     assert!(binary_worker.dequeue(&["orders.x"], 1, None, 0).is_ok());

@@ -174,6 +174,8 @@ impl Client {
     /// for `lease_ms` (`None`: each queue's). With `wait_ms` > 0 and nothing
     /// ready, the server holds the call until a task is ready or `wait_ms`
     /// passes (then the list is empty); the call's timeout grows by `wait_ms`.
+    /// A queue that does not exist is `ErrorCode::QueueNotFound` (create it
+    /// with [`Client::configure_queue`] before polling it).
     pub async fn dequeue(
         &self,
         queues: &[impl AsRef<str>],
