@@ -179,7 +179,7 @@ fn every_command_needs_exactly_its_scope() {
                     "dequeue" | "complete" | "fail" | "extend" | "complete_batch" => "consume",
                     _ => "admin",
                 };
-                assert!(error.to_string().starts_with(&format!("this token lacks the {needed} scope")), "{error}");
+                assert!(error.to_string().starts_with(&format!("this credential lacks the {needed} scope")), "{error}");
             }
         }
     }
@@ -194,7 +194,7 @@ fn a_token_limited_to_queues_is_refused_outside_them_naming_the_queue() {
     let enqueue = |queue: &str| Command::Enqueue { queue: queue.into(), task: NewTask::default() };
     assert_eq!(authorize(&producer, &enqueue("orders.eu")), Ok(Decision::Allowed));
     let error = authorize(&producer, &enqueue("billing")).unwrap_err();
-    assert_eq!(error.to_string(), "this token lacks the produce scope on queue \"billing\"");
+    assert_eq!(error.to_string(), "this credential lacks the produce scope on queue \"billing\"");
 
     let consumer = grant(&[Scope::Consume], &["orders.*"]);
     let dequeue =
@@ -222,18 +222,18 @@ fn commands_naming_tasks_are_checked_against_each_tasks_queue_under_a_limited_to
     assert!(check_task_queues(&consumer, &complete(1), queue_of).is_ok());
     assert!(check_task_queues(&consumer, &complete(99), queue_of).is_ok(), "left to the engine: task_not_found");
     let error = check_task_queues(&consumer, &complete(2), queue_of).unwrap_err();
-    assert_eq!(error.to_string(), "this token lacks the consume scope on queue \"billing\" (task 2)");
+    assert_eq!(error.to_string(), "this credential lacks the consume scope on queue \"billing\" (task 2)");
     let items = [1, 99, 2].map(|id| CompleteItem { id, lease: 1, result: None }).to_vec();
     assert!(check_task_queues(&consumer, &Command::CompleteBatch { items }, queue_of).is_err());
     let reader = grant(&[Scope::Produce], &["orders.*"]);
     let error = check_task_queues(&reader, &Command::GetTask { id: 2 }, queue_of).unwrap_err();
-    assert!(error.to_string().starts_with("this token lacks the produce or consume scope"), "{error}");
+    assert!(error.to_string().starts_with("this credential lacks the produce or consume scope"), "{error}");
     // Retry and delete of a dead letter: checked against the task's queue too.
     let producer = grant(&[Scope::Produce], &["orders.*"]);
     for command in [Command::RetryTask { id: 2 }, Command::DeleteTask { id: 2 }] {
         assert_eq!(authorize(&producer, &command), Ok(Decision::CheckTaskQueues));
         let error = check_task_queues(&producer, &command, queue_of).unwrap_err();
-        assert_eq!(error.to_string(), "this token lacks the produce scope on queue \"billing\" (task 2)");
+        assert_eq!(error.to_string(), "this credential lacks the produce scope on queue \"billing\" (task 2)");
     }
     assert!(check_task_queues(&producer, &Command::RetryTask { id: 1 }, queue_of).is_ok());
     // A listing names its queue: decided by `authorize` alone.

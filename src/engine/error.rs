@@ -200,7 +200,9 @@ impl fmt::Display for EngineError {
                 write!(f, "the server holds its maximum of {limit} {what}; retry later")
             }
             EngineError::Unauthenticated { reason } => f.write_str(reason),
-            EngineError::Forbidden { scope, on } => write!(f, "this token lacks the {scope} scope{on}"),
+            // "credential": the request's token, or its mutual-TLS client
+            // certificate mapped to scopes (docs/security.md).
+            EngineError::Forbidden { scope, on } => write!(f, "this credential lacks the {scope} scope{on}"),
         }
     }
 }

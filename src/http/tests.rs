@@ -1263,7 +1263,7 @@ fn a_token_without_the_scope_gets_403_naming_it_and_a_limited_one_defers_task_ch
         authorized(&with_token("POST", "/v1/queues/billing/tasks", "p", Some(r#"{"payload":1}"#)), &mut session);
     let (status, body, _) = response_of(&refused);
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
-    assert_eq!(body["error"]["message"], "this token lacks the produce scope on queue \"billing\"");
+    assert_eq!(body["error"]["message"], "this credential lacks the produce scope on queue \"billing\"");
     let refused = authorized(&with_token("GET", "/v1/queues", "p", None), &mut session);
     assert_eq!(response_of(&refused).0, 403);
     // A task read under a token limited to some queues: decided at execution.

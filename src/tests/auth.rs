@@ -105,7 +105,7 @@ fn assert_unauthenticated(response: &Response) {
 #[track_caller]
 fn assert_forbidden(response: &Response, scope: &str, queue: &str) {
     response.assert_error(403, "forbidden");
-    let expected = format!("this token lacks the {scope} scope on queue \"{queue}\"");
+    let expected = format!("this credential lacks the {scope} scope on queue \"{queue}\"");
     assert!(response.message().starts_with(&expected), "{expected}: {response:?}");
 }
 
@@ -404,7 +404,7 @@ fn binary_every_scope_boundary_and_queue_prefix_is_enforced() {
         other => panic!("{other:?}"),
     };
     let message = assert_code(&producer.call(&enqueue("billing")), ErrorCode::Forbidden);
-    assert_eq!(message, "this token lacks the produce scope on queue \"billing\"");
+    assert_eq!(message, "this credential lacks the produce scope on queue \"billing\"");
     assert_code(&producer.call(&dequeue("orders.eu")), ErrorCode::Forbidden);
     assert_code(&producer.call(&Request::ListQueues), ErrorCode::Forbidden);
     assert_code(&producer.call(&Request::GetQueue { queue: "orders.eu".into() }), ErrorCode::Forbidden);
