@@ -5,7 +5,8 @@
 //! the one place to read them all. Relationships between limits are checked at
 //! compile time below each section. docs/limits.md is this table for users.
 //!
-//! Sections: engine, protocols (HTTP and binary), write-ahead log, connections.
+//! Sections: engine, protocols (HTTP and binary), write-ahead log, connections,
+//! metrics, activity logs.
 //!
 //! **Where limits are checked.** Every bound on what one request may carry is
 //! checked once, at the protocol edge, by [`crate::command::check_limits`]
@@ -309,3 +310,35 @@ const _: () = assert!(IDLE_TIMEOUT_MS_DEFAULT <= CONNECTION_TIMEOUT_MS_MAX);
 /// scraped server, and a scrape renders ~60 KB for them; more queues than
 /// this would make one TaskQueueX the largest target a Prometheus scrapes.
 pub const METRICS_QUEUES_COUNT_MAX: usize = 100;
+
+// ---- activity logs (src/server/activity_log.rs; docs/logs.md) ----------------
+
+/// Connections refused past `--max-connections` or closed by the server (per
+/// reason), failed accepts, requests answered with a server error (per code)
+/// and slow log syncs are each reported in at most one line per this interval:
+/// the first event opens a window, and one line with its count and an example
+/// closes it. A client that provokes a million refusals costs one line per
+/// kind per interval; what it costs an operator: an event is seen up to this
+/// (plus a tick) late.
+pub const ACTIVITY_LOG_INTERVAL_MS: u64 = 10_000;
+/// Checkpoint rounds are reported in at most one line per this interval
+/// (count, rows, slowest): a round every 5 s (the default
+/// `--checkpoint-interval-ms`) would otherwise be 17,280 lines a day.
+pub const CHECKPOINT_LOG_INTERVAL_MS: u64 = 60_000;
+/// While recovery lasts longer than this, a progress line every this often
+/// (replaying a 1 GiB log takes ~4 s here: docs/durability.md).
+pub const RECOVERY_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// A log batch whose write and `fdatasync` together take this long or longer
+/// is a slow sync (a warning, aggregated as above): every `sync`-mode reply
+/// of the batch waited that long. Measured here: 0.1-0.5 ms.
+pub const WAL_SYNC_SLOW_MS: u64 = 100;
+/// The activity log looks at its counters every quarter of its shortest
+/// interval, within these bounds: a line is at most one tick late, and the
+/// thread wakes at most 100 times a second (tests shorten the intervals with
+/// the hidden `--debug-activity-log-interval-ms`).
+pub const ACTIVITY_LOG_TICK_MS_MAX: u64 = 1_000;
+pub const ACTIVITY_LOG_TICK_MS_MIN: u64 = 10;
+
+const _: () = assert!(ACTIVITY_LOG_TICK_MS_MIN <= ACTIVITY_LOG_TICK_MS_MAX);
+const _: () = assert!(ACTIVITY_LOG_TICK_MS_MAX <= ACTIVITY_LOG_INTERVAL_MS);
+const _: () = assert!(ACTIVITY_LOG_INTERVAL_MS <= CHECKPOINT_LOG_INTERVAL_MS);

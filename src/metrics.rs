@@ -289,6 +289,14 @@ impl ReactorMetrics {
         }
     }
 
+    /// Requests of `op` over `protocol` answered with `outcome` so far (0
+    /// when nothing is recorded).
+    pub fn count(&self, protocol: Protocol, op: usize, outcome: usize) -> u64 {
+        self.requests
+            .get((protocol as usize * OPS_COUNT + op) * OUTCOMES_COUNT + outcome)
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
+    }
+
     /// Adds this reactor's counts to `into`.
     pub fn add_to(&self, into: &mut RequestTotals) {
         for (total, counter) in into.counts.iter_mut().zip(self.requests.iter()) {

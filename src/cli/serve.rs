@@ -71,6 +71,9 @@ pub(super) struct ServeArgs {
     /// Test hook: a worker panics when it executes an enqueue into this queue.
     #[arg(long, value_name = "QUEUE", hide = true)]
     debug_panic_on_queue: Option<String>,
+    /// Test hook: one interval for every kind of rate-limited activity log line (docs/logs.md).
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    debug_activity_log_interval_ms: Option<u64>,
     /// A server thread (reactor, worker, log writer, checkpointer: 6 times this) that has work but makes
     /// no progress for this long, or has died, makes /healthz answer 503 {"status":"stalled"} and a binary
     /// ping `ready: false` until it progresses again.
@@ -312,6 +315,7 @@ fn config(args: ServeArgs) -> ServeConfig {
         insecure: args.insecure,
         tokens_file: args.tokens,
         metrics: !args.no_metrics,
+        activity_log_interval_ms: args.debug_activity_log_interval_ms,
     }
 }
 

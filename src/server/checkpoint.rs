@@ -98,6 +98,8 @@ pub(crate) fn run(
     interval: Duration,
 ) -> Result<(), Arc<str>> {
     let applied_lsn = store.applied_lsn().ok().flatten().unwrap_or(0);
+    shared.metrics.checkpoint.written_lsn.store(applied_lsn, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.checkpoint.flushed_lsn.store(applied_lsn, std::sync::atomic::Ordering::Relaxed);
     let mut progress = Progress {
         written_lsn: applied_lsn,
         flushed_lsn: applied_lsn,
@@ -218,7 +220,10 @@ fn increment(shared: &Shared, store: &Store, committer: &Committer, progress: &m
     }
     let (tasks_count, queues_count) = (rows.task_rows(), rows.queue_rows());
     store.write_rows(rows, upto, &meta).map_err(taken)?;
-    shared.metrics.checkpoint.increments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let metrics = &shared.metrics.checkpoint;
+    metrics.increments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.rows.fetch_add((tasks_count + queues_count) as u64, std::sync::atomic::Ordering::Relaxed);
+    metrics.written_lsn.store(upto, std::sync::atomic::Ordering::Relaxed);
     progress.written_lsn = upto;
     progress.task_rows_unflushed += tasks_count;
     // Every task below this id has its payload row in this or an earlier
@@ -246,6 +251,7 @@ fn flush(shared: &Shared, store: &Store, committer: &Committer, progress: &mut P
     );
     committer.remove_through(durable);
     shared.metrics.checkpoint.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.checkpoint.flushed_lsn.store(durable, std::sync::atomic::Ordering::Relaxed);
     progress.flushed_lsn = durable;
     progress.last_flush = Instant::now();
     progress.task_rows_unflushed = 0;

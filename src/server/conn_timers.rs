@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::activity_log::{describe_peer, Example};
 use super::os;
 use crate::limits::PRUNE_SCAN_INTERVAL_MS;
 
@@ -70,11 +71,8 @@ pub(crate) use crate::core::connections::{
 /// A slot's `idle_since_ms` while its connection has a hold: never pruned.
 const BUSY: u64 = u64::MAX;
 /// A time that has not happened: `short_scan_ms` while the last pruning
-/// scan found enough idle connections, `pruned_logged_ms` before the first log.
+/// scan found enough idle connections.
 const NEVER: u64 = u64::MAX;
-/// At most one log line about pruning per this interval (and about sweeps
-/// closing connections per reactor: once per sweep).
-const PRUNE_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// Monotonic milliseconds since the server started. Tests of this module use
 /// a clock they set by hand.
@@ -123,13 +121,15 @@ pub(crate) struct Registry {
     /// `clock`), or `NEVER`: while all are busy, a scan per accept would cost
     /// O(connections) each for nothing.
     short_scan_ms: AtomicU64,
-    /// Connections pruned since the last log line about it, and when that
-    /// was: an attack is reported once a second, not once per connection.
-    pruned_unlogged_count: AtomicUsize,
-    pruned_logged_ms: AtomicU64,
     /// Connections by protocol: accepted, refused, open, and closed here
-    /// (pruned, or shed by a deadline or the idle timeout), for `/metrics`.
+    /// (pruned, or shed by a deadline or the idle timeout), for `/metrics`
+    /// and the activity log, which reports them (docs/logs.md): nothing here
+    /// logs a line per connection, so no client can flood the log.
     pub(crate) metrics: crate::metrics::ConnMetrics,
+    /// The activity log's examples: the first connection refused, and the
+    /// first closed for each reason, since its last line about them.
+    pub(crate) refused_example: Example,
+    pub(crate) closed_examples: [Example; crate::metrics::CLOSE_REASONS_COUNT],
 }
 
 struct RegistryInner {
@@ -146,9 +146,9 @@ impl Registry {
             inner: Mutex::new(RegistryInner { slots: Slab::new(), candidates: Vec::new() }),
             closing_count: AtomicUsize::new(0),
             short_scan_ms: AtomicU64::new(NEVER),
-            pruned_unlogged_count: AtomicUsize::new(0),
-            pruned_logged_ms: AtomicU64::new(NEVER),
             metrics: crate::metrics::ConnMetrics::default(),
+            refused_example: Example::default(),
+            closed_examples: Default::default(),
         }
     }
 
@@ -204,11 +204,8 @@ impl Registry {
             // Registered (we hold the lock), so its descriptor is still its own.
             if self.close(&slots[key], false) {
                 closed += 1;
-                self.metrics.closed_by_server(slots[key].protocol, crate::metrics::CLOSE_PRUNED);
-                tracing::debug!(
-                    idle_ms = now_ms.saturating_sub(idle_since_ms),
-                    "closed the longest-idle connection to admit new ones (--prune-above-percent)"
-                );
+                let idle_ms = now_ms.saturating_sub(idle_since_ms);
+                self.closed(&slots[key], crate::metrics::CLOSE_PRUNED, Some(idle_ms));
             }
         }
         if closed < count {
@@ -217,29 +214,21 @@ impl Registry {
         } else {
             self.short_scan_ms.store(NEVER, Ordering::Release);
         }
-        self.pruned_unlogged_count.fetch_add(closed, Ordering::AcqRel);
-        self.log_pruned(now_ms);
         closed
     }
 
-    /// Reports connections pruned since the last report, at most once per
-    /// [`PRUNE_LOG_INTERVAL_MS`] (called by scans and by every sweep, so the
-    /// end of a burst is reported too).
-    fn log_pruned(&self, now_ms: u64) {
-        if self.pruned_unlogged_count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let logged_ms = self.pruned_logged_ms.load(Ordering::Acquire);
-        if logged_ms != NEVER && now_ms < logged_ms.saturating_add(PRUNE_LOG_INTERVAL_MS) {
-            return;
-        }
-        self.pruned_logged_ms.store(now_ms, Ordering::Release);
-        let pruned = self.pruned_unlogged_count.swap(0, Ordering::AcqRel);
-        tracing::info!(
-            pruned,
-            connections_max = self.policy.connections_max,
-            "closed the longest-idle connections to keep slots free for new clients (--prune-above-percent)"
-        );
+    /// Counts a connection this module closed (`reason`: a
+    /// `metrics::CLOSE_REASON_NAMES` index) and offers it as the activity
+    /// log's example. The slot is registered (its descriptor is its own).
+    fn closed(&self, slot: &ConnSlot, reason: usize, idle_ms: Option<u64>) {
+        self.closed_examples[reason].offer(|| {
+            let peer = describe_peer(slot.protocol, os::peer_address(slot.fd));
+            match idle_ms {
+                Some(idle_ms) => format!("{peer} idle {idle_ms} ms"),
+                None => peer,
+            }
+        });
+        self.metrics.closed_by_server(slot.protocol, reason);
     }
 
     /// Shuts a connection down for reading, once: its pending read completes
@@ -408,7 +397,7 @@ impl ReactorConns {
     /// timeout has passed. Returns how many it closed.
     pub(crate) fn sweep(&self, registry: &Registry) -> usize {
         let now_ms = registry.clock.now_ms();
-        let (mut closed, mut deadline_closed) = (0, 0);
+        let mut closed = 0;
         for (_, timer) in self.conns.borrow().iter() {
             let verdict = timer.verdict(&registry.policy, now_ms);
             // Registered, on its owner's thread: the descriptor is its own.
@@ -420,20 +409,8 @@ impl ReactorConns {
                     Verdict::WriteDeadline => 2,
                     Verdict::IdleTimeout | Verdict::Keep => 3,
                 };
-                registry.metrics.closed_by_server(timer.slot.protocol, reason);
-                deadline_closed += usize::from(verdict != Verdict::IdleTimeout);
-                tracing::debug!(reason = verdict.reason(), "closed a connection");
+                registry.closed(&timer.slot, reason, None);
             }
-        }
-        registry.log_pruned(now_ms);
-        // Idle connections closing is routine; requests too slow to arrive
-        // are a client problem (or an attack) worth one line per sweep.
-        if deadline_closed > 0 {
-            tracing::info!(
-                closed = deadline_closed,
-                deadline_ms = registry.policy.request_deadline_ms,
-                "closed connections that missed --request-deadline-ms (a request too slow to arrive, or replies not read)"
-            );
         }
         closed
     }

@@ -14,6 +14,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::activity_log::{ActivityCounters, Phase};
 use super::outbox::ReplyTo;
 
 use super::tiering::Tiering;
@@ -33,8 +34,6 @@ use crate::wal::watermark::Watermark;
 pub const WAL_SEGMENT_BYTES: usize = 32 << 20;
 /// Longest accepted `interval:<ms>`.
 pub const INTERVAL_MS_MAX: u64 = 60_000;
-/// How often replay reports progress once it has run for a second.
-const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What an acknowledged reply means (docs/durability.md, "Guarantees").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +236,9 @@ pub(crate) struct LogWriterHooks {
     pub(crate) watermark: Arc<Watermark>,
     /// Where each batch's records, bytes and sync time are counted (`/metrics`).
     pub(crate) wal_metrics: Arc<crate::metrics::WalMetrics>,
+    /// Where slow syncs are counted and recovery says how far it is
+    /// (`activity_log.rs`).
+    pub(crate) activity: Arc<ActivityCounters>,
 }
 
 /// The engine as recovery left it, and the journal to continue with.
@@ -263,7 +265,7 @@ pub(crate) fn recover(
     accept_data_loss: bool,
     log_writer: LogWriterHooks,
 ) -> Result<Recovered, ServeError> {
-    let LogWriterHooks { on_failure, watermark, wal_metrics } = log_writer;
+    let LogWriterHooks { on_failure, watermark, wal_metrics, activity } = log_writer;
     let wal_dir = data_dir.join("wal");
     if mode == DurabilityMode::Memory {
         if wal_dir.exists() {
@@ -279,6 +281,8 @@ pub(crate) fn recover(
     }
 
     let started = Instant::now();
+    let progress = &activity.recovery;
+    progress.enter(&activity, Phase::LoadingCheckpoint);
     let store_dir = data_dir.join("store");
     let store =
         Store::open(&store_dir).map_err(|e| ServeError::Store(store_dir.display().to_string(), e.to_string()))?;
@@ -293,6 +297,7 @@ pub(crate) fn recover(
     .map_err(ServeError::Io)?;
     let wal_error = |error| ServeError::Wal(wal_dir.display().to_string(), error);
     let options = OpenOptions { accept_data_loss };
+    progress.enter(&activity, Phase::ReadingLog);
     let (mut log, mut recovered) =
         Log::open_with(storage, WAL_SEGMENT_BYTES, Box::new(super::os::random_u64), options).map_err(wal_error)?;
     if let Some(torn) = &recovered.torn {
@@ -358,14 +363,11 @@ pub(crate) fn recover(
     let records: Vec<_> = recovered.records.into_iter().filter(|(lsn, _)| *lsn > applied_lsn).collect();
     let records_count = records.len();
     let bytes_count: usize = records.iter().map(|(_, r)| r.len()).sum();
-    let mut last_progress = started;
-    let (engine, clock_ms) = crate::core::replay::replay(&config, engine, records, |replayed| {
-        if last_progress.elapsed() >= REPLAY_PROGRESS_EVERY {
-            last_progress = Instant::now();
-            tracing::info!(replayed, of = records_count, "replaying the write-ahead log");
-        }
-    })
-    .map_err(|e| ServeError::Replay { lsn: e.lsn, reason: e.reason })?;
+    progress.replaying(&activity, records_count as u64);
+    let (engine, clock_ms) =
+        crate::core::replay::replay(&config, engine, records, |replayed| progress.replayed(replayed as u64))
+            .map_err(|e| ServeError::Replay { lsn: e.lsn, reason: e.reason })?;
+    progress.enter(&activity, Phase::Finishing);
     let mut engine = match engine {
         Some(engine) => engine,
         None => {
@@ -384,6 +386,7 @@ pub(crate) fn recover(
         engine.set_change_tracking(true);
         engine.set_payload_tiering(true);
     }
+    progress.done();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         checkpoint_lsn = applied_lsn,
@@ -406,7 +409,9 @@ pub(crate) fn recover(
                 linger,
                 on_failure: Some(on_failure),
                 on_batch: Some(Box::new(move |batch: &crate::wal::committer::BatchReport| {
-                    wal_metrics.batch(batch.records, batch.bytes, batch.sync_duration.as_micros() as u64)
+                    let sync_us = batch.sync_duration.as_micros() as u64;
+                    wal_metrics.batch(batch.records, batch.bytes, sync_us);
+                    activity.wal_batch_synced(sync_us);
                 })),
             },
             watermark,

@@ -26,6 +26,7 @@
 //! - Reload: SIGHUP -> the TLS certificate and key (`tls.rs`) and the token
 //!   file (`--tokens`, `tokens.rs`) are re-read; connections are untouched.
 
+mod activity_log;
 mod binary_conn;
 mod buffers;
 pub use buffers::READ_BYTES_MAX_DEFAULT;
@@ -165,6 +166,9 @@ pub struct ServeConfig {
     /// Count and time requests for `/metrics` (`--no-metrics` turns it off,
     /// to measure what it costs; docs/metrics.md).
     pub metrics: bool,
+    /// Test hook (`--debug-activity-log-interval-ms`): one interval for every
+    /// kind of activity log line instead of `crate::limits`' (docs/logs.md).
+    pub activity_log_interval_ms: Option<u64>,
 }
 
 impl ServeConfig {
@@ -355,6 +359,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: Option<tokens::TokenStore>,
     /// What `/metrics`, `/v1/stats` and the binary `stats` show (`stats.rs`).
     pub(crate) metrics: stats::ServerMetrics,
+    /// What the activity log reports besides those counters (`activity_log.rs`).
+    pub(crate) activity: Arc<activity_log::ActivityCounters>,
 }
 
 /// The engine lock held by a thread that is not an executor; see [`Shared::lock_engine`].
@@ -440,6 +446,7 @@ impl Shared {
             tls: None,
             tokens: None,
             metrics: stats::ServerMetrics::new(config.metrics, config.durability),
+            activity: Arc::default(),
         }
     }
 
@@ -492,6 +499,14 @@ impl Shared {
         } else if before > after {
             self.reply_bytes_pending.fetch_sub(before - after, Ordering::Relaxed);
         }
+    }
+
+    /// A connection past `--max-connections` is refused (`protocol`:
+    /// `metrics::Protocol` as an index): counted for `/metrics`, and its peer
+    /// offered as the activity log's example.
+    pub(crate) fn refused(&self, protocol: usize, peer: impl FnOnce() -> Option<SocketAddr>) {
+        self.conns.refused_example.offer(|| activity_log::describe_peer(protocol, peer()));
+        self.conns.metrics.refused[protocol].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn track_socket(&self, fd: RawFd) {
@@ -661,6 +676,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     shared.tls = tls;
     shared.tokens = tokens;
     let shared = Arc::new(shared);
+    // From here on, rate-limited lines about what the server does (recovery
+    // progress first); stopped, it writes what is pending (docs/logs.md).
+    let activity_log =
+        activity_log::ActivityLog::start(shared.clone(), activity_log::Intervals::new(config.activity_log_interval_ms))
+            .map_err(ServeError::Io)?;
 
     let cpus = placement(config.cpus.as_deref())?;
     let core_of = |i: usize| config.pin_threads.then(|| cpus[i % cpus.len()]);
@@ -741,6 +761,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
                 on_failure,
                 watermark: shared.watermark.clone(),
                 wal_metrics: shared.metrics.wal.clone(),
+                activity: shared.activity.clone(),
             },
         )
     }) {
@@ -864,6 +885,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if let Some(reason) = checkpoint_failure {
         return Err(ServeError::Checkpoint(reason));
     }
+    // The lines still pending (the last checkpoint's among them), before the last one.
+    drop(activity_log);
     if let Some(reason) = crate::sync::lock(&shared.storage_failure).take() {
         return Err(ServeError::Storage(reason));
     }

@@ -138,6 +138,17 @@ pub(crate) fn shutdown_both(fd: RawFd) {
     }
 }
 
+/// The peer address of a connected socket (`None` if it cannot be read: the
+/// peer reset, or `fd` is not a socket). For the activity log's examples,
+/// once per line; the caller guarantees `fd` is still the connection's.
+pub(crate) fn peer_address(fd: RawFd) -> Option<std::net::SocketAddr> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: the stream only borrows the descriptor: ManuallyDrop never
+    // closes it, and getpeername on any descriptor number is harmless.
+    let stream = mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    stream.peer_addr().ok()
+}
+
 /// The CPUs this process may run on (its affinity mask, which `taskset` and
 /// cgroup cpusets set), in increasing order.
 pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {

@@ -172,7 +172,7 @@ async fn accept_loop(
     let connections = &shared.conns.metrics;
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     break; // dropping the stream closes it
                 }
@@ -184,7 +184,7 @@ async fn accept_loop(
                 let open_before = shared.connections_open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if !shared.conns.admit(open_before) {
                     shared.connections_open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                    connections.refused[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.refused(counted, || Some(peer));
                     live.set(live.get() + 1);
                     let (shared, live, protocol) = (shared.clone(), live.clone(), protocol.clone());
                     tokio_uring::spawn(async move {
@@ -235,7 +235,8 @@ async fn accept_loop(
                 if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
-                tracing::warn!(%error, "accept failed");
+                // Reported by the activity log (docs/logs.md), not once per failure.
+                shared.activity.accept_failed(&error);
                 tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_PAUSE_MS)).await;
             }
         }
@@ -251,7 +252,6 @@ async fn accept_loop(
 async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize, tls: bool) {
     if tls {
         let _ = stream.shutdown(Shutdown::Both);
-        tracing::debug!(limit, "refused a TLS connection past --max-connections");
         return;
     }
     let mut refusal = Vec::new();
@@ -264,7 +264,6 @@ async fn refuse(stream: TcpStream, protocol: &Protocol, limit: usize, tls: bool)
         tracing::debug!(%error, "could not send the too-many-connections refusal");
     }
     let _ = stream.shutdown(Shutdown::Both);
-    tracing::debug!(limit, "refused a connection past --max-connections");
 }
 
 /// The connections of this reactor waiting for the server-wide reply budget

@@ -54,6 +54,29 @@ pub(crate) struct CheckpointMetrics {
     last_success_us: AtomicU64,
     sst_bytes: AtomicU64,
     memtable_bytes: AtomicU64,
+    /// For the activity log (`activity_log.rs`): rounds that wrote anything,
+    /// rows written by increments, the slowest round since the activity log
+    /// last looked (µs), and the applied LSNs of the last increment and flush.
+    rounds_written: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    round_us_max: AtomicU64,
+    pub(crate) written_lsn: AtomicU64,
+    pub(crate) flushed_lsn: AtomicU64,
+}
+
+impl CheckpointMetrics {
+    /// Rounds that wrote and rows written so far, and the slowest round
+    /// since the last call (µs). The count is read first: a round publishes
+    /// its duration before it counts (`ServerMetrics::checkpoint_round`).
+    pub(crate) fn activity(&self) -> (u64, u64, u64) {
+        let rounds = self.rounds_written.load(Ordering::Acquire);
+        (rounds, self.rows.load(Ordering::Relaxed), self.round_us_max.swap(0, Ordering::AcqRel))
+    }
+
+    /// The applied LSN of the last increment written and of the last flush.
+    pub(crate) fn lsns(&self) -> (u64, u64) {
+        (self.written_lsn.load(Ordering::Relaxed), self.flushed_lsn.load(Ordering::Relaxed))
+    }
 }
 
 /// Everything the server records for metrics.
@@ -100,10 +123,35 @@ impl ServerMetrics {
         let checkpoint = &self.checkpoint;
         if let Some(us) = wrote_us {
             checkpoint.last_duration_us.store(us, Ordering::Relaxed);
+            checkpoint.round_us_max.fetch_max(us, Ordering::AcqRel);
+            checkpoint.rounds_written.fetch_add(1, Ordering::Release);
         }
         checkpoint.last_success_us.store(self.clock.started.elapsed().as_micros() as u64, Ordering::Relaxed);
         checkpoint.sst_bytes.store(sizes.0, Ordering::Relaxed);
         checkpoint.memtable_bytes.store(sizes.1, Ordering::Relaxed);
+    }
+
+    /// Every reactor's request counts of `outcomes` (slots), each given to
+    /// `add` with the index of its outcome in `outcomes`, its protocol and
+    /// its operation. For the activity log, once per tick: the reactor list's
+    /// lock, as a scrape takes it; none with `--no-metrics`.
+    pub(crate) fn add_request_counts(
+        &self,
+        outcomes: &[usize],
+        mut add: impl FnMut(usize, metrics::Protocol, usize, u64),
+    ) {
+        for reactor in crate::sync::lock(&self.reactors).iter() {
+            for protocol in [metrics::Protocol::Http, metrics::Protocol::Binary] {
+                for op in 0..metrics::OPS_COUNT {
+                    for (index, &outcome) in outcomes.iter().enumerate() {
+                        let count = reactor.count(protocol, op, outcome);
+                        if count > 0 {
+                            add(index, protocol, op, count);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

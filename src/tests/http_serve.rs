@@ -402,3 +402,134 @@ fn the_startup_line_names_the_version_the_absolute_data_directory_and_the_listen
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- the activity log (docs/logs.md) ---------------------------------------------
+
+/// Polls the server's stderr (for up to 30 s: a loaded machine delays the
+/// server, never the assertion) until `found` finds something in it.
+#[track_caller]
+fn wait_for_log<T>(server: &support::Server, what: &str, found: impl Fn(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = found(&server.stderr()) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what} in the log:\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The number after `name=` in a text log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|word| word.strip_prefix(&format!("{name}="))?.parse().ok())
+}
+
+/// Recovery that takes longer than its interval says where it is, once per
+/// interval, and its end says what it replayed. The log writer's first sync
+/// (a new log's seed record) is held by the gate, so recovery lasts as long
+/// as the test wants; the restart after a crash replays what was written.
+#[test]
+fn recovery_reports_its_phase_while_it_lasts_and_a_restart_what_it_replayed() {
+    let dir = support::fresh_dir();
+    let mut gate = support::SyncGate::new(&dir);
+    let gate_arg = gate.arg();
+    let no_checkpoint = ["--checkpoint-interval-ms", "3600000"];
+    let args = [&["--debug-wal-sync-gate", &gate_arg, "--debug-activity-log-interval-ms", "100"][..], &no_checkpoint];
+    let server = support::Server::launch(dir, &args.concat());
+    // Held in its last phase (earlier ones may have lasted a line too).
+    let line = wait_for_log(&server, "recovery progress", |log| {
+        log.lines().find(|line| line.contains(" recovering ") && line.contains("phase=\"finishing\"")).map(String::from)
+    });
+    assert!(line.contains("INFO"), "{line}");
+    assert!(field(&line, "elapsed_ms").is_some_and(|ms| ms >= 100), "{line}");
+    assert!(!server.stderr().contains("recovered"), "recovery is held by the gate:\n{}", server.stderr());
+    gate.release(1_000); // the seed, then every batch below
+    server.wait_healthy();
+    let mut client = server.client();
+    for i in 0..3 {
+        client.enqueue("logs", serde_json::json!({"payload": i}));
+    }
+
+    // kill -9, then a restart with JSON logs: the log holds the seed, the
+    // queue's creation and three enqueues, and no checkpoint was taken.
+    let server = server.crash_and_restart(&[&["--log-format", "json"][..], &no_checkpoint].concat());
+    let recovered = wait_for_log(&server, "recovered line", |log| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["fields"]["message"] == "recovered")
+    });
+    let fields = &recovered["fields"];
+    assert_eq!(recovered["level"], "INFO", "{recovered}");
+    assert_eq!((fields["checkpoint_lsn"].as_u64(), fields["tasks"].as_u64()), (Some(0), Some(3)), "{recovered}");
+    assert!(fields["records"].as_u64().is_some_and(|records| records >= 4), "{recovered}");
+    assert!(fields["elapsed_ms"].is_u64() && fields["bytes"].is_u64(), "{recovered}");
+}
+
+/// With `--log-format json` every line is one JSON object, and the
+/// checkpoint line carries its numbers as numbers: rounds, rows (3 tasks and
+/// their queue at least, over however many lines), the LSNs covered.
+#[test]
+fn json_logs_are_one_object_a_line_and_checkpoints_are_aggregated_with_their_rows_and_lsns() {
+    let server = support::Server::start(&[
+        "--log-format",
+        "json",
+        "--checkpoint-interval-ms",
+        "50",
+        "--debug-activity-log-interval-ms",
+        "300",
+    ]);
+    let mut client = server.client();
+    for i in 0..3 {
+        client.enqueue("logs", serde_json::json!({"payload": i}));
+    }
+    let lines = wait_for_log(&server, "checkpoint lines with 4 rows", |log| {
+        let checkpoints: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["fields"]["message"] == "checkpoints")
+            .collect();
+        let rows: u64 = checkpoints.iter().filter_map(|line| line["fields"]["rows"].as_u64()).sum();
+        (rows >= 4).then_some(checkpoints)
+    });
+    for line in &lines {
+        let fields = &line["fields"];
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert!(fields["count"].as_u64().is_some_and(|count| count >= 1), "{line}");
+        assert!(fields["window_ms"].as_u64().is_some_and(|ms| ms >= 300), "one line per 300 ms at most: {line}");
+        assert!(fields["slowest_ms"].is_u64() && fields["flushed_lsn"].is_u64(), "{line}");
+        assert!(fields["applied_lsn"].as_u64().is_some_and(|lsn| lsn >= 1), "{line}");
+    }
+    for line in server.stderr().lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(parsed["level"].is_string() && parsed["fields"]["message"].is_string(), "{line}");
+    }
+}
+
+/// A log batch whose sync takes longer than 100 ms (the gate holds it for
+/// a second) is reported as a warning with the slowest sync.
+#[test]
+fn a_slow_wal_sync_is_a_warning_naming_the_slowest() {
+    let dir = support::fresh_dir();
+    let mut gate = support::SyncGate::new(&dir);
+    gate.release(1); // the new log's seed record
+    let gate_arg = gate.arg();
+    let server =
+        support::Server::launch(dir, &["--debug-wal-sync-gate", &gate_arg, "--debug-activity-log-interval-ms", "200"]);
+    server.wait_healthy();
+    let enqueue = {
+        let mut client = server.client();
+        std::thread::spawn(move || client.enqueue("slow", serde_json::json!({"payload": 1})))
+    };
+    // Not an assertion: the time the sync is held, which makes it slow.
+    std::thread::sleep(Duration::from_secs(1));
+    gate.release(1);
+    enqueue.join().expect("the enqueue is answered once its sync is done");
+    let line = wait_for_log(&server, "slow sync warning", |log| {
+        log.lines().find(|line| line.contains("slow WAL syncs")).map(String::from)
+    });
+    assert!(line.contains("WARN"), "{line}");
+    assert!(field(&line, "count").is_some_and(|count| count >= 1), "{line}");
+    assert!(field(&line, "slowest_ms").is_some_and(|ms| ms >= 100), "{line}");
+    assert_eq!(field(&line, "threshold_ms"), Some(100), "{line}");
+}

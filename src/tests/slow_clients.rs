@@ -367,7 +367,16 @@ fn a_long_poll_is_neither_timed_out_nor_pruned() {
 #[test]
 fn passing_90_percent_of_max_connections_prunes_the_longest_idle_first() {
     // Timeouts off: only pruning closes anything here.
-    let server = Server::start(&["--max-connections", "20", "--idle-timeout-ms", "0", "--request-deadline-ms", "0"]);
+    let server = Server::start(&[
+        "--max-connections",
+        "20",
+        "--idle-timeout-ms",
+        "0",
+        "--request-deadline-ms",
+        "0",
+        "--debug-activity-log-interval-ms",
+        "200",
+    ]);
     // 18 connections (90 % of 20), idle since their request, in this order.
     let mut conns: Vec<TcpStream> = Vec::new();
     for _ in 0..18 {
@@ -390,6 +399,63 @@ fn passing_90_percent_of_max_connections_prunes_the_longest_idle_first() {
         assert!(!is_closed(stream), "connection {i} was closed, not one of the two longest idle");
         assert_eq!(http_status(stream, "GET", "/healthz", None), 200, "connection {i}");
     }
+    // One line for both, with the longest idle as its example (docs/logs.md).
+    let line = wait_for_log_line(&server, "reason=\"pruned\"");
+    assert!(line.contains("INFO") && line.contains("connections closed"), "{line}");
+    assert!(line.contains("count=2 ") && line.contains("example=\"http 127.0.0.1:"), "{line}");
+    assert!(line.contains(" ms\""), "the example says how long it was idle: {line}");
+}
+
+/// Waits (up to [`WITHIN`]) for the server's log to have a line containing `needle`.
+#[track_caller]
+fn wait_for_log_line(server: &Server, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = server.stderr().lines().find(|line| line.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(start.elapsed() < WITHIN, "no log line with {needle:?}:\n{}", server.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A hostile client that opens connection after connection past
+/// `--max-connections` gets each refused, and the log gets one warning
+/// naming how many, not one line each (docs/logs.md).
+#[test]
+fn connections_refused_past_max_connections_are_one_warning_naming_their_count() {
+    let server = Server::start(&[
+        "--max-connections",
+        "2",
+        "--prune-above-percent",
+        "100",
+        "--idle-timeout-ms",
+        "0",
+        "--debug-activity-log-interval-ms",
+        "3000",
+    ]);
+    // The health checks' connection may still count for a moment: the
+    // first held connection waits until it is the only one open, so the
+    // second is admitted and the next five are the only refusals.
+    let mut first = Client::connect(server.addr);
+    let start = Instant::now();
+    while first.get("/v1/stats").body["connections"]["http"]["open"] != 1 {
+        assert!(start.elapsed() < WITHIN, "other connections stayed open");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = Client::connect(server.addr);
+    assert_eq!(second.get("/healthz").status, 200);
+    let refused = 5;
+    for _ in 0..refused {
+        let (status, body) = read_http_response(&mut connect(server.addr));
+        assert_eq!(status, 503, "{body}");
+    }
+    let line = wait_for_log_line(&server, "connections refused");
+    assert!(line.contains("WARN") && line.contains("max_connections=2 "), "{line}");
+    assert!(line.contains(&format!("count={refused} ")), "{refused} refused: {line}");
+    assert!(line.contains("example=\"http 127.0.0.1:"), "{line}");
+    let lines = server.stderr().lines().filter(|line| line.contains("connections refused")).count();
+    assert_eq!(lines, 1, "one line for the burst:\n{}", server.stderr());
 }
 
 /// With `--prune-above-percent 100` nothing is pruned: the connection past the

@@ -478,7 +478,8 @@ impl Reactor {
         if completion.result < 0 {
             if !self.shared.stopping.load(Ordering::SeqCst) {
                 let error = io::Error::from_raw_os_error(-completion.result);
-                tracing::warn!(%error, "accept failed");
+                // Reported by the activity log (docs/logs.md), not once per failure.
+                self.shared.activity.accept_failed(&error);
                 self.accept_retry_at = Some(Instant::now() + Duration::from_millis(ACCEPT_RETRY_PAUSE_MS));
             }
             return;
@@ -492,6 +493,7 @@ impl Reactor {
         let open_before = shared.connections_open.fetch_add(1, Ordering::AcqRel);
         if !shared.conns.admit(open_before) {
             shared.connections_open.fetch_sub(1, Ordering::AcqRel);
+            shared.refused(crate::metrics::Protocol::Binary as usize, || os::peer_address(fd.as_raw_fd()));
             let mut refusal = Vec::new();
             binary::render_too_many_connections(shared.connections_max, &mut refusal);
             // A fresh socket's send buffer takes this small frame at once, so
