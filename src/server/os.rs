@@ -143,6 +143,9 @@ pub(crate) fn shutdown_both(fd: RawFd) {
 /// once per line; the caller guarantees `fd` is still the connection's.
 pub(crate) fn peer_address(fd: RawFd) -> Option<std::net::SocketAddr> {
     use std::os::fd::FromRawFd as _;
+    if fd < 0 {
+        return None; // not a descriptor (`from_raw_fd` refuses -1)
+    }
     // SAFETY: the stream only borrows the descriptor: ManuallyDrop never
     // closes it, and getpeername on any descriptor number is harmless.
     let stream = mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
