@@ -71,9 +71,10 @@ pub(super) struct ServeArgs {
     /// Test hook: a worker panics when it executes an enqueue into this queue.
     #[arg(long, value_name = "QUEUE", hide = true)]
     debug_panic_on_queue: Option<String>,
-    /// Test hook: one interval for every kind of rate-limited activity log line (docs/logs.md).
-    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-    debug_activity_log_interval_ms: Option<u64>,
+    /// Test hook: one interval for every kind of rate-limited activity log line (docs/logs.md), 10 to
+    /// 3,600,000 ms. (4 bytes: `ServeArgs` is the largest variant of the command enum.)
+    #[arg(long, value_name = "MS", hide = true, value_parser = activity_log_interval_ms)]
+    debug_activity_log_interval_ms: Option<std::num::NonZeroU32>,
     /// A server thread (reactor, worker, log writer, checkpointer: 6 times this) that has work but makes
     /// no progress for this long, or has died, makes /healthz answer 503 {"status":"stalled"} and a binary
     /// ping `ready: false` until it progresses again.
@@ -224,6 +225,14 @@ fn default_reactors() -> u32 {
 /// `--binary`'s default port (next to HTTP's 7700).
 const BINARY_PORT_DEFAULT: u16 = 7701;
 
+/// `--debug-activity-log-interval-ms`: 10 ms to an hour.
+fn activity_log_interval_ms(text: &str) -> Result<std::num::NonZeroU32, String> {
+    text.parse()
+        .ok()
+        .filter(|ms: &std::num::NonZeroU32| (10..=3_600_000).contains(&ms.get()))
+        .ok_or_else(|| format!("{text:?} is not between 10 and 3600000"))
+}
+
 /// `--max-body-bytes`: refused while the arguments are read, before anything
 /// is created or bound, if the log could not hold every command a body that
 /// large decodes to (the message names both limits; `serve` checks again).
@@ -315,7 +324,7 @@ fn config(args: ServeArgs) -> ServeConfig {
         insecure: args.insecure,
         tokens_file: args.tokens,
         metrics: !args.no_metrics,
-        activity_log_interval_ms: args.debug_activity_log_interval_ms,
+        activity_log_interval_ms: args.debug_activity_log_interval_ms.map(|ms| u64::from(ms.get())),
     }
 }
 
