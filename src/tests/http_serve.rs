@@ -533,3 +533,25 @@ fn a_slow_wal_sync_is_a_warning_naming_the_slowest() {
     assert!(field(&line, "slowest_ms").is_some_and(|ms| ms >= 100), "{line}");
     assert_eq!(field(&line, "threshold_ms"), Some(100), "{line}");
 }
+
+/// A request the server refuses for its own capacity (here a second long
+/// poll past `--connection-long-polls-max 1`) is counted into one warning
+/// naming the error's code, how many and an example operation.
+#[test]
+fn requests_answered_with_a_server_error_are_one_warning_naming_the_code_and_an_example() {
+    let server =
+        support::Server::start(&["--connection-long-polls-max", "1", "--debug-activity-log-interval-ms", "200"]);
+    let mut client = server.client();
+    client.create_queue("waits", serde_json::json!({}));
+    let dequeue = support::request_bytes("POST", "/v1/dequeue", Some(br#"{"queues":["waits"],"max":1,"wait_ms":500}"#));
+    client.send_raw(&[dequeue.clone(), dequeue].concat());
+    let held = client.read_response().expect("the first long poll ends empty");
+    assert_eq!(held.status, 200, "{held:?}");
+    client.read_response().expect("the second is refused").assert_error(503, "capacity_exceeded");
+    let line = wait_for_log(&server, "server error warning", |log| {
+        log.lines().find(|line| line.contains("server errors")).map(String::from)
+    });
+    assert!(line.contains("WARN") && line.contains("code=\"capacity_exceeded\""), "{line}");
+    assert_eq!(field(&line, "count"), Some(1), "{line}");
+    assert!(line.contains("example=\"http dequeue\""), "{line}");
+}
