@@ -34,7 +34,7 @@ use crate::limits::{
     ACTIVITY_LOG_INTERVAL_MS, ACTIVITY_LOG_TICK_MS_MAX, ACTIVITY_LOG_TICK_MS_MIN, CHECKPOINT_LOG_INTERVAL_MS,
     RECOVERY_PROGRESS_INTERVAL_MS, WAL_SYNC_SLOW_MS,
 };
-use crate::metrics::{self, Protocol, CLOSE_REASONS_COUNT, CLOSE_REASON_NAMES, OPS_COUNT, PROTOCOL_NAMES};
+use crate::metrics::{self, CLOSE_REASONS_COUNT, CLOSE_REASON_NAMES, OPS_COUNT, PROTOCOL_NAMES};
 
 // ---- the rate limiter ------------------------------------------------------------
 
@@ -335,6 +335,8 @@ struct Activity {
     /// Each reactor's request counts of `SERVER_ERRORS`, summed, by cell, as
     /// last seen: the first cell that grew names the example.
     server_error_cells: Vec<[u64; CELLS_COUNT]>,
+    /// The same counts as this tick reads them (kept: no allocation per tick).
+    server_error_totals: Vec<[u64; CELLS_COUNT]>,
 }
 
 impl Activity {
@@ -351,6 +353,7 @@ impl Activity {
             closed: std::array::from_fn(|_| window()),
             server_errors: std::array::from_fn(|_| window()),
             server_error_cells: vec![[0; CELLS_COUNT]; SERVER_ERRORS.len()],
+            server_error_totals: vec![[0; CELLS_COUNT]; SERVER_ERRORS.len()],
         }
     }
 
@@ -459,7 +462,8 @@ impl Activity {
 
         // Requests answered with a server error, from the reactors' counters
         // (none with --no-metrics: nothing counts them then).
-        let mut totals = vec![[0u64; CELLS_COUNT]; SERVER_ERRORS.len()];
+        let totals = &mut self.server_error_totals;
+        totals.iter_mut().for_each(|cells| cells.fill(0));
         shared
             .metrics
             .add_request_counts(&SERVER_ERRORS.map(metrics::outcome_of_code), |error, protocol, op, count| {
@@ -472,8 +476,7 @@ impl Activity {
             *seen = totals[error];
             window.add(now_ms, gained, 0, 0);
             if let Some(cell) = grew.filter(|_| window.wants_example()) {
-                let protocol = if cell / OPS_COUNT == 0 { Protocol::Http } else { Protocol::Binary };
-                window.example(format!("{} {}", PROTOCOL_NAMES[protocol as usize], metrics::op_name(cell % OPS_COUNT)));
+                window.example(format!("{} {}", PROTOCOL_NAMES[cell / OPS_COUNT], metrics::op_name(cell % OPS_COUNT)));
             }
             if let Some(line) = take(window) {
                 tracing::warn!(
