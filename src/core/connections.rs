@@ -68,17 +68,6 @@ pub enum Verdict {
     WriteDeadline,
 }
 
-impl Verdict {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Verdict::Keep => "kept",
-            Verdict::RequestDeadline => "request deadline missed (--request-deadline-ms)",
-            Verdict::IdleTimeout => "idle timeout (--idle-timeout-ms)",
-            Verdict::WriteDeadline => "replies not read within --request-deadline-ms",
-        }
-    }
-}
-
 /// The sweep's decision for one connection, from its state at `now_ms`.
 /// Pure, so the policy is tested without sockets or sleeps.
 pub fn verdict(policy: &Policy, now_ms: u64, holds: u32, request_started_ms: u64, idle_since_ms: u64) -> Verdict {
