@@ -66,6 +66,12 @@ pub fn enqueued(enqueued: wire::Enqueued) -> Reply {
     Reply::Enqueued(engine::Enqueued { id: enqueued.id, state: state(enqueued.state), created: enqueued.created })
 }
 
+pub fn enqueued_batch(entries: Vec<wire::Enqueued>) -> Reply {
+    Reply::EnqueuedBatch(
+        entries.into_iter().map(|e| engine::Enqueued { id: e.id, state: state(e.state), created: e.created }).collect(),
+    )
+}
+
 pub fn leased(tasks: Vec<wire::LeasedTask>) -> Reply {
     Reply::Leased(
         tasks

@@ -1,24 +1,19 @@
-//! The client subcommands (`enqueue`, `dequeue`, `complete`, ...): each makes
-//! one call to a running server, over its HTTP/JSON API (docs/http-api.md)
-//! through [`http_client`], or with `--binary` over the binary protocol through
-//! tqx-client (replies rendered by [`super::binary`]), and prints its JSON reply.
-//! Exit codes: 0 on success, 1 when the server answers an error, 2 when it
-//! cannot be reached or answers something unreadable.
+//! The client subcommands (`enqueue`, `dequeue`, `complete`, `queue ...`,
+//! `tasks`, `retry`, `top`, ...): their arguments, and how each becomes one
+//! [`Op`] sent over HTTP or `--binary` ([`super::transport`]) and printed
+//! ([`super::output`]). Exit codes: [`super::exit`] (docs/cli.md).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
-use super::http_client::{self, ClientError, ServerUrl};
-
-const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
-/// How much longer than its `wait_ms` a dequeue waits for the reply.
-const DEQUEUE_GRACE: Duration = Duration::from_secs(10);
+use super::batch::BatchArgs;
+use super::body;
+use super::exit::{Exit, Failure};
+use super::output::{self, View};
+use super::top::TopArgs;
+use super::transport::{Op, QueueSettings, Target, TaskBody, Transport};
 
 // Each variant's doc comment is its line in `tqx --help` (the enum is
 // flattened into the top-level command list, between `serve` and `demo`).
@@ -26,6 +21,8 @@ const DEQUEUE_GRACE: Duration = Duration::from_secs(10);
 pub(super) enum ClientCommand {
     /// Add a task to a queue (created with defaults if it does not exist).
     Enqueue(EnqueueArgs),
+    /// Add the tasks of a JSON Lines file (or `-`, standard input), one per line, in batches.
+    EnqueueBatch(BatchArgs),
     /// Lease tasks from one or more queues, taken in the order given.
     Dequeue(DequeueArgs),
     /// Complete a leased task.
@@ -38,28 +35,33 @@ pub(super) enum ClientCommand {
     Cancel(TaskArgs),
     /// Show a task.
     Task(TaskArgs),
-    /// List the queues with their settings and counts.
+    /// List the queues with their counts (as `tqx queue list`).
     Queues(ServerOpt),
-    /// Show one queue's settings and counts.
-    Queue(QueueArgs),
-    /// List a queue's tasks in one state (dead by default), one page in id order; pass the reply's
-    /// next_cursor to --cursor for the next page.
+    /// Queue administration: create, configure, list, stats, delete (`tqx queue NAME` shows one queue).
+    Queue(QueueCommand),
+    /// List a queue's tasks in one state (dead by default), one page in id order; pass the printed
+    /// cursor to --cursor for the next page.
     Tasks(TasksArgs),
     /// Retry a dead task: back to ready with fresh attempts.
     Retry(TaskArgs),
     /// Delete a finished task (dead, completed or cancelled) now, before its retention ends.
     Delete(TaskArgs),
+    /// A live view of the queues (depth by state) and rates, refreshed each second; q or Ctrl-C quits.
+    Top(TopArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub(super) struct ServerOpt {
     /// Server URL [env: TQX_SERVER] [default: http://127.0.0.1:7700]; with --binary, HOST:PORT
     /// [default: 127.0.0.1:7701].
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// Use the binary protocol (`tqx serve --binary`) instead of HTTP; the output is the same JSON.
+    /// Use the binary protocol (`tqx serve --binary`) instead of HTTP; the output is the same.
     #[arg(long)]
-    binary: bool,
+    pub binary: bool,
+    /// Print the server's JSON reply exactly, one document per line, instead of a table or indented JSON.
+    #[arg(long)]
+    pub json: bool,
     /// TLS: trust the CA certificates in this PEM file for the server's certificate (a server started
     /// with --tls-cert). Over HTTP the server URL is then https://; with --binary it turns TLS on.
     #[arg(long, value_name = "PEM")]
@@ -77,24 +79,15 @@ pub(super) struct ServerOpt {
 }
 
 impl ServerOpt {
-    /// The client certificate and key for mutual TLS, if given.
-    fn identity(&self) -> Option<(&Path, &Path)> {
-        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
-    }
-
-    /// `--token`, else `TQX_TOKEN` (when set and not blank).
-    fn token(&self) -> Option<String> {
-        self.token.clone().or_else(|| std::env::var("TQX_TOKEN").ok().filter(|s| !s.trim().is_empty()))
-    }
-}
-
-/// What to add to an error a server answered, when it concerns the token.
-fn token_hint(code: &str, token_sent: bool) -> &'static str {
-    match (code, token_sent) {
-        ("unauthenticated", true) => "the server refused the token (check --token or TQX_TOKEN)",
-        ("unauthenticated", false) => "the server requires a token: pass --token or set TQX_TOKEN",
-        ("forbidden", _) => "the token does not grant this (see the scope named above)",
-        _ => "",
+    /// Where to connect and with what (`--token`, else `TQX_TOKEN` when set and not blank).
+    pub(super) fn target(&self) -> Target {
+        Target {
+            server: self.server.clone(),
+            binary: self.binary,
+            tls_ca: self.tls_ca.clone(),
+            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            token: self.token.clone().or_else(|| std::env::var("TQX_TOKEN").ok().filter(|s| !s.trim().is_empty())),
+        }
     }
 }
 
@@ -102,9 +95,15 @@ fn token_hint(code: &str, token_sent: bool) -> &'static str {
 pub(super) struct EnqueueArgs {
     /// Queue name (A-Z a-z 0-9 _ - . :).
     queue: String,
-    /// The task's payload as JSON, e.g. '{"to":"a@b.c"}'; text that is not JSON is sent as a JSON string.
+    /// The task's payload: JSON text (e.g. '{"to":"a@b.c"}'; a string needs its quotes: '"hi"'),
+    /// @FILE for a file's contents, or - for standard input. Text that is not JSON is refused
+    /// (exit 2, naming the line and column) unless --raw is given.
     #[arg(allow_negative_numbers = true)]
     payload: String,
+    /// Send the payload as it is, unchecked: over HTTP as a JSON string of the exact text, over
+    /// --binary as the exact bytes.
+    #[arg(long)]
+    raw: bool,
     /// Priority (higher first, in `priority` queues).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     priority: Option<i32>,
@@ -151,9 +150,13 @@ pub(super) struct CompleteArgs {
     id: u64,
     /// Lease token from the dequeue.
     lease: u64,
-    /// Result as JSON; text that is not JSON is sent as a JSON string.
+    /// The result: JSON text, @FILE or - (standard input); text that is not JSON is refused unless
+    /// --raw is given.
     #[arg(long, value_name = "JSON", allow_negative_numbers = true)]
     result: Option<String>,
+    /// Send the result as it is, unchecked (as `enqueue --raw`).
+    #[arg(long, requires = "result")]
+    raw: bool,
     #[command(flatten)]
     server: ServerOpt,
 }
@@ -203,7 +206,7 @@ pub(super) struct TasksArgs {
     /// Most tasks on the page (1 to 1000; server default 100).
     #[arg(long, value_name = "N")]
     limit: Option<u16>,
-    /// Where to continue: the next_cursor of the previous page.
+    /// Where to continue: the cursor the previous page printed (its next_cursor).
     #[arg(long, value_name = "CURSOR")]
     cursor: Option<String>,
     #[command(flatten)]
@@ -215,27 +218,127 @@ fn parse_state(text: &str) -> Result<crate::engine::TaskState, String> {
         .ok_or_else(|| "expected waiting, delayed, ready, leased, completed, dead or cancelled".to_string())
 }
 
+/// `tqx queue NAME` (one queue, as `queue stats NAME`) or `tqx queue ACTION ...`.
 #[derive(Args, Debug)]
-pub(super) struct QueueArgs {
+#[command(args_conflicts_with_subcommands = true, subcommand_precedence_over_arg = true, arg_required_else_help = true)]
+pub(super) struct QueueCommand {
+    #[command(subcommand)]
+    action: Option<QueueAction>,
+    /// Show this queue's settings and counts (as `tqx queue stats NAME`).
+    name: Option<String>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum QueueAction {
+    /// Create a queue, or change the settings given of one that exists (PUT /v1/queues/NAME).
+    Create(QueueSettingsArgs),
+    /// Change the settings given of a queue that exists (exit 3 if it does not).
+    Configure(QueueSettingsArgs),
+    /// List the queues with their counts.
+    List(ServerOpt),
+    /// Show one queue's settings and counts.
+    Stats(QueueNameArgs),
+    /// Delete a queue; it must hold no unfinished task unless --force (which cancels them).
+    Delete(QueueDeleteArgs),
+}
+
+#[derive(Args, Debug)]
+pub(super) struct QueueNameArgs {
     /// Queue name.
     name: String,
     #[command(flatten)]
     server: ServerOpt,
 }
 
-impl ClientCommand {
-    /// Makes the call over the protocol `--binary` chooses and prints the reply.
-    pub(super) fn run(self) -> ExitCode {
-        if self.server().binary {
-            return binary_call(self);
+#[derive(Args, Debug)]
+pub(super) struct QueueDeleteArgs {
+    /// Queue name.
+    name: String,
+    /// Cancel the queue's unfinished tasks (and their dependents) and delete it anyway.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+/// A queue's settings (docs/http-api.md, `PUT /v1/queues/{queue}`); those not
+/// given are left as they are (a new queue gets the defaults).
+#[derive(Args, Debug)]
+pub(super) struct QueueSettingsArgs {
+    /// Queue name (A-Z a-z 0-9 _ - . :).
+    name: String,
+    /// Which ready task a dequeue gets: fifo, lifo, priority or round_robin.
+    #[arg(long, value_name = "MODE", value_parser = parse_discipline)]
+    mode: Option<crate::engine::Discipline>,
+    /// Lease granted by a dequeue that does not ask for its own.
+    #[arg(long, value_name = "MS")]
+    lease_ms: Option<u64>,
+    /// Attempts before a task is dead.
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// First retry delay (doubled each attempt, with jitter).
+    #[arg(long, value_name = "MS")]
+    backoff_ms: Option<u64>,
+    /// Longest retry delay.
+    #[arg(long, value_name = "MS")]
+    backoff_max_ms: Option<u64>,
+    /// How long completed and cancelled tasks are kept.
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// How long dead tasks are kept.
+    #[arg(long, value_name = "MS")]
+    dead_retention_ms: Option<u64>,
+    /// Most tasks of one group leased at once, or `none` to remove the limit.
+    #[arg(long, value_name = "N|none", value_parser = parse_group_concurrency)]
+    group_concurrency: Option<Option<u32>>,
+    #[command(flatten)]
+    server: ServerOpt,
+}
+
+fn parse_discipline(text: &str) -> Result<crate::engine::Discipline, String> {
+    crate::engine::Discipline::parse(&text.replace('-', "_"))
+        .ok_or_else(|| "expected fifo, lifo, priority or round_robin".to_string())
+}
+
+fn parse_group_concurrency(text: &str) -> Result<Option<u32>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    text.parse::<u32>().map(Some).map_err(|_| "expected a number of tasks, or none".to_string())
+}
+
+impl QueueSettingsArgs {
+    fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            discipline: self.mode,
+            lease_ms: self.lease_ms,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            backoff_max_ms: self.backoff_max_ms,
+            retention_ms: self.retention_ms,
+            dead_retention_ms: self.dead_retention_ms,
+            group_concurrency: self.group_concurrency,
         }
-        self.http_call().run()
+    }
+}
+
+impl ClientCommand {
+    /// Runs the subcommand; its exit code is the process's ([`Exit`]).
+    pub(super) fn run(self) -> ExitCode {
+        let name = self.name();
+        match self.execute() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => failure.report(name),
+        }
     }
 
     /// The subcommand's name, as messages print it (`tqx NAME: ...`).
     fn name(&self) -> &'static str {
         match self {
             ClientCommand::Enqueue(_) => "enqueue",
+            ClientCommand::EnqueueBatch(_) => "enqueue-batch",
             ClientCommand::Dequeue(_) => "dequeue",
             ClientCommand::Complete(_) => "complete",
             ClientCommand::Fail(_) => "fail",
@@ -243,406 +346,110 @@ impl ClientCommand {
             ClientCommand::Cancel(_) => "cancel",
             ClientCommand::Task(_) => "task",
             ClientCommand::Queues(_) => "queues",
-            ClientCommand::Queue(_) => "queue",
+            ClientCommand::Queue(command) => match &command.action {
+                None => "queue",
+                Some(QueueAction::Create(_)) => "queue create",
+                Some(QueueAction::Configure(_)) => "queue configure",
+                Some(QueueAction::List(_)) => "queue list",
+                Some(QueueAction::Stats(_)) => "queue stats",
+                Some(QueueAction::Delete(_)) => "queue delete",
+            },
             ClientCommand::Tasks(_) => "tasks",
             ClientCommand::Retry(_) => "retry",
             ClientCommand::Delete(_) => "delete",
+            ClientCommand::Top(_) => "top",
         }
     }
 
-    /// The subcommand's `--server` and `--binary` options.
-    fn server(&self) -> &ServerOpt {
-        match self {
-            ClientCommand::Enqueue(a) => &a.server,
-            ClientCommand::Dequeue(a) => &a.server,
-            ClientCommand::Complete(a) => &a.server,
-            ClientCommand::Fail(a) => &a.server,
-            ClientCommand::Extend(a) => &a.server,
-            ClientCommand::Cancel(a) | ClientCommand::Task(a) | ClientCommand::Retry(a) | ClientCommand::Delete(a) => {
-                &a.server
+    fn execute(self) -> Result<(), Failure> {
+        let (server, op, view) = match self {
+            ClientCommand::EnqueueBatch(args) => return super::batch::run(args),
+            ClientCommand::Top(args) => return super::top::run(args),
+            ClientCommand::Queue(QueueCommand { action: Some(QueueAction::Configure(args)), .. }) => {
+                return configure(args)
             }
-            ClientCommand::Tasks(a) => &a.server,
-            ClientCommand::Queues(server) => server,
-            ClientCommand::Queue(a) => &a.server,
-        }
+            other => other.single_op()?,
+        };
+        // Bodies are read and checked before anything is connected.
+        let transport = Transport::open(&server.target())?;
+        let body = transport.call(op)?;
+        output::print(view, &body, server.json);
+        Ok(())
     }
 
-    /// The HTTP request the subcommand makes.
-    fn http_call(self) -> Call {
-        match self {
-            ClientCommand::Enqueue(a) => enqueue_call(a),
-            ClientCommand::Dequeue(a) => dequeue_call(a),
+    /// The one request the subcommand makes, and how its reply is shown.
+    fn single_op(self) -> Result<(ServerOpt, Op, View), Failure> {
+        Ok(match self {
+            ClientCommand::Enqueue(a) => {
+                let task = TaskBody {
+                    payload: body::body(&a.payload, a.raw, a.server.binary, "payload")?,
+                    priority: a.priority,
+                    group: a.group,
+                    delay_ms: a.delay_ms,
+                    max_attempts: a.max_attempts,
+                    depends_on: a.depends_on,
+                    key: a.key,
+                };
+                (a.server, Op::Enqueue { queue: a.queue, task }, View::Json)
+            }
+            ClientCommand::Dequeue(a) => {
+                let op = Op::Dequeue { queues: a.queues, max: a.max, lease_ms: a.lease_ms, wait_ms: a.wait_ms };
+                (a.server, op, View::Json)
+            }
             ClientCommand::Complete(a) => {
-                let body = CompleteBody { lease: a.lease.to_string(), result: a.result.as_deref().map(json_or_string) };
-                task_call("complete", a.server, "POST", a.id, "/complete", to_body(&body))
+                let result =
+                    a.result.as_deref().map(|r| body::body(r, a.raw, a.server.binary, "result")).transpose()?;
+                (a.server, Op::Complete { id: a.id, lease: a.lease, result }, View::Json)
             }
             ClientCommand::Fail(a) => {
-                let body = FailBody { lease: a.lease.to_string(), error: a.error, retry: !a.no_retry };
-                task_call("fail", a.server, "POST", a.id, "/fail", to_body(&body))
+                (a.server, Op::Fail { id: a.id, lease: a.lease, error: a.error, retry: !a.no_retry }, View::Json)
             }
             ClientCommand::Extend(a) => {
-                let body = ExtendBody { lease: a.lease.to_string(), lease_ms: a.lease_ms };
-                task_call("extend", a.server, "POST", a.id, "/extend", to_body(&body))
+                (a.server, Op::Extend { id: a.id, lease: a.lease, lease_ms: a.lease_ms }, View::Json)
             }
-            ClientCommand::Cancel(a) => task_call("cancel", a.server, "DELETE", a.id, "", None),
-            ClientCommand::Task(a) => task_call("task", a.server, "GET", a.id, "", None),
-            ClientCommand::Queues(s) => Call::get("queues", s, "/v1/queues".to_string()),
-            ClientCommand::Queue(a) => {
-                Call::get("queue", a.server, format!("/v1/queues/{}", http_client::encode_path_segment(&a.name)))
-            }
-            ClientCommand::Tasks(a) => {
-                let mut path = format!(
-                    "/v1/queues/{}/tasks?state={}",
-                    http_client::encode_path_segment(&a.queue),
-                    a.state.as_str()
-                );
-                if let Some(limit) = a.limit {
-                    path.push_str(&format!("&limit={limit}"));
+            ClientCommand::Cancel(a) => (a.server, Op::Cancel(a.id), View::Json),
+            ClientCommand::Task(a) => (a.server, Op::GetTask(a.id), View::Json),
+            ClientCommand::Queues(server) => (server, Op::ListQueues, View::Queues),
+            ClientCommand::Queue(command) => match command.action {
+                None => {
+                    // arg_required_else_help: clap shows the help without a name or an action.
+                    let name = command.name.unwrap_or_default();
+                    (command.server, Op::GetQueue(name), View::Queue)
                 }
-                if let Some(cursor) = &a.cursor {
-                    path.push_str(&format!("&cursor={}", http_client::encode_path_segment(cursor)));
+                Some(QueueAction::Create(a)) => {
+                    let op = Op::ConfigureQueue(a.name.clone(), a.settings());
+                    (a.server, op, View::Queue)
                 }
-                Call::get("tasks", a.server, path)
-            }
-            ClientCommand::Retry(a) => task_call("retry", a.server, "POST", a.id, "/retry", None),
-            ClientCommand::Delete(a) => task_call("delete", a.server, "POST", a.id, "/delete", None),
-        }
-    }
-}
-
-/// One HTTP call a client subcommand makes.
-struct Call {
-    name: &'static str,
-    server: ServerOpt,
-    method: &'static str,
-    path: String,
-    body: Option<Vec<u8>>,
-    timeout: Duration,
-}
-
-#[derive(Serialize)]
-struct EnqueueBody {
-    payload: Box<RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    priority: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delay_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    depends_on: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DequeueBody {
-    queues: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lease_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wait_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct CompleteBody {
-    lease: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<Box<RawValue>>,
-}
-
-#[derive(Serialize)]
-struct FailBody {
-    lease: String,
-    error: String,
-    retry: bool,
-}
-
-#[derive(Serialize)]
-struct ExtendBody {
-    lease: String,
-    lease_ms: u64,
-}
-
-/// `text` as a JSON value, kept byte for byte when it is JSON, else as a JSON string.
-fn json_or_string(text: &str) -> Box<RawValue> {
-    match serde_json::from_str::<Box<RawValue>>(text) {
-        Ok(raw) => raw,
-        Err(_) => {
-            let quoted = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string());
-            // A serialized string is valid JSON; the default (`null`) is unreachable.
-            RawValue::from_string(quoted).unwrap_or_default()
-        }
-    }
-}
-
-fn to_body(value: &impl Serialize) -> Option<Vec<u8>> {
-    // Serializing these plain structs cannot fail (string keys, no maps).
-    Some(serde_json::to_vec(value).unwrap_or_default())
-}
-
-fn enqueue_call(a: EnqueueArgs) -> Call {
-    let body = EnqueueBody {
-        payload: json_or_string(&a.payload),
-        priority: a.priority,
-        group: a.group,
-        delay_ms: a.delay_ms,
-        max_attempts: a.max_attempts,
-        depends_on: a.depends_on.iter().map(u64::to_string).collect(),
-        key: a.key,
-    };
-    Call {
-        name: "enqueue",
-        server: a.server,
-        method: "POST",
-        path: format!("/v1/queues/{}/tasks", http_client::encode_path_segment(&a.queue)),
-        body: to_body(&body),
-        timeout: http_client::REQUEST_TIMEOUT,
-    }
-}
-
-fn dequeue_call(a: DequeueArgs) -> Call {
-    // The server holds the request up to wait_ms; allow for that and then some.
-    let timeout = Duration::from_millis(a.wait_ms.unwrap_or(0)).saturating_add(DEQUEUE_GRACE);
-    let body = DequeueBody { queues: a.queues, max: a.max, lease_ms: a.lease_ms, wait_ms: a.wait_ms };
-    Call {
-        name: "dequeue",
-        server: a.server,
-        method: "POST",
-        path: "/v1/dequeue".to_string(),
-        body: to_body(&body),
-        timeout,
-    }
-}
-
-fn task_call(
-    name: &'static str,
-    server: ServerOpt,
-    method: &'static str,
-    id: u64,
-    action: &str,
-    body: Option<Vec<u8>>,
-) -> Call {
-    Call { name, server, method, path: format!("/v1/tasks/{id}{action}"), body, timeout: http_client::REQUEST_TIMEOUT }
-}
-
-impl Call {
-    fn get(name: &'static str, server: ServerOpt, path: String) -> Call {
-        Call { name, server, method: "GET", path, body: None, timeout: http_client::REQUEST_TIMEOUT }
-    }
-
-    /// Sends the request and prints the reply: the JSON body on stdout and exit 0
-    /// for 2xx; the body on stderr and exit 1 for an error reply; a message and
-    /// exit 2 when the server cannot be reached or does not speak HTTP.
-    fn run(self) -> ExitCode {
-        let name = self.name;
-        let server = self
-            .server
-            .server
-            .clone()
-            .or_else(|| std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-        let url = match ServerUrl::parse(&server) {
-            Ok(url) => url,
-            Err(error) => {
-                eprintln!("tqx {name}: {error}");
-                return ExitCode::from(2);
-            }
-        };
-        let token = self.server.token();
-        let tls = match (&self.server.tls_ca, url.tls) {
-            (None, _) => None,
-            (Some(_), false) => {
-                eprintln!("tqx {name}: --tls-ca needs an https:// server URL (got {url})");
-                return ExitCode::from(2);
-            }
-            (Some(ca), true) => match http_client::tls_config(ca, self.server.identity()) {
-                Ok(config) => Some(config),
-                Err(reason) => {
-                    eprintln!("tqx {name}: TLS: {reason}");
-                    return ExitCode::from(2);
+                Some(QueueAction::List(server)) => (server, Op::ListQueues, View::Queues),
+                Some(QueueAction::Stats(a)) => (a.server, Op::GetQueue(a.name), View::Queue),
+                Some(QueueAction::Delete(a)) => {
+                    (a.server, Op::DeleteQueue { queue: a.name, force: a.force }, View::Json)
                 }
+                Some(QueueAction::Configure(_)) => unreachable!("handled by execute"),
             },
-        };
-        let response = match http_client::request_url(
-            &url,
-            tls.as_ref(),
-            self.method,
-            &self.path,
-            self.body.as_deref(),
-            token.as_deref(),
-            self.timeout,
-        ) {
-            Ok(response) => response,
-            Err(error) => {
-                let hint = if matches!(error, ClientError::BadResponse { .. }) {
-                    " (is that a TaskQueueX server?)"
-                } else {
-                    ""
-                };
-                eprintln!("tqx {name}: {error}{hint}");
-                return ExitCode::from(2);
+            ClientCommand::Tasks(a) => {
+                let op = Op::ListTasks { queue: a.queue, state: a.state, limit: a.limit, cursor: a.cursor };
+                (a.server, op, View::Tasks)
             }
-        };
-        let body = http_client::pretty_json(&response.body)
-            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim_end().to_string());
-        if response.is_success() {
-            println!("{body}");
-            ExitCode::SUCCESS
-        } else {
-            let retry = response.header("retry-after").map(|s| format!(", retry after {s} s")).unwrap_or_default();
-            eprintln!("tqx {name}: the server answered {}{retry}:", response.status);
-            eprintln!("{body}");
-            let code = match response.status {
-                401 => "unauthenticated",
-                403 => "forbidden",
-                _ => "",
-            };
-            let hint = token_hint(code, token.is_some());
-            if !hint.is_empty() {
-                eprintln!("tqx {name}: {hint}");
-            }
-            ExitCode::FAILURE
-        }
+            ClientCommand::Retry(a) => (a.server, Op::Retry(a.id), View::Json),
+            ClientCommand::Delete(a) => (a.server, Op::DeleteTask(a.id), View::Json),
+            ClientCommand::EnqueueBatch(_) | ClientCommand::Top(_) => unreachable!("handled by execute"),
+        })
     }
 }
 
-/// A client subcommand with `--binary`: the same call through tqx-client's
-/// blocking API, and the same output and exit codes as over HTTP (the reply is
-/// rendered as the HTTP API's JSON body; see `cli::binary`). Payloads and
-/// results are sent as the same bytes the HTTP path sends (`json_or_string`).
-fn binary_call(command: ClientCommand) -> ExitCode {
-    let name = command.name();
-    let addr = command
-        .server()
-        .server
-        .clone()
-        .or_else(|| std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| super::binary::DEFAULT_ADDR.to_string());
-    let addr = match super::binary::parse_addr(&addr) {
-        Ok(addr) => addr,
-        Err(message) => {
-            eprintln!("tqx {name}: invalid server address: {message}");
-            return ExitCode::from(2);
+/// `tqx queue configure`: the queue must exist (a mistyped name would
+/// otherwise create a new queue), so it is looked up first, then changed. A
+/// queue deleted between the two is created again with these settings.
+fn configure(args: QueueSettingsArgs) -> Result<(), Failure> {
+    let transport = Transport::open(&args.server.target())?;
+    transport.call(Op::GetQueue(args.name.clone())).map_err(|failure| match failure.exit {
+        Exit::NotFound => {
+            Failure::new(Exit::NotFound, format!("{}\n(`tqx queue create {}` creates it)", failure.message, args.name))
         }
-    };
-    let server = command.server();
-    let token = server.token();
-    let token_sent = token.is_some();
-    let tls = match &server.tls_ca {
-        None => None,
-        Some(ca) => match tqx_client::ClientTls::from_pem_files(ca, server.identity()) {
-            Ok(tls) => Some(tls),
-            Err(error) => return binary_failure(name, &error, token_sent),
-        },
-    };
-    // One attempt: a terminal user wants "unreachable" now, not after a backoff.
-    let options = tqx_client::ClientOptions {
-        token: token.clone().map(tqx_client::Token::new),
-        connect_timeout_ms: http_client::CONNECT_TIMEOUT.as_millis() as u64,
-        request_timeout_ms: http_client::REQUEST_TIMEOUT.as_millis() as u64,
-        reconnect_attempts_max: 1,
-        tls,
-        ..tqx_client::ClientOptions::default()
-    };
-    let connection = match tqx_client::blocking::Client::connect(&addr, options) {
-        Ok(connection) => connection,
-        Err(error) => return binary_failure(name, &error, token_sent),
-    };
-    use super::binary as render;
-    let reply = match command {
-        ClientCommand::Enqueue(a) => {
-            let task = tqx_client::TaskSpec {
-                payload: Bytes::from(json_or_string(&a.payload).get().to_string()),
-                priority: a.priority.unwrap_or(0),
-                group: a.group,
-                delay_ms: a.delay_ms.unwrap_or(0),
-                max_attempts: a.max_attempts,
-                depends_on: a.depends_on.into_iter().map(tqx_client::Dep::Task).collect(),
-                key: a.key,
-            };
-            connection.enqueue(&a.queue, task).map(render::enqueued)
-        }
-        ClientCommand::Dequeue(a) => {
-            // Past u16 the server refuses the count anyway (at most 1000).
-            let max = a.max.map_or(1, |max| u16::try_from(max).unwrap_or(u16::MAX));
-            connection.dequeue(&a.queues, max, a.lease_ms, a.wait_ms.unwrap_or(0)).map(render::leased)
-        }
-        ClientCommand::Complete(a) => {
-            let result = a.result.as_deref().map(|text| Bytes::from(json_or_string(text).get().to_string()));
-            connection.complete(a.id, a.lease, result).map(|state| render::task_state(a.id, state))
-        }
-        ClientCommand::Fail(a) => {
-            connection.fail(a.id, a.lease, &a.error, !a.no_retry).map(|state| render::task_state(a.id, state))
-        }
-        ClientCommand::Extend(a) => {
-            connection.extend(a.id, a.lease, a.lease_ms).map(|expires_at_ms| render::extended(a.id, expires_at_ms))
-        }
-        ClientCommand::Cancel(a) => connection.cancel(a.id).map(|state| render::task_state(a.id, state)),
-        ClientCommand::Task(a) => connection.get_task(a.id).map(render::task),
-        ClientCommand::Queues(_) => connection.list_queues().map(render::queues),
-        ClientCommand::Queue(a) => connection.get_queue(&a.name).map(render::queue),
-        ClientCommand::Tasks(a) => {
-            // The binary cursor is the id the HTTP API writes as a string.
-            let after = match a.cursor.as_deref().filter(|c| !c.is_empty()).map(str::parse::<u64>) {
-                None => 0,
-                Some(Ok(after)) => after,
-                Some(Err(_)) => {
-                    eprintln!("tqx {name}: --cursor takes a next_cursor a listing printed");
-                    return ExitCode::from(2);
-                }
-            };
-            let limit = a.limit.unwrap_or(crate::limits::LIST_TASKS_COUNT_DEFAULT as u16);
-            connection
-                .list_tasks(&a.queue, render::wire_state(a.state), after, limit)
-                .map(|(tasks, next_cursor)| render::task_page(tasks, next_cursor))
-        }
-        ClientCommand::Retry(a) => connection.retry_task(a.id).map(|state| render::task_state(a.id, state)),
-        ClientCommand::Delete(a) => connection.delete_task(a.id).map(|()| render::task_deleted(a.id)),
-    };
-    match reply {
-        Ok(reply) => {
-            let body = render::json_body(&reply);
-            println!(
-                "{}",
-                http_client::pretty_json(&body).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => binary_failure(name, &error, token_sent),
-    }
-}
-
-/// Prints a failed `--binary` call like the HTTP path prints one: an error reply
-/// (the HTTP API's error body on stderr) exits 1; a server that cannot be
-/// reached, or whose answer is lost or unreadable, exits 2.
-fn binary_failure(name: &str, error: &tqx_client::ClientError, token_sent: bool) -> ExitCode {
-    use tqx_client::ClientError;
-    let (code, message) = match error {
-        ClientError::Server { code, message } => (code.as_str(), message.clone()),
-        // Refused before sending; the server would have answered these the same way.
-        ClientError::RequestTooLarge { .. } => ("payload_too_large", error.to_string()),
-        ClientError::InvalidRequest { reason } => ("invalid_argument", reason.clone()),
-        ClientError::Connect { .. }
-        | ClientError::ConnectionLost { .. }
-        | ClientError::Timeout { .. }
-        | ClientError::Protocol { .. }
-        | ClientError::Tls { .. } => {
-            eprintln!("tqx {name}: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let retry = if error.is_retryable() { ", retry later" } else { "" };
-    eprintln!("tqx {name}: the server answered {code}{retry}:");
-    let body = super::binary::error_body(code, &message);
-    eprintln!("{}", http_client::pretty_json(&body).unwrap_or_default());
-    let hint = token_hint(code, token_sent);
-    if !hint.is_empty() {
-        eprintln!("tqx {name}: {hint}");
-    }
-    ExitCode::FAILURE
+        _ => failure,
+    })?;
+    let body = transport.call(Op::ConfigureQueue(args.name.clone(), args.settings()))?;
+    output::print(View::Queue, &body, args.server.json);
+    Ok(())
 }

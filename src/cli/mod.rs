@@ -3,20 +3,29 @@
 //!
 //! `tqx serve` (the default when no subcommand is given) runs the server
 //! (`serve.rs`: its flags and how they become a [`crate::server::ServeConfig`]);
-//! the client subcommands (`enqueue`, `dequeue`, `complete`, ...; `client.rs`)
+//! the client subcommands (`client.rs`: `enqueue`, `dequeue`, `queue ...`,
+//! `tasks`, `retry`, ...; `batch.rs`: `enqueue-batch`; `top.rs`: `tqx top`)
 //! talk to a running server over its HTTP/JSON API (docs/http-api.md) through
 //! [`http_client`], or with `--binary` over the binary protocol (replies
-//! rendered by [`binary`]), and print its JSON replies; `tqx token create`
-//! (`token.rs`) makes API tokens; `tqx demo` (`demo.rs`) shows the engine at
-//! work on a simulated clock.
+//! rendered by [`binary`]), both through `transport.rs`; `body.rs` reads
+//! payloads and results (strict JSON, `@file`, `-`), `output.rs` prints
+//! replies (tables, or `--json`), `exit.rs` decides the exit code. docs/cli.md
+//! describes all of it. `tqx token create` (`token.rs`) makes API tokens;
+//! `tqx demo` (`demo.rs`) shows the engine at work on a simulated clock.
 
+mod batch;
 pub mod binary;
+mod body;
 mod client;
 mod config;
 mod demo;
+mod exit;
 pub mod http_client;
+mod output;
 pub(crate) mod serve;
 mod token;
+mod top;
+mod transport;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -27,18 +36,22 @@ use client::ClientCommand;
 use serve::ServeArgs;
 use token::TokenCommand;
 
+/// `tqx --help`'s text above the options (then the exit codes, `exit::HELP`).
+const ABOUT_LONG: &str = "TaskQueueX: a durable, low-latency task queue.
+
+Without a subcommand, runs the server (`tqx serve`) with the options below. The client \
+subcommands talk to a running server over HTTP (--server URL, or the TQX_SERVER environment \
+variable; default http://127.0.0.1:7700), or with --binary over the binary protocol \
+(--server HOST:PORT; default 127.0.0.1:7701). Payloads and results must be JSON, given as \
+text, @FILE, or - for standard input (--raw sends them unchecked). Lists print as tables; \
+--json prints the server's JSON as it is. docs/cli.md has the details.";
+
 #[derive(Parser)]
 #[command(
     name = "tqx",
     version,
     about = "TaskQueueX: a durable, low-latency task queue",
-    long_about = "TaskQueueX: a durable, low-latency task queue.\n\n\
-        Without a subcommand, runs the server (`tqx serve`) with the options below. \
-        The client subcommands talk to a running server over HTTP (--server URL, or \
-        the TQX_SERVER environment variable; default http://127.0.0.1:7700), or with \
-        --binary over the binary protocol (--server HOST:PORT; default 127.0.0.1:7701), \
-        print its JSON reply, and exit 0 on success, 1 when the server answers an error, \
-        2 when it cannot be reached.",
+    long_about = format!("{ABOUT_LONG}\n\n{}", exit::HELP),
     args_conflicts_with_subcommands = true,
     subcommand_precedence_over_arg = true
 )]
