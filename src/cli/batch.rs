@@ -289,13 +289,15 @@ impl Sender<'_> {
                 let before = if self.sent_batches == 0 {
                     "nothing was enqueued".to_string()
                 } else {
+                    let batches = if self.sent_batches == 1 { "batch" } else { "batches" };
                     format!(
-                        "{} tasks (lines 1 to {}, {} batches) were enqueued",
+                        "{} tasks (lines 1 to {}, {} {batches}) were enqueued",
                         self.sent_tasks, self.sent_through_line, self.sent_batches
                     )
                 };
+                let tasks = if count == 1 { "task" } else { "tasks" };
                 failure.message.push_str(&format!(
-                    "\n{before}; the batch of lines {} to {} ({count} tasks, tasks[0] is line {}) was refused \
+                    "\n{before}; the batch of lines {} to {} ({count} {tasks}, tasks[0] is line {}) was refused \
                      whole, and nothing after it was sent",
                     self.batch_first_line, self.last_line, self.batch_first_line
                 ));

@@ -913,7 +913,7 @@ fn the_cli_prints_the_same_json_over_binary_as_over_http() {
     assert_eq!(enqueued.status, 0);
     assert!(enqueued.stdout.contains("\"id\": \"1\""), "{}", enqueued.stdout);
     run(&["enqueue", "mail", r#"{"to": "a@b.c"}"#, "--key", "k1"]); // the original again
-    run(&["enqueue", "mail", "plain text, not JSON", "--group", "g", "--max-attempts", "1"]);
+    run(&["enqueue", "mail", r#""plain text, a JSON string""#, "--group", "g", "--max-attempts", "1"]);
     run(&["enqueue", "later", "[1, 2]", "--depends-on", "1", "--delay-ms", "0"]);
     let (leased_http, leased_binary) = run(&["dequeue", "mail", "--max", "2", "--lease-ms", "60000"]);
     run(&["task", "1"]);
@@ -961,20 +961,20 @@ fn the_cli_prints_the_same_json_over_binary_as_over_http() {
     run(&["cancel", "3"]);
     run(&["queues"]);
 
-    // Errors: exit 1 and the same error body on stderr (after the first line,
-    // which names the HTTP status or the code).
+    // Errors: the same exit code (docs/cli.md) and the same error body on
+    // stderr (after the first line, which names the HTTP status or the code).
     let (a, b) = run(&["task", "99"]);
-    assert_eq!(a.status, 1);
+    assert_eq!(a.status, 3, "not found");
     let body = |stderr: &str| stderr.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&a.stderr), body(&b.stderr));
     assert!(body(&b.stderr).contains("task_not_found"), "{}", b.stderr);
     let (a, b) = run(&["complete", "1", "12345"]);
-    assert_eq!((a.status, body(&a.stderr)), (1, body(&b.stderr)));
+    assert_eq!((a.status, body(&a.stderr)), (4, body(&b.stderr)), "a conflict");
 
-    // Unreachable: exit 2 over both.
+    // Unreachable: exit 5 (unavailable); a bad address: exit 2 (usage).
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let unreachable = tqx(&["queues", "--binary", "--server", &closed_port.to_string()]);
-    assert_eq!(unreachable.status, 2, "{}", unreachable.stderr);
+    assert_eq!(unreachable.status, 5, "{}", unreachable.stderr);
     assert!(unreachable.stderr.contains("cannot connect"), "{}", unreachable.stderr);
     let bad_address = tqx(&["queues", "--binary", "--server", "http://127.0.0.1:7701"]);
     assert_eq!(bad_address.status, 2, "{}", bad_address.stderr);

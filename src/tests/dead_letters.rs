@@ -92,12 +92,12 @@ fn dead_tasks_are_listed_retried_and_deleted_on_both_protocols_and_a_retry_survi
 
     // The CLI over HTTP: list, then delete the last dead task.
     let url = format!("http://{}", server.addr);
-    let (status, listed, stderr) = tqx(&["tasks", "jobs", "--server", &url]);
+    let (status, listed, stderr) = tqx(&["tasks", "jobs", "--json", "--server", &url]);
     assert_eq!((status, page_ids(&listed)), (0, vec![ids[3].clone()]), "{stderr}");
     let (status, body, stderr) = tqx(&["delete", &ids[3], "--server", &url]);
     assert_eq!((status, body), (0, json!({"id": ids[3], "deleted": true})), "{stderr}");
     let (status, _, stderr) = tqx(&["retry", &ids[3], "--server", &url]);
-    assert_eq!(status, 1, "a task that is gone: {stderr}");
+    assert_eq!(status, 3, "a task that is gone: exit 3, not found: {stderr}");
     assert!(stderr.contains("task_not_found"), "{stderr}");
 
     // Crash (the log replays the retries and deletes), then stop cleanly (a

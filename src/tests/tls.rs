@@ -315,13 +315,13 @@ fn both_protocols_serve_requests_over_tls_with_their_alpn() {
     // The command line over both protocols.
     let ca_arg = path_str(&ca_pem);
     let https = format!("https://127.0.0.1:{}", server.addr.port());
-    let (code, stdout, stderr) = tqx(&["queues", "--server", &https, "--tls-ca", ca_arg]);
+    let (code, stdout, stderr) = tqx(&["queues", "--json", "--server", &https, "--tls-ca", ca_arg]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("\"tls-binary\""), "{stdout}");
     let (code, stdout, stderr) =
-        tqx(&["queue", "tls", "--binary", "--server", &binary.to_string(), "--tls-ca", ca_arg]);
+        tqx(&["queue", "tls", "--json", "--binary", "--server", &binary.to_string(), "--tls-ca", ca_arg]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("\"name\": \"tls\""), "{stdout}");
+    assert!(stdout.contains("\"name\":\"tls\""), "{stdout}");
 }
 
 /// Real external clients: curl and openssl s_client verify the server's
@@ -383,7 +383,7 @@ fn a_wrong_ca_or_an_expired_certificate_is_refused_and_the_error_says_so() {
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
     let https = format!("https://127.0.0.1:{}", server.addr.port());
     let (code, _, stderr) = tqx(&["queues", "--server", &https, "--tls-ca", path_str(&other_pem)]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 1, "a TLS failure exits 1: {stderr}");
     assert!(stderr.contains("certificate was refused"), "{stderr}");
     let output = tqx_testkit::output_within(
         Command::new("curl").args(["-sS", "--cacert", path_str(&other_pem), format!("{https}/healthz").as_str()]),
@@ -406,7 +406,7 @@ fn a_wrong_ca_or_an_expired_certificate_is_refused_and_the_error_says_so() {
     assert_tls_error(result, &["certificate", "Expired"]);
     let https = format!("https://127.0.0.1:{}", expired.addr.port());
     let (code, _, stderr) = tqx(&["queues", "--server", &https, "--tls-ca", path_str(&ca_pem)]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 1, "a TLS failure exits 1: {stderr}");
     assert!(stderr.contains("Expired"), "{stderr}");
 }
 
@@ -527,7 +527,7 @@ fn mutual_tls_requires_a_client_certificate_signed_by_the_client_ca() {
     assert!(tqx_client::tls::describe_failure(&error).is_some_and(|r| r.contains("client certificate")), "{error}");
     let https = format!("https://127.0.0.1:{}", server.addr.port());
     let (code, _, stderr) = tqx(&["queues", "--server", &https, "--tls-ca", path_str(&ca_pem)]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 1, "a TLS failure exits 1: {stderr}");
     assert!(stderr.contains("client certificate"), "{stderr}");
     let (code, stdout, stderr) = tqx(&[
         "queues",
@@ -654,7 +654,7 @@ fn tokens_are_required_and_accepted_over_tls_on_both_protocols() {
     let ca_arg = path_str(&ca_pem);
     let https = format!("https://127.0.0.1:{}", server.addr.port());
     let (code, _, stderr) = tqx(&["enqueue", "q", "1", "--server", &https, "--tls-ca", ca_arg]);
-    assert_eq!(code, 1, "refused without a token: {stderr}");
+    assert_eq!(code, 6, "refused without a token: exit 6, auth: {stderr}");
     assert!(stderr.contains("requires a token"), "{stderr}");
     let (code, stdout, stderr) = tqx(&["enqueue", "q", "1", "--server", &https, "--tls-ca", ca_arg, "--token", &token]);
     assert_eq!(code, 0, "{stderr}");
