@@ -100,8 +100,8 @@ mod tests {
     fn strict_json_keeps_the_value_text_and_names_the_position_of_an_error() {
         assert_eq!(strict_json(b" {\"a\": [1, 2.50]}\n").unwrap(), b"{\"a\": [1, 2.50]}");
         let error = strict_json(b"{\"a\": 1,\n \"b\": nope}").unwrap_err();
-        assert_eq!((error.line(), error.column()), (2, 7), "{error}");
-        assert!(error.to_string().contains("line 2 column 7"), "{error}");
+        assert_eq!((error.line(), error.column()), (2, 8), "{error}");
+        assert!(error.to_string().contains("line 2 column 8"), "{error}");
         for bad in [&b"plain text"[..], b"", b"1 2", b"'x'", b"\xff"] {
             assert!(strict_json(bad).is_err(), "{bad:?}");
         }

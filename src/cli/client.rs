@@ -292,7 +292,7 @@ pub(super) struct QueueSettingsArgs {
     dead_retention_ms: Option<u64>,
     /// Most tasks of one group leased at once, or `none` to remove the limit.
     #[arg(long, value_name = "N|none", value_parser = parse_group_concurrency)]
-    group_concurrency: Option<Option<u32>>,
+    group_concurrency: Option<GroupLimit>,
     #[command(flatten)]
     server: ServerOpt,
 }
@@ -302,11 +302,16 @@ fn parse_discipline(text: &str) -> Result<crate::engine::Discipline, String> {
         .ok_or_else(|| "expected fifo, lifo, priority or round_robin".to_string())
 }
 
-fn parse_group_concurrency(text: &str) -> Result<Option<u32>, String> {
+/// `--group-concurrency`: a limit, or none (a newtype: clap reads
+/// `Option<Option<T>>` as a flag whose value is optional).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GroupLimit(Option<u32>);
+
+fn parse_group_concurrency(text: &str) -> Result<GroupLimit, String> {
     if text == "none" {
-        return Ok(None);
+        return Ok(GroupLimit(None));
     }
-    text.parse::<u32>().map(Some).map_err(|_| "expected a number of tasks, or none".to_string())
+    text.parse::<u32>().map(|n| GroupLimit(Some(n))).map_err(|_| "expected a number of tasks, or none".to_string())
 }
 
 impl QueueSettingsArgs {
@@ -319,7 +324,7 @@ impl QueueSettingsArgs {
             backoff_max_ms: self.backoff_max_ms,
             retention_ms: self.retention_ms,
             dead_retention_ms: self.dead_retention_ms,
-            group_concurrency: self.group_concurrency,
+            group_concurrency: self.group_concurrency.map(|limit| limit.0),
         }
     }
 }

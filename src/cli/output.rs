@@ -53,7 +53,10 @@ pub(super) fn render(view: View, body: &[u8], json: bool) -> String {
 /// two spaces apart.
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let numeric: Vec<bool> = (0..header.len())
-        .map(|i| !rows.is_empty() && rows.iter().all(|row| row[i].parse::<f64>().is_ok() || row[i] == "-"))
+        .map(|i| {
+            let number = |cell: &String| cell.parse::<f64>().is_ok();
+            rows.iter().any(|row| number(&row[i])) && rows.iter().all(|row| number(&row[i]) || row[i] == "-")
+        })
         .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| rows.iter().map(|row| row[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))

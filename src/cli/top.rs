@@ -70,7 +70,8 @@ pub(super) fn run(args: TopArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let screen = Screen::enter();
+    // JSON lines are a stream for another program: no alternate screen for them.
+    let screen = Screen::enter(!args.server.json);
     if args.server.json {
         println!("{}", String::from_utf8_lossy(&body));
     } else {
@@ -213,8 +214,8 @@ fn terminal_rows() -> usize {
     }
 }
 
-/// The terminal while `top` runs: the alternate screen (stdout a terminal)
-/// and stdin without line buffering, echo or signals (stdin a terminal);
+/// The terminal while `top` runs: the alternate screen (stdout a terminal,
+/// frames redrawn) and stdin without line buffering, echo or signals (stdin a terminal);
 /// both restored when dropped.
 struct Screen {
     alternate: bool,
@@ -222,8 +223,8 @@ struct Screen {
 }
 
 impl Screen {
-    fn enter() -> Screen {
-        let alternate = std::io::stdout().is_terminal();
+    fn enter(redraw: bool) -> Screen {
+        let alternate = redraw && std::io::stdout().is_terminal();
         let mut saved = None;
         if std::io::stdin().is_terminal() {
             // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios they fill and read.

@@ -83,7 +83,7 @@ fn a_payload_that_is_not_json_exits_2_naming_line_and_column_and_nothing_is_enqu
         for payload in ["{\"to\": \"a@b.c\",\n \"n\": nope}", &format!("@{bad_file}")] {
             let run = tqx(&[&["enqueue", "mail", payload], &strs(&args)[..]].concat());
             assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
-            assert!(run.stderr.contains("not valid JSON") && run.stderr.contains("line 2 column 7"), "{}", run.stderr);
+            assert!(run.stderr.contains("not valid JSON") && run.stderr.contains("line 2 column 8"), "{}", run.stderr);
         }
         let run = tqx_with_input(&[&["enqueue", "mail", "-"], &strs(&args)[..]].concat(), b"plain text");
         assert_eq!(run.status, 2, "{}", run.stderr);
@@ -110,7 +110,7 @@ fn bodies_come_from_text_a_file_or_stdin_exactly_and_raw_sends_text_as_it_is() {
         assert_eq!(run.status, 0, "{}", run.stderr);
         let id = run.json()["id"].as_str().unwrap().to_string();
         let text = client.get(&format!("/v1/tasks/{id}")).raw_text();
-        let body = text.split("\r\n\r\n").nth(1).unwrap().trim_end();
+        let body = text.trim_end();
         let start = body.find("\"payload\":").unwrap() + "\"payload\":".len();
         let end = body.find(",\"priority\"").unwrap();
         body[start..end].to_string()
