@@ -256,7 +256,7 @@ impl Screen {
             let mut text = String::from("\x1b[H");
             for line in frame.lines() {
                 text.push_str(line);
-                text.push_str("\x1b[K\r\n");
+                text.push_str("\x1b[K\n");
             }
             text.push_str("\x1b[J");
             let _ = out.write_all(text.as_bytes());
