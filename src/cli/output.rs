@@ -119,7 +119,21 @@ fn queue_lines(value: &Value) -> Option<String> {
     let config = value["config"].as_object()?;
     let counts = value["counts"].as_object()?;
     let mut rows = vec![vec!["queue".to_string(), name.to_string()]];
-    for (key, setting) in config {
+    // The order of docs/http-api.md's queue object, then any other setting.
+    const ORDER: [&str; 8] = [
+        "discipline",
+        "lease_ms",
+        "max_attempts",
+        "backoff_ms",
+        "backoff_max_ms",
+        "retention_ms",
+        "dead_retention_ms",
+        "group_concurrency",
+    ];
+    let rank = |key: &str| ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len());
+    let mut settings: Vec<(&String, &Value)> = config.iter().collect();
+    settings.sort_by_key(|(key, _)| rank(key));
+    for (key, setting) in settings {
         let shown = match setting {
             Value::Null => "none".to_string(),
             Value::String(text) => text.clone(),
