@@ -335,3 +335,70 @@ fn top_once_shows_each_queue_with_its_counts_and_json_is_the_stats_document() {
         assert_eq!(json["queues"][0]["counts"]["leased"], json!(1), "{json}");
     }
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`, part of every
+/// Debian system), `tqx top` draws in the alternate screen, and `q` quits with
+/// exit 0 and the terminal restored (main screen, cursor shown).
+#[test]
+fn top_on_a_terminal_redraws_in_place_and_q_quits_restoring_the_terminal() {
+    use std::io::Read as _;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let server = Server::start(MEMORY);
+    server.client().enqueue("emails", json!({"payload": 1}));
+    let command = format!("{} top --interval-ms 200 --server http://{}", env!("CARGO_BIN_EXE_tqx"), server.addr);
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("TQX_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script (util-linux)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (chunks, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(read @ 1..) = stdout.read(&mut chunk) {
+            let _ = chunks.send(chunk[..read].to_vec());
+        }
+    });
+    // Far above any real delay: the test waits for what it needs, never for a time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut output = Vec::new();
+    let mut frames_seen = |output: &mut Vec<u8>, frames: usize| {
+        while String::from_utf8_lossy(output).matches("(q quits)").count() < frames {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(chunk) => output.extend(chunk),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    // Two frames: the first and one redrawn (rates over the last interval).
+    let drawn = frames_seen(&mut output, 2);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"q").unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    while let Ok(chunk) = received.recv_timeout(Duration::from_secs(2)) {
+        output.extend(chunk);
+    }
+    let text = String::from_utf8_lossy(&output);
+    assert!(drawn, "two frames within 30 s: {text:?}");
+    assert!(status.is_some_and(|s| s.success()), "q quits with exit 0: {status:?}; {text:?}");
+    assert!(text.starts_with("\x1b[?1049h\x1b[?25l"), "the alternate screen, cursor hidden: {text:?}");
+    assert!(text.contains("over the last"), "a redrawn frame has rates over the interval: {text:?}");
+    assert!(text.trim_end().ends_with("\x1b[?25h\x1b[?1049l"), "the terminal restored on the way out: {text:?}");
+}
