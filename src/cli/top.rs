@@ -45,15 +45,7 @@ struct Sample {
 
 pub(super) fn run(args: TopArgs) -> Result<(), Failure> {
     let transport = Transport::open(&args.server.target())?;
-    let server_name = args.server.target().server.unwrap_or_else(|| {
-        std::env::var("TQX_SERVER").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
-            if transport.is_binary() {
-                super::binary::DEFAULT_ADDR.to_string()
-            } else {
-                super::transport::DEFAULT_SERVER.to_string()
-            }
-        })
-    });
+    let server_name = transport.server_name();
     let sample = |transport: &Transport| -> Result<(Vec<u8>, Sample), Failure> {
         let body = transport.call(Op::Stats)?;
         let stats = serde_json::from_slice(&body)

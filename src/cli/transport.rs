@@ -32,7 +32,7 @@ pub(super) struct Target {
 
 pub(super) enum Transport {
     Http { url: ServerUrl, tls: Option<Arc<rustls::ClientConfig>>, token: Option<String> },
-    Binary { client: tqx_client::blocking::Client, token_sent: bool },
+    Binary { client: tqx_client::blocking::Client, token_sent: bool, addr: String },
 }
 
 /// A task to enqueue, as the command line or a JSON Lines file gave it.
@@ -107,8 +107,12 @@ impl Transport {
         Ok(Transport::Http { url, tls, token: target.token.clone() })
     }
 
-    pub(super) fn is_binary(&self) -> bool {
-        matches!(self, Transport::Binary { .. })
+    /// The server, as `tqx top` names it: the URL, or `HOST:PORT` with `--binary`.
+    pub(super) fn server_name(&self) -> String {
+        match self {
+            Transport::Http { url, .. } => url.to_string(),
+            Transport::Binary { addr, .. } => addr.clone(),
+        }
     }
 
     /// Sends `op` and returns the reply's JSON body (as the HTTP API sends
@@ -116,7 +120,7 @@ impl Transport {
     pub(super) fn call(&self, op: Op) -> Result<Vec<u8>, Failure> {
         match self {
             Transport::Http { url, tls, token } => http_call(url, tls.as_ref(), token.as_deref(), op),
-            Transport::Binary { client, token_sent } => {
+            Transport::Binary { client, token_sent, .. } => {
                 binary_call(client, op).map_err(|error| binary_failure(&error, *token_sent))
             }
         }
@@ -145,7 +149,7 @@ fn open_binary(target: &Target, addr: String) -> Result<Transport, Failure> {
         ..tqx_client::ClientOptions::default()
     };
     match tqx_client::blocking::Client::connect(&addr, options) {
-        Ok(client) => Ok(Transport::Binary { client, token_sent }),
+        Ok(client) => Ok(Transport::Binary { client, token_sent, addr }),
         Err(error) => Err(binary_failure(&error, token_sent)),
     }
 }
@@ -160,7 +164,7 @@ fn token_hint(code: &str, token_sent: bool) -> &'static str {
     }
 }
 
-/// `--json` prints error bodies as sent; otherwise indented.
+/// An error body as stderr shows it: indented JSON (as it came if it is not JSON).
 fn shown(body: &[u8]) -> String {
     http_client::pretty_json(body).unwrap_or_else(|| String::from_utf8_lossy(body).trim_end().to_string())
 }
