@@ -367,7 +367,7 @@ fn top_on_a_terminal_redraws_in_place_and_q_quits_restoring_the_terminal() {
     // Far above any real delay: the test waits for what it needs, never for a time.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut output = Vec::new();
-    let mut frames_seen = |output: &mut Vec<u8>, frames: usize| {
+    let frames_seen = |output: &mut Vec<u8>, frames: usize| {
         while String::from_utf8_lossy(output).matches("(q quits)").count() < frames {
             let left = deadline.saturating_duration_since(Instant::now());
             match received.recv_timeout(left) {
