@@ -26,6 +26,22 @@ ensure_build_deps() {
 
 ensure_test_deps() {
     ensure_apt_packages "${TQX_APT_PACKAGES[@]}" "${TQX_TEST_APT_PACKAGES[@]}"
+    ensure_python_test_deps
+}
+
+# schemathesis (PyPI) checks the HTTP API against docs/openapi.yaml
+# (src/tests/openapi.rs), pinned so that a run's cases and checks do not change
+# under us, in a virtualenv beside the build cache (where the test looks for it,
+# or in $TQX_VENV): nothing is installed into the system's Python.
+TQX_SCHEMATHESIS_VERSION=4.32.5
+export TQX_VENV="${TQX_VENV:-$HOME/.cache/taskqueuex/venv}"
+
+ensure_python_test_deps() {
+    if [ "$("$TQX_VENV/bin/st" --version 2>/dev/null)" != "st, version $TQX_SCHEMATHESIS_VERSION" ]; then
+        echo "tools: installing schemathesis $TQX_SCHEMATHESIS_VERSION into $TQX_VENV" >&2
+        python3 -m venv "$TQX_VENV" 2>/dev/null || { ensure_apt_packages python3-venv && python3 -m venv "$TQX_VENV"; }
+        "$TQX_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$TQX_SCHEMATHESIS_VERSION"
+    fi
 }
 
 ensure_apt_packages() {

@@ -19,6 +19,7 @@
 //! are answered with the connection kept.
 
 mod body;
+pub mod openapi;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -258,7 +259,7 @@ pub fn next_request(buf: &[u8], limits: &Limits) -> Next {
 
     let head_only = method == "HEAD";
     let action = match route {
-        Ok(route) => match act(route, query, body) {
+        Ok(route) => match act(route, query, body, keep_alive) {
             Ok(action) => action,
             Err(refused) => Action::Respond(refused.render(keep_alive, head_only)),
         },
@@ -426,6 +427,7 @@ fn split_target(target: &str) -> (&str, &str) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
     Health { head_only: bool },
+    OpenApi,
     Metrics,
     Stats,
     ListQueues,
@@ -534,6 +536,9 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
     if path == "/metrics" {
         return if method == "GET" { Ok(Route::Metrics) } else { Err(MethodNotAllowed(ALLOW_GET)) };
     }
+    if path == openapi::PATH {
+        return if method == "GET" { Ok(Route::OpenApi) } else { Err(MethodNotAllowed(ALLOW_GET)) };
+    }
     let rest = path.strip_prefix("/v1/").ok_or(NotFound)?;
     let mut segments = [""; 4];
     let mut count = 0;
@@ -579,21 +584,24 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Refusal> {
 /// nothing the log cannot hold is executed or logged). Every endpoint refuses
 /// a query parameter it does not take (400 naming it), so a misspelt one is
 /// not silently ignored.
-fn act(route: Route<'_>, query: &str, body: &[u8]) -> Result<Action, body::Refused> {
+fn act(route: Route<'_>, query: &str, body: &[u8], keep_alive: bool) -> Result<Action, body::Refused> {
     let command = match route {
-        Route::ListTasks(queue) => list_tasks(queue, query)?,
-        Route::DeleteQueue(queue) => Command::DeleteQueue { queue: queue.to_owned(), force: force(query)? },
+        Route::ListTasks(queue) => list_tasks(&path_queue(queue)?, query)?,
+        Route::DeleteQueue(queue) => {
+            Command::DeleteQueue { queue: path_queue(queue)?.into_owned(), force: force(query)? }
+        }
         route => {
             parameters(query, &[], |_, _| Ok(()))?;
             match route {
                 Route::Health { head_only } => return Ok(Action::Health { head_only }),
+                Route::OpenApi => return Ok(Action::Respond(openapi::response(keep_alive))),
                 Route::Metrics => return Ok(Action::Stats(StatsFormat::Prometheus)),
                 Route::Stats => return Ok(Action::Stats(StatsFormat::Json)),
                 Route::ListQueues => Command::ListQueues,
-                Route::GetQueue(queue) => Command::GetQueue { queue: queue.to_owned() },
-                Route::ConfigureQueue(queue) => body::configure_queue(queue, body)?,
-                Route::Enqueue(queue) => body::enqueue(queue, body)?,
-                Route::EnqueueBatch(queue) => body::enqueue_batch(queue, body)?,
+                Route::GetQueue(queue) => Command::GetQueue { queue: path_queue(queue)?.into_owned() },
+                Route::ConfigureQueue(queue) => body::configure_queue(&path_queue(queue)?, body)?,
+                Route::Enqueue(queue) => body::enqueue(&path_queue(queue)?, body)?,
+                Route::EnqueueBatch(queue) => body::enqueue_batch(&path_queue(queue)?, body)?,
                 Route::Dequeue => body::dequeue(body)?,
                 Route::GetTask(id) => Command::GetTask { id: path_id(id)? },
                 Route::Cancel(id) => Command::Cancel { id: path_id(id)? },
@@ -635,10 +643,49 @@ fn parameters<'q>(
     Ok(())
 }
 
-/// A task id in a path: decimal digits of a u64 (else 400 naming `id`).
+/// A task id in a path: decimal digits of a u64 (else 400 naming `id`),
+/// percent-encoded or not.
 fn path_id(segment: &str) -> Result<TaskId, body::Refused> {
-    parse_decimal_u64(segment.as_bytes())
+    parse_decimal_u64(path_segment("id", segment)?.as_bytes())
         .ok_or_else(|| body::Refused::invalid("id", "expected a task id: a decimal integer from 0 to 2^64-1"))
+}
+
+/// A queue name in a path, percent-encoded or not (checked as a name later,
+/// by `check_limits` and the engine).
+fn path_queue(segment: &str) -> Result<Cow<'_, str>, body::Refused> {
+    path_segment("queue", segment)
+}
+
+/// A path segment with its percent-encoding undone (RFC 3986 section 2.1):
+/// `:`, valid in a queue name, is reserved in a URI, so clients built from
+/// docs/openapi.yaml and a browser's `encodeURIComponent` send it as `%3A`.
+/// A `%` not followed by two hex digits, or bytes that are not UTF-8 once
+/// decoded, are refused naming `field`.
+fn path_segment<'a>(field: &'static str, segment: &'a str) -> Result<Cow<'a, str>, body::Refused> {
+    if !segment.contains('%') {
+        return Ok(Cow::Borrowed(segment));
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut decoded = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let [first, tail @ ..] = rest {
+        rest = tail;
+        if *first != b'%' {
+            decoded.push(*first);
+            continue;
+        }
+        let [high, low, tail @ ..] = rest else {
+            return Err(body::Refused::invalid(field, "a % must be followed by two hex digits"));
+        };
+        let (Some(high), Some(low)) = (hex(*high), hex(*low)) else {
+            return Err(body::Refused::invalid(field, "a % must be followed by two hex digits"));
+        };
+        decoded.push((high * 16 + low) as u8);
+        rest = tail;
+    }
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| body::Refused::invalid(field, "not UTF-8 once percent-decoded"))
 }
 
 /// `GET /v1/queues/{queue}/tasks?state=S&limit=N&cursor=C`: `state` is

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use support::{Response, Server};
+use support::{create_token, Response, Server};
 use tqx_wire::{peek_frame, ErrorCode, Header, Request, Response as Reply, Secret, TaskSpec, HEADER_BYTES};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,20 +27,6 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn tqx() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tqx"))
-}
-
-/// `tqx token create ARGS --file FILE`: the token it printed.
-#[track_caller]
-fn create_token(file: &Path, args: &[&str]) -> String {
-    let output = tqx_testkit::output_within(
-        tqx().args(["token", "create"]).args(args).arg("--file").arg(file),
-        Duration::from_secs(30),
-    )
-    .expect("run tqx token create");
-    assert!(output.status.is_some_and(|s| s.success()), "tqx token create {args:?}: {}", output.stderr);
-    let token = output.stdout.trim().to_string();
-    assert_eq!(output.stdout, format!("{token}\n"), "exactly the token, on one line");
-    token
 }
 
 /// A server with `--tokens`, and the tokens of its file.

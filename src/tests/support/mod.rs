@@ -32,6 +32,25 @@ pub struct Server {
     dir: PathBuf,
 }
 
+/// `tqx token create ARGS --file FILE`: the token it printed (tests of
+/// `--tokens` servers make their tokens with the real command).
+#[track_caller]
+pub fn create_token(file: &std::path::Path, args: &[&str]) -> String {
+    let output = tqx_testkit::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tqx"))
+            .args(["token", "create"])
+            .args(args)
+            .arg("--file")
+            .arg(file),
+        Duration::from_secs(30),
+    )
+    .expect("run tqx token create");
+    assert!(output.status.is_some_and(|s| s.success()), "tqx token create {args:?}: {}", output.stderr);
+    let token = output.stdout.trim().to_string();
+    assert_eq!(output.stdout, format!("{token}\n"), "exactly the token, on one line");
+    token
+}
+
 /// A new, empty directory for one server's data and logs.
 pub fn fresh_dir() -> PathBuf {
     tqx_testkit::fresh_path("tqx-http-test")
