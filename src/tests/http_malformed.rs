@@ -260,7 +260,8 @@ fn ids_that_are_not_numbers() {
     let mut client = server.client();
     let id = client.enqueue("q", json!({"payload": 1}));
     // In the path: 400 (invalid id) or 404 (no such task or path); the connection stays.
-    for bad in ["abc", "-1", "1.5", "18446744073709551616", "0x10", "+1", "1e3", "%31", "%20", "1abc"] {
+    // (Percent-encoded digits are an id: `%31` is `1`, openapi.rs tests it.)
+    for bad in ["abc", "-1", "1.5", "18446744073709551616", "0x10", "+1", "1e3", "%3", "%zz", "%20", "1abc"] {
         for (method, path) in [
             ("GET", format!("/v1/tasks/{bad}")),
             ("DELETE", format!("/v1/tasks/{bad}")),
