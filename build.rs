@@ -18,7 +18,9 @@ fn main() {
     // `serde_yaml_ng::Value` keeps the mappings in the file's order, so the
     // JSON reads in the same order as the YAML.
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{SPEC}: {e}"));
-    let json = serde_json::to_string(&value).unwrap_or_else(|e| panic!("{SPEC} cannot be JSON: {e}"));
+    let mut json = serde_json::to_string(&value).unwrap_or_else(|e| panic!("{SPEC} cannot be JSON: {e}"));
+    // Like every JSON body the server sends, it ends its line.
+    json.push('\n');
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("openapi.json");
     std::fs::write(&out, json).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }
