@@ -473,7 +473,8 @@ fn the_cli_sends_its_token_over_http_and_binary_and_says_when_it_is_refused() {
         assert!(ok.status.unwrap().success(), "{}", ok.stderr);
         assert!(run(server, binary, None, Some(secured.admin.as_str())).status.unwrap().success(), "TQX_TOKEN");
         let refused = run(server, binary, Some("tqx_wrong"), None);
-        assert_eq!(refused.status.unwrap().code(), Some(1), "{}", refused.stderr);
+        // Exit 6: auth (docs/cli.md#exit-codes).
+        assert_eq!(refused.status.unwrap().code(), Some(6), "{}", refused.stderr);
         assert!(refused.stderr.contains("refused the token"), "{}", refused.stderr);
         let missing = run(server, binary, None, None);
         assert!(missing.stderr.contains("requires a token"), "{}", missing.stderr);
