@@ -49,7 +49,9 @@ pub const OP_METRICS: usize = Opcode::ALL.len() + 1;
 /// A request the protocol step refused before it named an operation: an
 /// unknown path or opcode, a malformed request, a body that does not parse.
 pub const OP_OTHER: usize = Opcode::ALL.len() + 2;
-pub const OPS_COUNT: usize = Opcode::ALL.len() + 3;
+/// `GET /ui` and the dashboard's other files (`http/ui.rs`).
+pub const OP_UI: usize = Opcode::ALL.len() + 3;
+pub const OPS_COUNT: usize = Opcode::ALL.len() + 4;
 
 const _: () = assert!(OPS_COUNT <= u8::MAX as usize);
 
@@ -75,6 +77,7 @@ pub fn op_name(op: usize) -> &'static str {
     match op {
         OP_HEALTHZ => "healthz",
         OP_METRICS => "metrics",
+        OP_UI => "ui",
         _ => Opcode::ALL.get(op).map_or("other", |opcode| opcode.name()),
     }
 }

@@ -18,7 +18,8 @@ TQX_APT_PACKAGES=(libclang-dev)
 # ... and what the tests need besides: the benchmark's peers, which the bench
 # crate's smoke tests start as bench/run does (docs/bench-harness.md).
 # prometheus: its `promtool check metrics` validates `/metrics` (src/tests/metrics.rs).
-TQX_TEST_APT_PACKAGES=(redis-server beanstalkd rabbitmq-server nats-server prometheus)
+# chromium: the dashboard's test drives it headless (src/tests/ui.rs).
+TQX_TEST_APT_PACKAGES=(redis-server beanstalkd rabbitmq-server nats-server prometheus chromium)
 
 ensure_build_deps() {
     ensure_apt_packages "${TQX_APT_PACKAGES[@]}"

@@ -58,6 +58,7 @@ pub fn run(data: &[u8]) {
             replies::check_record_fits(&command, body.len());
             replies::run_and_check(command, 1)
         }
+        Action::Ui(_) => panic!("{method} {path} is not the dashboard"),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod openapi;
 mod render;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -115,6 +116,10 @@ pub enum Action {
     /// Answer at once with this already-rendered response (404, 405, a 400 that
     /// names the field, ...), carrying `Connection: close` if `keep_alive` is false.
     Respond(Vec<u8>),
+    /// `GET` or `HEAD` of `/ui`, `/ui/` or `/ui/{file}`: the dashboard's file
+    /// (`ui.rs`), or its 404/405/400, already rendered like `Respond`; needs no
+    /// token, and is counted under the operation `ui`.
+    Ui(Vec<u8>),
 }
 
 /// How the server's statistics are rendered (docs/metrics.md).
@@ -259,6 +264,8 @@ pub fn next_request(buf: &[u8], limits: &Limits) -> Next {
 
     let head_only = method == "HEAD";
     let action = match route {
+        // The dashboard's paths are not under `/v1/`: `route` knows none of them.
+        Err(Refusal::NotFound) if ui::owns(path) => Action::Ui(ui::respond(method, path, query, keep_alive)),
         Ok(route) => match act(route, query, body, keep_alive) {
             Ok(action) => action,
             Err(refused) => Action::Respond(refused.render(keep_alive, head_only)),

@@ -28,7 +28,7 @@ use crate::command::{Command, Reply};
 use crate::engine::EngineError;
 use crate::http::{self, Action, Next, StatsFormat};
 use crate::limits::CONNECTION_REQUESTS_PER_PASS_MAX;
-use crate::metrics::{self, Protocol, ReactorMetrics, OP_HEALTHZ, OP_METRICS, OP_OTHER};
+use crate::metrics::{self, Protocol, ReactorMetrics, OP_HEALTHZ, OP_METRICS, OP_OTHER, OP_UI};
 use tqx_wire::{ErrorCode, Opcode};
 
 /// What a parsed request is waiting for before its response can be written.
@@ -526,6 +526,10 @@ fn dispatch(
         Action::Execute(command) => {
             let op = metrics::op_of_opcode(crate::binary::command_opcode(&command) as u8);
             (command, op)
+        }
+        Action::Ui(response) => {
+            metrics.answered(Protocol::Http, OP_UI, metrics::outcome_of_http_response(&response));
+            return Pending::Rendered(response);
         }
     };
     let refused = |code: ErrorCode| metrics.answered(Protocol::Http, op, metrics::outcome_of_code(code));
