@@ -105,7 +105,12 @@
   $('token-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const value = $('token').value.trim();
-    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    // What the server accepts in a Bearer header (docs/http-api.md#authentication).
+    if (!/^[\x21-\x7e]{1,128}$/.test(value)) {
+      $('auth-message').textContent = 'A token is 1 to 128 visible ASCII characters (tqx_ and 64 hex digits).';
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, value);
     $('token').value = '';
     $('auth').hidden = true;
     refreshQueues();
@@ -123,22 +128,28 @@
 
   async function poll() {
     try {
-      const reply = await api('GET', '/v1/stats');
+      let reply;
+      try {
+        reply = await api('GET', '/v1/stats');
+      } catch (error) {
+        setStatus('cannot reach the server (' + error.message + ')', false);
+        return;
+      }
       if (reply.ok && reply.body) {
         showStats(reply.body);
         setStatus('live', true);
       } else {
         setStatus(problem(reply), false);
       }
-    } catch (error) {
-      setStatus('cannot reach the server (' + error.message + ')', false);
+    } finally {
+      setTimeout(poll, POLL_MS);
     }
-    setTimeout(poll, POLL_MS);
   }
 
   function showStats(stats) {
     $('server').textContent =
-      'v' + stats.version + ' · ' + stats.durability + ' · up ' + seconds(stats.uptime_seconds);
+      'v' + stats.version + ' · ' + stats.durability + ' · up ' + seconds(stats.uptime_seconds) +
+      (stats.metrics_enabled ? '' : ' · --no-metrics: no rates or latency');
     // Seconds between this poll and the last, by the server's clock.
     const elapsed = previous ? stats.uptime_seconds - previous.uptime_seconds : 0;
     showRates(stats, elapsed);
@@ -177,10 +188,8 @@
   }
 
   function showLatency(stats) {
-    const seen = new Set();
     for (const entry of stats.latency) {
       const key = entry.protocol + ' ' + entry.op;
-      seen.add(key);
       const points = history.get(key) || [];
       points.push({ p50: entry.p50_seconds, p99: entry.p99_seconds, p999: entry.p999_seconds });
       if (points.length > HISTORY_POINTS) points.shift();
