@@ -312,7 +312,8 @@ pub struct Authorized {
 /// (else `401 unauthenticated`, with `WWW-Authenticate: Bearer`, counted
 /// against the connection: [`Session::fail`]) whose grant allows it (else `403 forbidden` naming the
 /// scope and queue). `GET /healthz` needs none: load balancers probe it without
-/// credentials, and it shows nothing but liveness. Responses the parse step
+/// credentials, and it shows nothing but liveness; nor do the dashboard's
+/// files (`Action::Ui`), the same for every server. Responses the parse step
 /// already made (404, 405, a 400 naming a field) go out as they are: they
 /// execute nothing and show nothing of the engine. `GET /metrics` and `GET
 /// /v1/stats` need what listing the queues needs (`admin` on every queue):
