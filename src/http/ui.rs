@@ -39,7 +39,7 @@ const ASSETS: [Asset; 5] = [
 
 /// `default-src 'none'` and then only what the page uses, from its own
 /// origin: its script, style sheet and icon, and `fetch` of the API.
-pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const ALLOW_UI: &str = "GET, HEAD";
