@@ -15,7 +15,7 @@
 //! into the page as text only (`textContent`, `append` of strings), never as
 //! markup; `tests::the_script_never_parses_markup` holds it to that.
 
-use super::{body, Refusal};
+use super::Refusal;
 
 /// One file of the dashboard.
 #[derive(Debug)]
@@ -62,10 +62,8 @@ pub(super) fn respond(method: &str, path: &str, query: &str, keep_alive: bool) -
     if method != "GET" && !head_only {
         return Refusal::MethodNotAllowed(ALLOW_UI).render(method, path, keep_alive, head_only);
     }
-    if let Some(pair) = query.split('&').find(|pair| !pair.is_empty()) {
-        let name = super::truncated(pair.split_once('=').map_or(pair, |(name, _)| name), 64);
-        let reason = format!("unknown parameter {name:?}; this endpoint takes none");
-        return body::Refused::invalid("query", reason).render(keep_alive, head_only);
+    if let Err(refused) = super::parameters(query, &[], |_, _| Ok(())) {
+        return refused.render(keep_alive, head_only);
     }
     let mut out = Vec::with_capacity(asset.body.len() + 512);
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
