@@ -309,7 +309,7 @@ fn dead_cell(id: &str, class: &str) -> String {
 }
 
 #[test]
-fn the_dashboard_shows_live_counts_retries_and_deletes_dead_letters_and_looks_tasks_up() {
+fn the_dashboard_shows_live_counts_retries_and_deletes_dead_letters_looks_tasks_up_and_asks_for_a_token() {
     // Checkpoints every second, so the screenshot shows one.
     let server = Server::start(&["--checkpoint-interval-ms", "1000"]);
     let mut http = server.client();
