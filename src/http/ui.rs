@@ -7,7 +7,7 @@
 //! server and show nothing of its state. Pure, like the rest of `http/`: a
 //! request's method, path and query in, response bytes out.
 //!
-//! Every answer carries a strict `Content-Security-Policy` (scripts, styles,
+//! Every file is sent with a strict `Content-Security-Policy` (scripts, styles,
 //! images and requests from this origin only; no inline script or style, no
 //! frames, no forms posting anywhere) and `X-Content-Type-Options: nosniff`,
 //! so that even a payload the script mishandled could not run as code. The
