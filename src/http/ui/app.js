@@ -402,7 +402,8 @@
     const remove = el('button', { type: 'button', class: 'delete' }, 'Delete');
     const actions = el('td', { class: 'actions' }, retry, ' ', remove);
     const row = el('tr', { 'data-id': task.id },
-      el('td', { class: 'id' }, task.id),
+      // updated_at_ms: for a dead task, when it died.
+      el('td', { class: 'id', title: 'died ' + new Date(task.updated_at_ms).toISOString() }, task.id),
       el('td', { class: 'attempts' }, task.attempts + ' of ' + task.max_attempts),
       el('td', { class: 'error', title: error }, shortened(error)),
       el('td', { class: 'payload', title: payload }, shortened(payload)),
