@@ -287,17 +287,6 @@ fn read_messages(mut pipe: File, sender: mpsc::Sender<Value>) {
     }
 }
 
-/// `tqx token create --scope admin --file FILE`: the token it printed.
-fn admin_token(file: &Path) -> String {
-    let created = tqx_testkit::output_within(
-        Command::new(env!("CARGO_BIN_EXE_tqx")).args(["token", "create", "--scope", "admin", "--file"]).arg(file),
-        Duration::from_secs(30),
-    )
-    .expect("run tqx token create");
-    assert!(created.status.is_some_and(|s| s.success()), "tqx token create: {}", created.stderr);
-    created.stdout.trim().to_owned()
-}
-
 /// A JavaScript string literal of `text`.
 fn js(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
@@ -431,7 +420,7 @@ fn the_dashboard_shows_live_counts_retries_and_deletes_dead_letters_looks_tasks_
     // With --tokens: the page asks for a token and sends it as a bearer.
     let dir = tqx_testkit::TempDir::create(support::fresh_dir()).expect("a directory");
     let tokens = dir.path().join("tokens");
-    let token = admin_token(&tokens);
+    let token = support::create_token(&tokens, &["--scope", "admin"]);
     let secured = Server::start(&["--tokens", tokens.to_str().unwrap()]);
     browser.problems.clear();
     browser.navigate(&format!("http://{}/ui", secured.addr));
@@ -455,7 +444,7 @@ fn the_dashboard_shows_live_counts_retries_and_deletes_dead_letters_looks_tasks_
 fn the_dashboard_files_need_no_token_and_are_counted_under_ui() {
     let dir = tqx_testkit::TempDir::create(support::fresh_dir()).expect("a directory");
     let tokens = dir.path().join("tokens");
-    let token = admin_token(&tokens);
+    let token = support::create_token(&tokens, &["--scope", "admin"]);
     let server = Server::start(&["--tokens", tokens.to_str().unwrap()]);
     let mut http = server.client();
     for path in ["/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/ui/icon.png"] {
