@@ -120,16 +120,7 @@ fn queue_lines(value: &Value) -> Option<String> {
     let counts = value["counts"].as_object()?;
     let mut rows = vec![vec!["queue".to_string(), name.to_string()]];
     // The order of docs/http-api.md's queue object, then any other setting.
-    const ORDER: [&str; 8] = [
-        "discipline",
-        "lease_ms",
-        "max_attempts",
-        "backoff_ms",
-        "backoff_max_ms",
-        "retention_ms",
-        "dead_retention_ms",
-        "group_concurrency",
-    ];
+    const ORDER: [&str; 8] = crate::http::QUEUE_FIELDS;
     let rank = |key: &str| ORDER.iter().position(|k| *k == key).unwrap_or(ORDER.len());
     let mut settings: Vec<(&String, &Value)> = config.iter().collect();
     settings.sort_by_key(|(key, _)| rank(key));

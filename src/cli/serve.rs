@@ -183,8 +183,9 @@ pub(super) struct ServeArgs {
     /// can reach the port can then read, take and delete every task.
     #[arg(long)]
     insecure: bool,
-    /// Require a token on every request, checked against this file of token hashes and scopes (made
-    /// with `tqx token create`; docs/security.md). Read at start and again on SIGHUP (a bad new file
+    /// Require a token on every request but /healthz, /openapi.json and the dashboard's files (/ui),
+    /// checked against this file of token hashes and scopes (made with `tqx token create`;
+    /// docs/security.md). Read at start and again on SIGHUP (a bad new file
     /// keeps the tokens in force). Without it, every request is allowed.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,

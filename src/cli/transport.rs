@@ -49,19 +49,10 @@ pub(super) struct TaskBody {
     pub key: Option<String>,
 }
 
-/// A queue's settings to change (`PUT /v1/queues/{q}`); `None` leaves one as
-/// it is, `group_concurrency: Some(None)` removes the limit.
-#[derive(Clone, Debug, Default)]
-pub(super) struct QueueSettings {
-    pub discipline: Option<crate::engine::Discipline>,
-    pub lease_ms: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub backoff_ms: Option<u64>,
-    pub backoff_max_ms: Option<u64>,
-    pub retention_ms: Option<u64>,
-    pub dead_retention_ms: Option<u64>,
-    pub group_concurrency: Option<Option<u32>>,
-}
+/// A queue's settings to change (`PUT /v1/queues/{q}`): the engine's patch,
+/// whose `None` leaves a setting as it is and `group_concurrency: Some(None)`
+/// removes the limit.
+pub(super) use crate::engine::QueueConfigPatch as QueueSettings;
 
 /// One request of the HTTP API / the binary protocol.
 pub(super) enum Op {

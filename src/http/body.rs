@@ -353,7 +353,8 @@ pub(super) fn enqueue_batch(queue: &str, body: &[u8]) -> Result<Command> {
     Ok(Command::EnqueueBatch { queue: queue.to_owned(), tasks })
 }
 
-const QUEUE_FIELDS: [&str; 8] = [
+/// A queue's settings, in the order of docs/http-api.md's queue object.
+pub(crate) const QUEUE_FIELDS: [&str; 8] = [
     "discipline",
     "lease_ms",
     "max_attempts",

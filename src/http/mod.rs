@@ -19,6 +19,7 @@
 //! are answered with the connection kept.
 
 mod body;
+pub(crate) use body::QUEUE_FIELDS;
 pub mod openapi;
 mod render;
 #[cfg(test)]
