@@ -401,6 +401,21 @@ fn wire_discipline(discipline: engine::Discipline) -> tqx_wire::Discipline {
     }
 }
 
+/// The wire form of a queue's settings patch (the `configure_queue` request;
+/// also what `tqx queue create|configure --binary` sends).
+pub fn wire_patch(patch: &QueueConfigPatch) -> tqx_wire::QueuePatch {
+    tqx_wire::QueuePatch {
+        discipline: patch.discipline.map(wire_discipline),
+        lease_ms: patch.lease_ms,
+        max_attempts: patch.max_attempts,
+        backoff_ms: patch.backoff_ms,
+        backoff_max_ms: patch.backoff_max_ms,
+        retention_ms: patch.retention_ms,
+        dead_retention_ms: patch.dead_retention_ms,
+        group_concurrency: patch.group_concurrency,
+    }
+}
+
 /// Maps a decoded request to the [`Command`] a worker executes, checked by
 /// `command::check_limits` like the HTTP API's (same codes and messages: every
 /// length, count, `wait_ms` and dequeue `max`; a field over its length limit
@@ -535,19 +550,9 @@ pub fn command_to_request(command: &Command) -> Result<Request, String> {
     let item =
         |item: &CompleteItem| tqx_wire::CompleteItem { id: item.id, lease: item.lease, result: item.result.clone() };
     Ok(match command {
-        Command::ConfigureQueue { queue, patch } => Request::ConfigureQueue {
-            queue: queue.clone(),
-            patch: tqx_wire::QueuePatch {
-                discipline: patch.discipline.map(wire_discipline),
-                lease_ms: patch.lease_ms,
-                max_attempts: patch.max_attempts,
-                backoff_ms: patch.backoff_ms,
-                backoff_max_ms: patch.backoff_max_ms,
-                retention_ms: patch.retention_ms,
-                dead_retention_ms: patch.dead_retention_ms,
-                group_concurrency: patch.group_concurrency,
-            },
-        },
+        Command::ConfigureQueue { queue, patch } => {
+            Request::ConfigureQueue { queue: queue.clone(), patch: wire_patch(patch) }
+        }
         Command::ListQueues => Request::ListQueues,
         Command::GetQueue { queue } => Request::GetQueue { queue: queue.clone() },
         Command::DeleteQueue { queue, force } => Request::DeleteQueue { queue: queue.clone(), force: *force },

@@ -370,7 +370,7 @@ fn binary_call(client: &tqx_client::blocking::Client, op: Op) -> Result<Vec<u8>,
         Op::ListQueues => client.list_queues().map(render::queues)?,
         Op::GetQueue(queue) => client.get_queue(&queue).map(render::queue)?,
         Op::ConfigureQueue(queue, settings) => {
-            client.configure_queue(&queue, &queue_patch(&settings)).map(render::queue)?
+            client.configure_queue(&queue, &crate::binary::wire_patch(&settings)).map(render::queue)?
         }
         Op::DeleteQueue { queue, force } => {
             client.delete_queue(&queue, force)?;
@@ -408,26 +408,6 @@ fn binary_call(client: &tqx_client::blocking::Client, op: Op) -> Result<Vec<u8>,
         body.pop();
     }
     Ok(body)
-}
-
-fn queue_patch(settings: &QueueSettings) -> tqx_client::QueuePatch {
-    use crate::engine::Discipline as D;
-    use tqx_client::Discipline as W;
-    tqx_client::QueuePatch {
-        discipline: settings.discipline.map(|d| match d {
-            D::Fifo => W::Fifo,
-            D::Lifo => W::Lifo,
-            D::Priority => W::Priority,
-            D::RoundRobin => W::RoundRobin,
-        }),
-        lease_ms: settings.lease_ms,
-        max_attempts: settings.max_attempts,
-        backoff_ms: settings.backoff_ms,
-        backoff_max_ms: settings.backoff_max_ms,
-        retention_ms: settings.retention_ms,
-        dead_retention_ms: settings.dead_retention_ms,
-        group_concurrency: settings.group_concurrency,
-    }
 }
 
 /// A failed `--binary` call, printed like the HTTP path prints one: for an

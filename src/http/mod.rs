@@ -19,6 +19,8 @@
 //! are answered with the connection kept.
 
 mod body;
+// The CLI's queue table shows the settings in this order.
+#[cfg(feature = "server")]
 pub(crate) use body::QUEUE_FIELDS;
 pub mod openapi;
 mod render;
